@@ -1,0 +1,93 @@
+"""Shared pieces of the kernels: activation quantization to uint8, int4 unpacking, availability checks."""
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+
+import torch
+from torch import Tensor
+
+logger = logging.getLogger("diffusia.quant.kernels")
+
+# torch 2.13 warns that quantized-dtype tensors (quint8) are deprecated; we only use quantize_per_tensor as
+# the fastest single-pass float -> uint8 quantizer and reinterpret its bytes, so silence exactly that warning.
+warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel", category=UserWarning)
+
+W4_OFFSET = 8  # int4 values in [-8, 7] are stored as value + 8 in a nibble
+
+
+@functools.lru_cache(maxsize=1)
+def onednn_int8_available() -> bool:
+    """True if the oneDNN INT8 ops (uint8 in, float32 out) exist and mkldnn is usable."""
+    try:
+        ok = torch.backends.mkldnn.is_available()
+        _ = torch.ops.onednn.qconv_prepack, torch.ops.onednn.qconv_pointwise
+        _ = torch.ops.onednn.qlinear_prepack, torch.ops.onednn.qlinear_pointwise
+    except (AttributeError, RuntimeError):
+        return False
+    return bool(ok)
+
+
+@functools.lru_cache(maxsize=1)
+def _has_fast_quantize() -> bool:
+    try:
+        q = torch.quantize_per_tensor(torch.zeros(4), 1.0, 0, torch.quint8)
+        _bytes_of(q)
+        return True
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
+def _bytes_of(q: Tensor) -> Tensor:
+    """Plain uint8 tensor sharing a quint8 tensor's storage (no copy; `int_repr()` copies and is slow)."""
+    return torch.empty(0, dtype=torch.uint8, device=q.device).set_(
+        q.untyped_storage(), q.storage_offset(), q.shape, q.stride())
+
+
+def quantize_act_u8(x: Tensor, scale: float, zero_point: int, qmax: int) -> Tensor:
+    """uint8 tensor clamp(round(x / scale) + zero_point, 0, qmax), keeping x's memory format.
+
+    Uses torch.quantize_per_tensor (one vectorized pass, clamps to 0..255) plus an in-place uint8 clamp when
+    qmax < 255; falls back to plain tensor ops if that function is gone.
+    """
+    if x.device.type == "cpu" and _has_fast_quantize():
+        u = _bytes_of(torch.quantize_per_tensor(x, scale, zero_point, torch.quint8))
+        return u.clamp_(max=qmax) if qmax < 255 else u
+    q = torch.round(x * (1.0 / scale)).add_(zero_point).clamp_(0, qmax)
+    return q.to(torch.uint8)
+
+
+def unpack_int4(packed: Tensor) -> Tensor:
+    """uint8 [O, n] (low nibble = even column, high = odd, each value + 8) -> int8 [O, 2n] in [-8, 7]."""
+    lo = (packed & 0x0F).to(torch.int8) - W4_OFFSET
+    hi = (packed >> 4).to(torch.int8) - W4_OFFSET
+    return torch.stack([lo, hi], dim=-1).reshape(packed.shape[0], -1)
+
+
+def pack_int4(q: Tensor) -> Tensor:
+    """int values in [-8, 7] of shape [O, 2n] -> uint8 [O, n]; inverse of `unpack_int4`."""
+    if q.shape[-1] % 2:
+        raise ValueError(f"pack_int4 needs an even number of columns, got {q.shape[-1]}")
+    if q.numel() and (int(q.min()) < -W4_OFFSET or int(q.max()) > W4_OFFSET - 1):
+        raise ValueError("pack_int4 values must lie in [-8, 7]")
+    u = (q.to(torch.int16) + W4_OFFSET).to(torch.uint8)
+    return (u[:, 0::2] | (u[:, 1::2] << 4)).contiguous()
+
+
+def dequantize_int4(packed: Tensor, scale: Tensor, cols: int) -> Tensor:
+    """float32 [O, cols] from packed int4 [O, padded/2] and group scales [O, padded/group]."""
+    o, ngroups = scale.shape
+    lo = packed & 0x0F
+    hi = packed >> 4
+    q = torch.stack([lo, hi], dim=-1).reshape(o, ngroups, -1).to(torch.float32)
+    s = scale.to(torch.float32)[..., None]
+    w = torch.addcmul(s * -float(W4_OFFSET), q, s)  # (q - 8) * s in one pass
+    return w.reshape(o, -1)[:, :cols]
+
+
+def check_weight(weight: Tensor, scale: Tensor, dtype: torch.dtype, dims: int, name: str) -> None:
+    if weight.dtype != dtype or weight.dim() != dims:
+        raise TypeError(f"{name}: weight must be {dtype} with {dims} dims, got {weight.dtype} {tuple(weight.shape)}")
+    if scale.shape[0] != weight.shape[0]:
+        raise ValueError(f"{name}: weight_scale has {scale.shape[0]} rows for {weight.shape[0]} output channels")

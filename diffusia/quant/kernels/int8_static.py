@@ -1,0 +1,124 @@
+"""Static W8A8 conv2d / linear on real INT8 kernels.
+
+CPU (x86): oneDNN `qconv_pointwise` / `qlinear_pointwise` take the uint8 activation, the prepacked int8
+weight and return float32 directly (scales and bias applied on the int32 accumulator, no output
+requantization). The input is quantized by `quantize_act_u8` (one vectorized pass, plus a uint8 clamp for
+7-bit activations); that cost is part of every call. Output of the conv is channels_last by default when the
+input is (oneDNN's native layout); NCHW input gets NCHW output unless `channels_last_output=True`.
+
+Where oneDNN is missing (non-x86 builds) the kernels fall back to the float reference and say so in
+`backend` ("reference") and the log: such timings are simulated, never INT8 speedups.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from diffusia.quant import cpu
+from diffusia.quant.kernels import cuda
+from diffusia.quant.kernels._common import check_weight, logger, onednn_int8_available, quantize_act_u8
+from diffusia.quant.kernels.reference import reference_int8_conv2d, reference_int8_linear
+
+IntPair = int | tuple[int, int]
+
+
+def _pair(v: IntPair) -> list[int]:
+    return [int(v), int(v)] if isinstance(v, int) else [int(a) for a in v]
+
+
+def _check_act(act_scale: float, act_zero_point: int, act_qmax: int, weight_int8: Tensor, name: str) -> None:
+    if not (0 < act_qmax <= 255):
+        raise ValueError(f"{name}: act_qmax must be in 1..255, got {act_qmax}")
+    if not (0 <= act_zero_point <= act_qmax):
+        raise ValueError(f"{name}: act_zero_point {act_zero_point} outside 0..{act_qmax}")
+    if not act_scale > 0:
+        raise ValueError(f"{name}: act_scale must be > 0, got {act_scale}")
+    wmax = cpu.weight_qmax(act_qmax)
+    if weight_int8.device.type == "cpu" and weight_int8.numel() and int(weight_int8.abs().max()) > wmax:
+        logger.warning("%s: act_qmax=%d with |weight| up to %d on a CPU without VNNI: int16 pair sums can "
+                       "saturate (use act_qmax=127, or weights within +-%d)", name, act_qmax,
+                       int(weight_int8.abs().max()), wmax)
+
+
+class Int8Conv2d:
+    """Static W8A8 conv2d: per-output-channel symmetric int8 weights, per-tensor affine uint activations."""
+
+    def __init__(self, weight_int8: Tensor, weight_scale: Tensor, bias: Tensor | None,
+                 stride: IntPair, padding: IntPair, dilation: IntPair, groups: int,
+                 act_scale: float, act_zero_point: int, act_qmax: int = 127,
+                 channels_last_output: bool | None = None) -> None:
+        check_weight(weight_int8, weight_scale, torch.int8, 4, "Int8Conv2d")
+        act_scale, act_zero_point = float(act_scale), int(act_zero_point)
+        _check_act(act_scale, act_zero_point, act_qmax, weight_int8, "Int8Conv2d")
+        self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
+        self.groups = int(groups)
+        self.act_scale, self.act_zero_point, self.act_qmax = act_scale, act_zero_point, int(act_qmax)
+        self.channels_last_output = channels_last_output
+        self.weight_int8 = weight_int8
+        self.weight_scale = weight_scale.float().contiguous()
+        self.bias = None if bias is None else bias.float().contiguous()
+        self._w_zp = torch.zeros(weight_int8.shape[0], dtype=torch.int64)
+        if weight_int8.device.type == "cuda":
+            self.backend = "cuda-fp16"
+        elif onednn_int8_available():
+            self.backend = "onednn"
+            # x_shape=None: one packing serves every input size (measured as fast as a shape-specific one).
+            self._packed = torch.ops.onednn.qconv_prepack(
+                weight_int8.contiguous(), self.weight_scale, act_scale, act_zero_point,
+                self.stride, self.padding, self.dilation, self.groups, None)
+        else:
+            self.backend = "reference"
+            logger.warning("Int8Conv2d: oneDNN INT8 ops unavailable; using the float reference (simulated)")
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.backend == "onednn":
+            qx = quantize_act_u8(x, self.act_scale, self.act_zero_point, self.act_qmax)
+            y = torch.ops.onednn.qconv_pointwise(
+                qx, self.act_scale, self.act_zero_point, self._packed, self.weight_scale, self._w_zp, self.bias,
+                self.stride, self.padding, self.dilation, self.groups, 1.0, 0, torch.float32, "none", [], "")
+            cl = self.channels_last_output
+            if cl is None:
+                cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+            return y if cl else y.contiguous()
+        if self.backend == "cuda-fp16":
+            return cuda.w8a8_conv2d_fp16(x, self)
+        return reference_int8_conv2d(x, self.weight_int8, self.weight_scale, self.bias, self.stride, self.padding,
+                                     self.dilation, self.groups, self.act_scale, self.act_zero_point, self.act_qmax)
+
+
+class Int8Linear:
+    """Static W8A8 linear over the last dim of x: weight (O, I) int8 per-channel, uint activations per-tensor."""
+
+    def __init__(self, weight_int8: Tensor, weight_scale: Tensor, bias: Tensor | None,
+                 act_scale: float, act_zero_point: int, act_qmax: int = 127) -> None:
+        check_weight(weight_int8, weight_scale, torch.int8, 2, "Int8Linear")
+        act_scale, act_zero_point = float(act_scale), int(act_zero_point)
+        _check_act(act_scale, act_zero_point, act_qmax, weight_int8, "Int8Linear")
+        self.act_scale, self.act_zero_point, self.act_qmax = act_scale, act_zero_point, int(act_qmax)
+        self.weight_int8 = weight_int8
+        self.weight_scale = weight_scale.float().contiguous()
+        self.bias = None if bias is None else bias.float().contiguous()
+        self.out_features = weight_int8.shape[0]
+        self._w_zp = torch.zeros(self.out_features, dtype=torch.int64)
+        if weight_int8.device.type == "cuda":
+            self.backend = "cuda-int_mm"
+            self._cuda = cuda.prepare_w8a8_linear(weight_int8, self.weight_scale, act_zero_point)
+        elif onednn_int8_available():
+            self.backend = "onednn"
+            self._packed = torch.ops.onednn.qlinear_prepack(weight_int8.contiguous(), None)
+        else:
+            self.backend = "reference"
+            logger.warning("Int8Linear: oneDNN INT8 ops unavailable; using the float reference (simulated)")
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.backend == "onednn":
+            x2 = x.reshape(-1, x.shape[-1])
+            qx = quantize_act_u8(x2, self.act_scale, self.act_zero_point, self.act_qmax)
+            y = torch.ops.onednn.qlinear_pointwise(
+                qx, self.act_scale, self.act_zero_point, self._packed, self.weight_scale, self._w_zp, self.bias,
+                1.0, 0, torch.float32, "none", [], "")
+            return y.reshape(*x.shape[:-1], self.out_features)
+        if self.backend == "cuda-int_mm":
+            return cuda.w8a8_linear_int_mm(x, self, self._cuda)
+        return reference_int8_linear(x, self.weight_int8, self.weight_scale, self.bias,
+                                     self.act_scale, self.act_zero_point, self.act_qmax)
