@@ -6,9 +6,12 @@ import os
 
 __version__ = "0.1.0"
 
-# diffusers imports torchao when present; its optional CUDA extensions log noise on CPU machines.
-os.environ.setdefault("TORCHAO_LOG_LEVEL", "ERROR")
-logging.getLogger("torchao").setLevel(logging.ERROR)
+# diffusers imports torchao when present; on a CPU-only machine it and transformers log warnings about optional
+# CUDA extensions and torchvision that do not concern diffusia. Keep the console for diffusia's own messages.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+for _name in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 
 def load_pipeline(spec, device="cpu", dtype=None, **kwargs):

@@ -1,0 +1,156 @@
+"""Train the embedded `tiny` pipeline (SD v1.5 architecture, narrower) on coloured Fashion-MNIST.
+
+Stages: (1) AutoencoderKL on 32x32 RGB items, (2) latents of the training set, (3) U-Net + CLIP text encoder with
+the SD noise-prediction loss, caption dropout for classifier-free guidance and an EMA of the weights.
+Writes a diffusers `StableDiffusionPipeline` folder (safetensors only). Reproducible for a seed on one machine.
+
+    python scripts/train_tiny.py --out diffusia/assets/tiny
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from diffusia.data.fashion_mnist import coloured_split
+from diffusia.models.architectures import SD_BETAS, TINY_TEXT, TINY_UNET, TINY_VAE, build_components
+from diffusia.models.tokenizer import write_clip_tokenizer
+
+log = logging.getLogger("train_tiny")
+
+
+def train_vae(vae, images: torch.Tensor, steps: int, batch: int, lr: float, gen: torch.Generator):
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    vae.train()
+    for step in (bar := tqdm(range(steps), desc="vae", mininterval=5)):
+        x = images[torch.randint(0, len(images), (batch,), generator=gen)] * 2 - 1
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample(generator=gen)).sample
+        kl = post.kl().mean() / x[0].numel()
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    vae.eval()
+    return loss.item()
+
+
+@torch.no_grad()
+def encode_all(vae, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    return torch.cat([vae.encode(images[i : i + batch] * 2 - 1).latent_dist.mean for i in range(0, len(images), batch)])
+
+
+def ema_update(ema, model, decay: float):
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.lerp_(p, 1 - decay)
+
+
+def train_unet(unet, text_encoder, tokenizer, latents, captions, args, gen):
+    from diffusers import DDPMScheduler
+
+    noise_sched = DDPMScheduler(**SD_BETAS)
+    alphas = noise_sched.alphas_cumprod
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
+    warm = 100
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
+    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
+    unet.train(), text_encoder.train()
+    losses = []
+    for step in (bar := tqdm(range(args.steps), desc="unet", mininterval=5)):
+        idx = torch.randint(0, len(latents), (args.batch,), generator=gen)
+        x0, tok = latents[idx], ids[idx].clone()
+        drop = torch.rand(args.batch, generator=gen) < args.caption_dropout
+        tok[drop] = empty
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, SD_BETAS["num_train_timesteps"], (args.batch,), generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        cond = text_encoder(tok).last_hidden_state
+        loss = F.mse_loss(unet(xt, t, cond).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        decay = min(args.ema, (1 + step) / (10 + step))
+        ema_update(ema_unet, unet, decay)
+        ema_update(ema_text, text_encoder, decay)
+        losses.append(loss.item())
+        if step % 25 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if step % 200 == 0:
+            log.info("step %d loss %.4f", step, np.mean(losses[-200:]))
+    return ema_unet, ema_text, losses
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="diffusia/assets/tiny")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vae-steps", type=int, default=400)
+    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--ema", type=float, default=0.995)
+    p.add_argument("--caption-dropout", type=float, default=0.1)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    t_start = time.time()
+
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    out = Path(args.out)
+    images, labels, colours, captions = coloured_split("train", seed=args.seed)
+    images = torch.from_numpy(images)
+    parts = build_components(TINY_UNET, TINY_VAE, TINY_TEXT, seed=args.seed)
+    tok_dir = out / "tokenizer"
+    write_clip_tokenizer(tok_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+
+    vae_loss = train_vae(parts["vae"], images, args.vae_steps, args.batch, 2e-3, gen)
+    latents = encode_all(parts["vae"], images)
+    scale = float(1.0 / latents.std())
+    parts["vae"].register_to_config(scaling_factor=scale)
+    log.info("vae loss %.4f, latent std %.3f -> scaling_factor %.4f", vae_loss, latents.std(), scale)
+    t_vae = time.time() - t_start
+
+    unet, text_encoder, losses = train_unet(parts["unet"], parts["text_encoder"], tokenizer, latents * scale,
+                                            captions, args, gen)
+    pipe = StableDiffusionPipeline(
+        vae=parts["vae"], text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=parts["scheduler"],
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    minutes = (time.time() - t_start) / 60
+    record = dict(vars(args), vae_loss=vae_loss, vae_minutes=t_vae / 60, total_minutes=minutes,
+                  final_loss=float(np.mean(losses[-100:])), torch=torch.__version__, threads=torch.get_num_threads())
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    log.info("done in %.1f min: %s", minutes, record)
+
+
+if __name__ == "__main__":
+    main()
