@@ -57,6 +57,59 @@ def generate(
         typer.echo(str(path))
 
 
+def resolve_recipe(recipe: str, timestep_groups: int | None = None, rules: list[str] | None = None):
+    """A preset name or a recipe JSON file, with optional overrides."""
+    from diffusia.config import PRESETS, Recipe, Rule, get_preset
+
+    path = Path(recipe)
+    if recipe in PRESETS:
+        r = get_preset(recipe)
+    elif path.suffix == ".json" and path.is_file():
+        r = Recipe.from_json(path.read_text())
+    else:
+        raise DiffusiaError(f"unknown recipe {recipe!r}: use a preset ({', '.join(PRESETS)}) or a recipe .json file")
+    changes = {}
+    if timestep_groups is not None:
+        changes["timestep_groups"] = timestep_groups
+    if rules:
+        parsed = []
+        for text in rules:
+            pattern, sep, precision = text.rpartition("=")
+            if not sep:
+                raise DiffusiaError(f"--rule {text!r} must look like PATTERN=PRECISION, e.g. '*attn2*=fp16'")
+            parsed.append(Rule(pattern, precision))
+        changes["rules"] = list(r.rules) + parsed
+    return r.replace(**changes) if changes else r
+
+
+@app.command()
+def quantize(
+    out: Path = typer.Option(..., help="Output folder (written atomically)."),
+    model: str = typer.Option("tiny", help=MODEL_HELP),
+    recipe: str = typer.Option("w8a8", help="Preset (fp32, fp16, bf16, w8a8, w8, w4, mixed) or a recipe .json."),
+    calib_prompts: str = typer.Option("calibration", help="Prompt set name or file for calibration."),
+    calib_size: int = typer.Option(100, help="Calibration prompts (the set is cycled if smaller)."),
+    calib_steps: int = typer.Option(25, help="Sampler steps per calibration prompt."),
+    timestep_groups: Optional[int] = typer.Option(None, help="Separate activation ranges per K timestep groups."),
+    rule: Optional[list[str]] = typer.Option(None, help="Per-layer override PATTERN=PRECISION (glob or re:regex)."),
+    device: str = typer.Option("cpu"),
+):
+    """Quantize the U-Net (calibrated on sampling trajectories), validate it and save a loadable folder."""
+    from diffusia import load_pipeline
+    from diffusia.prompts import load_prompts
+    from diffusia.quant.pipeline import quantize_pipeline
+    from diffusia.quant.serialization import save_quantized_pipeline
+
+    r = resolve_recipe(recipe, timestep_groups, rule)
+    prompts = load_prompts(calib_prompts, model=model)
+    pipe = load_pipeline(model, device=device, progress=False)
+    quantize_pipeline(pipe, r, prompts, calib_size=calib_size, steps=calib_steps)
+    save_quantized_pipeline(pipe, out, base_model=model)
+    v = pipe.diffusia_validation or {}
+    typer.echo(f"{out}: recipe {r.name}, {v.get('quantized_layers', 0)} quantized layers, "
+               f"validation forward peak {v.get('peak_memory_mb', '?')} MB")
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,53 @@
+"""Calibration data for diffusion: run the pipeline over prompts with its real scheduler, so the U-Net sees
+every timestep of the sampling trajectory and both classifier-free-guidance branches."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from diffusia.generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, use_dpm_solver
+from diffusia.prompts import Prompt
+
+CALIBRATION_SEED = 1000  # calibration images use seeds 1000 + i, evaluation uses 42 + i
+
+
+def sampling_forward_loop(pipe, prompts: list[Prompt], steps: int = DEFAULT_STEPS,
+                          guidance: float = DEFAULT_GUIDANCE, seed: int = CALIBRATION_SEED,
+                          progress: bool = True) -> Callable[[], None]:
+    """A callable that runs the pipeline once per prompt (batch 1, seed + i); call it inside `calibrate()`."""
+
+    def run() -> None:
+        use_dpm_solver(pipe)
+        previous = getattr(pipe, "_progress_bar_config", {}).copy()
+        pipe.set_progress_bar_config(disable=True)
+        try:
+            for i, p in enumerate(tqdm(prompts, desc="calibrate", disable=not progress)):
+                pipe(p.text, num_inference_steps=steps, guidance_scale=guidance, output_type="latent",
+                     generator=torch.Generator("cpu").manual_seed(seed + i))
+        finally:
+            pipe.set_progress_bar_config(**previous)
+
+    return run
+
+
+def record_unet_inputs(pipe, prompts: list[Prompt], steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
+                       seed: int = CALIBRATION_SEED, progress: bool = True) -> list[tuple]:
+    """Every (sample, timestep, encoder_hidden_states) the U-Net receives along the trajectories, on the CPU;
+    used by sensitivity analysis and data-free distillation."""
+    calls: list[tuple] = []
+
+    def hook(module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        t = args[1] if len(args) > 1 else kwargs["timestep"]
+        ehs = args[2] if len(args) > 2 else kwargs["encoder_hidden_states"]
+        calls.append((sample.detach().cpu(), torch.as_tensor(t).detach().cpu(), ehs.detach().cpu()))
+
+    handle = pipe.unet.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            sampling_forward_loop(pipe, prompts, steps, guidance, seed, progress)()
+    finally:
+        handle.remove()
+    return calls

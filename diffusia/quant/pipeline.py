@@ -1,0 +1,109 @@
+"""Quantize the U-Net of a whole pipeline: plan, calibrate over sampling trajectories, freeze, validate."""
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from diffusia.calib.forward_loop import CALIBRATION_SEED, sampling_forward_loop
+from diffusia.config import Recipe
+from diffusia.errors import DiffusiaError
+from diffusia.prompts import Prompt, take
+from diffusia.quant import api
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CalibrationInfo:
+    prompts: list[str] = field(default_factory=list)
+    size: int = 0
+    steps: int = 25
+    guidance: float = 7.5
+    seed: int = CALIBRATION_SEED
+    unet_calls: int = 0
+    seconds: float = 0.0
+
+
+def needs_calibration(plan: dict[str, str]) -> bool:
+    return "w8a8" in plan.values()
+
+
+def quantize_pipeline(pipe, recipe: Recipe, calib_prompts: list[Prompt] | None = None, calib_size: int = 100,
+                      steps: int = 25, guidance: float = 7.5, progress: bool = True, validate: bool = True):
+    """Quantize `pipe.unet` in place with `recipe` and return the pipeline (real kernels, frozen).
+
+    W8A8 layers are calibrated on `calib_size` prompts (cycled from `calib_prompts`), over every U-Net call of
+    the sampler: all timesteps, both guidance branches."""
+    info = CalibrationInfo(steps=steps, guidance=guidance)
+    if recipe.weights == "fp32" and not recipe.rules:
+        pipe.diffusia_recipe, pipe.diffusia_calibration = recipe, info
+        return pipe
+    plan = api.quantize(pipe.unet, recipe)
+    if needs_calibration(plan):
+        if not calib_prompts:
+            raise DiffusiaError(f"recipe {recipe.name!r} has W8A8 layers and needs calibration prompts: pass --calib-prompts")
+        prompts = take(calib_prompts, calib_size)
+        calls = [0]
+        counter = pipe.unet.register_forward_pre_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
+        t0 = time.perf_counter()
+        try:
+            with api.calibrate(pipe.unet):
+                sampling_forward_loop(pipe, prompts, steps, guidance, progress=progress)()
+        finally:
+            counter.remove()
+        info = CalibrationInfo([p.text for p in prompts], len(prompts), steps, guidance, CALIBRATION_SEED, calls[0],
+                               time.perf_counter() - t0)
+        log.info("calibrated on %d prompts, %d U-Net calls, %.1f s", info.size, info.unet_calls, info.seconds)
+    api.freeze(pipe.unet)
+    pipe.diffusia_recipe, pipe.diffusia_calibration = recipe, info
+    if validate:
+        pipe.diffusia_validation = validate_pipeline(pipe)
+    return pipe
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def validate_pipeline(pipe, prompt: str = "a red sneaker", steps: int = 4) -> dict:
+    """Cheap checks after conversion: quantized layers hold what they claim, a forward is finite (else the first
+    bad layer is named), peak memory of that forward, and one sanity image."""
+    unet = pipe.unet
+    qmods = api.qmodules(unet)
+    for name, m in qmods.items():
+        for bname, buf in m.named_buffers(recurse=False):
+            if bname == "weight_int8" and buf.dtype != torch.int8:
+                raise DiffusiaError(f"layer {name!r} should hold int8 weights, holds {buf.dtype}")
+    cfg = unet.config
+    dtype = next(unet.parameters()).dtype
+    sample = torch.randn(2, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=torch.Generator().manual_seed(0))
+    ehs = torch.randn(2, 77, cfg.cross_attention_dim, generator=torch.Generator().manual_seed(1))
+    device = unet.device
+    rss_before = _peak_rss_mb()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    out = api.check_finite(unet, sample.to(device, dtype), torch.tensor([500], device=device),
+                           ehs.to(device, dtype))
+    peak = (torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else _peak_rss_mb()
+    from diffusia.generate import GenerationConfig, generate
+
+    image = generate(pipe, prompt, 1, GenerationConfig(steps=steps), progress=False, output_type="np")[0]
+    report = dict(quantized_layers=len(qmods), forward_output_shape=list(out.sample.shape),
+                  peak_memory_mb=round(peak, 1), peak_rss_mb_before=round(rss_before, 1),
+                  sanity_image_mean=float(np.mean(image)), sanity_image_std=float(np.std(image)))
+    if report["sanity_image_std"] < 1e-4:
+        raise DiffusiaError("the sanity image is flat (one colour): the quantized U-Net lost its signal")
+    return report
+
+
+def describe(pipe) -> dict:
+    """Recipe and calibration settings recorded with a quantized pipeline."""
+    recipe = getattr(pipe, "diffusia_recipe", None)
+    info = getattr(pipe, "diffusia_calibration", None)
+    return {"recipe": recipe.to_dict() if recipe else None, "calibration": asdict(info) if info else None,
+            "validation": getattr(pipe, "diffusia_validation", None)}

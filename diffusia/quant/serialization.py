@@ -1,0 +1,119 @@
+"""Save and load quantized pipelines: a diffusers folder whose U-Net holds int8/int4 tensors and their scales in
+safetensors, plus `diffusia.json` (recipe, calibration, quantization map, package versions, sha256 of tensors)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from diffusia.errors import DiffusiaError
+from diffusia.fileio import atomic_dir
+from diffusia.quant import api
+from diffusia.quant.pipeline import describe
+
+log = logging.getLogger(__name__)
+
+FORMAT, VERSION = "diffusia.quantized_pipeline", 1
+UNET_FILE = "unet/diffusia_unet.safetensors"
+PACKAGES = ("diffusia", "torch", "diffusers", "transformers", "safetensors", "accelerate")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    out["python"] = platform.python_version()
+    return out
+
+
+def save_quantized_pipeline(pipe, out_dir: str | Path, base_model: str | None = None) -> Path:
+    """Write the pipeline atomically: a killed save leaves no folder that looks complete."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    has_q = bool(api.qmodules(pipe.unet))
+    with atomic_dir(out_dir) as tmp:
+        for name, component in pipe.components.items():
+            if component is None or (name == "unet" and has_q):
+                continue
+            if hasattr(component, "save_pretrained"):
+                kwargs = {"safe_serialization": True} if isinstance(component, torch.nn.Module) else {}
+                component.save_pretrained(tmp / name, **kwargs)
+        pipe.save_config(tmp)  # model_index.json
+        meta = {"format": FORMAT, "version": VERSION, "base_model": base_model or getattr(pipe, "diffusia_spec", None),
+                **describe(pipe), "packages": package_versions(), "unet_config": dict(pipe.unet.config)}
+        if has_q:
+            pipe.unet.save_config(tmp / "unet")
+            state = {k: v.detach().contiguous().cpu() for k, v in pipe.unet.state_dict().items()}
+            save_file(state, str(tmp / UNET_FILE), metadata={"format": FORMAT})
+            meta["quantization_map"] = api.quantization_map(pipe.unet)
+        meta["sha256"] = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*.safetensors"))}
+        (tmp / "diffusia.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    log.info("saved quantized pipeline to %s", out_dir)
+    return out_dir
+
+
+def read_meta(folder: str | Path) -> dict:
+    path = Path(folder) / "diffusia.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DiffusiaError(f"{path} is unreadable ({e}): re-run `diffusia quantize`") from None
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise DiffusiaError(f"{path} is not a diffusia v{VERSION} quantized pipeline: re-run `diffusia quantize`")
+    return meta
+
+
+def verify_checksums(folder: Path, meta: dict) -> None:
+    for rel, digest in meta.get("sha256", {}).items():
+        path = folder / rel
+        if not path.is_file():
+            raise DiffusiaError(f"{path} is missing: the quantized folder is incomplete, re-run `diffusia quantize`")
+        if _sha256(path) != digest:
+            raise DiffusiaError(f"{path} does not match its sha256 in diffusia.json (truncated or altered): "
+                                "re-run `diffusia quantize`")
+
+
+def load_quantized_pipeline(folder: str | Path, dtype=None):
+    """Load a folder written by `save_quantized_pipeline`; the U-Net is rebuilt around a meta-device skeleton so
+    FP32 weights are never materialised."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    meta = read_meta(folder)
+    verify_checksums(folder, meta)
+    qmap = meta.get("quantization_map")
+    kwargs = dict(torch_dtype=dtype, use_safetensors=True, safety_checker=None, requires_safety_checker=False)
+    if qmap is None:
+        pipe = StableDiffusionPipeline.from_pretrained(folder, **kwargs)
+    else:
+        config = UNet2DConditionModel.load_config(folder / "unet")
+        with torch.device("meta"):
+            unet = UNet2DConditionModel.from_config(config)
+        api.load_quantized_state(unet, qmap, load_file(str(folder / UNET_FILE)))
+        pipe = StableDiffusionPipeline.from_pretrained(folder, unet=unet, **kwargs)
+    from diffusia.config import Recipe
+    from diffusia.quant.pipeline import CalibrationInfo
+
+    pipe.diffusia_recipe = Recipe.from_dict(meta["recipe"]) if meta.get("recipe") else None
+    pipe.diffusia_calibration = CalibrationInfo(**meta["calibration"]) if meta.get("calibration") else None
+    pipe.diffusia_validation = meta.get("validation")
+    pipe.diffusia_meta = meta
+    return pipe
