@@ -110,6 +110,25 @@ def quantize(
                f"validation forward peak {v.get('peak_memory_mb', '?')} MB")
 
 
+@app.command()
+def export(
+    model: str = typer.Option(..., help="A quantized diffusia folder (from `diffusia quantize` or `diffusia qat`)."),
+    out: Path = typer.Option(Path("unet.onnx"), help="Output .onnx file (QDQ, int8 weight initializers)."),
+    tolerance: float = typer.Option(0.01, help="Max relative L2 between ONNX Runtime and diffusia outputs."),
+):
+    """Export the quantized U-Net to ONNX (QDQ) and check ONNX Runtime reproduces diffusia's output."""
+    from diffusia import load_pipeline
+    from diffusia.export.onnx import check_against_onnxruntime, export_unet
+
+    pipe = load_pipeline(model, progress=False)
+    path = export_unet(pipe.unet, out)
+    check = check_against_onnxruntime(pipe.unet, path)
+    err = check["relative_l2_vs_diffusia"]
+    if err > tolerance:
+        raise DiffusiaError(f"ONNX Runtime output differs from diffusia's by {err:.2%} relative L2 (> {tolerance:.2%})")
+    typer.echo(f"{path}: ONNX Runtime {check['onnxruntime']} matches diffusia within {err:.2e} relative L2")
+
+
 def main() -> None:
     try:
         app()

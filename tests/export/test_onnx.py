@@ -1,0 +1,40 @@
+import collections
+
+import onnx
+import pytest
+
+from diffusia.config import get_preset
+from diffusia.errors import DiffusiaError
+from diffusia.export.onnx import check_against_onnxruntime, export_unet
+from diffusia.prompts import load_prompts
+from diffusia.quant.pipeline import quantize_pipeline
+from tests.conftest import build_micro_pipeline
+
+
+def _quantized(preset):
+    pipe = build_micro_pipeline()
+    return quantize_pipeline(pipe, get_preset(preset), load_prompts("tiny"), calib_size=2, steps=2,
+                             progress=False, validate=False)
+
+
+def test_w8a8_exports_qdq_with_int8_weights_matching_onnxruntime(tmp_path):
+    pipe = _quantized("w8a8")
+    path = export_unet(pipe.unet, tmp_path / "unet.onnx")
+    model = onnx.load(str(path))
+    ops = collections.Counter(n.op_type for n in model.graph.node)
+    int8_inits = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > ops["QuantizeLinear"]
+    assert len(int8_inits) == ops["DequantizeLinear"] - ops["QuantizeLinear"]  # one per quantized weight
+    assert check_against_onnxruntime(pipe.unet, path)["relative_l2_vs_diffusia"] < 1e-3
+
+
+def test_weight_only_int8_export(tmp_path):
+    pipe = _quantized("w8")
+    path = export_unet(pipe.unet, tmp_path / "unet.onnx")
+    assert check_against_onnxruntime(pipe.unet, path)["relative_l2_vs_diffusia"] < 1e-2
+
+
+def test_float_unet_is_refused(tmp_path):
+    with pytest.raises(DiffusiaError, match="frozen quantized"):
+        export_unet(build_micro_pipeline().unet, tmp_path / "unet.onnx")
+    assert not list(tmp_path.iterdir())
