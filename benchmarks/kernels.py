@@ -76,11 +76,11 @@ def int4_group(w: torch.Tensor, group: int = 64) -> tuple[torch.Tensor, torch.Te
     return K.pack_int4(q), scale
 
 
-def bench(fns: dict[str, Callable[[], Any]], reps: int, slow: set[str]) -> dict[str, dict[str, float]]:
+def bench(fns: dict[str, Callable[[], Any]], reps: int, slow: set[str],
+          warmup: int = 2) -> dict[str, dict[str, float]]:
     """Round-robin timing; candidates in `slow` run only 2 rounds (they are >10x slower)."""
     for name, fn in fns.items():
-        fn()
-        if name not in slow:
+        for _ in range(1 if name in slow else warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(reps):
@@ -111,6 +111,9 @@ def conv_case(name: str, spec: tuple[int, ...], reps: int) -> dict[str, Any]:
     wq, ws = qweight(w, 127)
     s, zp = act_qparams(x, 127)
     kern = K.Int8Conv2d(wq, ws, b, *conv, act_scale=s, act_zero_point=zp, act_qmax=127)
+    wq7, ws7 = qweight(w, 64)
+    s8, zp8 = act_qparams(x, 255)
+    kern_a8w7 = K.Int8Conv2d(wq7, ws7, b, *conv, act_scale=s8, act_zero_point=zp8, act_qmax=255)
     u8cl = K.quantize_act_u8(xcl, s, zp, 127)
     fb_pack, fb_run = _fbgemm_conv(wq, ws, b, conv, F.conv2d(x, w, b, *conv))
     w8 = K.WeightInt8Conv2d(wq, ws, b, *conv)
@@ -121,6 +124,7 @@ def conv_case(name: str, spec: tuple[int, ...], reps: int) -> dict[str, Any]:
         "fp32_cl": lambda: F.conv2d(xcl, wcl, b, *conv),
         "w8a8_onednn": lambda: kern(x),
         "w8a8_onednn_cl": lambda: kern(xcl),
+        "a8w7_onednn_cl": lambda: kern_a8w7(xcl),
         "w8a8_kernel_only_u8cl": lambda: _onednn_conv_u8(kern, u8cl),
         "quantize_only": lambda: K.quantize_act_u8(x, s, zp, 127),
         "w8a8_fbgemm_requant": lambda: fb_run(x, s, zp),
@@ -166,7 +170,8 @@ def _fbgemm_conv(wq: torch.Tensor, ws: torch.Tensor, b: torch.Tensor, conv: tupl
     return packed, run
 
 
-def _saturation_errors(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, conv: tuple | None) -> dict[str, float]:
+def _saturation_errors(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+                       conv: tuple | None) -> dict[str, float]:
     """Real-kernel error vs its own reference and vs FP32 for a8w8 / a7w8 / a8w7 (7-bit = saturation-free)."""
     out = {}
     fp32 = F.conv2d(x, w, b, *conv) if conv else F.linear(x, w, b)
@@ -194,6 +199,9 @@ def linear_case(name: str, spec: tuple[int, int, int], reps: int) -> dict[str, A
     wq, ws = qweight(w, 127)
     s, zp = act_qparams(x, 127)
     kern = K.Int8Linear(wq, ws, b, act_scale=s, act_zero_point=zp, act_qmax=127)
+    wq7, ws7 = qweight(w, 64)
+    s8, zp8 = act_qparams(x, 255)
+    kern_a8w7 = K.Int8Linear(wq7, ws7, b, act_scale=s8, act_zero_point=zp8, act_qmax=255)
     x2 = x.reshape(-1, i)
     u8 = K.quantize_act_u8(x2, s, zp, 127)
     prev = torch.backends.quantized.engine
@@ -214,6 +222,7 @@ def linear_case(name: str, spec: tuple[int, int, int], reps: int) -> dict[str, A
     fns: dict[str, Callable[[], Any]] = {
         "fp32": lambda: F.linear(x, w, b),
         "w8a8_onednn": lambda: kern(x),
+        "a8w7_onednn": lambda: kern_a8w7(x),
         "w8a8_kernel_only_u8": lambda: torch.ops.onednn.qlinear_pointwise(
             u8, s, zp, kern._packed, kern.weight_scale, kern._w_zp, b, 1.0, 0, torch.float32, "none", [], ""),
         "quantize_only": lambda: K.quantize_act_u8(x2, s, zp, 127),
@@ -241,6 +250,102 @@ def linear_case(name: str, spec: tuple[int, int, int], reps: int) -> dict[str, A
     return {"name": name, "kind": "linear", "shape": [2, *spec], "timing": timing, "errors": errors}
 
 
+class _Kernel(torch.nn.Module):
+    """Stand-in for a quantized layer: calls a kernel object (enough for a speed/error estimate)."""
+
+    def __init__(self, kern: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.kern = kern
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.kern(x)
+
+
+def _sd15_unet() -> torch.nn.Module:
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(sample_size=64, cross_attention_dim=768).eval()  # SD v1.5 architecture
+
+
+def _int8_layers(unet: torch.nn.Module, calib: tuple, act_qmax: int, w_qmax: int) -> dict[str, torch.nn.Module]:
+    """An Int8 kernel module for every Conv2d/Linear of `unet`, min/max-calibrated on one forward of `calib`."""
+    ranges: dict[str, list[float]] = {}
+    hooks = []
+    for name, m in unet.named_modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            def hook(mod: torch.nn.Module, args: tuple, name: str = name) -> None:
+                lo, hi = float(args[0].min()), float(args[0].max())
+                r = ranges.setdefault(name, [lo, hi])
+                r[0], r[1] = min(r[0], lo), max(r[1], hi)
+            hooks.append(m.register_forward_pre_hook(hook))
+    unet(*calib)
+    for h in hooks:
+        h.remove()
+    layers: dict[str, torch.nn.Module] = {}
+    for name, (lo, hi) in ranges.items():
+        m = unet.get_submodule(name)
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+        s = max(hi - lo, 1e-8) / act_qmax
+        zp = int(round(-lo / s))
+        wq, ws = qweight(m.weight.detach(), w_qmax)
+        b = None if m.bias is None else m.bias.detach()
+        if isinstance(m, torch.nn.Conv2d):
+            kern = K.Int8Conv2d(wq, ws, b, m.stride, m.padding, m.dilation, m.groups, s, zp, act_qmax)
+        else:
+            kern = K.Int8Linear(wq, ws, b, s, zp, act_qmax)
+        layers[name] = _Kernel(kern)
+    return layers
+
+
+def _swap(model: torch.nn.Module, layers: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
+    """Put `layers` into `model` by name; returns the modules they replaced."""
+    old = {}
+    for name, new in layers.items():
+        parent, _, child = name.rpartition(".")
+        p = model.get_submodule(parent) if parent else model
+        old[name] = getattr(p, child)
+        setattr(p, child, new)
+    return old
+
+
+def unet_case(latent: int, reps: int) -> dict[str, Any]:
+    """Whole SD v1.5 U-Net step (random weights), FP32 vs every Conv2d/Linear on the oneDNN W8A8 kernel.
+
+    One model; the quantized variants are swapped in and out by module name before each call.
+    """
+    unet = _sd15_unet()
+    g = torch.Generator()
+
+    def inputs(seed: int) -> tuple:
+        g.manual_seed(seed)
+        return (torch.randn(2, 4, latent, latent, generator=g), torch.tensor([500, 500]),
+                torch.randn(2, 77, 768, generator=g))
+
+    calib, evalx = inputs(1), inputs(2)
+    x_cl = (evalx[0].contiguous(memory_format=torch.channels_last), *evalx[1:])
+    fp32_layers = {n: m for n, m in unet.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    variants = {"fp32": fp32_layers, "a7w8": _int8_layers(unet, calib, 127, 127),
+                "a8w7": _int8_layers(unet, calib, 255, 64)}
+
+    def run(variant: str, x: tuple) -> torch.Tensor:
+        _swap(unet, variants[variant])
+        return unet(*x).sample
+
+    fns: dict[str, Callable[[], Any]] = {
+        "fp32": lambda: run("fp32", evalx),
+        "fp32_cl": lambda: run("fp32", x_cl),  # conv picks channels_last from the input
+        "w8a8_a7w8": lambda: run("a7w8", evalx),
+        "w8a8_a7w8_cl": lambda: run("a7w8", x_cl),
+        "w8a8_a8w7_cl": lambda: run("a8w7", x_cl),
+    }
+    ref = fns["fp32"]()
+    errors = {f"{k}_vs_fp32": rel(f(), ref) for k, f in fns.items() if k != "fp32"}
+    timing = bench(fns, reps, slow=set(), warmup=0)  # the error pass above warmed every variant
+    return {"name": f"SD v1.5 U-Net step, latent {latent}x{latent}, batch 2 (random weights)", "kind": "unet",
+            "shape": [2, 4, latent, latent], "timing": timing, "errors": errors}
+
+
 def environment() -> dict[str, Any]:
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -251,10 +356,10 @@ def environment() -> dict[str, Any]:
     }
 
 
-CONV_COLS = ["fp32_cl", "w8a8_onednn", "w8a8_onednn_cl", "w8a8_kernel_only_u8cl", "quantize_only",
+CONV_COLS = ["fp32_cl", "w8a8_onednn", "w8a8_onednn_cl", "a8w7_onednn_cl", "w8a8_kernel_only_u8cl", "quantize_only",
              "w8a8_fbgemm_requant", "w8_dequant", "w4_g64_dequant"]
-LIN_COLS = ["w8a8_onednn", "w8a8_kernel_only_u8", "quantize_only", "w8a8_fbgemm_fused_q", "w8a8_dynamic_fbgemm",
-            "w8_dequant", "w8_int8pack_mm", "w4_g64_dequant", "w4_g64_int4pack_mm"]
+LIN_COLS = ["w8a8_onednn", "a8w7_onednn", "w8a8_kernel_only_u8", "quantize_only", "w8a8_fbgemm_fused_q",
+            "w8a8_dynamic_fbgemm", "w8_dequant", "w8_int8pack_mm", "w4_g64_dequant", "w4_g64_int4pack_mm"]
 
 
 def _table(cases: list[dict[str, Any]], cols: list[str], errs: list[str]) -> str:
@@ -282,7 +387,8 @@ def markdown(result: dict[str, Any]) -> str:
         "Cells are median per-round time ratios vs FP32 `F.conv2d`/`F.linear` on NCHW/contiguous input "
         "(< 1 = faster); errors are relative L2. W8A8 = 7-bit activations (0..127), int8 weights, min/max "
         "qparams of the input. `*_kernel_only*` = the INT8 op on an already-quantized uint8 input (the floor "
-        "if quantization were fused into the previous op); `quantize_only` = float -> uint8 cost.", "",
+        "if quantization were fused into the previous op); `quantize_only` = float -> uint8 cost; `a8w7` = the "
+        "other saturation-free scheme, 8-bit activations (one-pass quantize, no clamp) with weights in +-64.", "",
         "## Conv2d", "", _table(convs, CONV_COLS, ["w8a8_onednn_vs_fp32", "w8a8_onednn_vs_ref",
                                                      "w8a8_fbgemm_requant_vs_fp32", "w8_vs_fp32", "w4_g64_vs_fp32"]),
         "", "## Linear", "", _table(lins, LIN_COLS, ["w8a8_onednn_vs_fp32", "w8a8_onednn_vs_ref",
@@ -290,8 +396,17 @@ def markdown(result: dict[str, Any]) -> str:
                                                        "w8_vs_fp32", "w4_g64_vs_fp32"]),
         "", "## Saturation check: real oneDNN kernel vs its own reference and vs FP32", "",
         "a8w8 = activations 0..255 with weights +-127; a7w8 = 0..127 with +-127; a8w7 = 0..255 with +-64.", "",
-        _sat_table(result["cases"], sat), "",
+        _sat_table([c for c in result["cases"] if c["kind"] != "unet"], sat), "",
     ]
+    for c in result["cases"]:
+        if c["kind"] == "unet":
+            parts += [f"## {c['name']}", "", "Every Conv2d and Linear on the kernel (min/max calibrated on another "
+                      "input); attention matmuls, norms and activations stay FP32. Error = rel-L2 of the output.", "",
+                      "| variant | min s | ratio vs FP32 NCHW | rel-L2 vs FP32 |", "|---|---|---|---|"]
+            for k, t in c["timing"].items():
+                err = c["errors"].get(f"{k}_vs_fp32", 0.0)
+                parts.append(f"| {k} | {t['min_ms'] / 1e3:.2f} | {t['ratio']:.2f} | {100 * err:.2f}% |")
+            parts.append("")
     return "\n".join(parts)
 
 
@@ -308,13 +423,23 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="3 rounds and the first shape of each kind")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--unet", type=int, default=32, metavar="LATENT",
+                    help="also time a whole SD v1.5 U-Net step at this latent size (0 = skip)")
+    ap.add_argument("--unet-only", action="store_true", help="only the U-Net step; merged into existing results")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     reps = 3 if args.quick else args.reps
     convs = CONV_SHAPES[:1] if args.quick else CONV_SHAPES
     lins = LINEAR_SHAPES[:1] if args.quick else LINEAR_SHAPES
-    cases = []
+    cases: list[dict[str, Any]] = []
+    if args.unet_only:
+        convs, lins = [], []
+        old = args.out / "kernels.json"
+        if old.exists():
+            import json
+
+            cases = [c for c in json.loads(old.read_text())["cases"] if c["kind"] != "unet"]
     with torch.inference_mode():
         for name, spec in convs:
             cases.append(conv_case(name, spec, reps))
@@ -323,6 +448,9 @@ def main() -> None:
         for name, spec in lins:
             cases.append(linear_case(name, spec, reps))
             log.info("%s: w8a8 %.2f", name, cases[-1]["timing"]["w8a8_onednn"]["ratio"])
+        if args.unet:
+            cases.append(unet_case(args.unet, min(reps, 5)))
+            log.info("unet: %s", {k: round(v["ratio"], 2) for k, v in cases[-1]["timing"].items()})
     result = {"environment": environment(), "reps": reps, "cases": cases}
     write_json(args.out / "kernels.json", result)
     write_text(args.out / "kernels.md", markdown(result))

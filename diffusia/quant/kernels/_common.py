@@ -12,7 +12,8 @@ logger = logging.getLogger("diffusia.quant.kernels")
 
 # torch 2.13 warns that quantized-dtype tensors (quint8) are deprecated; we only use quantize_per_tensor as
 # the fastest single-pass float -> uint8 quantizer and reinterpret its bytes, so silence exactly that warning.
-warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel", category=UserWarning)
+warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel",
+                        category=UserWarning)
 
 W4_OFFSET = 8  # int4 values in [-8, 7] are stored as value + 8 in a nibble
 
