@@ -204,3 +204,20 @@ def test_contract_validation():
     with pytest.raises(ValueError):
         K.WeightInt4Linear(torch.zeros(8, 16, dtype=torch.uint8), torch.ones(8, 3), None, group_size=32,
                            in_features=32)
+
+
+@needs_onednn
+def test_int8_kernels_survive_deepcopy_and_pickle():
+    """The opaque oneDNN packed weight is rebuilt from weight_int8 (models holding kernels can be copied)."""
+    import copy
+    import pickle
+
+    x, w, b = conv_case(7, 1, 8, 8, (5, 5), 3)
+    wq, ws = qweight(w)
+    s, zp = act_qparams(x, 127)
+    conv = K.Int8Conv2d(wq, ws, b, 1, 1, 1, 1, s, zp)
+    lin = K.Int8Linear(wq.reshape(8, -1), ws, b, s, zp)
+    xl = torch.randn(3, 72)
+    for kern, inp in ((conv, x), (lin, xl)):
+        for clone in (copy.deepcopy(kern), pickle.loads(pickle.dumps(kern))):
+            assert clone.backend == "onednn" and torch.equal(clone(inp), kern(inp))

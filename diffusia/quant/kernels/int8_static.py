@@ -26,6 +26,9 @@ def _pair(v: IntPair) -> list[int]:
     return [int(v), int(v)] if isinstance(v, int) else [int(a) for a in v]
 
 
+_warned: set[str] = set()
+
+
 def _check_act(act_scale: float, act_zero_point: int, act_qmax: int, weight_int8: Tensor, name: str) -> None:
     if not (0 < act_qmax <= 255):
         raise ValueError(f"{name}: act_qmax must be in 1..255, got {act_qmax}")
@@ -34,13 +37,36 @@ def _check_act(act_scale: float, act_zero_point: int, act_qmax: int, weight_int8
     if not act_scale > 0:
         raise ValueError(f"{name}: act_scale must be > 0, got {act_scale}")
     wmax = cpu.weight_qmax(act_qmax)
-    if weight_int8.device.type == "cpu" and weight_int8.numel() and int(weight_int8.abs().max()) > wmax:
-        logger.warning("%s: act_qmax=%d with |weight| up to %d on a CPU without VNNI: int16 pair sums can "
-                       "saturate (use act_qmax=127, or weights within +-%d)", name, act_qmax,
-                       int(weight_int8.abs().max()), wmax)
+    if weight_int8.device.type != "cpu" or wmax >= 127 or not weight_int8.numel():
+        return
+    peak = int(weight_int8.to(torch.int16).abs().max())
+    if peak > wmax:
+        log = logger.debug if name in _warned else logger.warning
+        _warned.add(name)
+        log("%s: act_qmax=%d with |weight| up to %d on a CPU without VNNI: int16 pair sums can saturate "
+            "(use act_qmax=127, or weights within +-%d)", name, act_qmax, peak, wmax)
 
 
-class Int8Conv2d:
+class _Prepacked:
+    """Pickling/deepcopy support: the oneDNN packed weight is opaque, so it is rebuilt from weight_int8."""
+
+    backend: str
+
+    def _prepack(self) -> Tensor:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_packed", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.backend == "onednn":
+            self._packed = self._prepack()
+
+
+class Int8Conv2d(_Prepacked):
     """Static W8A8 conv2d: per-output-channel symmetric int8 weights, per-tensor affine uint activations."""
 
     def __init__(self, weight_int8: Tensor, weight_scale: Tensor, bias: Tensor | None,
@@ -62,13 +88,16 @@ class Int8Conv2d:
             self.backend = "cuda-fp16"
         elif onednn_int8_available():
             self.backend = "onednn"
-            # x_shape=None: one packing serves every input size (measured as fast as a shape-specific one).
-            self._packed = torch.ops.onednn.qconv_prepack(
-                weight_int8.contiguous(), self.weight_scale, act_scale, act_zero_point,
-                self.stride, self.padding, self.dilation, self.groups, None)
+            self._packed = self._prepack()
         else:
             self.backend = "reference"
             logger.warning("Int8Conv2d: oneDNN INT8 ops unavailable; using the float reference (simulated)")
+
+    def _prepack(self) -> Tensor:
+        # x_shape=None: one packing serves every input size (measured as fast as a shape-specific one).
+        return torch.ops.onednn.qconv_prepack(self.weight_int8.contiguous(), self.weight_scale, self.act_scale,
+                                              self.act_zero_point, self.stride, self.padding, self.dilation,
+                                              self.groups, None)
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.backend == "onednn":
@@ -86,7 +115,7 @@ class Int8Conv2d:
                                      self.dilation, self.groups, self.act_scale, self.act_zero_point, self.act_qmax)
 
 
-class Int8Linear:
+class Int8Linear(_Prepacked):
     """Static W8A8 linear over the last dim of x: weight (O, I) int8 per-channel, uint activations per-tensor."""
 
     def __init__(self, weight_int8: Tensor, weight_scale: Tensor, bias: Tensor | None,
@@ -105,10 +134,13 @@ class Int8Linear:
             self._cuda = cuda.prepare_w8a8_linear(weight_int8, self.weight_scale, act_zero_point)
         elif onednn_int8_available():
             self.backend = "onednn"
-            self._packed = torch.ops.onednn.qlinear_prepack(weight_int8.contiguous(), None)
+            self._packed = self._prepack()
         else:
             self.backend = "reference"
             logger.warning("Int8Linear: oneDNN INT8 ops unavailable; using the float reference (simulated)")
+
+    def _prepack(self) -> Tensor:
+        return torch.ops.onednn.qlinear_prepack(self.weight_int8.contiguous(), None)
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.backend == "onednn":
