@@ -1,0 +1,127 @@
+"""Calibrator contract (collect / compute / reset), a streaming histogram, and the calibrator registry."""
+from __future__ import annotations
+
+import abc
+import importlib
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from diffusia.errors import DiffusiaError
+
+_REGISTRY: dict[str, type["Calibrator"]] = {}
+_BUILTIN = ("minmax", "percentile", "mse")
+
+
+class Calibrator(abc.ABC):
+    """Observes activations and proposes a float range (lo, hi) for them."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def collect(self, x: Tensor) -> None:
+        """Observe one batch of values."""
+
+    @abc.abstractmethod
+    def compute(self) -> tuple[float, float]:
+        """The proposed range; raises DiffusiaError if nothing was collected."""
+
+    @abc.abstractmethod
+    def reset(self) -> None:
+        """Forget everything observed."""
+
+    @property
+    @abc.abstractmethod
+    def empty(self) -> bool:
+        """True if nothing was collected since the last reset."""
+
+
+def register_calibrator(name: str) -> Callable[[type[Calibrator]], type[Calibrator]]:
+    def deco(cls: type[Calibrator]) -> type[Calibrator]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def get_calibrator(name: str, **kwargs: Any) -> Calibrator:
+    """A new calibrator by name (`minmax`, `percentile`, `mse`); kwargs go to its constructor."""
+    for mod in _BUILTIN:
+        importlib.import_module(f"diffusia.calib.{mod}")
+    if name not in _REGISTRY:
+        raise DiffusiaError(f"unknown calibrator {name!r}; valid: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](**kwargs)
+
+
+def _finite_flat(x: Tensor) -> Tensor:
+    x = x.detach().reshape(-1).float()
+    return x if bool(torch.isfinite(x).all()) else x[torch.isfinite(x)]
+
+
+class StreamingHistogram:
+    """A fixed-bin histogram whose range grows to cover every value seen (old counts re-binned linearly).
+
+    Memory is O(bins) whatever the number of values observed.
+    """
+
+    def __init__(self, bins: int = 2048) -> None:
+        self.bins = int(bins)
+        self.reset()
+
+    def reset(self) -> None:
+        self.counts: np.ndarray | None = None
+        self.lo = 0.0
+        self.hi = 0.0
+
+    @property
+    def empty(self) -> bool:
+        return self.counts is None or float(self.counts.sum()) == 0.0
+
+    @property
+    def edges(self) -> np.ndarray:
+        return np.linspace(self.lo, self.hi, self.bins + 1)
+
+    def add(self, x: Tensor) -> None:
+        x = _finite_flat(x)
+        if x.numel() == 0:
+            return
+        xmin, xmax = float(x.min()), float(x.max())
+        if self.counts is None:
+            lo, hi = xmin, xmax
+        else:
+            lo, hi = min(xmin, self.lo), max(xmax, self.hi)
+        if hi - lo < 1e-12:  # a constant: give it a tiny non-empty bin range
+            pad = max(abs(lo) * 1e-6, 1e-8)
+            lo, hi = lo - pad, hi + pad
+        if self.counts is None:
+            self.counts, self.lo, self.hi = np.zeros(self.bins), lo, hi
+        elif lo < self.lo or hi > self.hi:
+            self._rebin(lo, hi)
+        # torch.histc is ~300x slower than bincount on CPU
+        idx = ((x - self.lo) * (self.bins / (self.hi - self.lo))).long().clamp_(0, self.bins - 1)
+        self.counts += torch.bincount(idx, minlength=self.bins).double().numpy()
+
+    def _rebin(self, lo: float, hi: float) -> None:
+        cdf = np.concatenate([[0.0], np.cumsum(self.counts)])
+        new_edges = np.linspace(lo, hi, self.bins + 1)
+        self.counts = np.diff(np.interp(new_edges, self.edges, cdf))
+        self.lo, self.hi = lo, hi
+
+    def quantile(self, q: float) -> float:
+        """The value below which a fraction `q` of the observed values lie (linear within a bin)."""
+        assert self.counts is not None
+        cdf = np.cumsum(self.counts)
+        target = q * cdf[-1]
+        i = int(np.searchsorted(cdf, target, side="left"))
+        i = min(i, self.bins - 1)
+        below = cdf[i - 1] if i > 0 else 0.0
+        frac = 0.0 if self.counts[i] == 0 else (target - below) / self.counts[i]
+        width = (self.hi - self.lo) / self.bins
+        return float(self.lo + (i + min(max(frac, 0.0), 1.0)) * width)
+
+    def centers(self) -> np.ndarray:
+        e = self.edges
+        return (e[:-1] + e[1:]) / 2

@@ -1,0 +1,238 @@
+"""The verbs: quantize -> calibrate -> (fake quant / QAT) -> freeze; save/reload via a quantization map;
+a summary table and a NaN/Inf localiser."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import Counter
+from typing import Any, Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from diffusia.config import Recipe
+from diffusia.errors import DiffusiaError
+from diffusia.quant import cpu
+from diffusia.quant import timestep as ts
+from diffusia.quant.modules import WEIGHT_BITS, QModuleMixin, QSettings, qclass_for
+from diffusia.quant.policy import plan as make_plan
+
+log = logging.getLogger(__name__)
+
+QMAP_FORMAT, QMAP_VERSION = "diffusia.quantization_map", 1
+_RECIPE_ATTR = "_diffusia_recipe"
+
+
+def qmodules(model: nn.Module) -> dict[str, QModuleMixin]:
+    """The quantized modules of `model` by name, in registration order."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, QModuleMixin)}
+
+
+def _require_quantized(model: nn.Module) -> dict[str, QModuleMixin]:
+    """The quantized modules; an error if quantize() never ran (a plan of only fp32/keep layers is fine)."""
+    if ts.get_state(model) is None:
+        raise DiffusiaError("model is not quantized: call quantize(model, recipe) first")
+    return qmodules(model)
+
+
+def act_qmax_for(activations: str) -> int:
+    """Top of the uint activation range: 255 for uint8, 127 for uint7, auto: 127 unless the CPU has VNNI."""
+    if activations == "uint8":
+        return 255
+    if activations == "uint7":
+        return 127
+    return int(cpu.activation_qrange()[1])
+
+
+def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def quantize(unet: nn.Module, recipe: Recipe) -> dict[str, str]:
+    """Swap the U-Net's Conv2d/Linear layers in place per the recipe's plan; returns the plan."""
+    if qmodules(unet) or ts.get_state(unet) is not None:
+        raise DiffusiaError("model is already quantized: start again from the float model")
+    layer_plan = make_plan(unet, recipe)
+    qmax = act_qmax_for(recipe.activations) if "w8a8" in layer_plan.values() else 127
+    wqmax = cpu.weight_qmax(qmax)  # 7-bit weights if 8-bit activations could saturate int16 pair sums
+    state = ts.TimestepState(recipe.timestep_groups, recipe.num_train_timesteps)
+    for name, precision in layer_plan.items():
+        if precision == "keep":
+            continue
+        module = unet.get_submodule(name)
+        if precision == "fp32":
+            module.float()
+            continue
+        settings = QSettings(precision, act_qmax=qmax, weight_qmax=wqmax if precision == "w8a8" else 127,
+                             calibrator=recipe.calibrator, percentile=recipe.percentile,
+                             bins=recipe.histogram_bins, group_size=recipe.int4_group_size,
+                             timestep_groups=recipe.timestep_groups)
+        _swap(unet, name, qclass_for(module).from_module(module, settings, state))
+    ts.attach(unet, state)
+    setattr(unet, _RECIPE_ATTR, recipe)
+    log.info("quantized with recipe %r: %s", recipe.name, dict(Counter(layer_plan.values())))
+    return layer_plan
+
+
+@contextlib.contextmanager
+def calibrate(unet: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, W8A8 layers observe their inputs (forward in float); on exit their ranges are set."""
+    qm = _require_quantized(unet)
+    frozen = [n for n, m in qm.items() if m.mode == "real"]
+    if frozen:
+        raise DiffusiaError(f"cannot calibrate a frozen model (e.g. layer {frozen[0]!r})")
+    previous = {n: m.mode for n, m in qm.items()}
+    for m in qm.values():
+        m.reset_calibration()
+        m.mode = "calibrate"
+    try:
+        with torch.no_grad():
+            yield unet
+    finally:
+        for n, m in qm.items():
+            m.mode = previous[n]
+    missing = [n for n, m in qm.items() if not m.compute_ranges()]
+    if missing:
+        log.warning("%d W8A8 layer(s) saw no calibration data (e.g. %s); freeze will fail", len(missing), missing[0])
+
+
+def _check_calibrated(qm: Mapping[str, QModuleMixin], verb: str) -> None:
+    bad = [n for n, m in qm.items() if not m.calibrated]
+    if bad:
+        raise DiffusiaError(f"{len(bad)} W8A8 layer(s) have no activation range (e.g. {bad[0]!r}): "
+                            f"run `with calibrate(unet): unet(...)` before {verb}")
+
+
+def enable_fake_quant(unet: nn.Module, enabled: bool = True) -> None:
+    """Simulated quantize-dequantize of weights (and W8A8 activations) in every quantized layer."""
+    qm = _require_quantized(unet)
+    if enabled:
+        _check_calibrated(qm, "enable_fake_quant")
+    for m in qm.values():
+        m.set_mode("fake" if enabled else "float")
+
+
+def freeze(unet: nn.Module) -> None:
+    """Real mode: weights become int8 / packed int4 / fp16 / bf16 buffers, float weights are dropped."""
+    qm = _require_quantized(unet)
+    _check_calibrated(qm, "freeze")
+    for m in qm.values():
+        m.freeze()
+    log.info("froze %d quantized layer(s)", len(qm))
+
+
+def quantization_map(unet: nn.Module) -> dict[str, Any]:
+    """Plain-JSON description of the quantized layers, enough to rebuild them around a float skeleton."""
+    qm = _require_quantized(unet)
+    state = ts.get_state(unet)
+    recipe = getattr(unet, _RECIPE_ATTR, None)
+    layers = {n: {"type": m.base_type.__name__, "weight_shape": list(m.weight_shape), "mode": m.mode,
+                  **m.settings.to_dict()} for n, m in qm.items()}
+    return {"format": QMAP_FORMAT, "version": QMAP_VERSION,
+            "num_train_timesteps": state.num_train_timesteps if state else 1000,
+            "recipe": recipe.to_dict() if recipe is not None else None, "layers": layers}
+
+
+def load_quantized_state(unet: nn.Module, qmap: Mapping[str, Any], state_dict: Mapping[str, Tensor]) -> nn.Module:
+    """Rebuild a quantized (frozen or not) U-Net from a float skeleton, its quantization map and a state dict."""
+    if qmap.get("format") != QMAP_FORMAT or qmap.get("version") != QMAP_VERSION:
+        raise DiffusiaError(f"not a diffusia quantization map (format {QMAP_FORMAT!r} version {QMAP_VERSION})")
+    if qmodules(unet) or ts.get_state(unet) is not None:
+        raise DiffusiaError("the skeleton is already quantized: pass the float model")
+    layers = qmap["layers"]
+    groups = {int(spec["timestep_groups"]) for spec in layers.values()} or {1}
+    state = ts.TimestepState(max(groups), int(qmap["num_train_timesteps"]))
+    frozen: list[QModuleMixin] = []
+    modes: dict[str, str] = {}
+    for name, spec in layers.items():
+        try:
+            module = unet.get_submodule(name)
+        except AttributeError:
+            raise DiffusiaError(f"quantization map names layer {name!r}, absent from the skeleton") from None
+        if list(module.weight.shape) != list(spec["weight_shape"]):
+            raise DiffusiaError(f"layer {name!r}: skeleton weight {list(module.weight.shape)} != map {spec['weight_shape']}")
+        if type(module).__name__ != spec["type"]:
+            raise DiffusiaError(f"layer {name!r}: skeleton has {type(module).__name__}, map says {spec['type']}")
+        settings = QSettings(**{k: v for k, v in spec.items() if k in QSettings.__dataclass_fields__})
+        q = qclass_for(module).from_module(module, settings, state)
+        if spec.get("mode") == "real":
+            q.prepare_frozen()
+            frozen.append(q)
+        _swap(unet, name, q)
+        modes[name] = spec.get("mode", "float")
+    result = unet.load_state_dict(dict(state_dict), strict=False, assign=any(p.is_meta for p in unet.parameters()))
+    if result.missing_keys or result.unexpected_keys:
+        raise DiffusiaError(f"state dict does not fit the quantization map: missing {result.missing_keys[:3]}, "
+                            f"unexpected {result.unexpected_keys[:3]}")
+    for q in frozen:
+        q.build_kernels()
+    for name, q in qmodules(unet).items():
+        if modes[name] == "fake":
+            q.set_mode("fake")
+    ts.attach(unet, state)
+    if qmap.get("recipe"):
+        setattr(unet, _RECIPE_ATTR, Recipe.from_dict(qmap["recipe"]))
+    return unet
+
+
+def summary(unet: nn.Module) -> str:
+    """A text table of every quantized layer: precision, weight/activation bits, mode, activation range."""
+    rows = [("layer", "precision", "w bits", "a bits", "mode", "activation range")]
+    for n, m in _require_quantized(unet).items():
+        abits, rng = "-", "-"
+        if m.precision == "w8a8":
+            abits = str(int(m.settings.act_qmax).bit_length())
+            lo, hi = m.act_range[:, 0], m.act_range[:, 1]
+            rng = "uncalibrated" if not m.calibrated else (
+                f"[{float(lo[0]):.4g}, {float(hi[0]):.4g}]" if len(lo) == 1
+                else f"{len(lo)} groups, lo {float(lo.min()):.4g}..{float(lo.max()):.4g}, hi {float(hi.min()):.4g}..{float(hi.max()):.4g}")
+        rows.append((n, m.precision, str(WEIGHT_BITS[m.precision]), abits, m.mode, rng))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+class _NonFinite(Exception):
+    def __init__(self, name: str, module: nn.Module) -> None:
+        self.name, self.module = name, module
+
+
+def _tensors(obj: Any) -> Iterator[Tensor]:
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _tensors(o)
+    elif isinstance(obj, Mapping):
+        for o in obj.values():
+            yield from _tensors(o)
+    elif hasattr(obj, "to_tuple"):  # diffusers BaseOutput
+        yield from _tensors(obj.to_tuple())
+
+
+def _finite(obj: Any) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in _tensors(obj) if t.is_floating_point())
+
+
+def check_finite(model: nn.Module, *inputs: Any, **kwargs: Any) -> Any:
+    """Run a forward; raise DiffusiaError naming the first module (in execution order) whose output is
+    non-finite. Returns the model output when everything is finite."""
+    if not _finite((inputs, kwargs)):
+        raise DiffusiaError("an input to the model is already non-finite (NaN/Inf)")
+
+    def hook(name: str):
+        def _h(module: nn.Module, args: Any, output: Any) -> None:
+            if not _finite(output):
+                raise _NonFinite(name, module)
+        return _h
+
+    handles = [m.register_forward_hook(hook(n or "<model>")) for n, m in model.named_modules()]
+    try:
+        with torch.no_grad():
+            return model(*inputs, **kwargs)
+    except _NonFinite as e:
+        raise DiffusiaError(f"first non-finite output (NaN/Inf) from module {e.name!r} "
+                            f"({type(e.module).__name__})") from None
+    finally:
+        for h in handles:
+            h.remove()

@@ -1,0 +1,105 @@
+"""Quantization arithmetic shared by the modules: weight quantizers, int4 packing, activation qparams,
+and the simulated (fake) quantize-dequantize with a straight-through estimator."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+W8_QMAX = 127  # symmetric int8 weights in [-127, 127]
+W4_QMIN, W4_QMAX = -8, 7
+
+
+def quantize_weight_int8(w: Tensor, qmax: int = W8_QMAX) -> tuple[Tensor, Tensor]:
+    """Per-output-channel symmetric int8 in [-qmax, qmax]: returns (int8 weight of w's shape, float32 scale [O]).
+
+    qmax < 127 keeps u8 x s8 pair sums inside int16 on CPUs without VNNI (see diffusia.quant.cpu.weight_qmax).
+    """
+    w = w.detach().float()
+    absmax = w.reshape(w.shape[0], -1).abs().amax(dim=1)
+    scale = torch.where(absmax == 0, torch.ones_like(absmax), absmax / qmax)
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    q = torch.clamp(torch.round(w / scale.reshape(shape)), -qmax, qmax).to(torch.int8)
+    return q, scale.contiguous()
+
+
+def dequantize_weight_int8(q: Tensor, scale: Tensor) -> Tensor:
+    return q.float() * scale.reshape((-1,) + (1,) * (q.dim() - 1))
+
+
+def int4_padded_cols(in_cols: int, group_size: int) -> int:
+    return -(-in_cols // group_size) * group_size
+
+
+def quantize_weight_int4(w: Tensor, group_size: int) -> tuple[Tensor, Tensor]:
+    """Group-wise symmetric int4 over the flattened input dims (zero-padded to a multiple of group_size).
+
+    Returns (packed uint8 [O, padded/2]: low nibble = even column, high nibble = odd column, value+8;
+    float32 scale [O, padded/group_size]).
+    """
+    w2 = w.detach().float().reshape(w.shape[0], -1)
+    o, cols = w2.shape
+    padded = int4_padded_cols(cols, group_size)
+    if padded != cols:
+        w2 = torch.nn.functional.pad(w2, (0, padded - cols))
+    g = w2.reshape(o, padded // group_size, group_size)
+    absmax = g.abs().amax(dim=2)
+    scale = torch.where(absmax == 0, torch.ones_like(absmax), absmax / W4_QMAX)
+    q = torch.clamp(torch.round(g / scale[..., None]), W4_QMIN, W4_QMAX).reshape(o, padded)
+    return pack_int4(q), scale.contiguous()
+
+
+def pack_int4(q: Tensor) -> Tensor:
+    """Pack int values in [-8, 7] of shape [O, 2n] into uint8 [O, n]."""
+    u = (q.to(torch.int16) - W4_QMIN).to(torch.uint8)
+    return (u[:, 0::2] | (u[:, 1::2] << 4)).contiguous()
+
+
+def unpack_int4(packed: Tensor) -> Tensor:
+    """Inverse of pack_int4: int8 values in [-8, 7] of shape [O, 2n]."""
+    lo = (packed & 0x0F).to(torch.int8) + W4_QMIN
+    hi = (packed >> 4).to(torch.int8) + W4_QMIN
+    return torch.stack([lo, hi], dim=-1).reshape(packed.shape[0], -1)
+
+
+def dequantize_weight_int4(packed: Tensor, scale: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Float weight of `shape` from packed int4 and group scales."""
+    o, ngroups = scale.shape
+    q = unpack_int4(packed).float().reshape(o, ngroups, -1) * scale[..., None]
+    cols = int(torch.Size(shape[1:]).numel())
+    return q.reshape(o, -1)[:, :cols].reshape(shape)
+
+
+def act_qparams(lo: float, hi: float, qmax: int) -> tuple[float, int]:
+    """Affine uint qparams (scale, zero_point) for range [lo, hi] widened to include 0, levels 0..qmax."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    scale = (hi - lo) / qmax
+    if not scale > 0:  # empty or degenerate range
+        scale = 1.0
+    zp = int(min(max(round(-lo / scale), 0), qmax))
+    return float(scale), zp
+
+
+def ste(x: Tensor, y: Tensor) -> Tensor:
+    """y in the forward pass, identity gradient to x in the backward pass."""
+    return x + (y - x).detach()
+
+
+def fake_quant_act(x: Tensor, scale: float, zero_point: int, qmax: int) -> Tensor:
+    """Simulated affine uint quantize-dequantize of activations (straight-through gradient)."""
+    q = torch.clamp(torch.round(x / scale) + zero_point, 0, qmax)
+    return ste(x, (q - zero_point) * scale)
+
+
+def fake_quant_weight(w: Tensor, precision: str, group_size: int = 64, int8_qmax: int = W8_QMAX) -> Tensor:
+    """Simulated quantize-dequantize of a weight for `precision` (straight-through gradient)."""
+    if precision in ("w8a8", "w8"):
+        y = dequantize_weight_int8(*quantize_weight_int8(w, int8_qmax))
+    elif precision == "w4":
+        y = dequantize_weight_int4(*quantize_weight_int4(w, group_size), tuple(w.shape))
+    elif precision == "fp16":
+        y = w.detach().to(torch.float16).float()
+    elif precision == "bf16":
+        y = w.detach().to(torch.bfloat16).float()
+    else:
+        return w
+    return ste(w, y.to(w.dtype))

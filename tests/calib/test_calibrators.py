@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+from diffusia.calib.base import StreamingHistogram, get_calibrator
+from diffusia.calib.mse import quant_mse
+from diffusia.errors import DiffusiaError
+
+
+def batches(n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(4000, generator=g) * (1 + i / 4) + i / 8 for i in range(n)]  # range grows
+
+
+def test_minmax_exact():
+    c = get_calibrator("minmax")
+    xs = batches()
+    for x in xs:
+        c.collect(x)
+    allx = torch.cat(xs)
+    assert c.compute() == (float(allx.min()), float(allx.max()))
+
+
+def test_percentile_matches_exact_quantiles_streaming():
+    c = get_calibrator("percentile", bins=2048)
+    xs = batches()
+    for x in xs:
+        c.collect(x)
+    allx = torch.cat(xs)
+    lo, hi = c.compute()
+    width = float(allx.max() - allx.min()) / 2048
+    assert abs(lo - float(torch.quantile(allx, 0.001))) < 3 * width
+    assert abs(hi - float(torch.quantile(allx, 0.999))) < 3 * width
+    assert c.hist.counts.shape == (2048,) and abs(c.hist.counts.sum() - allx.numel()) < 1e-6 * allx.numel()
+
+
+def test_percentile_custom_value():
+    c = get_calibrator("percentile", percentile=99.0)
+    x = torch.arange(10001, dtype=torch.float32)
+    c.collect(x)
+    lo, hi = c.compute()
+    assert abs(lo - 100) < 3 and abs(hi - 9900) < 3
+
+
+def test_mse_clips_outliers_and_beats_minmax():
+    x = torch.cat([torch.randn(20000, generator=torch.Generator().manual_seed(1)), torch.tensor([40.0, -30.0])])
+    m = get_calibrator("mse", qmax=255)
+    m.collect(x)
+    lo, hi = m.compute()
+    assert -30 < lo < -2 and 2 < hi < 40
+    h = m.hist
+    err = lambda a, b: float(quant_mse(h.centers(), h.counts, a, torch.tensor([b]).numpy(), 255)[0])
+    assert err(lo, hi) < err(-30.0, 40.0)
+
+
+def test_constant_and_nonfinite_input():
+    for name in ("minmax", "percentile", "mse"):
+        c = get_calibrator(name)
+        c.collect(torch.tensor([2.0, 2.0, float("nan"), float("inf")]))
+        lo, hi = c.compute()
+        assert abs(lo - 2) < 1e-3 and abs(hi - 2) < 1e-3
+
+
+@pytest.mark.parametrize("name", ["minmax", "percentile", "mse"])
+def test_reset_and_empty(name):
+    c = get_calibrator(name)
+    assert c.empty
+    with pytest.raises(DiffusiaError, match="no data"):
+        c.compute()
+    c.collect(torch.randn(100))
+    assert not c.empty
+    c.reset()
+    assert c.empty
+
+
+def test_unknown_calibrator():
+    with pytest.raises(DiffusiaError, match="minmax, mse, percentile"):
+        get_calibrator("entropy")
+
+
+def test_histogram_rebin_keeps_mass():
+    h = StreamingHistogram(64)
+    h.add(torch.linspace(0, 1, 1000))
+    h.add(torch.linspace(-5, 5, 1000))
+    assert abs(h.counts.sum() - 2000) < 1e-6 and (h.lo, h.hi) == (-5.0, 5.0)
+    assert abs(h.quantile(0.5) - 5 / 11) < 0.05  # 100 m + 1000 m + 500 = 1000

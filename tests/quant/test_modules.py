@@ -1,0 +1,146 @@
+import pytest
+import torch
+from torch import nn
+
+from diffusia.errors import DiffusiaError
+from diffusia.quant import qmath
+from diffusia.quant.modules import QConv2d, QLinear, QSettings, qclass_for
+from diffusia.quant.timestep import TimestepState
+from tests.quant._support import rel_l2  # also installs reference kernels if the real ones are absent
+
+torch.manual_seed(0)
+
+
+def make(kind: str, precision: str, groups: int = 1, ts=None, **kw):
+    base = nn.Conv2d(36, 24, 3, padding=1) if kind == "conv" else nn.Linear(40, 24)
+    q = qclass_for(base).from_module(base, QSettings(precision, timestep_groups=groups, **kw), ts)
+    return base, q
+
+
+def x_for(kind: str, scale: float = 1.0):
+    x = torch.randn(2, 36, 8, 8) if kind == "conv" else torch.randn(2, 5, 40)
+    return torch.nn.functional.silu(x) * scale
+
+
+def test_registry_and_sharing():
+    base, q = make("conv", "w8a8")
+    assert type(q) is QConv2d and isinstance(q, nn.Conv2d) and q.weight is base.weight
+    assert qclass_for(nn.Linear(2, 2)) is QLinear
+    with pytest.raises(DiffusiaError, match="Conv2d, Linear"):
+        qclass_for(nn.Conv1d(2, 2, 1))
+    with pytest.raises(DiffusiaError, match="not a quantized precision"):
+        QSettings("fp32")
+
+
+@pytest.mark.parametrize("kind", ["conv", "linear"])
+def test_float_and_calibrate_modes_match_original(kind):
+    base, q = make(kind, "w8a8")
+    x = x_for(kind)
+    assert torch.equal(q(x), base(x))
+    q.set_mode("calibrate")
+    assert torch.equal(q(x), base(x)) and not q._calibrators[0].empty
+    assert q.compute_ranges()
+    scale, zp = q.act_qparams(0)
+    assert scale > 0 and 0 <= zp <= 127 and q.calibrated
+
+
+@pytest.mark.parametrize("kind", ["conv", "linear"])
+@pytest.mark.parametrize("precision, tol", [("w8a8", 0.03), ("w8", 0.01), ("w4", 0.15), ("fp16", 1e-3), ("bf16", 1e-2)])
+def test_fake_close_to_float_and_real_matches_fake(kind, precision, tol):
+    base, q = make(kind, precision, group_size=32)
+    x = x_for(kind)
+    ref = base(x).detach()
+    q.set_mode("calibrate")
+    q(x)
+    q.compute_ranges()
+    q.set_mode("fake")
+    fake = q(x).detach()
+    assert rel_l2(fake, ref) < tol
+    q.set_mode("real")
+    with torch.no_grad():
+        real = q(x)
+    assert rel_l2(real, fake) < 1e-3  # the real kernel against the simulated reference
+
+
+@pytest.mark.parametrize("precision, names, dtypes", [
+    ("w8a8", ["weight_int8", "weight_scale", "act_scale", "act_zero_point"], [torch.int8, torch.float32, torch.float32, torch.int32]),
+    ("w8", ["weight_int8", "weight_scale"], [torch.int8, torch.float32]),
+    ("w4", ["weight_int4", "weight_scale"], [torch.uint8, torch.float32]),
+    ("fp16", ["weight_fp16"], [torch.float16]),
+    ("bf16", ["weight_bf16"], [torch.bfloat16]),
+])
+def test_frozen_buffers(precision, names, dtypes):
+    _, q = make("conv", precision)
+    q.set_mode("calibrate")
+    q(x_for("conv"))
+    q.compute_ranges()
+    q.freeze()
+    sd = q.state_dict()
+    assert q.weight is None and "weight" not in sd and q.mode == "real"
+    assert [sd[n].dtype for n in names] == dtypes
+    specs = q.frozen_buffer_specs()
+    assert all(tuple(sd[n].shape) == shape and sd[n].dtype == dt for n, (shape, dt) in specs.items())
+    if precision == "w4":  # 36*9 = 324 columns, padded to 384 for groups of 64, two per byte
+        assert sd["weight_int4"].shape == (24, 192) and sd["weight_scale"].shape == (24, 6)
+
+
+def test_int4_pack_round_trip():
+    q = torch.randint(-8, 8, (5, 12))
+    assert torch.equal(qmath.unpack_int4(qmath.pack_int4(q)), q.to(torch.int8))
+
+
+def test_fake_quant_has_straight_through_gradient():
+    _, q = make("linear", "w8a8")
+    x = x_for("linear").requires_grad_()
+    q.set_mode("calibrate")
+    q(x)
+    q.compute_ranges()
+    q.set_mode("fake")
+    q(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0 and q.weight.grad.abs().sum() > 0
+
+
+def test_modes_are_checked():
+    _, q = make("conv", "w8a8")
+    with pytest.raises(DiffusiaError, match="calibrate before"):
+        q.set_mode("fake")
+    with pytest.raises(DiffusiaError, match="unknown mode"):
+        q.set_mode("train")
+    with pytest.raises(DiffusiaError, match="calibrate before freeze"):
+        q.freeze()
+
+
+@pytest.mark.parametrize("kind", ["conv", "linear"])
+def test_timestep_groups_pick_their_own_range(kind):
+    ts = TimestepState(groups=2, num_train_timesteps=1000)
+    _, q = make(kind, "w8a8", groups=2, ts=ts)
+    small, large = x_for(kind, 1.0), x_for(kind, 10.0)
+    q.set_mode("calibrate")
+    ts.set(100)
+    q(small)
+    ts.set(900)
+    q(large)
+    q.compute_ranges()
+    assert q.act_scale[1] > 5 * q.act_scale[0]
+    q.freeze()
+    assert len(q._kernels) == 2
+    with torch.no_grad():
+        ts.set(100)
+        y_small_g0 = q(small)
+        ts.set(900)
+        y_small_g1 = q(small)
+    ref = torch.nn.functional.linear(small, q.weight_int8.float() * q.weight_scale[:, None]) if kind == "linear" else None
+    assert not torch.equal(y_small_g0, y_small_g1)  # coarser grid in group 1
+    if ref is not None:
+        ref = ref + q.bias
+        assert rel_l2(y_small_g0, ref) < rel_l2(y_small_g1, ref)
+
+
+def test_empty_timestep_group_gets_union_range():
+    ts = TimestepState(groups=3)
+    _, q = make("linear", "w8a8", groups=3, ts=ts)
+    q.set_mode("calibrate")
+    ts.set(0)
+    q(x_for("linear"))
+    q.compute_ranges()
+    assert torch.equal(q.act_range[1], q.act_range[0]) and q.calibrated
