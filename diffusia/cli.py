@@ -129,6 +129,44 @@ def export(
     typer.echo(f"{path}: ONNX Runtime {check['onnxruntime']} matches diffusia within {err:.2e} relative L2")
 
 
+@app.command()
+def qat(
+    out: Path = typer.Option(..., help="Output folder: the INT8 pipeline, as `quantize` writes it (atomically)."),
+    model: str = typer.Option("tiny", help=MODEL_HELP),
+    recipe: str = typer.Option("w8a8", help="Preset or a recipe .json (as for `quantize`)."),
+    data: Optional[str] = typer.Option(None, help="Noise-prediction loss on a data set: fashion-mnist."),
+    distill: bool = typer.Option(False, help="Data-free distillation from the FP32 U-Net (the default)."),
+    steps: int = typer.Option(100, help="Optimizer steps."),
+    lr: float = typer.Option(1e-5, help="AdamW learning rate of the U-Net's float weights."),
+    batch: int = typer.Option(16, help="Batch per process."),
+    lsq: bool = typer.Option(False, help="Also learn the activation step sizes (LSQ)."),
+    checkpoint_every: int = typer.Option(50, help="Checkpoint every K steps into OUT/checkpoints (0: never)."),
+    resume: bool = typer.Option(False, help="Continue from the last checkpoint in OUT/checkpoints."),
+    calib_size: int = typer.Option(32, help="Calibration prompts (also the distillation trajectories)."),
+    calib_prompts: str = typer.Option("calibration", help="Prompt set name or file."),
+    calib_steps: int = typer.Option(25, help="Sampler steps per calibration prompt."),
+    seed: int = typer.Option(0, help="Seed of the batch stream (batch k depends on seed and k only)."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto; several processes/GPUs: `accelerate launch -m diffusia.qat.train`."),
+    keep_checkpoints: bool = typer.Option(False, help="Keep the last checkpoint inside the finished folder."),
+):
+    """Quantization-aware training: PTQ start, fake-quant fine-tuning, then the same INT8 folder as `quantize`."""
+    from diffusia.qat.train import QATConfig, run_qat
+
+    if data is not None and distill:
+        raise DiffusiaError("--data and --distill exclude each other: pick one loss")
+    if data is not None and data != "fashion-mnist":
+        raise DiffusiaError(f"unknown --data {data!r}: use fashion-mnist (or --distill)")
+    cfg = QATConfig(out=str(out), model=model, recipe=recipe, source=data or "distill", steps=steps, lr=lr,
+                    batch=batch, lsq=lsq, checkpoint_every=checkpoint_every, resume=resume, calib_size=calib_size,
+                    calib_prompts=calib_prompts, calib_steps=calib_steps, seed=seed, device=device,
+                    keep_checkpoints=keep_checkpoints)
+    result = run_qat(cfg)
+    if result is not None:
+        typer.echo(f"{out}: QAT {cfg.source}, {len(result.losses)} steps, loss {result.losses[0]:.5f} -> "
+                   f"{float(sum(result.losses[-20:]) / len(result.losses[-20:])):.5f} (mean of last 20), "
+                   f"curve {out / 'loss_curve.png'}")
+
+
 def main() -> None:
     try:
         app()

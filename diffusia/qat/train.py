@@ -1,0 +1,538 @@
+"""Quantization-aware training of the U-Net, on accelerate.
+
+PTQ start (quantize with the recipe, calibrate on sampling trajectories of calibration prompts, not frozen) ->
+fake quantization of weights and W8A8 activations (straight-through estimator) -> fine-tune the U-Net's float
+weights (optionally LSQ-style learnable activation step sizes, `--lsq`) -> freeze -> the same INT8 folder as PTQ.
+
+One CPU process by default; several processes or GPUs with no code change:
+
+    accelerate launch --multi_gpu --num_processes 2 -m diffusia.qat.train --model tiny --out DIR --steps 100
+
+(on a machine without GPUs this starts 2 CPU processes over gloo; with accelerate 1.x `--cpu --num_processes N`
+starts one process unless MPI is configured).
+
+Checkpoints (`DIR/checkpoints/step-N/`, atomic): float weights + quantization ranges (+ LSQ scales), optimizer,
+RNG states of every process, step and loss history. Batches depend only on (seed, step), so `--resume` after a
+kill reproduces the losses of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from diffusia.errors import DiffusiaError
+from diffusia.fileio import atomic_dir, write_json
+from diffusia.qat.data import SOURCES, Batch, DistillData, FashionMNISTData
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+DISTILL_FILE = "distill_data.pt"
+KEEP_CHECKPOINTS = 2
+LOSS_PNG, LOSS_JSON = "loss_curve.png", "qat_losses.json"
+# run settings that must not change across --resume
+_RESUME_KEYS = ("model", "recipe", "source", "batch", "seed", "lr", "lsq", "lsq_lr", "calib_size", "calib_prompts",
+                "calib_steps", "guidance", "caption_dropout", "weight_decay", "grad_clip", "timestep_groups")
+
+
+@dataclass
+class QATConfig:
+    """Settings of one QAT run (`diffusia qat` / `python -m diffusia.qat.train`)."""
+
+    out: str
+    model: str = "tiny"
+    recipe: str = "w8a8"
+    source: str = "distill"  # distill | fashion-mnist
+    steps: int = 100
+    lr: float = 1e-5
+    batch: int = 16  # per process
+    lsq: bool = False
+    lsq_lr: float = 1e-3  # Adam lr of the log activation step sizes
+    checkpoint_every: int = 50  # 0: only the final state
+    resume: bool = False
+    calib_size: int = 32
+    calib_prompts: str = "calibration"
+    calib_steps: int = 25
+    guidance: float = 7.5
+    timestep_groups: int | None = None
+    seed: int = 0
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    caption_dropout: float = 0.1
+    device: str = "cpu"  # cpu | cuda | auto (cuda when available)
+    keep_checkpoints: bool = False  # copy the last checkpoint into the finished folder
+    validate: bool = True
+    progress: bool = True
+    stop_after: int | None = None  # end (as if killed) after this many steps: for tests
+
+    def check(self) -> None:
+        if self.source not in SOURCES:
+            raise DiffusiaError(f"unknown QAT data source {self.source!r}; valid: {', '.join(SOURCES)}")
+        for name in ("steps", "batch", "calib_size", "calib_steps"):
+            if int(getattr(self, name)) < 1:
+                raise DiffusiaError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_every < 0:
+            raise DiffusiaError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
+        if not self.lr > 0 or not self.lsq_lr > 0:
+            raise DiffusiaError(f"learning rates must be > 0, got --lr {self.lr}, lsq lr {self.lsq_lr}")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise DiffusiaError(f"--device must be cpu, cuda or auto, got {self.device!r}")
+
+
+@dataclass
+class QATResult:
+    out: Path
+    losses: list[float]
+    seconds: float
+    start_step: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class LearnableActScales(nn.Module):
+    """LSQ-style learnable activation step sizes of the W8A8 layers (zero points fixed at their calibrated values).
+
+    A forward pre-hook quantizes each W8A8 input onto the grid of exp(log_scale) with a straight-through round, so
+    the step size gets the LSQ gradient; the layer's own fake quantization then re-quantizes onto the same grid
+    (its scale buffer is kept equal by `sync_buffers`), which changes nothing but passes the gradient through."""
+
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        from diffusia.quant import api
+
+        self.layers = {n: m for n, m in api.qmodules(unet).items() if m.precision == "w8a8"}
+        self.log_scale = nn.ParameterDict(
+            {self._key(n): nn.Parameter(m.act_scale.detach().clone().clamp_min(1e-12).log()) for n, m in self.layers.items()})
+        self._handles = [m.register_forward_pre_hook(self._hook(n)) for n, m in self.layers.items()]
+        self.sync_buffers()
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return name.replace(".", "__")
+
+    def _hook(self, name: str):
+        def pre(module: nn.Module, args: tuple) -> tuple | None:
+            if module.mode != "fake":
+                return None
+            x, g = args[0], module.group
+            s = self.log_scale[self._key(name)][g].exp()
+            zp = module.act_zero_point[g].to(x.dtype)
+            q = x / s + zp
+            q = torch.clamp(q + (torch.round(q) - q).detach(), 0, module.settings.act_qmax)
+            return ((q - zp) * s,) + tuple(args[1:])
+        return pre
+
+    @torch.no_grad()
+    def sync_buffers(self) -> None:
+        """Copy the learned step sizes into the layers' act_scale / act_range buffers (used by freeze)."""
+        for n, m in self.layers.items():
+            s = self.log_scale[self._key(n)].detach().exp().to(m.act_scale)
+            zp = m.act_zero_point.to(s)
+            m.act_scale.copy_(s)
+            m.act_range.copy_(torch.stack([-zp * s, (m.settings.act_qmax - zp) * s], dim=1))
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+class QATModel(nn.Module):
+    """The U-Net and the optional learnable scales in one module, so DDP synchronises both."""
+
+    def __init__(self, unet: nn.Module, lsq: LearnableActScales | None = None) -> None:
+        super().__init__()
+        self.unet = unet
+        self.lsq = lsq
+
+    def forward(self, sample: Tensor, timestep: Tensor, encoder_hidden_states: Tensor) -> Tensor:
+        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def checkpoint_dir(out: str | Path) -> Path:
+    return Path(out) / CHECKPOINTS
+
+
+def latest_checkpoint(out: str | Path) -> Path | None:
+    """The checkpoint with the highest step (folders appear atomically, so any listed one is complete)."""
+    folder = checkpoint_dir(out)
+    found = sorted(p for p in folder.glob("step-*") if p.is_dir() and (p / "state.json").is_file())
+    return found[-1] if found else None
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(out: Path, step: int, model: QATModel, optimizer: torch.optim.Optimizer,
+                    rng_states: list[dict[str, Any]], state: dict[str, Any]) -> Path:
+    """Write checkpoint `step` atomically and prune all but the last KEEP_CHECKPOINTS."""
+    from safetensors.torch import save_file
+
+    path = checkpoint_dir(out) / f"step-{step:07d}"
+    with atomic_dir(path) as tmp:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(tensors, str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(rng_states, tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=2, default=str) + "\n")
+    for old in sorted(p for p in checkpoint_dir(out).glob("step-*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    log.info("checkpoint %s", path)
+    return path
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """(model state, optimizer state, per-process RNG states, state.json) of a checkpoint folder."""
+    from safetensors.torch import load_file
+
+    try:
+        state = json.loads((path / "state.json").read_text())
+        model = load_file(str(path / "model.safetensors"))
+        optim = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+        rng = torch.load(path / "rng.pt", map_location="cpu", weights_only=False)  # our own file: python RNG tuples
+    except (OSError, RuntimeError, ValueError, EOFError) as e:
+        raise DiffusiaError(f"checkpoint {path} is unreadable ({e}): delete it to resume from an earlier one") from None
+    return model, optim, rng, state
+
+
+# ----------------------------------------------------------------------------------------------- setup
+def _make_accelerator(device: str):
+    from accelerate import Accelerator
+
+    cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DiffusiaError("--device cuda requested but CUDA is not available: use --device cpu")
+    return Accelerator(cpu=cpu)
+
+
+def _resolve_recipe(cfg: QATConfig):
+    """A preset name or a recipe .json file (as `diffusia quantize --recipe`), with the timestep-groups override."""
+    from diffusia.config import PRESETS, Recipe, get_preset
+
+    path = Path(cfg.recipe)
+    if cfg.recipe in PRESETS:
+        recipe = get_preset(cfg.recipe)
+    elif path.suffix == ".json" and path.is_file():
+        recipe = Recipe.from_json(path.read_text())
+    else:
+        raise DiffusiaError(f"unknown recipe {cfg.recipe!r}: use a preset ({', '.join(PRESETS)}) or a recipe .json file")
+    if cfg.timestep_groups is not None:
+        recipe = recipe.replace(timestep_groups=cfg.timestep_groups)
+    if recipe.weights in ("fp32", "keep") and not recipe.rules:
+        raise DiffusiaError(f"recipe {recipe.name!r} quantizes nothing: QAT needs quantized layers (e.g. w8a8)")
+    return recipe
+
+
+def _calibrate(unet: nn.Module, calls: list[tuple[Tensor, Tensor, Tensor]]) -> float:
+    """Replay the recorded sampler calls through the quantized U-Net in calibration mode (float compute: the
+    same inputs the sampler would give it); returns seconds."""
+    from diffusia.quant import api
+
+    t0 = time.perf_counter()
+    device = next(unet.parameters()).device
+    with api.calibrate(unet):
+        for sample, t, ehs in calls:
+            unet(sample.to(device), t.to(device), encoder_hidden_states=ehs.to(device))
+    return time.perf_counter() - t0
+
+
+def _config_subset(cfg: QATConfig | dict) -> dict[str, Any]:
+    d = asdict(cfg) if isinstance(cfg, QATConfig) else cfg
+    return {k: d.get(k) for k in _RESUME_KEYS}
+
+
+def _check_resumable(saved: dict[str, Any], cfg: QATConfig, world: int) -> None:
+    now = _config_subset(cfg)
+    for k, v in _config_subset(saved["config"]).items():
+        if now[k] != v:
+            raise DiffusiaError(f"cannot resume: the checkpoint was made with {k}={v!r}, this run has {now[k]!r}; "
+                                "use the same settings or start without --resume")
+    if saved["world_size"] != world:
+        raise DiffusiaError(f"cannot resume: the checkpoint was made with {saved['world_size']} process(es), "
+                            f"this run has {world}")
+    if cfg.steps < saved["step"]:
+        raise DiffusiaError(f"cannot resume: the checkpoint is at step {saved['step']} > --steps {cfg.steps}")
+
+
+def _train_step(model: nn.Module, accelerator, batch: Batch, timestep_state) -> Tensor:
+    """MSE of the noise prediction; with several timestep groups, one forward per group present in the batch
+    (the quantized layers pick their activation range from the group of the first timestep of a call)."""
+    n = len(batch)
+    if timestep_state is None or timestep_state.groups == 1:
+        groups = [torch.arange(n)]
+    else:
+        g = torch.tensor([timestep_state.group_of(float(t)) for t in batch.timestep.cpu()])
+        groups = [torch.nonzero(g == k).flatten() for k in torch.unique(g)]
+    total = torch.zeros((), device=batch.sample.device)
+    for i, idx in enumerate(groups):
+        idx = idx.to(batch.sample.device)
+        pred = model(batch.sample[idx], batch.timestep[idx], batch.encoder_hidden_states[idx])
+        loss = F.mse_loss(pred.float(), batch.target[idx].float()) * (len(idx) / n)
+        if i < len(groups) - 1:
+            with accelerator.no_sync(model):
+                accelerator.backward(loss)
+        else:
+            accelerator.backward(loss)
+        total = total + loss.detach()
+    return total
+
+
+def _finish(cfg: QATConfig, pipe, model: QATModel, recipe, calibration, losses: list[float], meta: dict[str, Any],
+            out: Path) -> None:
+    """Freeze, validate, save the INT8 folder (atomically) with the loss curve and the QAT settings."""
+    from diffusia.qat.plot import plot_loss_curve
+    from diffusia.quant import api
+    from diffusia.quant.pipeline import validate_pipeline
+    from diffusia.quant.serialization import save_quantized_pipeline
+
+    unet = model.unet
+    if model.lsq is not None:
+        model.lsq.sync_buffers()
+        model.lsq.remove()
+    unet.eval().requires_grad_(False)
+    api.freeze(unet)
+    pipe.unet = unet
+    pipe.diffusia_recipe, pipe.diffusia_calibration = recipe, calibration
+    pipe.diffusia_validation = validate_pipeline(pipe) if cfg.validate else None
+    last = latest_checkpoint(out)
+    with atomic_dir(out) as tmp:
+        save_quantized_pipeline(pipe, tmp / "pipeline", base_model=cfg.model)
+        for item in (tmp / "pipeline").iterdir():
+            os.replace(item, tmp / item.name)
+        (tmp / "pipeline").rmdir()
+        meta_path = tmp / "diffusia.json"
+        full = json.loads(meta_path.read_text())
+        full["qat"] = meta
+        meta_path.write_text(json.dumps(full, indent=2, default=str) + "\n")
+        write_json(tmp / LOSS_JSON, {"losses": losses})
+        plot_loss_curve(losses, tmp / LOSS_PNG, title=f"QAT {recipe.name} ({cfg.source}) on {cfg.model}",
+                        ylabel="noise-prediction MSE" if cfg.source != "distill" else "student-teacher MSE")
+        if cfg.keep_checkpoints and last is not None:
+            shutil.copytree(last, checkpoint_dir(tmp) / last.name)
+            if (checkpoint_dir(out) / DISTILL_FILE).is_file():
+                shutil.copy2(checkpoint_dir(out) / DISTILL_FILE, checkpoint_dir(tmp) / DISTILL_FILE)
+
+
+# ----------------------------------------------------------------------------------------------- the run
+def run_qat(cfg: QATConfig) -> QATResult | None:
+    """Run QAT per `cfg`; returns the result on the main process (None on others, or when stopped early)."""
+    from accelerate.utils import gather_object, set_seed
+    from tqdm.auto import tqdm
+
+    from diffusia import load_pipeline
+    from diffusia.prompts import load_prompts, take
+    from diffusia.quant import api
+    from diffusia.quant import timestep as ts
+    from diffusia.quant.pipeline import CalibrationInfo
+
+    cfg.check()
+    t_start = time.perf_counter()
+    accelerator = _make_accelerator(cfg.device)
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    out = Path(cfg.out)
+    set_seed(cfg.seed)
+    recipe = _resolve_recipe(cfg)
+
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    saved_state: dict[str, Any] | None = None
+    if ckpt is not None:
+        model_state, optim_state, rng_states, saved_state = load_checkpoint(ckpt)
+        _check_resumable(saved_state, cfg, world)
+    elif cfg.resume and main:
+        log.warning("--resume: no checkpoint in %s, starting from the beginning", checkpoint_dir(out))
+    if ckpt is None and main and checkpoint_dir(out).exists():
+        shutil.rmtree(checkpoint_dir(out))  # stale checkpoints of an earlier run would be resumed later
+    accelerator.wait_for_everyone()
+
+    pipe = load_pipeline(cfg.model, progress=False)
+    pipe.to(accelerator.device)
+    for part in (pipe.vae, pipe.text_encoder):
+        part.requires_grad_(False).eval()
+    unet = pipe.unet.float()
+
+    if saved_state is not None:
+        recipe = type(recipe).from_dict(saved_state["recipe"])
+        calibration = CalibrationInfo(**saved_state["calibration"])
+        distill = DistillData.load(checkpoint_dir(out) / DISTILL_FILE) if cfg.source == "distill" else None
+        api.quantize(unet, recipe)
+        unet.load_state_dict({k[len("unet."):]: v for k, v in model_state.items() if k.startswith("unet.")})
+    else:
+        prompts = take(load_prompts(cfg.calib_prompts, model=cfg.model), cfg.calib_size)
+        distill, calls = DistillData.record(pipe, prompts, cfg.calib_steps, cfg.guidance,
+                                            progress=cfg.progress and main)
+        api.quantize(unet, recipe)
+        seconds = _calibrate(unet, calls)
+        calibration = CalibrationInfo([p.text for p in prompts], len(prompts), cfg.calib_steps, cfg.guidance,
+                                      distill.info["seed"], len(calls), seconds)
+        del calls
+        if cfg.source != "distill":
+            distill = None
+        elif main:
+            distill.save(checkpoint_dir(out) / DISTILL_FILE)
+    data = distill if cfg.source == "distill" else FashionMNISTData(pipe, caption_dropout=cfg.caption_dropout)
+
+    api.enable_fake_quant(unet)
+    unet.train()
+    unet.requires_grad_(True)
+    lsq = LearnableActScales(unet) if cfg.lsq else None
+    model = QATModel(unet, lsq)
+    groups = [{"params": list(unet.parameters()), "lr": cfg.lr}]
+    if lsq is not None:
+        groups.append({"params": list(lsq.parameters()), "lr": cfg.lsq_lr, "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, losses = 0, []
+    if saved_state is not None:
+        model.load_state_dict(model_state)
+        if lsq is not None:
+            lsq.sync_buffers()
+        optimizer.load_state_dict(optim_state)
+        start, losses = int(saved_state["step"]), [float(x) for x in saved_state["losses"]]
+        _set_rng_state(rng_states[rank])
+        if main:
+            log.info("resumed from %s at step %d", ckpt, start)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    tstate = ts.get_state(unet)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def state_json(step: int) -> dict[str, Any]:
+        return {"step": step, "losses": losses, "config": asdict(cfg), "recipe": recipe.to_dict(),
+                "calibration": asdict(calibration), "world_size": world}
+
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"qat {cfg.source}", disable=not (main and cfg.progress),
+               dynamic_ncols=True)
+    t_train = time.perf_counter()
+    try:
+        for step in range(start, cfg.steps):
+            batch = data.batch(step, cfg.seed, cfg.batch, rank, world).to(accelerator.device)
+            loss = _train_step(model, accelerator, batch, tstate)
+            if cfg.grad_clip > 0:
+                accelerator.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if lsq is not None:
+                lsq.sync_buffers()
+            value = float(accelerator.gather(loss.reshape(1)).mean().item())
+            if not math.isfinite(value):
+                raise DiffusiaError(f"QAT loss became {value} at step {step + 1}: lower --lr")
+            losses.append(value)
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.5f}")
+            done = step + 1
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                rngs = gather_object([_rng_state()])
+                if main:
+                    save_checkpoint(out, done, accelerator.unwrap_model(model), optimizer, rngs, state_json(done))
+                accelerator.wait_for_everyone()
+            if cfg.stop_after is not None and done >= cfg.stop_after and done < cfg.steps:
+                log.warning("stopping after step %d (stop_after)", done)
+                return None
+    finally:
+        bar.close()
+    train_seconds = time.perf_counter() - t_train
+    rngs = gather_object([_rng_state()])
+    result = None
+    if main:
+        inner = accelerator.unwrap_model(model)
+        if cfg.keep_checkpoints and start < cfg.steps:  # kept in the folder: a longer --resume run continues
+            save_checkpoint(out, cfg.steps, inner, optimizer, rngs, state_json(cfg.steps))
+        meta = {"source": cfg.source, "steps": cfg.steps, "lr": cfg.lr, "batch_per_process": cfg.batch,
+                "processes": world, "global_batch": cfg.batch * world, "lsq": cfg.lsq,
+                "lsq_lr": cfg.lsq_lr if cfg.lsq else None, "seed": cfg.seed, "weight_decay": cfg.weight_decay,
+                "grad_clip": cfg.grad_clip, "calib_size": cfg.calib_size, "calib_steps": cfg.calib_steps,
+                "caption_dropout": cfg.caption_dropout if cfg.source != "distill" else None,
+                "distill_items": len(data) if cfg.source == "distill" else None,
+                "resumed_from_step": start if saved_state is not None else None,
+                "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+                "loss_last_mean20": float(np.mean(losses[-20:])) if losses else None,
+                "train_seconds_this_run": round(train_seconds, 2), "device": str(accelerator.device)}
+        _finish(cfg, pipe, inner, recipe, calibration, losses, meta, out)
+        result = QATResult(out, losses, time.perf_counter() - t_start, start, meta)
+        log.info("QAT done: %d steps, loss %.5f -> %.5f, saved %s", cfg.steps, losses[0], losses[-1], out)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- entry point
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m diffusia.qat.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="output folder (checkpoints in OUT/checkpoints)")
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--recipe", default="w8a8")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--data", choices=[s for s in SOURCES if s != "distill"], default=None,
+                     help="noise-prediction loss on this image-caption data set")
+    src.add_argument("--distill", action="store_true", help="data-free distillation from the FP32 U-Net (default)")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--batch", type=int, default=16, help="per process")
+    p.add_argument("--lsq", action="store_true", help="learn the activation step sizes too (LSQ)")
+    p.add_argument("--lsq-lr", type=float, default=1e-3)
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--calib-size", type=int, default=32)
+    p.add_argument("--calib-prompts", default="calibration")
+    p.add_argument("--calib-steps", type=int, default=25)
+    p.add_argument("--timestep-groups", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--keep-checkpoints", action="store_true")
+    p.add_argument("--no-validate", dest="validate", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> QATConfig:
+    d = vars(args).copy()
+    d.pop("distill")
+    d["source"] = d.pop("data") or "distill"
+    return QATConfig(**d)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for `python -m diffusia.qat.train` and `accelerate launch -m diffusia.qat.train`."""
+    args = build_parser().parse_args(argv)
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s")
+    try:
+        result = run_qat(config_from_args(args))
+    except DiffusiaError as e:
+        print(f"diffusia: error: {e}", file=sys.stderr)
+        return 2
+    if result is not None:
+        print(f"{result.out}: {len(result.losses)} steps, loss {result.losses[0]:.5f} -> {result.losses[-1]:.5f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
