@@ -113,6 +113,7 @@ def main(argv=None):
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--init", default=None, help="continue from this pipeline folder (keeps its VAE; trains U-Net + text)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -131,10 +132,21 @@ def main(argv=None):
     write_clip_tokenizer(tok_dir)
     tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
 
-    vae_loss = train_vae(parts["vae"], images, args.vae_steps, args.batch, 2e-3, gen)
-    latents = encode_all(parts["vae"], images)
-    scale = float(1.0 / latents.std())
-    parts["vae"].register_to_config(scaling_factor=scale)
+    if args.init:  # continue training a shipped pipeline: same VAE and latent scale, U-Net and text encoder resume
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        parts["vae"] = AutoencoderKL.from_pretrained(args.init, subfolder="vae").eval()
+        parts["unet"] = UNet2DConditionModel.from_pretrained(args.init, subfolder="unet")
+        parts["text_encoder"] = CLIPTextModel.from_pretrained(args.init, subfolder="text_encoder")
+        vae_loss = float("nan")
+        latents = encode_all(parts["vae"], images)
+        scale = parts["vae"].config.scaling_factor
+    else:
+        vae_loss = train_vae(parts["vae"], images, args.vae_steps, args.batch, 2e-3, gen)
+        latents = encode_all(parts["vae"], images)
+        scale = float(1.0 / latents.std())
+        parts["vae"].register_to_config(scaling_factor=scale)
     log.info("vae loss %.4f, latent std %.3f -> scaling_factor %.4f", vae_loss, latents.std(), scale)
     t_vae = time.time() - t_start
 
