@@ -167,6 +167,12 @@ def qat(
                    f"curve {out / 'loss_curve.png'}")
 
 
+# sensitivity, search, pareto, recommend (diffusia/analysis/commands.py)
+from diffusia.analysis.commands import register as _register_analysis  # noqa: E402
+
+_register_analysis(app)
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,116 @@
+"""CLI commands of the analysis package (sensitivity, search, pareto, recommend), registered on the main app."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from diffusia.errors import DiffusiaError
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def sensitivity(
+    out: Path = typer.Option(..., help="Output folder: sensitivity.json, sensitivity.md, sensitivity_by_type.png."),
+    model: str = typer.Option("tiny", help="`tiny`, `sd15-arch`, a pipeline folder or a hub id (float model)."),
+    recipe: str = typer.Option("w8a8", help="Preset or recipe .json: which layers, at which precision."),
+    calib_prompts: str = typer.Option("calibration", help="Prompt set name or file for calibration."),
+    calib_size: int = typer.Option(8, help="Calibration prompts (trajectories recorded once)."),
+    steps: int = typer.Option(25, help="Sampler steps per calibration prompt."),
+    top: int = typer.Option(5, help="Image LPIPS vs FP32 for the K most sensitive layers (0: none)."),
+    lpips_prompts: int = typer.Option(2, help="Prompts (from the eval set) generated per top layer."),
+    eval_timesteps: int = typer.Option(8, help="Recorded timesteps (evenly spaced) the SQNR is measured at."),
+    precisions: str = typer.Option("w8a8,w8,w4,fp16", help="Also simulate each layer alone at these precisions."),
+    timing: bool = typer.Option(True, help="Microbenchmark each layer's real kernels (search latency model)."),
+    device: str = typer.Option("cpu"),
+):
+    """Per-layer sensitivity (SIMULATED fake quant): SQNR of the noise prediction with only / all but each layer
+    quantized, LPIPS for the top layers, aggregated by layer type."""
+    from diffusia import load_pipeline
+    from diffusia.analysis.sensitivity import run_sensitivity, write_sensitivity
+    from diffusia.cli import resolve_recipe
+    from diffusia.prompts import load_prompts, take
+
+    r = resolve_recipe(recipe)
+    prompts = take(load_prompts(calib_prompts, model=model), calib_size)
+    eval_texts = [p.text for p in load_prompts("eval", model=model)][: max(lpips_prompts, 0)]
+    pipe = load_pipeline(model, device=device, progress=False)
+    sens = run_sensitivity(pipe, r, prompts, steps=steps, top=top, lpips_prompts=eval_texts or None,
+                           eval_timesteps=eval_timesteps, precisions=_csv(precisions), timing=timing)
+    write_sensitivity(sens, out)
+    typer.echo(f"{out}: {len(sens['layers'])} layers, all quantized {sens['sqnr_all_db']:.2f} dB (SIMULATED)")
+    typer.echo("most sensitive (SIMULATED SQNR, only this layer quantized):")
+    for row in sens["layers"][: max(top, 5)]:
+        lp = "" if row["lpips_only"] is None else f", LPIPS {row['lpips_only']:.4f}"
+        typer.echo(f"  {row['rank']:>3}. {row['name']} [{row['type']}] {row['sqnr_only_db']:.2f} dB{lp}")
+
+
+def search(
+    sensitivity: Path = typer.Option(..., help="Folder (or sensitivity.json) from `diffusia sensitivity`."),
+    out: Path = typer.Option(..., help="Recipe JSON to write (estimates go to <stem>.search.json)."),
+    budget_mb: Optional[float] = typer.Option(None, help="U-Net size limit in MB (MiB)."),
+    quality_floor: Optional[float] = typer.Option(None, help="Minimum estimated SQNR (dB, simulated)."),
+    latency_s: Optional[float] = typer.Option(None, help="Latency limit, s/image (per-layer cost model)."),
+    precisions: str = typer.Option("w8a8,w8,w4,fp16,keep", help="Allowed per-layer precisions."),
+    method: str = typer.Option("auto", help="auto (best of both), milp or greedy."),
+):
+    """Choose per-layer precisions under a size / quality / latency target; writes a recipe for `quantize`."""
+    from diffusia.analysis.search import check_recipe_names, search as run_search
+    from diffusia.analysis.sensitivity import load_sensitivity
+    from diffusia.fileio import write_json, write_text
+
+    if out.suffix != ".json":
+        raise DiffusiaError(f"--out {out} must end in .json")
+    sens = load_sensitivity(sensitivity)
+    res = run_search(sens, budget_mb, quality_floor, latency_s, precisions=_csv(precisions), method=method)
+    check_recipe_names(res.recipe, sens["unet"]["layers"])
+    write_text(out, res.recipe.to_json() + "\n")
+    write_json(out.with_name(out.stem + ".search.json"), res.to_dict())
+    lat = "" if res.est_latency_s is None else f", est. latency {res.est_latency_s:.3f} s/image"
+    typer.echo(f"{out}: {res.size_mb:.2f} MB (FP32 {res.fp32_size_mb:.2f} MB), est. SQNR {res.est_sqnr_db:.2f} dB "
+               f"(SIMULATED){lat}; {res.counts} [{res.method}]")
+
+
+def pareto(
+    results: list[Path] = typer.Option(..., help="Evaluation run folder or results.json (repeat the option; a "
+                                                 "folder is searched recursively)."),
+    out: Path = typer.Option(..., help="Output folder: pareto.md, pareto.json, pareto_*.png."),
+):
+    """Pareto fronts of quality vs size, latency and peak memory across evaluation runs."""
+    from diffusia.analysis.pareto import write_pareto
+    from diffusia.analysis.results import load_many
+
+    data = write_pareto(load_many(results), out)
+    typer.echo(f"{out}: {len(data['variants'])} variants")
+    for k, names in data["fronts"].items():
+        typer.echo(f"  {k.replace(':', ' x ')}: {', '.join(names) or '(none)'}")
+
+
+def recommend(
+    memory_mb: float = typer.Option(..., help="Memory budget of the device (MB), compared with measured peak."),
+    results: list[Path] = typer.Option(..., help="Evaluation run folder(s) or results.json (repeatable)."),
+    latency_s: Optional[float] = typer.Option(None, help="Latency limit, s/image."),
+    quality_tolerance: float = typer.Option(0.0, help="Quality differences up to this count as ties (then "
+                                                      "smaller/faster wins)."),
+    report: bool = typer.Option(False, help="Also print the device-class report."),
+):
+    """Recommend the best measured variant for a device profile, with the reason in numbers."""
+    from diffusia.analysis.recommend import device_report, recommend as run_recommend
+    from diffusia.analysis.results import load_many
+
+    variants = load_many(results)
+    rec = run_recommend(variants, memory_mb, latency_s, quality_tolerance)
+    typer.echo(rec.name or "none")
+    typer.echo(rec.reason)
+    if report:
+        typer.echo("")
+        typer.echo(device_report(variants, latency_s=latency_s))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the analysis commands to the `diffusia` app."""
+    for fn in (sensitivity, search, pareto, recommend):
+        app.command(name=fn.__name__)(fn)

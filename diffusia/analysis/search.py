@@ -1,0 +1,338 @@
+"""Mixed-precision search: per-layer precisions from a sensitivity analysis under a size, quality or latency target.
+
+Quality model (SIMULATED inputs): the per-layer noise powers of the sensitivity run add up,
+SQNR(plan) = -10*log10(k * sum_l 10^(-SQNR_only(l, p_l)/10)), where k (>= 0) rescales the sum so that the
+model reproduces the measured all-quantized SQNR of the sensitivity run. Size: weight bytes per layer and
+precision (`diffusia.analysis.layers.weight_bytes`) plus every parameter/buffer that is not a candidate weight.
+Latency (optional, MEASURED per layer): FP32 image time + U-Net calls per image * sum_l (t_l(p_l) - t_l(fp32)).
+
+Two solvers: a greedy descent along each layer's lower convex hull of (bytes, noise) - cheapest noise per byte
+saved first - and an exact integer program (scipy.optimize.milp). `auto` runs both and keeps the better plan.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from diffusia.analysis.layers import extra_bytes, weight_bytes
+from diffusia.config import Recipe, Rule
+from diffusia.errors import DiffusiaError
+
+log = logging.getLogger(__name__)
+
+MB = float(1 << 20)  # sizes in MiB, like the memory figures of the evaluation harness
+SEARCH_PRECISIONS = ("w8a8", "w8", "w4", "fp16", "keep")
+METHODS = ("auto", "milp", "greedy")
+SQNR_CAP_DB = 200.0
+
+
+@dataclass
+class Option:
+    precision: str
+    bytes: float
+    noise: float  # relative noise power (10^(-SQNR/10)), before the calibration factor
+    time_s: float | None = None  # seconds per layer forward, minus the float layer's
+
+
+@dataclass
+class SearchResult:
+    """The chosen plan and its model estimates (size exact from shapes, SQNR simulated, latency modelled)."""
+
+    recipe: Recipe
+    choices: dict[str, str]
+    size_mb: float
+    est_sqnr_db: float
+    est_latency_s: float | None
+    method: str
+    fp32_size_mb: float
+    counts: dict[str, int] = field(default_factory=dict)
+    targets: dict[str, float | None] = field(default_factory=dict)
+    calibration_factor: float = 1.0
+    simulated: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["recipe"] = self.recipe.to_dict()
+        d["note"] = ("est_sqnr_db is a SIMULATED estimate (additive per-layer fake-quant noise); size_mb is exact "
+                     "from the weight shapes; est_latency_s is a per-layer cost model from measured microbenchmarks")
+        return d
+
+
+def _noise(db: float) -> float:
+    return 10 ** (-db / 10)
+
+
+def _db(noise: float) -> float:
+    return SQNR_CAP_DB if noise <= 0 else max(-SQNR_CAP_DB, min(SQNR_CAP_DB, -10 * math.log10(noise)))
+
+
+def layer_options(sens: dict[str, Any], precisions: Sequence[str] = SEARCH_PRECISIONS,
+                  latency: bool = False) -> tuple[list[str], list[list[Option]], float]:
+    """Per candidate layer the allowed options, and the bytes that do not depend on the plan."""
+    u = sens["unet"]
+    fb, gs, tg = int(u["float_bytes"]), int(u["int4_group_size"]), int(u["timestep_groups"])
+    fixed = float(u["total_bytes"]) - float(u["candidate_weight_bytes"])
+    names, options = [], []
+    for r in sens["layers"]:
+        by_p = r["sqnr_only_db_by_precision"]
+        times = r.get("time_s") or {}
+        opts = []
+        for p in precisions:
+            if p != "keep" and p not in by_p:
+                continue
+            t = None
+            if latency:
+                if p not in times or "keep" not in times:
+                    continue
+                t = times[p] - times["keep"]
+            opts.append(Option(p, weight_bytes(r["weight_shape"], p, fb, gs) + extra_bytes(p, tg),
+                               0.0 if p == "keep" else _noise(by_p[p]), t))
+        if latency and not opts:
+            raise DiffusiaError(f"layer {r['name']!r} has no timing: rerun `diffusia sensitivity` with --timing")
+        names.append(r["name"])
+        options.append(opts)
+    return names, options, fixed
+
+
+def _prune(opts: list[Option], latency: bool) -> list[Option]:
+    """Drop dominated options (no fewer bytes, no less noise, no less time than another)."""
+    def dominated(a: Option, b: Option) -> bool:
+        ta, tb = (a.time_s or 0.0), (b.time_s or 0.0)
+        le = b.bytes <= a.bytes and b.noise <= a.noise and (not latency or tb <= ta)
+        lt = b.bytes < a.bytes or b.noise < a.noise or (latency and tb < ta)
+        return le and lt
+
+    kept = [a for a in opts if not any(dominated(a, b) for b in opts if b is not a)]
+    unique: dict[tuple, Option] = {}
+    for a in kept:  # exact ties: the first listed precision wins
+        unique.setdefault((a.bytes, a.noise, a.time_s if latency else None), a)
+    return list(unique.values())
+
+
+def calibration_factor(sens: dict[str, Any]) -> float:
+    """Measured all-quantized noise / sum of the per-layer noises (1 when unknown)."""
+    pred = sum(_noise(r["sqnr_only_db"]) for r in sens["layers"])
+    if pred <= 0 or "sqnr_all_db" not in sens:
+        return 1.0
+    return _noise(sens["sqnr_all_db"]) / pred
+
+
+@dataclass
+class _Problem:
+    names: list[str]
+    options: list[list[Option]]
+    fixed: float
+    budget: float | None  # bytes
+    noise_cap: float | None  # raw (uncalibrated) noise
+    time_cap: float | None  # summed per-layer extra seconds per U-Net call
+
+
+def _totals(p: _Problem, pick: Sequence[int]) -> tuple[float, float, float]:
+    ops = [o[i] for o, i in zip(p.options, pick)]
+    return (p.fixed + sum(o.bytes for o in ops), sum(o.noise for o in ops), sum(o.time_s or 0.0 for o in ops))
+
+
+def _feasible(p: _Problem, tot: tuple[float, float, float]) -> bool:
+    b, n, t = tot
+    return ((p.budget is None or b <= p.budget * (1 + 1e-12)) and (p.noise_cap is None or n <= p.noise_cap * (1 + 1e-9))
+            and (p.time_cap is None or t <= p.time_cap + 1e-12))
+
+
+def _greedy(p: _Problem) -> list[int] | None:
+    """Descend from the largest option of every layer along its lower convex hull in (bytes, noise), the move
+    with the least added noise per byte saved first; return the first state that meets the budget (budget mode)
+    or the last state within the noise cap (quality-floor mode)."""
+    hulls: list[list[int]] = []
+    for opts in p.options:
+        order = sorted(range(len(opts)), key=lambda i: (-opts[i].bytes, opts[i].noise))
+        hull: list[int] = []
+        for i in order:  # lower convex hull, bytes decreasing
+            if hull and opts[i].noise <= opts[hull[-1]].noise:
+                if opts[i].bytes == opts[hull[-1]].bytes:
+                    hull[-1] = i
+                    continue
+                hull = [h for h in hull if opts[h].noise < opts[i].noise]  # i dominates them
+            while len(hull) >= 2:
+                a, b = opts[hull[-2]], opts[hull[-1]]
+                s_ab = (b.noise - a.noise) / (a.bytes - b.bytes)
+                s_bi = (opts[i].noise - b.noise) / (b.bytes - opts[i].bytes)
+                if s_bi <= s_ab:
+                    hull.pop()
+                else:
+                    break
+            hull.append(i)
+        hulls.append(hull)
+    pos = [0] * len(hulls)
+    pick = [h[0] for h in hulls]
+    states = [list(pick)]
+    while True:
+        best, best_slope = None, math.inf
+        for li, h in enumerate(hulls):
+            if pos[li] + 1 < len(h):
+                a, b = p.options[li][h[pos[li]]], p.options[li][h[pos[li] + 1]]
+                slope = (b.noise - a.noise) / (a.bytes - b.bytes)
+                if slope < best_slope:
+                    best, best_slope = li, slope
+        if best is None:
+            break
+        pos[best] += 1
+        pick[best] = hulls[best][pos[best]]
+        states.append(list(pick))
+    totals = [_totals(p, s) for s in states]
+    if p.noise_cap is not None:  # quality floor: go as far as the noise allows
+        ok = [i for i, t in enumerate(totals) if _feasible(p, t)]
+        return states[ok[-1]] if ok else None
+    for s, t in zip(states, totals):
+        if _feasible(p, t):
+            return s
+    return None
+
+
+def _milp(p: _Problem, noise_ref: float | None = None) -> list[int] | None:
+    """Exact 0/1 program: one option per layer; minimise noise (budget mode) or bytes (quality-floor mode).
+
+    Noise is expressed in units of `noise_ref` (e.g. the greedy plan's noise) so that the objective is O(1): the
+    per-layer noises span many decades, below the solver's absolute tolerances otherwise."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import lil_matrix
+
+    sizes = [len(o) for o in p.options]
+    nv = sum(sizes)
+    flat = [o for opts in p.options for o in opts]
+    b = np.array([o.bytes for o in flat]) / MB
+    n = np.array([o.noise for o in flat])
+    t = np.array([o.time_s or 0.0 for o in flat])
+    nscale = noise_ref if noise_ref and noise_ref > 0 else (p.noise_cap or float(n[n > 0].min(initial=1.0)))
+    rows, lo, hi = [], [], []
+    one = lil_matrix((len(sizes), nv))
+    k = 0
+    for li, s in enumerate(sizes):
+        one[li, k : k + s] = 1
+        k += s
+    cons = [LinearConstraint(one.tocsr(), np.ones(len(sizes)), np.ones(len(sizes)))]
+    if p.budget is not None:
+        rows.append(b)
+        lo.append(-np.inf)
+        hi.append((p.budget - p.fixed) / MB)
+    if p.noise_cap is not None:
+        rows.append(n / nscale)
+        lo.append(-np.inf)
+        hi.append(p.noise_cap / nscale)
+    if p.time_cap is not None:
+        rows.append(t)
+        lo.append(-np.inf)
+        hi.append(p.time_cap)
+    if rows:
+        cons.append(LinearConstraint(np.vstack(rows), np.array(lo), np.array(hi)))
+    if p.noise_cap is not None:  # fewest bytes, then least noise
+        c = b / max(float(b.max()), 1e-30) + 1e-6 * n / nscale
+    else:  # least noise, then fewest bytes
+        c = n / nscale + 1e-9 * b / max(float(b.max()), 1e-30)
+    res = milp(c, integrality=np.ones(nv), bounds=Bounds(0, 1), constraints=cons,
+               options={"mip_rel_gap": 1e-9, "time_limit": 60.0})
+    if res.x is None:
+        log.debug("milp: %s", res.message)
+        return None
+    x = np.round(res.x).astype(int)
+    pick, k = [], 0
+    for s in sizes:
+        pick.append(int(np.argmax(x[k : k + s])))
+        k += s
+    return pick if _feasible(p, _totals(p, pick)) else None
+
+
+def search(sens: dict[str, Any], budget_mb: float | None = None, quality_floor_db: float | None = None,
+           latency_s: float | None = None, precisions: Sequence[str] = SEARCH_PRECISIONS, method: str = "auto",
+           name: str | None = None) -> SearchResult:
+    """Choose a precision per layer of `sens` (a sensitivity.json dict) under the targets; see module doc.
+
+    budget_mb: U-Net size limit (MiB); quality_floor_db: minimum estimated SQNR of the noise prediction;
+    latency_s: limit on the modelled seconds per image. With a budget, the estimated SQNR is maximised; with only
+    a quality floor, the size is minimised. Raises DiffusiaError when no plan meets the targets."""
+    if budget_mb is None and quality_floor_db is None:
+        raise DiffusiaError("search needs a target: --budget-mb M and/or --quality-floor SQNR_DB")
+    if method not in METHODS:
+        raise DiffusiaError(f"unknown search method {method!r}; valid: {', '.join(METHODS)}")
+    bad = [p for p in precisions if p not in SEARCH_PRECISIONS]
+    if bad:
+        raise DiffusiaError(f"precision {bad[0]!r} is not searchable; valid: {', '.join(SEARCH_PRECISIONS)}")
+    timing = sens.get("timing")
+    if latency_s is not None and not timing:
+        raise DiffusiaError("--latency-s needs per-layer timings: rerun `diffusia sensitivity` with --timing")
+    names, options, fixed = layer_options(sens, precisions, latency=latency_s is not None)
+    options = [_prune(o, latency_s is not None) for o in options]
+    k = calibration_factor(sens)
+    calls = float(timing["unet_calls_per_image"]) if timing else 0.0
+    base_s = float(timing["image_s_fp32"]) if timing else None
+    prob = _Problem(names, options, fixed,
+                    budget=None if budget_mb is None else budget_mb * MB,
+                    noise_cap=None if quality_floor_db is None else _noise(quality_floor_db) / max(k, 1e-300),
+                    time_cap=None if latency_s is None else (latency_s - base_s) / max(calls, 1e-9))
+    candidates: list[tuple[str, list[int]]] = []
+    g = _greedy(prob)
+    if g is not None and method in ("auto", "greedy"):
+        candidates.append(("greedy", g))
+    if method in ("auto", "milp"):
+        m = _milp(prob, _totals(prob, g)[1] if g is not None else None)
+        if m is not None:
+            candidates.append(("milp", m))
+    fp32_mb = (fixed + sum(weight_bytes(r["weight_shape"], "keep", int(sens["unet"]["float_bytes"]))
+                           for r in sens["layers"])) / MB
+    if not candidates:
+        smallest = (fixed + sum(min(o.bytes for o in opts) for opts in options)) / MB
+        raise DiffusiaError(
+            f"no per-layer plan meets the targets (budget {budget_mb} MB, floor {quality_floor_db} dB, latency "
+            f"{latency_s} s): the smallest plan is {smallest:.2f} MB (FP32 {fp32_mb:.2f} MB); "
+            f"all quantized measured {sens.get('sqnr_all_db', float('nan')):.1f} dB (simulated)")
+    # budget mode: least noise; quality-floor mode: fewest bytes; ties: fewer bytes / less noise
+    key = (lambda c: (_totals(prob, c[1])[1], _totals(prob, c[1])[0])) if budget_mb is not None else \
+        (lambda c: (_totals(prob, c[1])[0], _totals(prob, c[1])[1]))
+    used, pick = min(candidates, key=key)
+    size, noise, extra_t = _totals(prob, pick)
+    choices = {n: o[i].precision for n, o, i in zip(names, options, pick)}
+    r0 = sens["recipe"]
+    label = name or "search-" + "-".join(
+        s for s in (f"{budget_mb:g}mb" if budget_mb is not None else "",
+                    f"{quality_floor_db:g}db" if quality_floor_db is not None else "",
+                    f"{latency_s:g}s" if latency_s is not None else "") if s)
+    recipe = Recipe(name=label, weights="keep", activations=r0["activations"], calibrator=r0["calibrator"],
+                    percentile=r0["percentile"], histogram_bins=r0["histogram_bins"],
+                    int4_group_size=r0["int4_group_size"], timestep_groups=r0["timestep_groups"],
+                    num_train_timesteps=r0["num_train_timesteps"],
+                    rules=[Rule(n, p) for n, p in choices.items() if p != "keep"])
+    counts: dict[str, int] = {}
+    for p in choices.values():
+        counts[p] = counts.get(p, 0) + 1
+    est_lat = None if base_s is None else base_s + calls * sum(
+        (o[i].time_s if o[i].time_s is not None else _time_of(sens, n, o[i].precision)) for n, o, i in
+        zip(names, options, pick))
+    log.info("search (%s): %.2f MB, est. SQNR %.2f dB (simulated), %s", used, size / MB, _db(k * noise), counts)
+    return SearchResult(recipe, choices, size / MB, _db(k * noise), est_lat, used, fp32_mb, counts,
+                        dict(budget_mb=budget_mb, quality_floor_db=quality_floor_db, latency_s=latency_s), k)
+
+
+def _time_of(sens: dict[str, Any], name: str, precision: str) -> float:
+    for r in sens["layers"]:
+        if r["name"] == name:
+            t = r.get("time_s") or {}
+            if precision in t and "keep" in t:
+                return t[precision] - t["keep"]
+    return 0.0
+
+
+def search_recipe(sens: dict[str, Any], budget_mb: float | None = None, quality_floor_db: float | None = None,
+                  latency_s: float | None = None, **kwargs: Any) -> Recipe:
+    """The Recipe of `search(...)`: `weights="keep"` and one rule per quantized layer, by exact name."""
+    return search(sens, budget_mb, quality_floor_db, latency_s, **kwargs).recipe
+
+
+def check_recipe_names(recipe: Recipe, layer_names: Sequence[str]) -> None:
+    """Every rule of `recipe` names exactly one of `layer_names` (what `policy.plan` would need)."""
+    known = set(layer_names)
+    missing = [r.pattern for r in recipe.rules if r.pattern not in known]
+    if missing:
+        raise DiffusiaError(f"recipe rule {missing[0]!r} names no layer of the analysed U-Net")

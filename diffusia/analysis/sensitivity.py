@@ -1,0 +1,434 @@
+"""Per-layer quantization sensitivity of a U-Net (SIMULATED: fake quantization, not the real kernels).
+
+One pass of the pipeline over calibration prompts both calibrates every quantizable layer and records the U-Net
+inputs of the sampling trajectories. Then, per quantizable layer, with the other layers toggled between float and
+fake-quant (no re-calibration): (a) only this layer quantized, (b) every layer but this one quantized; the
+noise-prediction SQNR (dB) against the FP32 U-Net over a subset of the recorded inputs. Optionally the SQNR of (a)
+at other precisions (inputs for `diffusia search`), image LPIPS for the top-k sensitive layers and a per-layer
+latency microbenchmark of the real kernels (the search's cost model; MEASURED, unlike the SQNRs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from diffusia.analysis.layers import layer_type, weight_bytes
+from diffusia.calib.forward_loop import record_unet_inputs
+from diffusia.config import Recipe, Rule
+from diffusia.errors import DiffusiaError
+from diffusia.generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, GenerationConfig, generate
+from diffusia.prompts import Prompt
+from diffusia.quant import api
+from diffusia.quant.modules import QUANT_PRECISIONS, QModuleMixin, QSettings, qclass_for
+from diffusia.quant.policy import layer_names, plan
+
+log = logging.getLogger(__name__)
+
+FORMAT, VERSION = "diffusia.sensitivity", 1
+SQNR_CAP_DB = 200.0  # |SQNR| is clipped here: identical outputs would be +inf, NaN outputs -inf
+SIMULATED_NOTE = ("SIMULATED: fake quantization (quantize-dequantize in float32) of the noise prediction; "
+                  "not measured on the real INT8/INT4 kernels")
+DEFAULT_PRECISIONS = ("w8a8", "w8", "w4", "fp16")
+
+
+# ------------------------------------------------------------------ inputs
+def batch_by_timestep(calls: Sequence[tuple[Tensor, Tensor, Tensor]], max_timesteps: int | None = None,
+                      max_batch: int = 16) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Concatenate recorded U-Net calls that share a timestep (one activation-range group per batch).
+
+    `max_timesteps` keeps that many timesteps, evenly spaced along the trajectory; batches hold at most
+    `max_batch` samples."""
+    by_t: dict[float, list[tuple[Tensor, Tensor, Tensor]]] = defaultdict(list)
+    for sample, t, ehs in calls:
+        by_t[float(t.reshape(-1)[0])].append((sample, t, ehs))
+    keys = sorted(by_t, reverse=True)  # sampling order: noisy first
+    if max_timesteps is not None and 0 < max_timesteps < len(keys):
+        idx = sorted({round(i * (len(keys) - 1) / max(max_timesteps - 1, 1)) for i in range(max_timesteps)})
+        keys = [keys[i] for i in idx]
+    batches = []
+    for k in keys:
+        sample = torch.cat([c[0] for c in by_t[k]])
+        ehs = torch.cat([c[2] for c in by_t[k]])
+        for i in range(0, len(sample), max_batch):
+            s = sample[i : i + max_batch]
+            t = torch.full((len(s),), k, dtype=torch.float32 if not float(k).is_integer() else torch.int64)
+            batches.append((s, t, ehs[i : i + max_batch]))
+    return batches
+
+
+def _forward(unet: nn.Module, batches: Sequence[tuple[Tensor, Tensor, Tensor]]) -> list[Tensor]:
+    device, dtype = unet.device, unet.dtype
+    with torch.no_grad():
+        return [unet(s.to(device, dtype), t.to(device), encoder_hidden_states=e.to(device, dtype)).sample.float().cpu()
+                for s, t, e in batches]
+
+
+def sqnr_db(refs: Sequence[Tensor], outs: Sequence[Tensor]) -> float:
+    """10*log10(sum ref^2 / sum (out - ref)^2) over all batches, clipped to +-SQNR_CAP_DB (NaN -> -cap)."""
+    signal = sum(float(r.double().pow(2).sum()) for r in refs)
+    noise = sum(float((o.double() - r.double()).pow(2).sum()) for r, o in zip(refs, outs))
+    if not math.isfinite(noise):
+        return -SQNR_CAP_DB
+    if noise <= 0:
+        return SQNR_CAP_DB
+    return max(-SQNR_CAP_DB, min(SQNR_CAP_DB, 10 * math.log10(signal / noise)))
+
+
+# ------------------------------------------------------------------ mode / precision toggles
+def _set_fake(qm: dict[str, QModuleMixin], fake: Iterable[str]) -> None:
+    fake = set(fake)
+    for n, m in qm.items():
+        m.set_mode("fake" if n in fake else "float")
+
+
+def _settings_for(base: QSettings, precision: str) -> QSettings:
+    """`base` (a calibrated W8A8 layer's settings) re-targeted to another precision for simulation."""
+    if precision == "w8a8":
+        return base
+    return dataclasses.replace(base, precision=precision, weight_qmax=127)
+
+
+def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def _restore(unet: nn.Module, originals: dict[str, nn.Module]) -> None:
+    """Put the float layers back and drop what `quantize()` attached, so the pipeline is float again."""
+    for name, module in originals.items():
+        _swap(unet, name, module)
+    hook = getattr(unet, "_diffusia_timestep_hook", None)
+    if hook is not None:
+        hook.remove()
+    for attr in ("_diffusia_timestep_hook", "_diffusia_timestep_state", "_diffusia_recipe"):
+        if hasattr(unet, attr):
+            delattr(unet, attr)
+
+
+# ------------------------------------------------------------------ latency microbenchmark (measured)
+def _median_time(fn, x: Tensor, reps: int) -> float:
+    with torch.no_grad():
+        fn(x)  # warm-up (kernel construction, caches)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn(x)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def time_layer(module: nn.Module, calibrated: QModuleMixin, shape: Sequence[int], precisions: Sequence[str],
+               reps: int = 5) -> dict[str, float]:
+    """Median seconds of one forward of `module` at input `shape`: `keep` (float) and each precision's frozen
+    real kernel (W8A8 with `calibrated`'s activation range)."""
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(module.weight.device, module.weight.dtype)
+    out = {"keep": _median_time(module, x, reps)}
+    for p in precisions:
+        q = qclass_for(module).from_module(module, _settings_for(calibrated.settings, p), None)
+        if p == "w8a8":
+            q.act_range.copy_(calibrated.act_range)
+            q.act_scale.copy_(calibrated.act_scale)
+            q.act_zero_point.copy_(calibrated.act_zero_point)
+        q.freeze()
+        out[p] = _median_time(q, x, reps)
+    return out
+
+
+# ------------------------------------------------------------------ images
+def _images(pipe, prompts: Sequence[str], steps: int, guidance: float) -> Tensor:
+    ims = generate(pipe, list(prompts), 1, GenerationConfig(steps=steps, guidance=guidance), progress=False,
+                   output_type="np")
+    return torch.from_numpy(ims).permute(0, 3, 1, 2).float()
+
+
+def lpips_vs(ref: Tensor, other: Tensor) -> tuple[float, int | None]:
+    """Mean LPIPS-alex of two image batches; images under LPIPS' minimum side are upsampled (bilinear) first.
+    Returns (lpips, upsampled side or None)."""
+    from diffusia.eval.metrics.lpips import MIN_SIZE, lpips_distance
+
+    side = None
+    if min(ref.shape[-2:]) < MIN_SIZE:
+        side = 32 * math.ceil(MIN_SIZE / 32)
+        ref = torch.nn.functional.interpolate(ref, size=(side, side), mode="bilinear", align_corners=False)
+        other = torch.nn.functional.interpolate(other, size=(side, side), mode="bilinear", align_corners=False)
+    return float(lpips_distance(ref.clamp(0, 1), other.clamp(0, 1)).mean()), side
+
+
+# ------------------------------------------------------------------ the analysis
+def run_sensitivity(pipe, recipe: Recipe, prompts: Sequence[Prompt], steps: int = DEFAULT_STEPS,
+                    guidance: float = DEFAULT_GUIDANCE, top: int = 5, lpips_prompts: Sequence[str] | None = None,
+                    lpips_steps: int | None = None, eval_timesteps: int | None = 8, eval_batch: int = 16,
+                    precisions: Sequence[str] = DEFAULT_PRECISIONS, timing: bool = True, timing_reps: int = 5,
+                    progress: bool = True) -> dict[str, Any]:
+    """Sensitivity of every layer the recipe quantizes; returns the sensitivity.json dict (see module doc).
+
+    `pipe` must hold a float U-Net; it is float again on return. SQNRs are SIMULATED (fake quant); latencies
+    (with `timing`) are measured per layer on the real kernels of this machine."""
+    unet = pipe.unet
+    if api.qmodules(unet):
+        raise DiffusiaError("sensitivity needs the float pipeline: load the model again without quantizing it")
+    if not prompts:
+        raise DiffusiaError("sensitivity needs calibration prompts: pass --calib-prompts / --calib-size >= 1")
+    t_start = time.perf_counter()
+    layer_plan = plan(unet, recipe)
+    cands = [n for n, p in layer_plan.items() if p in QUANT_PRECISIONS]
+    if not cands:
+        raise DiffusiaError(f"recipe {recipe.name!r} quantizes no layer: nothing to analyse")
+    for p in precisions:
+        if p not in QUANT_PRECISIONS:
+            raise DiffusiaError(f"precision {p!r} cannot be simulated; valid: {', '.join(QUANT_PRECISIONS)}")
+    float_bytes = next(unet.parameters()).element_size()
+    total_bytes = sum(t.numel() * t.element_size() for t in list(unet.parameters()) + list(unet.buffers()))
+    originals = {n: unet.get_submodule(n) for n in cands}
+    # every candidate is built as W8A8 so it has an activation range, whatever precision it is simulated at
+    calib_recipe = recipe.replace(rules=list(recipe.rules) + [Rule(n, "w8a8") for n in cands])
+    shapes: dict[str, list[int]] = {}
+    api.quantize(unet, calib_recipe)
+    hooks = []
+    try:
+        qm = api.qmodules(unet)
+        if timing:  # input shape of each layer in the first (batch-2, CFG) U-Net call
+            def shape_hook(name: str):
+                def hook(module: nn.Module, args: tuple) -> None:
+                    shapes.setdefault(name, list(args[0].shape))
+                return hook
+
+            hooks = [qm[n].register_forward_pre_hook(shape_hook(n)) for n in cands]
+        base = {n: m.settings for n, m in qm.items()}
+        for n in cands:
+            if layer_plan[n] != "w8a8":
+                qm[n].settings = _settings_for(base[n], layer_plan[n])
+        # 1. calibrate and record in one pass of the sampler (calibrate mode computes in float)
+        t0 = time.perf_counter()
+        with api.calibrate(unet):
+            calls = record_unet_inputs(pipe, list(prompts), steps, guidance, progress=progress)
+        for h in hooks:
+            h.remove()
+        calib_s = time.perf_counter() - t0
+        batches = batch_by_timestep(calls, eval_timesteps, eval_batch)
+        n_eval = sum(len(b[0]) for b in batches)
+        log.info("calibrated on %d prompts (%d U-Net calls, %.1f s); SQNR over %d samples at %d timesteps",
+                 len(prompts), len(calls), calib_s, n_eval, len({float(b[1][0]) for b in batches}))
+        # 2. reference and all-quantized outputs
+        _set_fake(qm, ())
+        refs = _forward(unet, batches)
+        _set_fake(qm, cands)
+        sqnr_all = sqnr_db(refs, _forward(unet, batches))
+        # 3. per layer: only this one (at the recipe's precision and at the others), all but this one
+        from tqdm.auto import tqdm
+
+        rows = []
+        for n in tqdm(cands, desc="sensitivity", disable=not progress):
+            m = qm[n]
+            rec_p = layer_plan[n]
+            by_p: dict[str, float] = {}
+            _set_fake(qm, [n])
+            for p in dict.fromkeys([rec_p, *precisions]):
+                m.settings = _settings_for(base[n], p)
+                by_p[p] = sqnr_db(refs, _forward(unet, batches))
+            m.settings = _settings_for(base[n], rec_p)
+            _set_fake(qm, [c for c in cands if c != n])
+            all_but = sqnr_db(refs, _forward(unet, batches))
+            rows.append(dict(name=n, type=layer_type(n), module=type(originals[n]).__name__, precision=rec_p,
+                             weight_shape=list(m.weight_shape), params=int(m.weight.numel()),
+                             bias_params=0 if m.bias is None else int(m.bias.numel()),
+                             fp32_weight_bytes=weight_bytes(m.weight_shape, "keep", float_bytes),
+                             sqnr_only_db=by_p[rec_p], sqnr_all_but_db=all_but, gain_db=all_but - sqnr_all,
+                             sqnr_only_db_by_precision=by_p, lpips_only=None, time_s=None))
+        rows.sort(key=lambda r: r["sqnr_only_db"])
+        for i, r in enumerate(rows, 1):
+            r["rank"] = i
+        # 4. images: FP32 reference, all quantized, and only-this-layer for the top-k
+        images: dict[str, Any] = {"simulated": True, "prompts": [], "steps": None, "lpips_all": None}
+        timing_info: dict[str, Any] | None = None
+        texts = list(lpips_prompts) if lpips_prompts else list(dict.fromkeys(p.text for p in prompts))[:2]
+        if top > 0 or timing:
+            isteps = lpips_steps or steps
+            counter = [0]
+            def count(*_: Any) -> None:
+                counter[0] += 1
+
+            h = unet.register_forward_pre_hook(count)
+            _set_fake(qm, ())
+            t0 = time.perf_counter()
+            try:
+                ref_images = _images(pipe, texts, isteps, guidance)
+            finally:
+                h.remove()
+            image_s = (time.perf_counter() - t0) / len(texts)
+            calls_per_image = counter[0] / len(texts)
+            if top > 0:
+                _set_fake(qm, cands)
+                lp_all, side = lpips_vs(ref_images, _images(pipe, texts, isteps, guidance))
+                images.update(prompts=texts, steps=isteps, lpips_all=lp_all, upsampled_to=side,
+                              seed=GenerationConfig().seed)
+                for r in tqdm(rows[:top], desc="lpips", disable=not progress):
+                    _set_fake(qm, [r["name"]])
+                    r["lpips_only"], _ = lpips_vs(ref_images, _images(pipe, texts, isteps, guidance))
+            if timing:
+                _set_fake(qm, ())
+                layer_times = {}
+                for n in tqdm(cands, desc="timing", disable=not progress):
+                    if n in shapes:
+                        ps = list(dict.fromkeys([layer_plan[n], *precisions]))
+                        layer_times[n] = time_layer(originals[n], qm[n], shapes[n], ps, timing_reps)
+                for r in rows:
+                    r["time_s"] = layer_times.get(r["name"])
+                timing_info = dict(measured=True, image_s_fp32=image_s, unet_calls_per_image=calls_per_image,
+                                   image_steps=isteps, reps=timing_reps, threads=torch.get_num_threads(),
+                                   device=str(unet.device),
+                                   note="MEASURED: median seconds of one layer forward at the batch-2 (CFG) input "
+                                        "shape, float and frozen real kernels; the pipeline image time is FP32")
+        _set_fake(qm, ())
+    finally:
+        for h in hooks:
+            h.remove()
+        _restore(unet, originals)
+    noise_sum = sum(10 ** (-r["sqnr_only_db"] / 10) for r in rows)
+    additive = -10 * math.log10(noise_sum) if noise_sum > 0 else SQNR_CAP_DB
+    return {
+        "format": FORMAT, "version": VERSION, "simulated": True, "note": SIMULATED_NOTE,
+        "model": getattr(pipe, "diffusia_spec", None), "recipe": recipe.to_dict(),
+        "calibration": dict(prompts=[p.text for p in prompts], size=len(prompts), steps=steps, guidance=guidance,
+                            unet_calls=len(calls), eval_samples=n_eval, eval_batches=len(batches),
+                            eval_timesteps=sorted({float(b[1][0]) for b in batches}, reverse=True)),
+        "sqnr_all_db": sqnr_all, "sqnr_all_additive_estimate_db": additive,
+        "precisions": list(dict.fromkeys([*(r["precision"] for r in rows), *precisions])),
+        "unet": dict(total_bytes=total_bytes, float_bytes=float_bytes, layers=layer_names(unet),
+                     candidate_weight_bytes=sum(r["fp32_weight_bytes"] for r in rows),
+                     int4_group_size=recipe.int4_group_size, timestep_groups=recipe.timestep_groups),
+        "images": images, "timing": timing_info, "layers": rows, "by_type": aggregate_by_type(rows),
+        "seconds": time.perf_counter() - t_start,
+    }
+
+
+def aggregate_by_type(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per layer type: count, parameters, mean/min SQNR (only this layer), mean gain when kept in float, and the
+    type's share of the summed per-layer noise (additive model)."""
+    total = sum(10 ** (-r["sqnr_only_db"] / 10) for r in rows) or 1.0
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[r["type"]].append(r)
+    out = {}
+    for kind, rs in sorted(groups.items(), key=lambda kv: min(r["sqnr_only_db"] for r in kv[1])):
+        s = [r["sqnr_only_db"] for r in rs]
+        out[kind] = dict(layers=len(rs), params=sum(r["params"] for r in rs), mean_sqnr_only_db=statistics.fmean(s),
+                         min_sqnr_only_db=min(s), mean_gain_db=statistics.fmean(r["gain_db"] for r in rs),
+                         noise_share=sum(10 ** (-x / 10) for x in s) / total,
+                         most_sensitive=min(rs, key=lambda r: r["sqnr_only_db"])["name"])
+    return out
+
+
+# ------------------------------------------------------------------ outputs
+def _f(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def to_markdown(sens: dict[str, Any]) -> str:
+    """sensitivity.md: summary, ranked per-layer table and per-type table, all labelled SIMULATED."""
+    cal, im = sens["calibration"], sens["images"]
+    alt = [p for p in sens["precisions"]]
+    lines = [
+        f"# Layer sensitivity (SIMULATED) - {sens.get('model')}, recipe `{sens['recipe']['name']}`", "",
+        f"**{sens['note']}.**", "",
+        f"- calibration: {cal['size']} prompts x {cal['steps']} steps, {cal['unet_calls']} U-Net calls; SQNR over "
+        f"{cal['eval_samples']} recorded inputs at {len(cal['eval_timesteps'])} timesteps",
+        f"- all {len(sens['layers'])} layers quantized: SQNR {sens['sqnr_all_db']:.2f} dB (simulated); sum of the "
+        f"per-layer noises predicts {sens['sqnr_all_additive_estimate_db']:.2f} dB",
+    ]
+    if im.get("lpips_all") is not None:
+        lines.append(f"- image LPIPS vs FP32, all quantized (simulated): {im['lpips_all']:.4f} over "
+                     f"{len(im['prompts'])} prompt(s), {im['steps']} steps"
+                     + (f" (images upsampled to {im['upsampled_to']} px for LPIPS)" if im.get("upsampled_to") else ""))
+    lines += ["", "## Layers, most sensitive first (simulated)", "",
+              "| rank | layer | type | precision | params | SQNR only (dB) | SQNR all but (dB) | gain (dB) | "
+              "LPIPS only | " + " | ".join(f"SQNR {p}" for p in alt) + " |",
+              "|---:|---|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(alt)]
+    for r in sens["layers"]:
+        by_p = r["sqnr_only_db_by_precision"]
+        lines.append(f"| {r['rank']} | `{r['name']}` | {r['type']} | {r['precision']} | {r['params']} | "
+                     f"{r['sqnr_only_db']:.2f} | {r['sqnr_all_but_db']:.2f} | {r['gain_db']:+.2f} | "
+                     f"{_f(r['lpips_only'], 4)} | " + " | ".join(_f(by_p.get(p)) for p in alt) + " |")
+    lines += ["", "## By layer type (simulated)", "",
+              "| type | layers | params | mean SQNR only (dB) | min SQNR only (dB) | mean gain (dB) | noise share | "
+              "most sensitive |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for kind, a in sens["by_type"].items():
+        lines.append(f"| {kind} | {a['layers']} | {a['params']} | {a['mean_sqnr_only_db']:.2f} | "
+                     f"{a['min_sqnr_only_db']:.2f} | {a['mean_gain_db']:+.2f} | {100 * a['noise_share']:.1f}% | "
+                     f"`{a['most_sensitive']}` |")
+    lines += ["", "SQNR only: only this layer fake-quantized; SQNR all but: every other layer fake-quantized; "
+              "gain: SQNR all but minus SQNR all quantized; noise share: the type's part of the summed per-layer "
+              "noise powers."]
+    if sens.get("timing"):
+        t = sens["timing"]
+        lines.append(f"Per-layer latencies in sensitivity.json are MEASURED ({t['reps']} reps, {t['threads']} "
+                     f"threads, {t['device']}); FP32 image: {t['image_s_fp32']:.3f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def plot_by_type(sens: dict[str, Any], path: str | Path) -> None:
+    """Bar plot by layer type: mean / min SQNR with only that layer quantized, and share of the noise."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from diffusia.fileio import atomic_path
+
+    kinds = list(sens["by_type"])
+    a = [sens["by_type"][k] for k in kinds]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 0.45 * len(kinds) + 2.2), sharey=True)
+    y = range(len(kinds))
+    ax1.barh([i + 0.2 for i in y], [x["mean_sqnr_only_db"] for x in a], height=0.4, label="mean")
+    ax1.barh([i - 0.2 for i in y], [x["min_sqnr_only_db"] for x in a], height=0.4, label="min (most sensitive)")
+    ax1.set_yticks(list(y), [f"{k} ({x['layers']})" for k, x in zip(kinds, a)])
+    ax1.invert_yaxis()
+    ax1.set_xlabel("SQNR, only this layer quantized (dB, higher = less sensitive)")
+    ax1.legend(fontsize=8)
+    ax2.barh(list(y), [100 * x["noise_share"] for x in a], color="tab:red")
+    ax2.set_xlabel("share of summed per-layer noise (%)")
+    fig.suptitle(f"SIMULATED sensitivity by layer type - {sens.get('model')}, recipe {sens['recipe']['name']}, "
+                 f"all quantized {sens['sqnr_all_db']:.1f} dB", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def write_sensitivity(sens: dict[str, Any], out_dir: str | Path) -> Path:
+    """Write sensitivity.json, sensitivity.md and sensitivity_by_type.png into `out_dir`."""
+    from diffusia.fileio import write_json, write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "sensitivity.json", sens)
+    write_text(out / "sensitivity.md", to_markdown(sens))
+    plot_by_type(sens, out / "sensitivity_by_type.png")
+    return out
+
+
+def load_sensitivity(path: str | Path) -> dict[str, Any]:
+    """Read sensitivity.json (a file or the folder holding it)."""
+    import json
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "sensitivity.json"
+    if not p.is_file():
+        raise DiffusiaError(f"no sensitivity.json at {path}: run `diffusia sensitivity --out DIR` first")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise DiffusiaError(f"{p} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    if data.get("format") != FORMAT or data.get("version") != VERSION:
+        raise DiffusiaError(f"{p} is not a diffusia sensitivity file (format {FORMAT!r} version {VERSION})")
+    return data

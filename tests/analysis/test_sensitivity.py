@@ -1,0 +1,83 @@
+"""Sensitivity on the micro pipeline: runs, covers every quantizable layer, finite SQNRs, sane ordering, outputs;
+and a search over the real result gives a recipe that plans on the pipeline's U-Net."""
+from __future__ import annotations
+
+import json
+import math
+from typing import Iterator
+
+import pytest
+import torch
+
+from diffusia import load_pipeline
+from diffusia.analysis.search import search
+from diffusia.analysis.sensitivity import load_sensitivity, run_sensitivity, write_sensitivity
+from diffusia.config import Recipe, get_preset
+from diffusia.prompts import Prompt
+from diffusia.quant import api
+from diffusia.quant.policy import default_plan, plan
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def result(micro_pipeline_dir):
+    pipe = load_pipeline(micro_pipeline_dir, progress=False)
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    sens = run_sensitivity(pipe, get_preset("w8a8"), [Prompt("a red sneaker")], steps=3, top=2,
+                           lpips_prompts=["a blue bag"], lpips_steps=2, eval_timesteps=2,
+                           precisions=("w8a8", "w4"), timing=True, timing_reps=1, progress=False)
+    return pipe, before, sens
+
+
+def test_every_quantizable_layer_finite_and_ordered(result):
+    pipe, before, sens = result
+    expected = {n for n, p in default_plan(pipe.unet, "w8a8").items() if p == "w8a8"}
+    rows = sens["layers"]
+    assert {r["name"] for r in rows} == expected
+    assert sens["simulated"] is True and "SIMULATED" in sens["note"]
+    for r in rows:
+        assert math.isfinite(r["sqnr_only_db"]) and math.isfinite(r["sqnr_all_but_db"])
+        assert set(r["sqnr_only_db_by_precision"]) == {"w8a8", "w4"}
+        assert set(r["time_s"]) == {"keep", "w8a8", "w4"}
+    assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
+    assert all(a["sqnr_only_db"] <= b["sqnr_only_db"] for a, b in zip(rows, rows[1:]))
+    # quantizing everything is worse than quantizing one layer, for (nearly) every layer
+    assert math.isfinite(sens["sqnr_all_db"])
+    assert sum(sens["sqnr_all_db"] <= r["sqnr_only_db"] for r in rows) >= 0.9 * len(rows)
+    # w4 alone is noisier than w8a8 alone for most layers
+    assert sum(r["sqnr_only_db_by_precision"]["w4"] < r["sqnr_only_db"] for r in rows) >= 0.8 * len(rows)
+    # top-k LPIPS only, images labelled simulated
+    assert [r["lpips_only"] is not None for r in rows[:3]] == [True, True, False]
+    assert sens["images"]["simulated"] and sens["images"]["lpips_all"] >= 0
+    assert {"resnet conv", "attention q/k/v", "feed-forward"} <= set(sens["by_type"])
+    assert sens["timing"]["unet_calls_per_image"] == 2
+
+
+def test_pipeline_is_float_again(result):
+    pipe, before, _ = result
+    assert not api.qmodules(pipe.unet)
+    after = pipe.unet.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_outputs_and_search_recipe_plans(result, tmp_path):
+    pipe, _, sens = result
+    write_sensitivity(sens, tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"sensitivity.json", "sensitivity.md", "sensitivity_by_type.png"}
+    assert "SIMULATED" in (tmp_path / "sensitivity.md").read_text()
+    loaded = load_sensitivity(tmp_path)
+    assert loaded["layers"] == json.loads(json.dumps(sens["layers"]))
+    full = search(loaded, budget_mb=1e9).size_mb
+    res = search(loaded, budget_mb=0.6 * full)
+    assert res.size_mb <= 0.6 * full
+    recipe = Recipe.from_json(res.recipe.to_json())
+    layer_plan = plan(pipe.unet, recipe)
+    assert all(layer_plan[n] == p for n, p in res.choices.items())
