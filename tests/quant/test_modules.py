@@ -6,7 +6,8 @@ from diffusia.errors import DiffusiaError
 from diffusia.quant import qmath
 from diffusia.quant.modules import QConv2d, QLinear, QSettings, qclass_for
 from diffusia.quant.timestep import TimestepState
-from tests.quant._support import rel_l2  # also installs reference kernels if the real ones are absent
+from diffusia.quant.kernels import onednn_int8_available
+from tests.quant._support import rel_l2
 
 torch.manual_seed(0)
 
@@ -60,6 +61,8 @@ def test_fake_close_to_float_and_real_matches_fake(kind, precision, tol):
     with torch.no_grad():
         real = q(x)
     assert rel_l2(real, fake) < 1e-3  # the real kernel against the simulated reference
+    if precision == "w8a8" and onednn_int8_available():
+        assert q._kernels[0].backend == "onednn"  # really INT8, not a float fallback
 
 
 @pytest.mark.parametrize("precision, names, dtypes", [
