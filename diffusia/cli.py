@@ -173,6 +173,40 @@ from diffusia.analysis.commands import register as _register_analysis  # noqa: E
 _register_analysis(app)
 
 
+@app.command("eval")
+def eval_(
+    model: str = typer.Option("tiny", help=MODEL_HELP),
+    variants: str = typer.Option("fp32,fp16,w8a8", help="Comma-separated: fp32, fp16, bf16, a preset (w8a8, w8, w4, "
+                                 "mixed, ...) or the path of a quantized diffusia folder."),
+    prompts: str = typer.Option("eval", help="Prompt set: eval (the model's own), a shipped name or a .json/.txt file."),
+    num: int = typer.Option(100, help="Images per variant (prompts cycled; repeats use the next seed)."),
+    out: Path = typer.Option(Path("out/eval"), help="Output folder: results.json, report.md, grid.png, variants/, images/."),
+    device: str = typer.Option("cpu"),
+    runs: int = typer.Option(10, help="Timed images per variant for latency (after --warmup)."),
+    warmup: int = typer.Option(1, help="Untimed warm-up images before the latency runs."),
+    budget_mb: float = typer.Option(4096, help="Device memory budget for the % column of table II."),
+    steps: int = typer.Option(25, help="DPM-Solver multistep steps."),
+    guidance: float = typer.Option(7.5),
+    seed: int = typer.Option(42),
+    threads: Optional[int] = typer.Option(None, help="torch threads in each measurement process (default: torch's)."),
+    calib_size: int = typer.Option(100, help="Calibration prompts for W8A8 presets."),
+    processes: int = typer.Option(1, help="Processes for the evaluation images (accelerate; same images)."),
+    quality: bool = typer.Option(True, help="Compare with the FP32 images (needs fp32 in --variants)."),
+    progress: bool = typer.Option(True),
+):
+    """Measure size, peak memory, latency and quality of U-Net variants; writes results.json and report.md."""
+    from diffusia.eval.harness import evaluate
+
+    res = evaluate(model, variants, prompts=prompts, num=num, out=out, device=device, runs=runs, warmup=warmup,
+                   budget_mb=budget_mb, steps=steps, guidance=guidance, seed=seed, threads=threads,
+                   calib_size=calib_size, processes=processes, quality=quality, progress=progress)
+    typer.echo(str(out / "report.md"))
+    for name, v in res["variants"].items():
+        lat = (v.get("latency") or {}).get("end_to_end", {})
+        typer.echo(f"{name}: U-Net {v['size']['unet_mb']:.2f} MB, peak {v['memory']['peak_mb']:.0f} MB, "
+                   f"{lat.get('mean') or float('nan'):.3f} s/image")
+
+
 def main() -> None:
     try:
         app()

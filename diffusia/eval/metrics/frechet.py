@@ -54,8 +54,47 @@ def frechet_distance_from_stats(
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
-def frechet_distance(feats1: np.ndarray, feats2: np.ndarray, eps: float = 1e-6) -> float:
-    """Frechet distance between the Gaussians fitted to two (N, D) feature arrays."""
+def _check_features(feats: np.ndarray) -> np.ndarray:
+    f = np.asarray(feats, dtype=np.float64)
+    if f.ndim != 2 or len(f) < 2:
+        raise DiffusiaError(f"a Frechet distance needs an (N, D) feature array with N >= 2, got shape {f.shape}")
+    if not np.isfinite(f).all():
+        raise DiffusiaError("features contain NaN or inf; check the generated images")
+    return f
+
+
+def frechet_distance_low_rank(feats1: np.ndarray, feats2: np.ndarray) -> float:
+    """The Frechet distance exactly, in O(N1 N2 D) instead of O(D^3): for N < D.
+
+    With A = centred(f1)/sqrt(N1-1) and B = centred(f2)/sqrt(N2-1), S1 = A'A and S2 = B'B; the non-zero
+    eigenvalues of S1 S2 are those of (AB')(AB')', so Tr sqrt(S1 S2) is the sum of the singular values of AB',
+    and Tr S1 = ||A||_F^2.
+    """
+    f1, f2 = _check_features(feats1), _check_features(feats2)
+    if f1.shape[1] != f2.shape[1]:
+        raise ValueError(f"feature sizes differ: {f1.shape[1]} vs {f2.shape[1]}")
+    mu1, mu2 = f1.mean(axis=0), f2.mean(axis=0)
+    a = (f1 - mu1) / np.sqrt(len(f1) - 1)
+    b = (f2 - mu2) / np.sqrt(len(f2) - 1)
+    tr_covmean = np.linalg.svd(a @ b.T, compute_uv=False).sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + (a * a).sum() + (b * b).sum() - 2 * tr_covmean)
+
+
+def frechet_distance(feats1: np.ndarray, feats2: np.ndarray, eps: float = 1e-6, method: str = "auto") -> float:
+    """Frechet distance between the Gaussians fitted to two (N, D) feature arrays.
+
+    method: "sqrtm" (pytorch-fid's scipy.linalg.sqrtm on D x D), "low-rank" (exact, see
+    `frechet_distance_low_rank`; no eps), or "auto": low-rank when both N < D, else sqrtm.
+    """
+    if method not in ("auto", "sqrtm", "low-rank"):
+        raise ValueError(f"unknown method {method!r}: use auto, sqrtm or low-rank")
+    shape1, shape2 = np.shape(feats1), np.shape(feats2)
+    if method == "auto":
+        low = len(shape1) == len(shape2) == 2 and max(shape1[0], shape2[0]) < shape1[1]
+        method = "low-rank" if low else "sqrtm"
+    if method == "low-rank":
+        return frechet_distance_low_rank(feats1, feats2)
     mu1, s1 = feature_stats(feats1)
     mu2, s2 = feature_stats(feats2)
     if mu1.shape != mu2.shape:

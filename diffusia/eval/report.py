@@ -1,0 +1,208 @@
+"""results.json and report.md (tables I-IV of the reference study, per-category quality, notes) and the
+image grid (rows: variants, columns: prompts)."""
+from __future__ import annotations
+
+import math
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffusia.fileio import atomic_path, write_json, write_text
+
+PACKAGES = ("diffusia", "torch", "diffusers", "transformers", "accelerate", "safetensors", "numpy", "scipy",
+            "pillow", "matplotlib", "lpips", "efficientnet-lite-pytorch")
+MB = 2**20
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    out["python"] = platform.python_version()
+    return out
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, torch threads and version, memory, load: what the latency numbers depend on."""
+    import torch
+
+    try:
+        from diffusia.quant.cpu import cpu_model
+
+        cpu = cpu_model()
+    except ImportError:
+        cpu = platform.processor() or platform.machine()
+    info: dict[str, Any] = {
+        "cpu_model": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "platform": platform.platform(), "machine": platform.machine(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        info["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+        info["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+    except (OSError, ValueError, AttributeError):
+        pass
+    return info
+
+
+def json_safe(obj: Any) -> Any:
+    """Replace NaN/inf by None and numpy scalars by Python ones, so results.json is strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:.{digits}f}"
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None or not math.isfinite(seconds) else f"{seconds * 1000:.1f}"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.1f}%"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *["| " + " | ".join(r) + " |" for r in rows], ""]
+
+
+def render_markdown(res: dict[str, Any]) -> str:
+    """The report: configuration, tables I-IV, per-category quality, grid and notes."""
+    cfg, variants, mach = res["config"], res["variants"], res["machine"]
+    names = list(variants)
+    lines = [f"# Evaluation: {cfg['model_label']}", "",
+             f"{cfg['num']} images per variant ({len({j['prompt'] for j in res['jobs']})} distinct prompts from `{cfg['prompts']}`, "
+             f"seeds {cfg['seed_range'][0]}-{cfg['seed_range'][1]}), DPM-Solver multistep {cfg['steps']} steps, "
+             f"guidance {cfg['guidance']}, batch 1, device `{cfg['device']}`. "
+             f"Machine: {mach['cpu_model']}, {mach['cpu_cores']} cores, torch {mach['torch']} with "
+             f"{cfg['threads']} threads" + (f", load average {mach['loadavg'][0]}" if mach.get("loadavg") else "") + ".",
+             ""]
+    lines += ["## I. Model size", "", "Bytes on disk of each variant's folder; MB = 2^20 bytes.", ""]
+    rows = []
+    for n in names:
+        s = variants[n]["size"]
+        rows.append([n, _f(s["unet_mb"], 2), _pct(s.get("unet_change_pct")), _f(s["pipeline_mb"], 2),
+                     _pct(s.get("pipeline_change_pct"))])
+    lines += _table(["Variant", "U-Net MB", "vs FP32", "Pipeline MB", "vs FP32"], rows)
+
+    budget = cfg["budget_mb"]
+    lines += ["## II. Peak memory", "",
+              f"Growth of the {'CUDA allocation' if cfg['device'].startswith('cuda') else 'resident set (VmHWM)'} "
+              f"of a fresh process per variant over its baseline after imports; budget {budget} MB.", ""]
+    rows = []
+    for n in names:
+        m = variants[n].get("memory", {})
+        rows.append([n, _f(m.get("peak_load_mb"), 1), _f(m.get("peak_mb"), 1), _f(m.get("percent_of_budget"), 1)])
+    lines += _table(["Variant", "Peak after load MB", "Peak MB (load + generation)", "% of budget"], rows)
+
+    lines += ["## III. Latency and throughput", "",
+              f"Seconds per image end to end (text encoding, {cfg['steps']} denoising steps, VAE decode) at batch 1: "
+              f"mean and std of {cfg['runs']} timed runs after {cfg['warmup']} warm-up, device synchronised; "
+              f"U-Net step = one U-Net forward (both guidance branches); threads {cfg['threads']}.", ""]
+    rows = []
+    for n in names:
+        lat = variants[n].get("latency")
+        if not lat:
+            rows.append([n] + ["-"] * 7)
+            continue
+        e, u, comp = lat["end_to_end"], lat["unet_step"], lat["components_per_image"]
+        rows.append([n, _f(e["mean"]), _f(e["std"]), str(e["n"]), f"{_ms(u.get('mean'))} ± {_ms(u.get('std'))}",
+                     _ms(comp.get("text_encoder", {}).get("mean")), _ms(comp.get("vae_decode", {}).get("mean")),
+                     _f(lat["images_per_hour"], 0)])
+    lines += _table(["Variant", "s/image", "std", "n", "U-Net step ms", "Text enc. ms/image", "VAE decode ms",
+                     "Images/hour"], rows)
+
+    q = res.get("quality")
+    if q:
+        fd = q.get("fd_name")
+        lines += ["## IV. Quality vs FP32", "",
+                  f"Each image against the FP32 image of the same prompt and seed (8-bit PNGs), mean over "
+                  f"{q['images']} images; PSNR capped at {q['psnr_cap_db']:.0f} dB for identical images."
+                  + (f" {fd}: Frechet distance on {'InceptionV3 pool3' if fd == 'FID' else 'EfficientNet-Lite0'} "
+                     "features" + ("" if fd == "FID" else ", not comparable with published FID") + "." if fd else ""),
+                  ""]
+        header = ["Variant", "SSIM ↑", "LPIPS ↓", "PSNR dB ↑"]
+        if fd:
+            header.append(f"{fd} vs FP32 ↓")
+            if "real_images" in q:
+                header.append(f"{fd} vs {res.get('real_set', 'real images')} ↓")
+        rows = []
+        for n, row in q["variants"].items():
+            o = row["overall"]
+            r = [n, _f(o["ssim"]["mean"], 4), _f(o.get("lpips", {}).get("mean"), 4), _f(o["psnr"]["mean"], 2)]
+            if fd:
+                r.append(_f(row.get("fd_vs_reference"), 3))
+                if "real_images" in q:
+                    r.append(_f(row.get("fd_vs_real"), 3))
+            rows.append(r)
+        lines += _table(header, rows)
+        lines += ["### Quality per prompt category", ""]
+        rows = []
+        for n, row in q["variants"].items():
+            for cat, m in row["per_category"].items():
+                rows.append([n, cat, str(m["ssim"]["n"]), _f(m["ssim"]["mean"], 4),
+                             _f(m.get("lpips", {}).get("mean"), 4), _f(m["psnr"]["mean"], 2)])
+        lines += _table(["Variant", "Category", "n", "SSIM ↑", "LPIPS ↓", "PSNR dB ↑"], rows)
+    if res.get("grid"):
+        lines += ["## Images", "", f"Rows: variants; columns: prompts (seed {cfg['seed']}).", "",
+                  f"![grid]({res['grid']})", ""]
+    if res.get("notes"):
+        lines += ["## Notes", "", *[f"- {n}" for n in res["notes"]], ""]
+    lines += [f"Packages: {', '.join(f'{k} {v}' for k, v in res['packages'].items())}.", ""]
+    return "\n".join(lines)
+
+
+def save_grid(rows: dict[str, np.ndarray], titles: list[str], path: str | Path) -> Path:
+    """A PNG grid: one row per variant (label on the left), one column per prompt (title on top)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names, cols = list(rows), len(titles)
+    fig, axes = plt.subplots(len(names), cols, figsize=(1.4 * cols + 0.6, 1.4 * len(names) + 0.5), squeeze=False)
+    for r, name in enumerate(names):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.imshow(np.clip(rows[name][c], 0, 1), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(titles[c] if len(titles[c]) <= 28 else titles[c][:26] + "…", fontsize=6)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(res: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
+    """Write results.json and report.md atomically into `out`."""
+    out = Path(out)
+    safe = json_safe(res)
+    write_json(out / "results.json", safe)
+    write_text(out / "report.md", render_markdown(safe))
+    return out / "results.json", out / "report.md"

@@ -1,0 +1,158 @@
+"""Variants of the evaluation: resolve `--variants` strings and materialise each as a pipeline folder.
+
+`fp32` is the base model as loaded; `fp16` / `bf16` load the whole pipeline in that dtype; any other preset
+name (`w8a8`, `w8`, `w4`, `mixed`, ...) quantizes the base U-Net with `diffusia.quant.pipeline`; a path is a
+quantized diffusia folder (with `diffusia.json`) made from the same base model.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from diffusia.errors import DiffusiaError
+from diffusia.fileio import atomic_dir
+
+log = logging.getLogger(__name__)
+
+DTYPE_VARIANTS = {"fp32": None, "fp16": "fp16", "bf16": "bf16"}
+FALLBACK_PRESETS = ("w8a8", "w8", "w4", "mixed")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One column of the study: `name` labels it, `kind` is fp32 | dtype | preset | folder."""
+
+    name: str
+    kind: str
+    value: str  # dtype or preset name, or the folder path
+    dtype: str | None = None  # dtype to load the materialised folder with
+
+    def describe(self) -> str:
+        return {"fp32": "base model, float32", "dtype": f"whole pipeline cast to {self.value}",
+                "preset": f"U-Net quantized with preset {self.value!r}",
+                "folder": f"quantized folder {self.value}"}[self.kind]
+
+
+def quant_presets() -> tuple[str, ...]:
+    """Quantization preset names (from diffusia.config when present), without the dtype ones."""
+    try:
+        from diffusia.config import PRESETS
+    except ImportError:
+        PRESETS = FALLBACK_PRESETS
+    return tuple(p for p in PRESETS if p not in DTYPE_VARIANTS)
+
+
+def valid_names() -> list[str]:
+    return [*DTYPE_VARIANTS, *quant_presets()]
+
+
+def _folder_name(path: Path, taken: set[str]) -> str:
+    base = re.sub(r"[^\w.+-]", "_", path.resolve().name) or "folder"
+    name = base if base not in taken and base not in valid_names() else f"folder-{base}"
+    i = 2
+    while name in taken:
+        name, i = f"{base}-{i}", i + 1
+    return name
+
+
+def parse_variants(spec: str | Sequence[str]) -> list[Variant]:
+    """`fp32,fp16,w8a8,path/to/folder` -> variants; unknown names and non-diffusia folders are one-line errors."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    items = [str(s).strip() for s in items if str(s).strip()]
+    if not items:
+        raise DiffusiaError(f"no variants given: pass e.g. --variants fp32,fp16,w8a8 (valid: {', '.join(valid_names())})")
+    out: list[Variant] = []
+    taken: set[str] = set()
+    for item in items:
+        if item == "fp32":
+            v = Variant("fp32", "fp32", "fp32")
+        elif item in DTYPE_VARIANTS:
+            v = Variant(item, "dtype", item, dtype=DTYPE_VARIANTS[item])
+        elif item in quant_presets():
+            v = Variant(item, "preset", item)
+        elif Path(item).expanduser().is_dir():
+            folder = Path(item).expanduser()
+            if not (folder / "diffusia.json").is_file():
+                raise DiffusiaError(f"variant folder {folder} has no diffusia.json: make one with `diffusia quantize`")
+            v = Variant(_folder_name(folder, taken), "folder", str(folder.resolve()))
+        else:
+            raise DiffusiaError(f"unknown variant {item!r}: use one of {', '.join(valid_names())} "
+                                "or the path of a quantized diffusia folder")
+        if v.name in taken:
+            raise DiffusiaError(f"variant {v.name!r} is listed twice in --variants")
+        taken.add(v.name)
+        out.append(v)
+    return out
+
+
+def _public(config: dict[str, Any]) -> dict[str, Any]:
+    """A U-Net config without diffusers' private keys, JSON-normalised (tuples -> lists)."""
+    return json.loads(json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}, default=str))
+
+
+def check_compatible(folder: str | Path, base_unet_config: dict[str, Any], model: str) -> None:
+    """Fail if the quantized folder's U-Net (from diffusia.json, else unet/config.json) differs from the base's."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "diffusia.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DiffusiaError(f"{folder}/diffusia.json is unreadable ({e}): re-run `diffusia quantize`") from None
+    recorded = meta.get("unet_config")
+    if recorded is None:
+        try:
+            recorded = json.loads((folder / "unet" / "config.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            raise DiffusiaError(f"{folder} records no U-Net config: re-run `diffusia quantize`") from None
+    theirs, ours = _public(recorded), _public(base_unet_config)
+    diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    if diff:
+        k = diff[0]
+        raise DiffusiaError(f"{folder} was quantized from another base model than {model!r}: U-Net {k} is "
+                            f"{theirs.get(k)!r} there and {ours.get(k)!r} here ({len(diff)} config keys differ)")
+
+
+def materialise(variant: Variant, model: str, out_dir: str | Path, calib_prompts=None, calib_size: int = 100,
+                progress: bool = True, steps: int | None = None, guidance: float | None = None) -> Path:
+    """Write the variant as a pipeline folder under `out_dir` (atomically) and return it; folders stay in place.
+
+    Presets calibrate on `calib_size` prompts with the evaluation's sampler `steps` and `guidance` (when the
+    quantizer takes them)."""
+    import inspect
+
+    from diffusia import load_pipeline
+
+    if variant.kind == "folder":
+        return Path(variant.value)
+    folder = Path(out_dir) / variant.name
+    if variant.kind in ("fp32", "dtype"):
+        pipe = load_pipeline(model, dtype=variant.dtype, progress=False)
+        with atomic_dir(folder) as tmp:
+            pipe.save_pretrained(tmp, safe_serialization=True)
+        return folder
+    try:
+        from diffusia.config import get_preset
+        from diffusia.quant.pipeline import quantize_pipeline
+    except ImportError as e:
+        raise DiffusiaError(f"variant {variant.name!r} needs diffusia's quantizer, which is unavailable here ({e}): "
+                            f"use {', '.join(DTYPE_VARIANTS)} or a quantized folder") from None
+    try:
+        from diffusia.quant.pipeline import save_quantized_pipeline
+    except ImportError:
+        from diffusia.quant.serialization import save_quantized_pipeline
+    recipe = get_preset(variant.value)
+    pipe = load_pipeline(model, progress=False)
+    log.info("quantizing %s with preset %s (calibration: %d prompts)", model, variant.value, calib_size)
+    params = inspect.signature(quantize_pipeline).parameters
+    extra = {k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None and k in params}
+    quantize_pipeline(pipe, recipe, calib_prompts, calib_size=calib_size, progress=progress, **extra)
+    save_quantized_pipeline(pipe, folder)
+    return folder
+
+
+def folder_bytes(folder: str | Path) -> int:
+    """Real bytes of the files under a folder (what a device has to store)."""
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())

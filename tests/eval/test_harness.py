@@ -1,0 +1,108 @@
+"""The harness end to end on the micro pipeline (fp32, fp16 and the w8 preset, 3 images), and its one-line input
+errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from diffusia.errors import DiffusiaError
+from diffusia.eval.harness import evaluate
+from diffusia.eval.variants import check_compatible, parse_variants
+from tests.eval.conftest import CHEAP_EXTRACTOR
+
+
+@pytest.fixture(scope="module")
+def evaluated(micro_pipeline_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    prompts = out / "prompts.json"
+    prompts.write_text(json.dumps([{"prompt": "a red bag", "category": "bags"},
+                                   {"prompt": "a blue coat", "category": "tops"},
+                                   {"prompt": "a green shirt", "category": "tops"}]))
+    res = evaluate(str(micro_pipeline_dir), "fp32,fp16,w8", prompts=str(prompts), num=3, out=out / "run", runs=2,
+                   steps=2, height=32, width=32, threads=1, feature_net=CHEAP_EXTRACTOR, progress=False)
+    return res, out / "run"
+
+
+def test_files_and_tables(evaluated):
+    res, out = evaluated
+    assert {p.name for p in out.iterdir()} == {"results.json", "report.md", "grid.png", "variants", "images"}
+    assert json.loads((out / "results.json").read_text())["config"]["num"] == 3
+    md = (out / "report.md").read_text()
+    assert "## IV. Quality vs FP32" in md and "FD-test vs FP32" in md
+    assert sorted(p.name for p in (out / "images" / "fp16").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+
+
+def test_size_memory_latency(evaluated):
+    res, _ = evaluated
+    fp32, fp16 = res["variants"]["fp32"], res["variants"]["fp16"]
+    assert 1.9 < fp32["size"]["unet_bytes"] / fp16["size"]["unet_bytes"] < 2.1  # half the bytes
+    assert fp16["size"]["unet_change_pct"] == pytest.approx(-50, abs=3)
+    assert fp16["unet_dtype"] == "float16" and fp32["unet_dtype"] == "float32"
+    for v in (fp32, fp16):
+        assert v["memory"]["peak_mb"] > 0
+        assert v["memory"]["percent_of_budget"] == pytest.approx(100 * v["memory"]["peak_mb"] / 4096)
+        assert v["latency"]["end_to_end"]["n"] == 2 and v["latency"]["unet_step"]["n"] == 4
+    assert any("storage format" in n or "native" in n for n in res["notes"])
+    w8 = res["variants"]["w8"]
+    assert w8["kind"] == "preset" and (Path(w8["folder"]) / "diffusia.json").is_file()
+    assert fp32["size"]["unet_bytes"] / w8["size"]["unet_bytes"] > 2.5  # int8 weights
+    assert w8["latency"]["end_to_end"]["n"] == 2 and w8["memory"]["peak_mb"] > 0
+
+
+def test_quality(evaluated):
+    res, _ = evaluated
+    q = res["quality"]
+    fp32, fp16 = q["variants"]["fp32"], q["variants"]["fp16"]
+    assert fp32["overall"]["ssim"]["mean"] == pytest.approx(1.0) and fp32["overall"]["lpips"]["mean"] < 1e-6
+    assert fp16["overall"]["ssim"]["mean"] > 0.9
+    assert fp16["per_category"]["tops"]["ssim"]["n"] == 2 and fp16["per_category"]["bags"]["ssim"]["n"] == 1
+    assert fp16["fd_vs_reference"] >= 0 and "fd_vs_real" not in fp16  # real images only for model `tiny`
+    assert 0.5 < q["variants"]["w8"]["overall"]["ssim"]["mean"] <= 1.0
+
+
+def test_unknown_variant_lists_valid_ones():
+    with pytest.raises(DiffusiaError, match=r"unknown variant 'int3'.*fp32, fp16, bf16"):
+        parse_variants("fp32,int3")
+
+
+def test_missing_fp32_reference(micro_pipeline_dir, prompt_file, tmp_path):
+    with pytest.raises(DiffusiaError, match="add fp32 to --variants"):
+        evaluate(str(micro_pipeline_dir), "fp16", prompts=str(prompt_file), out=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("content", [None, "", "[]"])
+def test_missing_or_empty_prompt_file(micro_pipeline_dir, tmp_path, content):
+    path = tmp_path / "p.txt" if content != "[]" else tmp_path / "p.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DiffusiaError, match="empty|unknown prompt set"):
+        evaluate(str(micro_pipeline_dir), "fp32", prompts=str(path), out=tmp_path / "o", progress=False)
+
+
+def test_incompatible_quantized_folder(micro_pipeline_dir, micro_pipe, prompt_file, tmp_path):
+    folder = tmp_path / "other"
+    folder.mkdir()
+    config = dict(micro_pipe.unet.config)
+    (folder / "diffusia.json").write_text(json.dumps({"unet_config": {**config, "cross_attention_dim": 768}},
+                                                     default=str))
+    with pytest.raises(DiffusiaError, match="another base model.*cross_attention_dim is 768 there and 32 here"):
+        evaluate(str(micro_pipeline_dir), f"fp32,{folder}", prompts=str(prompt_file), out=tmp_path / "o",
+                 progress=False)
+    (folder / "diffusia.json").write_text(json.dumps({"unet_config": config}, default=str))
+    check_compatible(folder, config, "micro")  # the same base: no error
+    assert parse_variants(f"fp32,{folder}")[1].name == "other"
+    with pytest.raises(DiffusiaError, match="has no diffusia.json"):
+        parse_variants(str(micro_pipeline_dir))
+
+
+def test_cli_error_is_one_line(monkeypatch, capsys):
+    from diffusia import cli
+
+    monkeypatch.setattr("sys.argv", ["diffusia", "eval", "--variants", "fp32,nope", "--num", "2"])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("diffusia: error: unknown variant 'nope'") and "\n" not in err
