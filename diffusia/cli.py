@@ -129,44 +129,6 @@ def export(
     typer.echo(f"{path}: ONNX Runtime {check['onnxruntime']} matches diffusia within {err:.2e} relative L2")
 
 
-@app.command()
-def qat(
-    out: Path = typer.Option(..., help="Output folder: the INT8 pipeline, as `quantize` writes it (atomically)."),
-    model: str = typer.Option("tiny", help=MODEL_HELP),
-    recipe: str = typer.Option("w8a8", help="Preset or a recipe .json (as for `quantize`)."),
-    data: Optional[str] = typer.Option(None, help="Noise-prediction loss on a data set: fashion-mnist."),
-    distill: bool = typer.Option(False, help="Data-free distillation from the FP32 U-Net (the default)."),
-    steps: int = typer.Option(100, help="Optimizer steps."),
-    lr: float = typer.Option(1e-5, help="AdamW learning rate of the U-Net's float weights."),
-    batch: int = typer.Option(16, help="Batch per process."),
-    lsq: bool = typer.Option(False, help="Also learn the activation step sizes (LSQ)."),
-    checkpoint_every: int = typer.Option(50, help="Checkpoint every K steps into OUT/checkpoints (0: never)."),
-    resume: bool = typer.Option(False, help="Continue from the last checkpoint in OUT/checkpoints."),
-    calib_size: int = typer.Option(32, help="Calibration prompts (also the distillation trajectories)."),
-    calib_prompts: str = typer.Option("calibration", help="Prompt set name or file."),
-    calib_steps: int = typer.Option(25, help="Sampler steps per calibration prompt."),
-    seed: int = typer.Option(0, help="Seed of the batch stream (batch k depends on seed and k only)."),
-    device: str = typer.Option("cpu", help="cpu, cuda or auto; several processes/GPUs: `accelerate launch -m diffusia.qat.train`."),
-    keep_checkpoints: bool = typer.Option(False, help="Keep the last checkpoint inside the finished folder."),
-):
-    """Quantization-aware training: PTQ start, fake-quant fine-tuning, then the same INT8 folder as `quantize`."""
-    from diffusia.qat.train import QATConfig, run_qat
-
-    if data is not None and distill:
-        raise DiffusiaError("--data and --distill exclude each other: pick one loss")
-    if data is not None and data != "fashion-mnist":
-        raise DiffusiaError(f"unknown --data {data!r}: use fashion-mnist (or --distill)")
-    cfg = QATConfig(out=str(out), model=model, recipe=recipe, source=data or "distill", steps=steps, lr=lr,
-                    batch=batch, lsq=lsq, checkpoint_every=checkpoint_every, resume=resume, calib_size=calib_size,
-                    calib_prompts=calib_prompts, calib_steps=calib_steps, seed=seed, device=device,
-                    keep_checkpoints=keep_checkpoints)
-    result = run_qat(cfg)
-    if result is not None:
-        typer.echo(f"{out}: QAT {cfg.source}, {len(result.losses)} steps, loss {result.losses[0]:.5f} -> "
-                   f"{float(sum(result.losses[-20:]) / len(result.losses[-20:])):.5f} (mean of last 20), "
-                   f"curve {out / 'loss_curve.png'}")
-
-
 # sensitivity, search, pareto, recommend (diffusia/analysis/commands.py)
 from diffusia.analysis.commands import register as _register_analysis  # noqa: E402
 
@@ -205,6 +167,61 @@ def eval_(
         lat = (v.get("latency") or {}).get("end_to_end", {})
         typer.echo(f"{name}: U-Net {v['size']['unet_mb']:.2f} MB, peak {v['memory']['peak_mb']:.0f} MB, "
                    f"{lat.get('mean') or float('nan'):.3f} s/image")
+
+
+@app.command()
+def qat(
+    out: Path = typer.Option(..., help="Output folder: the INT8 pipeline, as `quantize` writes it (atomically)."),
+    model: str = typer.Option("tiny", help=MODEL_HELP),
+    recipe: str = typer.Option("w8a8", help="Preset or a recipe .json (as for `quantize`)."),
+    data: Optional[str] = typer.Option(None, help="Noise-prediction loss on a data set: fashion-mnist."),
+    distill: bool = typer.Option(False, help="Data-free distillation from the FP32 U-Net (the default)."),
+    steps: int = typer.Option(100, help="Optimizer steps."),
+    lr: float = typer.Option(1e-5, help="AdamW learning rate of the U-Net's float weights."),
+    batch: int = typer.Option(16, help="Batch per process."),
+    lsq: bool = typer.Option(False, help="Also learn the activation step sizes (LSQ)."),
+    checkpoint_every: int = typer.Option(50, help="Checkpoint every K steps into OUT/checkpoints (0: never)."),
+    resume: bool = typer.Option(False, help="Continue from the last checkpoint in OUT/checkpoints."),
+    calib_size: int = typer.Option(32, help="Calibration prompts (also the distillation trajectories)."),
+    calib_prompts: str = typer.Option("calibration", help="Prompt set name or file."),
+    calib_steps: int = typer.Option(25, help="Sampler steps per calibration prompt."),
+    seed: int = typer.Option(0, help="Seed of the batch stream (batch k depends on seed and k only)."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto; several processes/GPUs: `accelerate launch -m diffusia.qat.train`."),
+    keep_checkpoints: bool = typer.Option(False, help="Keep the last checkpoint inside the finished folder."),
+):
+    """Quantization-aware training: PTQ start, fake-quant fine-tuning, then the same INT8 folder as `quantize`."""
+    from diffusia.qat.train import QATConfig, run_qat
+
+    if data is not None and distill:
+        raise DiffusiaError("--data and --distill exclude each other: pick one loss")
+    if data is not None and data != "fashion-mnist":
+        raise DiffusiaError(f"unknown --data {data!r}: use fashion-mnist (or --distill)")
+    cfg = QATConfig(out=str(out), model=model, recipe=recipe, source=data or "distill", steps=steps, lr=lr,
+                    batch=batch, lsq=lsq, checkpoint_every=checkpoint_every, resume=resume, calib_size=calib_size,
+                    calib_prompts=calib_prompts, calib_steps=calib_steps, seed=seed, device=device,
+                    keep_checkpoints=keep_checkpoints)
+    result = run_qat(cfg)
+    if result is not None:
+        typer.echo(f"{out}: QAT {cfg.source}, {len(result.losses)} steps, loss {result.losses[0]:.5f} -> "
+                   f"{float(sum(result.losses[-20:]) / len(result.losses[-20:])):.5f} (mean of last 20), "
+                   f"curve {out / 'loss_curve.png'}")
+
+
+@app.command()
+def study(
+    model: str = typer.Option("tiny", help=MODEL_HELP),
+    out: Path = typer.Option(Path("out/study"), help="Output folder: report.md, report.html and every sub-report."),
+    num: int = typer.Option(40, help="Evaluation images per variant (the reference study used 100)."),
+    runs: int = typer.Option(10, help="Timed end-to-end runs per variant after a warm-up."),
+    qat_steps: int = typer.Option(150, help="QAT steps (data-free distillation)."),
+    quick: bool = typer.Option(False, help="A smoke test: tiny numbers everywhere, meaningless results."),
+):
+    """The whole study: sensitivity, searched mixed precision, QAT, evaluation of every variant, Pareto, advice."""
+    from diffusia.study import StudyConfig, run_study
+
+    cfg = StudyConfig.quick_config(model, str(out)) if quick else StudyConfig(model=model, out=str(out), num=num,
+                                                                               runs=runs, qat_steps=qat_steps)
+    typer.echo(str(run_study(cfg)))
 
 
 def main() -> None:
