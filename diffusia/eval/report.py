@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import os
 import platform
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from diffusia import versions
 from diffusia.fileio import atomic_path, write_json, write_text
 
 PACKAGES = ("diffusia", "torch", "diffusers", "transformers", "accelerate", "safetensors", "numpy", "scipy",
@@ -19,14 +19,7 @@ MB = 2**20
 
 
 def package_versions() -> dict[str, str]:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "absent"
-    out["python"] = platform.python_version()
-    return out
+    return versions.package_versions(PACKAGES)
 
 
 def machine_info() -> dict[str, Any]:

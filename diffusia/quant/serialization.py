@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import platform
-from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -15,12 +13,12 @@ from diffusia.errors import DiffusiaError
 from diffusia.fileio import atomic_dir
 from diffusia.quant import api
 from diffusia.quant.pipeline import describe
+from diffusia.versions import package_versions
 
 log = logging.getLogger(__name__)
 
 FORMAT, VERSION = "diffusia.quantized_pipeline", 1
 UNET_FILE = "unet/diffusia_unet.safetensors"
-PACKAGES = ("diffusia", "torch", "diffusers", "transformers", "safetensors", "accelerate")
 
 
 def _sha256(path: Path) -> str:
@@ -29,17 +27,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def package_versions() -> dict[str, str]:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "absent"
-    out["python"] = platform.python_version()
-    return out
 
 
 def save_quantized_pipeline(pipe, out_dir: str | Path, base_model: str | None = None) -> Path:
