@@ -309,7 +309,7 @@ def _swap(model: torch.nn.Module, layers: dict[str, torch.nn.Module]) -> dict[st
     return old
 
 
-def unet_case(latent: int, reps: int) -> dict[str, Any]:
+def unet_case(latent: int, reps: int, only: list[str] | None = None) -> dict[str, Any]:
     """Whole SD v1.5 U-Net step (random weights), FP32 vs every Conv2d/Linear on the oneDNN W8A8 kernel.
 
     One model; the quantized variants are swapped in and out by module name before each call.
@@ -339,6 +339,7 @@ def unet_case(latent: int, reps: int) -> dict[str, Any]:
         "w8a8_a7w8_cl": lambda: run("a7w8", x_cl),
         "w8a8_a8w7_cl": lambda: run("a8w7", x_cl),
     }
+    fns = {k: f for k, f in fns.items() if not only or k == "fp32" or k in only}
     ref = fns["fp32"]()
     errors = {f"{k}_vs_fp32": rel(f(), ref) for k, f in fns.items() if k != "fp32"}
     timing = bench(fns, reps, slow=set(), warmup=0)  # the error pass above warmed every variant
@@ -389,6 +390,10 @@ def markdown(result: dict[str, Any]) -> str:
         "qparams of the input. `*_kernel_only*` = the INT8 op on an already-quantized uint8 input (the floor "
         "if quantization were fused into the previous op); `quantize_only` = float -> uint8 cost; `a8w7` = the "
         "other saturation-free scheme, 8-bit activations (one-pass quantize, no clamp) with weights in +-64.", "",
+        "Machine load: the FP32 min times in the tables below are the contention indicator (conv3x3 320->320 @64x64 took "
+        "~93 ms on a quiet moment of the same machine); ratios from the same round are robust to slow drift but "
+        "a heavily loaded machine penalizes ops made of several parallel regions (quantize + clamp + conv) more "
+        "than one big op. Treat differences under ~10 % as noise.", "",
         "## Conv2d", "", _table(convs, CONV_COLS, ["w8a8_onednn_vs_fp32", "w8a8_onednn_vs_ref",
                                                      "w8a8_fbgemm_requant_vs_fp32", "w8_vs_fp32", "w4_g64_vs_fp32"]),
         "", "## Linear", "", _table(lins, LIN_COLS, ["w8a8_onednn_vs_fp32", "w8a8_onednn_vs_ref",
@@ -401,11 +406,15 @@ def markdown(result: dict[str, Any]) -> str:
     for c in result["cases"]:
         if c["kind"] == "unet":
             parts += [f"## {c['name']}", "", "Every Conv2d and Linear on the kernel (min/max calibrated on another "
-                      "input); attention matmuls, norms and activations stay FP32. Error = rel-L2 of the output.", "",
-                      "| variant | min s | ratio vs FP32 NCHW | rel-L2 vs FP32 |", "|---|---|---|---|"]
+                      "input); attention matmuls, norms and activations stay FP32. Error = rel-L2 of the output. "
+                      f"{c['timing']['fp32']['rounds']} rounds; `_cl` = channels_last input (the kernels keep it).",
+                      "",
+                      "| variant | min s | median ratio vs FP32 NCHW | ratio of mins | rel-L2 vs FP32 |",
+                      "|---|---|---|---|---|"]
             for k, t in c["timing"].items():
                 err = c["errors"].get(f"{k}_vs_fp32", 0.0)
-                parts.append(f"| {k} | {t['min_ms'] / 1e3:.2f} | {t['ratio']:.2f} | {100 * err:.2f}% |")
+                parts.append(f"| {k} | {t['min_ms'] / 1e3:.2f} | {t['ratio']:.2f} | {t['ratio_of_mins']:.2f} | "
+                             f"{100 * err:.2f}% |")
             parts.append("")
     return "\n".join(parts)
 
@@ -417,6 +426,13 @@ def _sat_table(cases: list[dict[str, Any]], keys: list[str]) -> str:
     return "\n".join(lines)
 
 
+def render(out: Path) -> None:
+    """Rewrite kernels.md from kernels.json (after editing the report layout)."""
+    import json
+
+    write_text(out / "kernels.md", markdown(json.loads((out / "kernels.json").read_text())))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=9)
@@ -426,20 +442,28 @@ def main() -> None:
     ap.add_argument("--unet", type=int, default=32, metavar="LATENT",
                     help="also time a whole SD v1.5 U-Net step at this latent size (0 = skip)")
     ap.add_argument("--unet-only", action="store_true", help="only the U-Net step; merged into existing results")
+    ap.add_argument("--unet-variants", default="", help="comma-separated subset, e.g. w8a8_a7w8_cl,w8a8_a8w7_cl")
+    ap.add_argument("--render", action="store_true", help="only rewrite kernels.md from kernels.json")
     args = ap.parse_args()
+    if args.render:
+        render(args.out)
+        return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     reps = 3 if args.quick else args.reps
     convs = CONV_SHAPES[:1] if args.quick else CONV_SHAPES
     lins = LINEAR_SHAPES[:1] if args.quick else LINEAR_SHAPES
     cases: list[dict[str, Any]] = []
+    layer_reps = reps
     if args.unet_only:
         convs, lins = [], []
         old = args.out / "kernels.json"
         if old.exists():
             import json
 
-            cases = [c for c in json.loads(old.read_text())["cases"] if c["kind"] != "unet"]
+            layer_reps = json.loads(old.read_text())["reps"]
+            cases = [c for c in json.loads(old.read_text())["cases"]
+                     if c["kind"] != "unet" or c["shape"][-1] != args.unet]
     with torch.inference_mode():
         for name, spec in convs:
             cases.append(conv_case(name, spec, reps))
@@ -449,9 +473,9 @@ def main() -> None:
             cases.append(linear_case(name, spec, reps))
             log.info("%s: w8a8 %.2f", name, cases[-1]["timing"]["w8a8_onednn"]["ratio"])
         if args.unet:
-            cases.append(unet_case(args.unet, min(reps, 5)))
+            cases.append(unet_case(args.unet, min(reps, 5), [v for v in args.unet_variants.split(",") if v]))
             log.info("unet: %s", {k: round(v["ratio"], 2) for k, v in cases[-1]["timing"].items()})
-    result = {"environment": environment(), "reps": reps, "cases": cases}
+    result = {"environment": environment(), "reps": layer_reps, "cases": cases}
     write_json(args.out / "kernels.json", result)
     write_text(args.out / "kernels.md", markdown(result))
     log.info("wrote %s", args.out / "kernels.md")
