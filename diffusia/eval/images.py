@@ -1,7 +1,8 @@
 """Evaluation jobs (prompt, category, seed) and their images: rendered one by one, stored as 8-bit PNGs.
 
-Job j uses prompt j mod P and seed `seed + j // P` (image i of a prompt uses seed + i, as `diffusia generate`),
-so each image depends only on its prompt and seed, whichever process renders it.
+With N >= P prompts, job j uses prompt j mod P and seed `seed + j // P` (image i of a prompt uses seed + i, as
+`diffusia generate`); with N < P, N prompts evenly spaced through the set (so every category is represented) at
+`seed`. Each image depends only on its prompt and seed, whichever process renders it.
 """
 from __future__ import annotations
 
@@ -30,13 +31,14 @@ class Job:
 
 
 def make_jobs(prompts: list[Prompt], num: int, seed: int) -> list[Job]:
-    """`num` jobs cycling over the prompts; repeated prompts get the next seed."""
+    """`num` jobs: evenly spaced prompts when num < len(prompts), else cycling with the next seed per repeat."""
     if num < 1:
         raise DiffusiaError(f"--num must be >= 1, got {num}")
     if not prompts:
         raise DiffusiaError("the prompt set is empty: add prompts")
     p = len(prompts)
-    return [Job(j, prompts[j % p].text, prompts[j % p].category, seed + j // p) for j in range(num)]
+    picks = [(j * p // num, seed) for j in range(num)] if num < p else [(j % p, seed + j // p) for j in range(num)]
+    return [Job(j, prompts[i].text, prompts[i].category, s) for j, (i, s) in enumerate(picks)]
 
 
 def jobs_from_dicts(items: Iterable[dict]) -> list[Job]:

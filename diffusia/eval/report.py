@@ -63,7 +63,8 @@ def _f(x: Any, digits: int = 3) -> str:
         return "-"
     if isinstance(x, int):
         return str(x)
-    return f"{x:.{digits}f}"
+    text = f"{x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.000" from round-off
 
 
 def _ms(seconds: float | None) -> str:
@@ -101,7 +102,7 @@ def render_markdown(res: dict[str, Any]) -> str:
     budget = cfg["budget_mb"]
     lines += ["## II. Peak memory", "",
               f"Growth of the {'CUDA allocation' if cfg['device'].startswith('cuda') else 'resident set (VmHWM)'} "
-              f"of a fresh process per variant over its baseline after imports; budget {budget} MB.", ""]
+              f"of a fresh process per variant over its baseline after imports; budget {_f(budget, 0)} MB.", ""]
     rows = []
     for n in names:
         m = variants[n].get("memory", {})

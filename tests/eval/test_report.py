@@ -46,7 +46,7 @@ def test_markdown_has_the_four_tables_and_names_fd_honestly():
                   "### Quality per prompt category"):
         assert title in md
     assert "| w8a8 | 2.60 | -74.0% | 32.60 | -37.0% |" in md
-    assert "| fp32 | 200.0 | 300.0 | 7.3 |" in md
+    assert "| fp32 | 200.0 | 300.0 | 7.3 |" in md and "budget 4096 MB" in md
     assert "FD-EffNetLite0 vs FP32" in md and "FD-EffNetLite0 vs Fashion-MNIST test" in md
     assert "FID vs" not in md and "| FID" not in md  # "FID" only in "not comparable with published FID"
     assert "| w8a8 | - | 0.100 | 10 |" in md  # NaN mean shown as '-', not 'nan'
@@ -66,6 +66,13 @@ def test_results_json_is_strict_and_written_atomically(tmp_path):
     assert (tmp_path / "report.md").read_text().startswith("# Evaluation: tiny")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md", "results.json"]  # no temporary leftovers
     assert json_safe({"a": [math.inf]}) == {"a": [None]}
+
+
+def test_round_off_below_zero_prints_as_zero():
+    res = json_safe(_results())
+    res["quality"]["variants"]["fp32"]["fd_vs_reference"] = -1e-12
+    md = render_markdown(res)
+    assert "-0.000" not in md and "| 100.00 | 0.000 |" in md
 
 
 def test_grid_png(tmp_path):
