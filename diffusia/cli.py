@@ -47,6 +47,8 @@ def generate(
 
     if out.suffix.lower() != ".png":
         raise DiffusiaError(f"--out {out} must end in .png")
+    if not prompt.strip():
+        raise DiffusiaError("empty prompt: pass a non-empty --prompt")
     pipe = load_pipeline(model, device=device, dtype=dtype, low_cpu_mem_usage=low_cpu_mem)
     memory = MemoryOptions(attention_slicing, xformers, vae_slicing, vae_tiling, cpu_offload)
     images = run(pipe, prompt, num_images, GenerationConfig(steps=steps, guidance=guidance, seed=seed, memory=memory))

@@ -45,3 +45,15 @@ def test_cpu_offload_needs_cuda(pipe):
 def test_empty_prompt(pipe, prompt):
     with pytest.raises(DiffusiaError, match="empty prompt"):
         generate(pipe, prompt)
+
+
+def test_cli_empty_prompt_fails_before_loading(tmp_path):
+    from typer.testing import CliRunner
+
+    from diffusia.cli import app
+
+    result = CliRunner().invoke(app, ["generate", "--prompt", " ", "--model", str(tmp_path / "missing"),
+                                      "--out", str(tmp_path / "x.png")])
+    assert result.exit_code != 0
+    assert "empty prompt" in str(result.exception)  # not the missing-model error: the prompt is checked first
+    assert not (tmp_path / "x.png").exists()
