@@ -37,6 +37,15 @@ def build_micro_pipeline(seed: int = 0):
                                    feature_extractor=None, requires_safety_checker=False)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: on an oversubscribed 2-core box, 2 threads stall ~10 ms per op (OpenMP barriers)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def micro_pipeline_dir(tmp_path_factory):
     """A saved micro pipeline folder (safetensors), shared by the whole session; treat it as read-only."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Iterator
 
 import pytest
 import torch
@@ -18,12 +17,7 @@ from diffusia.quant import api
 from diffusia.quant.policy import default_plan, plan
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -14,13 +13,7 @@ from diffusia.errors import DiffusiaError
 from diffusia.eval.metrics import features, get_feature_extractor
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on an oversubscribed 2-core box, 2 threads stall ~10 ms per op (OpenMP barriers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

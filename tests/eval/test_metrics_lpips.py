@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -17,13 +16,7 @@ from diffusia.eval.metrics import lpips as lpips_module
 GOLDEN = Path(__file__).resolve().parents[2] / ".." / "shared" / "golden" / "lpips"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on an oversubscribed 2-core box, 2 threads stall ~10 ms per op (OpenMP barriers)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _load(name: str) -> torch.Tensor:
