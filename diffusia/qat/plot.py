@@ -20,7 +20,7 @@ def running_mean(values: Sequence[float], window: int) -> np.ndarray:
 
 def plot_loss_curve(losses: Sequence[float], path: str | Path, title: str = "QAT loss",
                     ylabel: str = "loss") -> Path:
-    """Per-step loss and its running mean (window ~5% of the run) on a log scale when all values are positive."""
+    """Per-step loss and its running mean (window: 5% of the run, at least 10 steps), log scale when positive."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,8 +34,10 @@ def plot_loss_curve(losses: Sequence[float], path: str | Path, title: str = "QAT
     try:
         if len(losses):
             ax.plot(steps, losses, lw=0.8, alpha=0.35, color="tab:blue", label="per step")
-            window = max(1, len(losses) // 20)
-            ax.plot(steps, running_mean(losses, window), lw=1.8, color="tab:blue", label=f"running mean ({window})")
+            window = min(len(losses), max(10, len(losses) // 20))
+            if window > 1:
+                ax.plot(steps, running_mean(losses, window), lw=1.8, color="tab:blue",
+                        label=f"running mean ({window})")
             if min(losses) > 0:
                 ax.set_yscale("log")
             ax.legend(loc="upper right", fontsize=8)

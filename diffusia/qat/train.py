@@ -427,7 +427,7 @@ def run_qat(cfg: QATConfig) -> QATResult | None:
 
     bar = tqdm(total=cfg.steps, initial=start, desc=f"qat {cfg.source}", disable=not (main and cfg.progress),
                dynamic_ncols=True)
-    t_train = time.perf_counter()
+    t_train, cpu_train = time.perf_counter(), time.process_time()
     try:
         for step in range(start, cfg.steps):
             batch = data.batch(step, cfg.seed, cfg.batch, rank, world).to(accelerator.device)
@@ -455,7 +455,7 @@ def run_qat(cfg: QATConfig) -> QATResult | None:
                 return None
     finally:
         bar.close()
-    train_seconds = time.perf_counter() - t_train
+    train_seconds, train_cpu = time.perf_counter() - t_train, time.process_time() - cpu_train
     rngs = gather_object([_rng_state()])
     result = None
     if main:
@@ -471,7 +471,9 @@ def run_qat(cfg: QATConfig) -> QATResult | None:
                 "resumed_from_step": start if saved_state is not None else None,
                 "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
                 "loss_last_mean20": float(np.mean(losses[-20:])) if losses else None,
-                "train_seconds_this_run": round(train_seconds, 2), "device": str(accelerator.device)}
+                "train_seconds_this_run": round(train_seconds, 2),
+                "train_cpu_seconds_this_run": round(train_cpu, 2), "threads": torch.get_num_threads(),
+                "device": str(accelerator.device)}
         _finish(cfg, pipe, inner, recipe, calibration, losses, meta, out)
         result = QATResult(out, losses, time.perf_counter() - t_start, start, meta)
         log.info("QAT done: %d steps, loss %.5f -> %.5f, saved %s", cfg.steps, losses[0], losses[-1], out)
