@@ -1,0 +1,163 @@
+"""PTQ W8A8 vs QAT W8A8 (data-free distillation, and the noise-prediction loss on coloured Fashion-MNIST) on `tiny`:
+SSIM and LPIPS of every variant's images against the FP32 images of the same prompts and seeds
+(the 80 class x colour prompts, 1 image each, seed 42, DPM-Solver 25 steps, guidance 7.5).
+
+PTQ and QAT share the calibration (same prompts, trajectories and seeds), so QAT starts exactly at the PTQ model.
+
+    python benchmarks/qat_vs_ptq.py [--steps 500] [--lr 1e-5] [--batch 16] [--calib-size 32]
+Writes benchmarks/results/qat_vs_ptq.json and .md; QAT folders and each variant's images are kept under --work,
+so a rerun with the same settings skips the variants already done.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffusia import load_pipeline
+from diffusia.config import get_preset
+from diffusia.eval.metrics import lpips_distance, ssim
+from diffusia.fileio import atomic_path, write_json, write_text
+from diffusia.generate import GenerationConfig, generate
+from diffusia.prompts import load_prompts
+from diffusia.qat.train import QATConfig, run_qat
+from diffusia.quant.pipeline import quantize_pipeline
+
+OUT = Path(__file__).resolve().parent / "results"
+TARGETS = {"ssim_min": 0.97, "lpips_max": 0.04}
+log = logging.getLogger("qat_vs_ptq")
+
+
+def images_of(pipe, prompts: list[str]) -> np.ndarray:
+    return generate(pipe, prompts, 1, GenerationConfig(), progress=False, output_type="np")
+
+
+def cached(work: Path, name: str, key: dict, make) -> tuple[np.ndarray, dict]:
+    """Images (and facts) of a variant, reused from `work` when made with the same `key` (reruns skip it)."""
+    npy, meta = work / f"{name}.npy", work / f"{name}.json"
+    if npy.is_file() and meta.is_file():
+        facts = json.loads(meta.read_text())
+        if facts.get("key") == key:
+            log.info("%s: reusing %s", name, npy)
+            return np.load(npy), facts["facts"]
+    images, facts = make()
+    work.mkdir(parents=True, exist_ok=True)
+    with atomic_path(npy) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, images)
+    write_json(meta, {"key": key, "facts": facts})
+    return images, facts
+
+
+def compare(images: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
+    y = torch.from_numpy(reference).permute(0, 3, 1, 2).float()
+    s, lp = ssim(x, y).numpy(), lpips_distance(x, y).numpy()
+    return {"ssim": float(s.mean()), "ssim_min": float(s.min()), "lpips": float(lp.mean()), "lpips_max": float(lp.max())}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--num", type=int, default=80, help="prompts (1 image each)")
+    p.add_argument("--steps", type=int, default=500, help="QAT steps per variant (~0.9 s each on 2 idle cores)")
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lsq", action="store_true")
+    p.add_argument("--calib-size", type=int, default=32)
+    p.add_argument("--sources", default="distill,fashion-mnist")
+    p.add_argument("--work", default="out/qat_vs_ptq", help="QAT pipelines and cached images of every variant")
+    p.add_argument("--out", default=str(OUT / "qat_vs_ptq"))
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    prompts = [q.text for q in load_prompts("tiny" if args.model == "tiny" else "eval", model=args.model)][: args.num]
+    calib = load_prompts("calibration", model=args.model)
+    t0 = time.time()
+    work = Path(args.work)
+    base = {"model": args.model, "num": len(prompts)}
+
+    def fp32():
+        t = time.time()
+        return images_of(load_pipeline(args.model, progress=False), prompts), {"seconds": round(time.time() - t, 1)}
+
+    reference, _ = cached(work, "fp32", base, fp32)
+
+    def ptq():
+        t = time.time()
+        pipe = quantize_pipeline(load_pipeline(args.model, progress=False), get_preset("w8a8"), calib,
+                                 calib_size=args.calib_size, progress=False)
+        return images_of(pipe, prompts), {"method": "PTQ", "quantize_seconds": round(time.time() - t, 1)}
+
+    variants: dict[str, dict] = {}
+    images, facts = cached(work, "ptq-w8a8", {**base, "calib_size": args.calib_size}, ptq)
+    variants["ptq-w8a8"] = {**facts, **compare(images, reference)}
+    log.info("ptq: %s", variants["ptq-w8a8"])
+    for source in [s for s in args.sources.split(",") if s]:
+        folder = work / f"qat-{source}"
+        cfg = QATConfig(out=str(folder), model=args.model, source=source, steps=args.steps, lr=args.lr,
+                        batch=args.batch, lsq=args.lsq, calib_size=args.calib_size, checkpoint_every=100,
+                        progress=False)
+
+        def qat(cfg=cfg, folder=folder, source=source):
+            t = time.time()
+            res = run_qat(cfg)
+            total = time.time() - t
+            facts = {"method": "QAT", "source": source, "steps": cfg.steps, "lr": cfg.lr, "batch": cfg.batch,
+                     "lsq": cfg.lsq, "train_seconds": res.info["train_seconds_this_run"],
+                     "train_cpu_seconds": res.info["train_cpu_seconds_this_run"], "total_seconds": round(total, 1),
+                     "loss_first": res.losses[0], "loss_last_mean20": res.info["loss_last_mean20"],
+                     "folder": str(folder)}
+            return images_of(load_pipeline(folder, progress=False), prompts), facts
+
+        key = {**base, "calib_size": args.calib_size, "steps": args.steps, "lr": args.lr, "batch": args.batch,
+               "lsq": args.lsq}
+        images, facts = cached(work, f"qat-w8a8-{source}", key, qat)
+        variants[f"qat-w8a8-{source}"] = {**facts, **compare(images, reference)}
+        log.info("qat %s: %s", source, variants[f"qat-w8a8-{source}"])
+
+    ptq_row = variants["ptq-w8a8"]
+    for name, v in variants.items():
+        v["meets_targets"] = v["ssim"] >= TARGETS["ssim_min"] and v["lpips"] <= TARGETS["lpips_max"]
+        if v["method"] == "QAT":
+            v["beats_ptq"] = v["ssim"] > ptq_row["ssim"] and v["lpips"] < ptq_row["lpips"]
+    result = {
+        "model": args.model, "images": len(prompts), "reference": "FP32 images of the same prompts and seeds",
+        "sampler": "DPMSolverMultistep", "steps": 25, "guidance": 7.5, "seed": 42, "calib_size": args.calib_size,
+        "targets": TARGETS, "variants": variants, "total_seconds": round(time.time() - t0, 1),
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+                   f"torch {torch.__version__}",
+    }
+    out = Path(args.out)
+    write_json(out.with_suffix(".json"), result)
+    write_text(out.with_suffix(".md"), report(result))
+    print(report(result))
+    return result
+
+
+def report(r: dict) -> str:
+    lines = [f"# PTQ vs QAT (W8A8) on `{r['model']}`", "",
+             f"{r['images']} prompts x 1 image (seed {r['seed']}, DPM-Solver {r['steps']} steps, guidance "
+             f"{r['guidance']}), compared with the FP32 images of the same prompts and seeds. Calibration: "
+             f"{r['calib_size']} prompts on their sampling trajectories (shared by PTQ and QAT). "
+             f"Targets: SSIM >= {r['targets']['ssim_min']}, LPIPS <= {r['targets']['lpips_max']}.", "",
+             "| variant | QAT steps | train s (wall / CPU) | SSIM mean (min) | LPIPS mean (max) | beats PTQ | meets targets |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, v in r["variants"].items():
+        lines.append(f"| {name} | {v.get('steps', '-')} | {v.get('train_seconds', '-')} / {v.get('train_cpu_seconds', '-')} | {v['ssim']:.4f} "
+                     f"({v['ssim_min']:.3f}) | {v['lpips']:.4f} ({v['lpips_max']:.3f}) | "
+                     f"{'yes' if v.get('beats_ptq') else ('-' if v['method'] == 'PTQ' else 'no')} | "
+                     f"{'yes' if v['meets_targets'] else 'no'} |")
+    lines += ["", f"Machine: {r['machine']}; whole benchmark {r['total_seconds']:.0f} s.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
