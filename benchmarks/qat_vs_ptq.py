@@ -26,7 +26,10 @@ from diffusia.eval.metrics import lpips_distance, ssim
 from diffusia.fileio import atomic_path, write_json, write_text
 from diffusia.generate import GenerationConfig, generate
 from diffusia.prompts import load_prompts
-from diffusia.qat.train import QATConfig, run_qat
+from diffusia.calib.forward_loop import sampling_forward_loop
+from diffusia.prompts import take
+from diffusia.qat.train import QATConfig, latest_checkpoint, run_qat
+from diffusia.quant import api
 from diffusia.quant.pipeline import quantize_pipeline
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -55,6 +58,48 @@ def cached(work: Path, name: str, key: dict, make) -> tuple[np.ndarray, dict]:
     return images, facts
 
 
+def ptq_pipeline(model: str, calib, calib_size: int, kernels: str):
+    """PTQ W8A8: real INT8 kernels (frozen), or the same calibrated model in simulated (fake-quant) INT8."""
+    pipe = load_pipeline(model, progress=False)
+    if kernels == "real":
+        return quantize_pipeline(pipe, get_preset("w8a8"), calib, calib_size=calib_size, progress=False)
+    api.quantize(pipe.unet, get_preset("w8a8"))
+    with api.calibrate(pipe.unet):
+        sampling_forward_loop(pipe, take(calib, calib_size), progress=False)()
+    api.enable_fake_quant(pipe.unet)
+    return pipe
+
+
+def fake_quant_pipeline(model: str, folder: Path):
+    """The QAT result in simulated INT8: float weights and ranges of the final checkpoint kept in `folder`."""
+    from safetensors.torch import load_file
+
+    from diffusia.config import Recipe
+    from diffusia.quant.serialization import read_meta
+
+    pipe = load_pipeline(model, progress=False)
+    api.quantize(pipe.unet, Recipe.from_dict(read_meta(folder)["recipe"]))
+    state = load_file(str(latest_checkpoint(folder) / "model.safetensors"))
+    pipe.unet.load_state_dict({k[len("unet."):]: v for k, v in state.items() if k.startswith("unet.")})
+    api.enable_fake_quant(pipe.unet)
+    pipe.unet.eval()
+    return pipe
+
+
+def finished_qat(folder: Path, cfg: QATConfig) -> dict | None:
+    """The QAT record of `folder` when it holds a finished run with cfg's settings (and its final checkpoint)."""
+    from diffusia.quant.serialization import read_meta
+
+    try:
+        qat = read_meta(folder).get("qat") or {}
+    except Exception:
+        return None
+    same = {k: qat.get(k) for k in ("source", "steps", "lr", "lsq", "calib_size", "seed")} == {
+        "source": cfg.source, "steps": cfg.steps, "lr": cfg.lr, "lsq": cfg.lsq, "calib_size": cfg.calib_size,
+        "seed": cfg.seed} and qat.get("batch_per_process", 0) * qat.get("processes", 1) == cfg.batch
+    return qat if same and latest_checkpoint(folder) is not None else None
+
+
 def compare(images: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
     y = torch.from_numpy(reference).permute(0, 3, 1, 2).float()
@@ -75,6 +120,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--work", default="out/qat_vs_ptq", help="QAT pipelines and cached images of every variant")
     p.add_argument("--out", default=str(OUT / "qat_vs_ptq"))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--kernels", choices=["real", "fake"], default="real",
+                   help="real INT8 kernels, or simulated INT8 (same weights and ranges; for CPUs where the INT8 "
+                        "kernels are slow on tiny layers); `fake` also checks the agreement on --agree images")
+    p.add_argument("--agree", type=int, default=2, help="images for the real-vs-fake agreement check")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
@@ -92,36 +141,46 @@ def main(argv: list[str] | None = None) -> dict:
 
     def ptq():
         t = time.time()
-        pipe = quantize_pipeline(load_pipeline(args.model, progress=False), get_preset("w8a8"), calib,
-                                 calib_size=args.calib_size, progress=False)
+        pipe = ptq_pipeline(args.model, calib, args.calib_size, args.kernels)
         return images_of(pipe, prompts), {"method": "PTQ", "quantize_seconds": round(time.time() - t, 1)}
 
     variants: dict[str, dict] = {}
-    images, facts = cached(work, "ptq-w8a8", {**base, "calib_size": args.calib_size}, ptq)
+    images, facts = cached(work, "ptq-w8a8", {**base, "calib_size": args.calib_size, "kernels": args.kernels}, ptq)
     variants["ptq-w8a8"] = {**facts, **compare(images, reference)}
     log.info("ptq: %s", variants["ptq-w8a8"])
     for source in [s for s in args.sources.split(",") if s]:
         folder = work / f"qat-{source}"
         cfg = QATConfig(out=str(folder), model=args.model, source=source, steps=args.steps, lr=args.lr,
                         batch=args.batch, lsq=args.lsq, calib_size=args.calib_size, checkpoint_every=100,
-                        progress=False)
+                        keep_checkpoints=True, progress=False)
 
         def qat(cfg=cfg, folder=folder, source=source):
-            t = time.time()
-            res = run_qat(cfg)
-            total = time.time() - t
+            info = finished_qat(folder, cfg)  # e.g. trained beforehand with `diffusia qat` in another process
+            if info is None:
+                info = run_qat(cfg).info
             facts = {"method": "QAT", "source": source, "steps": cfg.steps, "lr": cfg.lr, "batch": cfg.batch,
-                     "lsq": cfg.lsq, "train_seconds": res.info["train_seconds_this_run"],
-                     "train_cpu_seconds": res.info["train_cpu_seconds_this_run"], "total_seconds": round(total, 1),
-                     "loss_first": res.losses[0], "loss_last_mean20": res.info["loss_last_mean20"],
+                     "lsq": cfg.lsq, "train_seconds": info["train_seconds_this_run"],
+                     "train_cpu_seconds": info.get("train_cpu_seconds_this_run"),
+                     "loss_first": info["loss_first"], "loss_last_mean20": info["loss_last_mean20"],
                      "folder": str(folder)}
-            return images_of(load_pipeline(folder, progress=False), prompts), facts
+            pipe = load_pipeline(folder, progress=False) if args.kernels == "real" else fake_quant_pipeline(args.model, folder)
+            return images_of(pipe, prompts), facts
 
         key = {**base, "calib_size": args.calib_size, "steps": args.steps, "lr": args.lr, "batch": args.batch,
-               "lsq": args.lsq}
+               "lsq": args.lsq, "kernels": args.kernels}
         images, facts = cached(work, f"qat-w8a8-{source}", key, qat)
         variants[f"qat-w8a8-{source}"] = {**facts, **compare(images, reference)}
         log.info("qat %s: %s", source, variants[f"qat-w8a8-{source}"])
+
+    agreement = None
+    qat_folders = [Path(v["folder"]) for v in variants.values() if v.get("folder")]
+    if args.kernels == "fake" and args.agree > 0 and qat_folders:
+        # the simulated INT8 images against the real INT8 kernels' images of the same saved model
+        n = min(args.agree, len(prompts))
+        real = images_of(load_pipeline(qat_folders[0], progress=False), prompts[:n])
+        fake = images_of(fake_quant_pipeline(args.model, qat_folders[0]), prompts[:n])
+        agreement = {"folder": str(qat_folders[0]), "images": n, **compare(fake, real)}
+        log.info("real vs simulated INT8: %s", agreement)
 
     ptq_row = variants["ptq-w8a8"]
     for name, v in variants.items():
@@ -131,7 +190,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "model": args.model, "images": len(prompts), "reference": "FP32 images of the same prompts and seeds",
         "sampler": "DPMSolverMultistep", "steps": 25, "guidance": 7.5, "seed": 42, "calib_size": args.calib_size,
-        "targets": TARGETS, "variants": variants, "total_seconds": round(time.time() - t0, 1),
+        "targets": TARGETS, "kernels": args.kernels, "real_vs_simulated": agreement, "variants": variants,
+        "total_seconds": round(time.time() - t0, 1),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                    f"torch {torch.__version__}",
     }
@@ -155,6 +215,11 @@ def report(r: dict) -> str:
                      f"({v['ssim_min']:.3f}) | {v['lpips']:.4f} ({v['lpips_max']:.3f}) | "
                      f"{'yes' if v.get('beats_ptq') else ('-' if v['method'] == 'PTQ' else 'no')} | "
                      f"{'yes' if v['meets_targets'] else 'no'} |")
+    if r["kernels"] == "fake":
+        a = r.get("real_vs_simulated") or {}
+        lines += ["", "Images computed in simulated INT8 (fake quantization with the saved weights and ranges: the same "
+                  "integer grid as the INT8 kernels)" + (f"; on {a['images']} images the simulated and the real INT8 "
+                  f"kernels' images agree to SSIM {a['ssim']:.4f}, LPIPS {a['lpips']:.4f}." if a else ".")]
     lines += ["", f"Machine: {r['machine']}; whole benchmark {r['total_seconds']:.0f} s.", ""]
     return "\n".join(lines)
 
