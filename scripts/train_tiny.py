@@ -1,7 +1,8 @@
 """Train the embedded `tiny` pipeline (SD v1.5 architecture, narrower) on coloured Fashion-MNIST.
 
-Stages: (1) AutoencoderKL on 32x32 RGB items, (2) latents of the training set, (3) U-Net + CLIP text encoder with
-the SD noise-prediction loss, caption dropout for classifier-free guidance and an EMA of the weights.
+Stages: (1) AutoencoderKL on 32x32 RGB items, whitened per latent channel (folded into its quant convs),
+(2) latents of the training set, (3) U-Net + CLIP text encoder with the SD noise-prediction loss (min-SNR
+weighted), caption dropout for classifier-free guidance and an EMA of the weights.
 Writes a diffusers `StableDiffusionPipeline` folder (safetensors only). Reproducible for a seed on one machine.
 
     python scripts/train_tiny.py --out diffusia/assets/tiny
@@ -13,6 +14,7 @@ import copy
 import json
 import logging
 import math
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from tqdm import tqdm
 
 from diffusia.data.fashion_mnist import coloured_split
 from diffusia.models.architectures import SD_BETAS, TINY_TEXT, TINY_UNET, TINY_VAE, build_components
+from diffusia.models.latents import whiten_latent_space
 from diffusia.models.tokenizer import write_clip_tokenizer
 
 log = logging.getLogger("train_tiny")
@@ -59,7 +62,20 @@ def ema_update(ema, model, decay: float):
             e.lerp_(p, 1 - decay)
 
 
-def train_unet(unet, text_encoder, tokenizer, latents, captions, args, gen):
+def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet, scheduler) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    from diffusia.fileio import atomic_dir
+
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    with atomic_dir(out) as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+
+
+def train_unet(unet, text_encoder, tokenizer, latents, captions, args, gen, snapshot=None):
     from diffusers import DDPMScheduler
 
     noise_sched = DDPMScheduler(**SD_BETAS)
@@ -85,7 +101,11 @@ def train_unet(unet, text_encoder, tokenizer, latents, captions, args, gen):
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = text_encoder(tok).last_hidden_state
-        loss = F.mse_loss(unet(xt, t, cond).sample, noise)
+        # min-SNR-gamma weighting (Hang et al. 2023) for epsilon prediction: weight = min(SNR, gamma) / SNR
+        snr = (a / (1 - a)).view(-1)
+        weight = snr.clamp(max=args.min_snr_gamma) / snr
+        per_item = F.mse_loss(unet(xt, t, cond).sample, noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = (weight * per_item).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -99,6 +119,8 @@ def train_unet(unet, text_encoder, tokenizer, latents, captions, args, gen):
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if step % 200 == 0:
             log.info("step %d loss %.4f", step, np.mean(losses[-200:]))
+        if snapshot and args.snapshot_every and step and step % args.snapshot_every == 0:
+            snapshot(ema_unet, ema_text, step)
     return ema_unet, ema_text, losses
 
 
@@ -112,6 +134,8 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--caption-dropout", type=float, default=0.1)
+    p.add_argument("--min-snr-gamma", type=float, default=5.0)
+    p.add_argument("--snapshot-every", type=int, default=500, help="write the EMA pipeline to OUT-snapshot every N steps")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--init", default=None, help="continue from this pipeline folder (keeps its VAE; trains U-Net + text)")
     args = p.parse_args(argv)
@@ -121,16 +145,15 @@ def main(argv=None):
     gen = torch.Generator().manual_seed(args.seed)
     t_start = time.time()
 
-    from diffusers import StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
     out = Path(args.out)
     images, labels, colours, captions = coloured_split("train", seed=args.seed)
     images = torch.from_numpy(images)
     parts = build_components(TINY_UNET, TINY_VAE, TINY_TEXT, seed=args.seed)
-    tok_dir = out / "tokenizer"
-    write_clip_tokenizer(tok_dir)
-    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    with tempfile.TemporaryDirectory() as tok_dir:
+        write_clip_tokenizer(Path(tok_dir))
+        tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
 
     if args.init:  # continue training a shipped pipeline: same VAE and latent scale, U-Net and text encoder resume
         from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -145,18 +168,22 @@ def main(argv=None):
     else:
         vae_loss = train_vae(parts["vae"], images, args.vae_steps, args.batch, 2e-3, gen)
         latents = encode_all(parts["vae"], images)
-        scale = float(1.0 / latents.std())
-        parts["vae"].register_to_config(scaling_factor=scale)
-    log.info("vae loss %.4f, latent std %.3f -> scaling_factor %.4f", vae_loss, latents.std(), scale)
+        mean, std = whiten_latent_space(parts["vae"], latents)
+        log.info("latent channel means %s, stds %s folded into the VAE", mean.tolist(), std.tolist())
+        latents = (latents - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)  # what the whitened VAE encodes
+        scale = parts["vae"].config.scaling_factor
+    log.info("vae loss %.4f, latent mean %.3f std %.3f, scaling_factor %.4f", vae_loss, latents.mean(), latents.std(),
+             scale)
     t_vae = time.time() - t_start
 
+    def snapshot(ema_unet, ema_text, step):  # EMA weights so far, to evaluate or keep if the run is cut short
+        save_pipeline(out.parent / f"{out.name}-snapshot", parts["vae"], ema_text, tokenizer, ema_unet,
+                      parts["scheduler"])
+        log.info("snapshot of step %d written to %s-snapshot", step, out)
+
     unet, text_encoder, losses = train_unet(parts["unet"], parts["text_encoder"], tokenizer, latents * scale,
-                                            captions, args, gen)
-    pipe = StableDiffusionPipeline(
-        vae=parts["vae"], text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=parts["scheduler"],
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(out, safe_serialization=True)
+                                            captions, args, gen, snapshot)
+    save_pipeline(out, parts["vae"], text_encoder, tokenizer, unet, parts["scheduler"])
     minutes = (time.time() - t_start) / 60
     record = dict(vars(args), vae_loss=vae_loss, vae_minutes=t_vae / 60, total_minutes=minutes,
                   final_loss=float(np.mean(losses[-100:])), torch=torch.__version__, threads=torch.get_num_threads())
