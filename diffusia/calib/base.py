@@ -56,19 +56,32 @@ def get_calibrator(name: str, **kwargs: Any) -> Calibrator:
     return _REGISTRY[name](**kwargs)
 
 
-def _finite_flat(x: Tensor) -> Tensor:
+def finite_flat_aminmax(x: Tensor) -> tuple[Tensor, float, float]:
+    """The finite values of x, flattened, with their min and max (one pass when all are finite)."""
     x = x.detach().reshape(-1).float()
-    return x if bool(torch.isfinite(x).all()) else x[torch.isfinite(x)]
+    if x.numel() == 0:
+        return x, 0.0, 0.0
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # NaN or Inf somewhere: drop them (rare, so the slow path)
+        x = x[torch.isfinite(x)]
+        if x.numel() == 0:
+            return x, 0.0, 0.0
+        lo, hi = (float(v) for v in torch.aminmax(x))
+    return x, lo, hi
 
 
 class StreamingHistogram:
     """A fixed-bin histogram whose range grows to cover every value seen (old counts re-binned linearly).
 
-    Memory is O(bins) whatever the number of values observed.
+    Memory is O(bins) whatever the number of values observed. The range always covers every value; the counts
+    of a large tensor come from an evenly strided subset of at most `max_samples` values (weighted to the full
+    count), which keeps calibration over hundreds of U-Net calls cheap: a 99.9th percentile from 2^16 samples
+    per call is exact to well under one quantization step.
     """
 
-    def __init__(self, bins: int = 2048) -> None:
+    def __init__(self, bins: int = 2048, max_samples: int = 1 << 16) -> None:
         self.bins = int(bins)
+        self.max_samples = int(max_samples)
         self.reset()
 
     def reset(self) -> None:
@@ -85,10 +98,9 @@ class StreamingHistogram:
         return np.linspace(self.lo, self.hi, self.bins + 1)
 
     def add(self, x: Tensor) -> None:
-        x = _finite_flat(x)
+        x, xmin, xmax = finite_flat_aminmax(x)
         if x.numel() == 0:
             return
-        xmin, xmax = float(x.min()), float(x.max())
         if self.counts is None:
             lo, hi = xmin, xmax
         else:
@@ -100,9 +112,11 @@ class StreamingHistogram:
             self.counts, self.lo, self.hi = np.zeros(self.bins), lo, hi
         elif lo < self.lo or hi > self.hi:
             self._rebin(lo, hi)
+        n, stride = x.numel(), -(-x.numel() // self.max_samples)
+        sample = x[::stride]
         # torch.histc is ~300x slower than bincount on CPU
-        idx = ((x - self.lo) * (self.bins / (self.hi - self.lo))).long().clamp_(0, self.bins - 1)
-        self.counts += torch.bincount(idx, minlength=self.bins).double().numpy()
+        idx = sample.sub(self.lo).mul_(self.bins / (self.hi - self.lo)).long().clamp_(0, self.bins - 1)
+        self.counts += torch.bincount(idx, minlength=self.bins).double().numpy() * (n / sample.numel())
 
     def _rebin(self, lo: float, hi: float) -> None:
         cdf = np.concatenate([[0.0], np.cumsum(self.counts)])

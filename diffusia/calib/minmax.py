@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from diffusia.calib.base import Calibrator, _finite_flat, register_calibrator
+from diffusia.calib.base import Calibrator, finite_flat_aminmax, register_calibrator
 from diffusia.errors import DiffusiaError
 
 
@@ -15,10 +15,9 @@ class MinMaxCalibrator(Calibrator):
         self.reset()
 
     def collect(self, x: Tensor) -> None:
-        x = _finite_flat(x)
+        x, lo, hi = finite_flat_aminmax(x)
         if x.numel():
-            self.lo = min(self.lo, float(x.min()))
-            self.hi = max(self.hi, float(x.max()))
+            self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
 
     def compute(self) -> tuple[float, float]:
         if self.empty:

@@ -83,3 +83,15 @@ def test_histogram_rebin_keeps_mass():
     h.add(torch.linspace(-5, 5, 1000))
     assert abs(h.counts.sum() - 2000) < 1e-6 and (h.lo, h.hi) == (-5.0, 5.0)
     assert abs(h.quantile(0.5) - 5 / 11) < 0.05  # 100 m + 1000 m + 500 = 1000
+
+
+def test_histogram_of_large_tensors_subsamples_but_keeps_range_and_count():
+    gen = torch.Generator().manual_seed(0)
+    h = StreamingHistogram(bins=2048, max_samples=1 << 12)
+    xs = [torch.randn(200_000, generator=gen) for _ in range(20)]
+    for x in xs:
+        h.add(x)
+    full = torch.cat(xs)
+    assert h.counts.sum() == pytest.approx(full.numel())
+    assert (h.lo, h.hi) == (pytest.approx(float(full.min())), pytest.approx(float(full.max())))
+    assert h.quantile(0.999) == pytest.approx(float(torch.quantile(full[::50], 0.999)), rel=0.03)
