@@ -352,7 +352,7 @@ def environment() -> dict[str, Any]:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu_model": cpu.cpu_model(), "cpu_features": cpu.cpu_features(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "activation_qrange": list(cpu.activation_qrange()), "torch": torch.__version__,
+        "weight_qmax_for_uint8": cpu.weight_qmax(255), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "onednn_int8": K.onednn_int8_available(),
     }
 

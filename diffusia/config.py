@@ -16,7 +16,7 @@ from diffusia.errors import DiffusiaError
 
 RECIPE_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "bf16", "w8a8", "w8", "w4", "keep")
-ACTIVATIONS = ("auto", "uint8", "uint7")  # auto: 7-bit on CPUs without VNNI, 8-bit with it
+ACTIVATIONS = ("auto", "uint8", "uint7")  # auto = uint8, with 7-bit weights on CPUs without VNNI
 CALIBRATORS = ("percentile", "minmax", "mse")
 
 

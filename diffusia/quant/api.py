@@ -36,12 +36,9 @@ def _require_quantized(model: nn.Module) -> dict[str, QModuleMixin]:
 
 
 def act_qmax_for(activations: str) -> int:
-    """Top of the uint activation range: 255 for uint8, 127 for uint7, auto: 127 unless the CPU has VNNI."""
-    if activations == "uint8":
-        return 255
-    if activations == "uint7":
-        return 127
-    return int(cpu.activation_qrange()[1])
+    """Top of the uint activation range: 127 for uint7; 255 for uint8 and auto (saturation on CPUs without VNNI
+    is avoided by narrowing the weights instead, see `cpu.weight_qmax`)."""
+    return 127 if activations == "uint7" else 255
 
 
 def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -180,14 +177,15 @@ def summary(unet: nn.Module) -> str:
     """A text table of every quantized layer: precision, weight/activation bits, mode, activation range."""
     rows = [("layer", "precision", "w bits", "a bits", "mode", "activation range")]
     for n, m in _require_quantized(unet).items():
-        abits, rng = "-", "-"
+        abits, rng, wbits = "-", "-", WEIGHT_BITS[m.precision]
         if m.precision == "w8a8":
+            wbits = 8 if m.settings.weight_qmax >= 127 else int(m.settings.weight_qmax).bit_length()  # +-64: 7
             abits = str(int(m.settings.act_qmax).bit_length())
             lo, hi = m.act_range[:, 0], m.act_range[:, 1]
             rng = "uncalibrated" if not m.calibrated else (
                 f"[{float(lo[0]):.4g}, {float(hi[0]):.4g}]" if len(lo) == 1
                 else f"{len(lo)} groups, lo {float(lo.min()):.4g}..{float(lo.max()):.4g}, hi {float(hi.min()):.4g}..{float(hi.max()):.4g}")
-        rows.append((n, m.precision, str(WEIGHT_BITS[m.precision]), abits, m.mode, rng))
+        rows.append((n, m.precision, str(wbits), abits, m.mode, rng))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 

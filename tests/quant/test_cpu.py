@@ -28,11 +28,11 @@ def test_features_keys_and_types():
     assert all(isinstance(v, bool) for v in f.values())
 
 
-def test_no_vnni_means_7bit_activations(fake_cpuinfo):
+def test_no_vnni_means_7bit_weights_with_8bit_activations(fake_cpuinfo):
     fake_cpuinfo(FLAGS_ZEN1)
     f = cpu.cpu_features()
     assert f["avx2"] and f["fma"] and not (f["avx512f"] or f["avx512_vnni"] or f["avx_vnni"] or f["amx"])
-    assert cpu.activation_qrange() == (0, 127)
+    assert cpu.saturation_risk()
     assert cpu.weight_qmax(127) == 127 and cpu.weight_qmax(255) == 64
     assert cpu.cpu_model() == "AMD EPYC 7551"
 
@@ -40,14 +40,13 @@ def test_no_vnni_means_7bit_activations(fake_cpuinfo):
 @pytest.mark.parametrize("text", [FLAGS_VNNI, FLAGS_AMX, "flags\t\t: avx2 avx_vnni\n"])
 def test_vnni_or_amx_means_8bit(fake_cpuinfo, text):
     fake_cpuinfo(text)
-    assert cpu.has_vnni()
-    assert cpu.activation_qrange() == (0, 255)
+    assert cpu.has_vnni() and not cpu.saturation_risk()
     assert cpu.weight_qmax(255) == 127
 
 
 def test_non_x86_has_no_pair_saturation(fake_cpuinfo):
     fake_cpuinfo("Features\t: fp asimd asimddp\n", machine="aarch64")
-    assert cpu.activation_qrange() == (0, 255)
+    assert not cpu.saturation_risk() and cpu.weight_qmax(255) == 127
 
 
 def test_saturation_free_bounds():
@@ -58,9 +57,9 @@ def test_saturation_free_bounds():
 
 
 def test_this_machine_matches_cpuinfo():
-    """On the project's machine (Zen 1, no VNNI) the detected range is 7-bit."""
+    """On the project's machine (Zen 1, no VNNI) 8-bit activations get 7-bit weights."""
     f = cpu.cpu_features()
     if cpu.is_x86() and not (f["avx512_vnni"] or f["avx_vnni"] or f["amx"]):
-        assert cpu.activation_qrange() == (0, 127)
+        assert cpu.weight_qmax(255) == 64
     else:
-        assert cpu.activation_qrange() == (0, 255)
+        assert cpu.weight_qmax(255) == 127

@@ -145,7 +145,7 @@ class Int8Linear(_Prepacked):
     def __call__(self, x: Tensor) -> Tensor:
         if self.backend == "onednn":
             x2 = x.reshape(-1, x.shape[-1])
-            qx = quantize_act_u8(x2, self.act_scale, self.act_zero_point, self.act_qmax)
+            qx = quantize_act_u8(x2, self.act_scale, self.act_zero_point, self.act_qmax).contiguous()
             y = torch.ops.onednn.qlinear_pointwise(
                 qx, self.act_scale, self.act_zero_point, self._packed, self.weight_scale, self._w_zp, self.bias,
                 1.0, 0, torch.float32, "none", [], "")

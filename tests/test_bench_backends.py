@@ -1,0 +1,41 @@
+"""The report helpers of benchmarks/backends.py (ratios, table, error metric); nothing is timed here."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+SPEC = importlib.util.spec_from_file_location(
+    "bench_backends", Path(__file__).resolve().parent.parent / "benchmarks" / "backends.py")
+bb = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(bb)
+
+
+def _row(name, ms, nbytes, err=0.0, **kw):
+    return {"name": name, "kind": "k", "status": "ok", "median_ms": ms, "bytes": nbytes, "peak_rss_mb": 10.0,
+            "rel_l2": err, "times_s": [ms / 1e3] * 3, "first_call_s": 1.0, "notes": [], **kw}
+
+
+def test_rel_l2():
+    b = torch.tensor([3.0, 4.0])
+    assert bb.rel_l2(b, b) == 0.0
+    assert abs(bb.rel_l2(b + torch.tensor([0.3, 0.4]), b) - 0.1) < 1e-6
+
+
+def test_summarize_ratios_use_fp32_eager_and_fastest_fp32_path():
+    rows = bb.summarize([_row("fp32_eager", 100, 400), _row("fp32_compile", 50, 400), _row("diffusia_w8a8", 75, 100),
+                         {"name": "quanto_w8a8", "status": "failed", "reason": "ImportError: x"}])
+    w8a8 = rows[2]
+    assert w8a8["vs_fp32_eager"] == 0.75 and w8a8["vs_fastest_fp32"] == 1.5 and w8a8["size_pct_fp32"] == 25
+    assert "vs_fp32_eager" not in rows[3]
+
+
+def test_table_has_one_row_per_backend_and_failure_reasons():
+    rows = bb.summarize([_row("fp32_eager", 100, 4e6), _row("fp32_compile", 50, 4e6, 1e-6),
+                         {"name": "ort_int8_static", "status": "failed", "reason": "RuntimeError: no"}])
+    text = bb.table(rows)
+    lines = text.splitlines()
+    assert len(lines) == 2 + 3
+    assert "compile (1st call) 1 s" in lines[3] and "| 0.50 |" in lines[3]
+    assert "failed" in lines[4] and "RuntimeError: no" in lines[4]
