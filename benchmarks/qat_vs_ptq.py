@@ -28,7 +28,8 @@ from diffusia.generate import GenerationConfig, generate
 from diffusia.prompts import load_prompts
 from diffusia.calib.forward_loop import sampling_forward_loop
 from diffusia.prompts import take
-from diffusia.qat.train import QATConfig, latest_checkpoint, run_qat
+from diffusia.qat.checkpoints import latest_checkpoint
+from diffusia.qat.train import QATConfig, run_qat
 from diffusia.quant import api
 from diffusia.quant.pipeline import quantize_pipeline
 

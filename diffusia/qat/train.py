@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import random
 import shutil
 import sys
 import time
@@ -37,17 +36,14 @@ from torch import Tensor, nn
 
 from diffusia.errors import DiffusiaError
 from diffusia.fileio import atomic_dir, write_json
+from diffusia.qat.checkpoints import (check_resumable, checkpoint_dir, latest_checkpoint, load_checkpoint,
+                                      rng_state, save_checkpoint, set_rng_state)
 from diffusia.qat.data import SOURCES, Batch, DistillData, FashionMNISTData
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
 DISTILL_FILE = "distill_data.pt"
-KEEP_CHECKPOINTS = 2
 LOSS_PNG, LOSS_JSON = "loss_curve.png", "qat_losses.json"
-# run settings that must not change across --resume
-_RESUME_KEYS = ("model", "recipe", "source", "batch", "seed", "lr", "lsq", "lsq_lr", "calib_size", "calib_prompts",
-                "calib_steps", "guidance", "caption_dropout", "weight_decay", "grad_clip", "timestep_groups")
 
 
 @dataclass
@@ -163,65 +159,6 @@ class QATModel(nn.Module):
         return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
 
 
-# ----------------------------------------------------------------------------------------------- checkpoints
-def checkpoint_dir(out: str | Path) -> Path:
-    return Path(out) / CHECKPOINTS
-
-
-def latest_checkpoint(out: str | Path) -> Path | None:
-    """The checkpoint with the highest step (folders appear atomically, so any listed one is complete)."""
-    folder = checkpoint_dir(out)
-    found = sorted(p for p in folder.glob("step-*") if p.is_dir() and (p / "state.json").is_file())
-    return found[-1] if found else None
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(out: Path, step: int, model: QATModel, optimizer: torch.optim.Optimizer,
-                    rng_states: list[dict[str, Any]], state: dict[str, Any]) -> Path:
-    """Write checkpoint `step` atomically and prune all but the last KEEP_CHECKPOINTS."""
-    from safetensors.torch import save_file
-
-    path = checkpoint_dir(out) / f"step-{step:07d}"
-    with atomic_dir(path) as tmp:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(tensors, str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(rng_states, tmp / "rng.pt")
-        (tmp / "state.json").write_text(json.dumps(state, indent=2, default=str) + "\n")
-    for old in sorted(p for p in checkpoint_dir(out).glob("step-*") if p.is_dir())[:-KEEP_CHECKPOINTS]:
-        shutil.rmtree(old, ignore_errors=True)
-    log.info("checkpoint %s", path)
-    return path
-
-
-def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    """(model state, optimizer state, per-process RNG states, state.json) of a checkpoint folder."""
-    from safetensors.torch import load_file
-
-    try:
-        state = json.loads((path / "state.json").read_text())
-        model = load_file(str(path / "model.safetensors"))
-        optim = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-        rng = torch.load(path / "rng.pt", map_location="cpu", weights_only=False)  # our own file: python RNG tuples
-    except (OSError, RuntimeError, ValueError, EOFError) as e:
-        raise DiffusiaError(f"checkpoint {path} is unreadable ({e}): delete it to resume from an earlier one") from None
-    return model, optim, rng, state
-
-
 # ----------------------------------------------------------------------------------------------- setup
 def _make_accelerator(device: str):
     from accelerate import Accelerator
@@ -261,24 +198,6 @@ def _calibrate(unet: nn.Module, calls: list[tuple[Tensor, Tensor, Tensor]]) -> f
         for sample, t, ehs in calls:
             unet(sample.to(device), t.to(device), encoder_hidden_states=ehs.to(device))
     return time.perf_counter() - t0
-
-
-def _config_subset(cfg: QATConfig | dict) -> dict[str, Any]:
-    d = asdict(cfg) if isinstance(cfg, QATConfig) else cfg
-    return {k: d.get(k) for k in _RESUME_KEYS}
-
-
-def _check_resumable(saved: dict[str, Any], cfg: QATConfig, world: int) -> None:
-    now = _config_subset(cfg)
-    for k, v in _config_subset(saved["config"]).items():
-        if now[k] != v:
-            raise DiffusiaError(f"cannot resume: the checkpoint was made with {k}={v!r}, this run has {now[k]!r}; "
-                                "use the same settings or start without --resume")
-    if saved["world_size"] != world:
-        raise DiffusiaError(f"cannot resume: the checkpoint was made with {saved['world_size']} process(es), "
-                            f"this run has {world}")
-    if cfg.steps < saved["step"]:
-        raise DiffusiaError(f"cannot resume: the checkpoint is at step {saved['step']} > --steps {cfg.steps}")
 
 
 def _train_step(model: nn.Module, accelerator, batch: Batch, timestep_state) -> Tensor:
@@ -364,7 +283,7 @@ def run_qat(cfg: QATConfig) -> QATResult | None:
     saved_state: dict[str, Any] | None = None
     if ckpt is not None:
         model_state, optim_state, rng_states, saved_state = load_checkpoint(ckpt)
-        _check_resumable(saved_state, cfg, world)
+        check_resumable(saved_state, cfg, world)
     elif cfg.resume and main:
         log.warning("--resume: no checkpoint in %s, starting from the beginning", checkpoint_dir(out))
     if ckpt is None and main and checkpoint_dir(out).exists():
@@ -414,7 +333,7 @@ def run_qat(cfg: QATConfig) -> QATResult | None:
             lsq.sync_buffers()
         optimizer.load_state_dict(optim_state)
         start, losses = int(saved_state["step"]), [float(x) for x in saved_state["losses"]]
-        _set_rng_state(rng_states[rank])
+        set_rng_state(rng_states[rank])
         if main:
             log.info("resumed from %s at step %d", ckpt, start)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -446,7 +365,7 @@ def run_qat(cfg: QATConfig) -> QATResult | None:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.5f}")
             done = step + 1
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
-                rngs = gather_object([_rng_state()])
+                rngs = gather_object([rng_state()])
                 if main:
                     save_checkpoint(out, done, accelerator.unwrap_model(model), optimizer, rngs, state_json(done))
                 accelerator.wait_for_everyone()
@@ -456,7 +375,7 @@ def run_qat(cfg: QATConfig) -> QATResult | None:
     finally:
         bar.close()
     train_seconds, train_cpu = time.perf_counter() - t_train, time.process_time() - cpu_train
-    rngs = gather_object([_rng_state()])
+    rngs = gather_object([rng_state()])
     result = None
     if main:
         inner = accelerator.unwrap_model(model)

@@ -14,7 +14,8 @@ import torch
 from diffusia import load_pipeline
 from diffusia.errors import DiffusiaError
 from diffusia.generate import GenerationConfig, generate
-from diffusia.qat.train import LOSS_PNG, QATConfig, checkpoint_dir, latest_checkpoint, run_qat
+from diffusia.qat.checkpoints import checkpoint_dir, latest_checkpoint
+from diffusia.qat.train import LOSS_PNG, QATConfig, run_qat
 from diffusia.quant import api
 from diffusia.quant.serialization import UNET_FILE, read_meta
 
