@@ -42,7 +42,8 @@ class StudyConfig:
 
 def _sensitivity(cfg: StudyConfig, out: Path) -> dict:
     from diffusia import load_pipeline
-    from diffusia.analysis.sensitivity import run_sensitivity, write_sensitivity
+    from diffusia.analysis.sensitivity import run_sensitivity
+    from diffusia.analysis.sensitivity_report import write_sensitivity
     from diffusia.config import get_preset
     from diffusia.prompts import load_prompts, take
 

@@ -30,7 +30,8 @@ def sensitivity(
     """Per-layer sensitivity (SIMULATED fake quant): SQNR of the noise prediction with only / all but each layer
     quantized, LPIPS for the top layers, aggregated by layer type."""
     from diffusia import load_pipeline
-    from diffusia.analysis.sensitivity import run_sensitivity, write_sensitivity
+    from diffusia.analysis.sensitivity import run_sensitivity
+    from diffusia.analysis.sensitivity_report import write_sensitivity
     from diffusia.cli import resolve_recipe
     from diffusia.prompts import load_prompts, take
 
@@ -59,7 +60,7 @@ def search(
 ):
     """Choose per-layer precisions under a size / quality / latency target; writes a recipe for `quantize`."""
     from diffusia.analysis.search import check_recipe_names, search as run_search
-    from diffusia.analysis.sensitivity import load_sensitivity
+    from diffusia.analysis.sensitivity_report import load_sensitivity
     from diffusia.fileio import write_json, write_text
 
     if out.suffix != ".json":

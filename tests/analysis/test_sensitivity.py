@@ -10,7 +10,8 @@ import torch
 
 from diffusia import load_pipeline
 from diffusia.analysis.search import search
-from diffusia.analysis.sensitivity import load_sensitivity, run_sensitivity, write_sensitivity
+from diffusia.analysis.sensitivity import run_sensitivity
+from diffusia.analysis.sensitivity_report import load_sensitivity, write_sensitivity
 from diffusia.config import Recipe, get_preset
 from diffusia.prompts import Prompt
 from diffusia.quant import api
