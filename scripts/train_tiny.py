@@ -91,7 +91,8 @@ def train_unet(unet, text_encoder, tokenizer, latents, captions, args, gen, snap
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     unet.train(), text_encoder.train()
     losses = []
-    for step in (bar := tqdm(range(args.steps), desc="unet", mininterval=5)):
+    stop = args.stop_at or args.steps
+    for step in (bar := tqdm(range(stop), desc="unet", mininterval=5)):
         idx = torch.randint(0, len(latents), (args.batch,), generator=gen)
         x0, tok = latents[idx], ids[idx].clone()
         drop = torch.rand(args.batch, generator=gen) < args.caption_dropout
@@ -119,8 +120,8 @@ def train_unet(unet, text_encoder, tokenizer, latents, captions, args, gen, snap
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if step % 200 == 0:
             log.info("step %d loss %.4f", step, np.mean(losses[-200:]))
-        if snapshot and args.snapshot_every and step and step % args.snapshot_every == 0:
-            snapshot(ema_unet, ema_text, step)
+        if snapshot and args.snapshot_every and (step + 1) % args.snapshot_every == 0:
+            snapshot(ema_unet, ema_text, step + 1)
     return ema_unet, ema_text, losses
 
 
@@ -135,6 +136,8 @@ def main(argv=None):
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--min-snr-gamma", type=float, default=5.0)
+    p.add_argument("--stop-at", type=int, default=None,
+                   help="end after this many steps, keeping the learning-rate schedule of --steps")
     p.add_argument("--snapshot-every", type=int, default=500, help="write the EMA pipeline to OUT-snapshot every N steps")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--init", default=None, help="continue from this pipeline folder (keeps its VAE; trains U-Net + text)")
@@ -179,7 +182,7 @@ def main(argv=None):
     def snapshot(ema_unet, ema_text, step):  # EMA weights so far, to evaluate or keep if the run is cut short
         save_pipeline(out.parent / f"{out.name}-snapshot", parts["vae"], ema_text, tokenizer, ema_unet,
                       parts["scheduler"])
-        log.info("snapshot of step %d written to %s-snapshot", step, out)
+        log.info("snapshot after %d steps written to %s-snapshot", step, out)
 
     unet, text_encoder, losses = train_unet(parts["unet"], parts["text_encoder"], tokenizer, latents * scale,
                                             captions, args, gen, snapshot)
