@@ -55,3 +55,18 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_json_file(path: str | os.PathLike, default_name: str, missing_hint: str) -> tuple[Path, Any]:
+    """(file, parsed JSON) of `path`, or of `path/default_name` for a folder; one-line DiffusiaErrors."""
+    from diffusia.errors import DiffusiaError
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / default_name
+    if not p.is_file():
+        raise DiffusiaError(f"no {default_name} at {path}: {missing_hint}")
+    try:
+        return p, json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise DiffusiaError(f"{p} is not valid JSON ({e.msg} at line {e.lineno})") from None

@@ -5,13 +5,13 @@ never invents a number: a missing field is None and the analyses skip it.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from diffusia.errors import DiffusiaError
+from diffusia.fileio import read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -160,15 +160,7 @@ def load_results(path: str | Path) -> list[VariantResult]:
 
     Reads the evaluation harness' format (`from_harness`); otherwise accepts {"variants": [...]} /
     {"variants": {name: {...}}} / {"results": ...} / a bare list of flat or nested records."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / RESULTS_FILE
-    if not p.is_file():
-        raise DiffusiaError(f"no {RESULTS_FILE} at {path}: run the evaluation first (or pass the run folder)")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise DiffusiaError(f"{p} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    p, data = read_json_file(path, RESULTS_FILE, "run the evaluation first (or pass the run folder)")
     if is_harness_results(data):
         out = from_harness(data, run=str(p.parent))
         if not out:

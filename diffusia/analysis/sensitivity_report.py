@@ -97,17 +97,9 @@ def write_sensitivity(sens: dict[str, Any], out_dir: str | Path) -> Path:
 
 def load_sensitivity(path: str | Path) -> dict[str, Any]:
     """Read sensitivity.json (a file or the folder holding it)."""
-    import json
+    from diffusia.fileio import read_json_file
 
-    p = Path(path)
-    if p.is_dir():
-        p = p / "sensitivity.json"
-    if not p.is_file():
-        raise DiffusiaError(f"no sensitivity.json at {path}: run `diffusia sensitivity --out DIR` first")
-    try:
-        data = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise DiffusiaError(f"{p} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    p, data = read_json_file(path, "sensitivity.json", "run `diffusia sensitivity --out DIR` first")
     if data.get("format") != FORMAT or data.get("version") != VERSION:
         raise DiffusiaError(f"{p} is not a diffusia sensitivity file (format {FORMAT!r} version {VERSION})")
     return data
