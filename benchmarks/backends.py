@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -302,13 +301,9 @@ def environment(threads: int) -> dict[str, Any]:
     import torch
 
     from diffusia.quant import cpu
+    from diffusia.versions import package_versions
 
-    vers = {}
-    for n in VERSIONS:
-        try:
-            vers[n] = metadata.version(n)
-        except metadata.PackageNotFoundError:
-            vers[n] = "absent"
+    vers = package_versions(VERSIONS)
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cpu_model": cpu.cpu_model(),
             "cpu_features": cpu.cpu_features(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cores": os.cpu_count(), "threads": threads, "versions": vers}
