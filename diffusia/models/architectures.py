@@ -4,7 +4,8 @@ from __future__ import annotations
 SD_BETAS = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 # SD v1.5 block structure, narrower: CrossAttnDown x3 + Down, UNetMidBlock2DCrossAttn, Up + CrossAttnUp x3.
-# Heads of width 16 (SD v1.5: 8 heads of 40-160): 8 heads of width 4 made attention 57 % of a training step on CPU.
+# Heads of width 16 (SD v1.5: 8 heads of 40-160): narrower heads make CPU attention dominate training
+# (benchmarks/train_step.py).
 TINY_UNET = dict(
     sample_size=16, in_channels=4, out_channels=4, layers_per_block=2,
     block_out_channels=(32, 64, 96, 128),
