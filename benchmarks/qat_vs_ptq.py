@@ -4,7 +4,7 @@ SSIM and LPIPS of every variant's images against the FP32 images of the same pro
 
 PTQ and QAT share the calibration (same prompts, trajectories and seeds), so QAT starts exactly at the PTQ model.
 
-    python benchmarks/qat_vs_ptq.py [--steps 500] [--lr 1e-5] [--batch 16] [--calib-size 32]
+    python benchmarks/qat_vs_ptq.py [--steps 400] [--lr 1e-5] [--batch 16] [--calib-size 32] [--no-lsq]
 Writes benchmarks/results/qat_vs_ptq.json and .md; QAT folders and each variant's images are kept under --work,
 so a rerun with the same settings skips the variants already done.
 """
@@ -112,10 +112,11 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny")
     p.add_argument("--num", type=int, default=80, help="prompts (1 image each)")
-    p.add_argument("--steps", type=int, default=500, help="QAT steps per variant (~0.9 s each on 2 idle cores)")
+    p.add_argument("--steps", type=int, default=400, help="QAT steps per variant (~1 s each with LSQ on 2 idle cores)")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lsq", action="store_true")
+    p.add_argument("--lsq", action=argparse.BooleanOptionalAction, default=True,
+                   help="learnable activation step sizes (LSQ), as `diffusia qat` by default")
     p.add_argument("--calib-size", type=int, default=32)
     p.add_argument("--sources", default="distill,fashion-mnist")
     p.add_argument("--work", default="out/qat_vs_ptq", help="QAT pipelines and cached images of every variant")

@@ -24,11 +24,12 @@ BASE_VARIANTS = ["fp32", "fp16", "bf16", "w8a8", "mixed", "w8", "w4"]
 class StudyConfig:
     model: str = "tiny"
     out: str = "out/study"
-    num: int = 40  # evaluation images (the reference study used 100: pass --num 100)
+    num: int = 32  # evaluation images (the reference study used 100: pass --num 100)
     runs: int = 10  # timed runs per variant after a warm-up
     steps: int = 25
-    calib_size: int = 32
-    sensitivity_calib: int = 8
+    calib_size: int = 16  # calibration prompts (x 25 steps x 2 guidance branches = 800 U-Net calls)
+    sensitivity_calib: int = 4
+    sensitivity_timesteps: int = 2  # timesteps of the calibration trajectories the per-layer SQNR is measured at
     qat_steps: int = 150
     budget_fraction: float = 0.35  # searched-mixed U-Net budget, as a fraction of the FP32 U-Net
     processes: int = 1
@@ -51,7 +52,7 @@ def _sensitivity(cfg: StudyConfig, out: Path) -> dict:
     prompts = take(load_prompts("calibration", cfg.model), cfg.sensitivity_calib)
     lpips_prompts = [p.text for p in load_prompts("eval", cfg.model)][: 1 if cfg.quick else 2]
     sens = run_sensitivity(pipe, get_preset("w8a8"), prompts, steps=cfg.steps, top=1 if cfg.quick else 5,
-                           lpips_prompts=lpips_prompts, eval_timesteps=1 if cfg.quick else 4, timing=False,
+                           lpips_prompts=lpips_prompts, eval_timesteps=1 if cfg.quick else cfg.sensitivity_timesteps, timing=False,
                            precisions=("w8a8",) if cfg.quick else ("w8a8", "w8", "fp16"), progress=not cfg.quick)
     write_sensitivity(sens, out / "sensitivity")
     return sens

@@ -185,8 +185,9 @@ def _is_fp32(v: VariantResult) -> bool:
     return (v.precision or "").lower() in ("fp32", "float32") or v.name.lower() in ("fp32", "float32")
 
 
-def _is_fp16(v: VariantResult) -> bool:
-    return (v.precision or "").lower() in ("fp16", "float16") or v.name.lower() in ("fp16", "float16")
+def _is_half(v: VariantResult) -> bool:
+    half = ("fp16", "float16", "bf16", "bfloat16")
+    return (v.precision or "").lower() in half or v.name.lower() in half
 
 
 def quantization_verdicts(results: Sequence[VariantResult], memory_mb: float) -> list[str]:
@@ -211,7 +212,7 @@ def quantization_verdicts(results: Sequence[VariantResult], memory_mb: float) ->
                 if v.size_mb is not None and ref.size_mb is not None and v.size_mb < ref.size_mb else "")
         q = f" at {v.lpips:.4g} LPIPS" if v.lpips is not None else ""
         if r >= 1.0:
-            if _is_fp16(v):
+            if _is_half(v):
                 out.append(f"{v.name} is a storage format only on {v.device or 'this device'}: "
                            f"{_s(v.latency_s)} vs FP32 {_s(ref.latency_s)} ({r:.2f}x){size}.")
             else:

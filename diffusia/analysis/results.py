@@ -142,7 +142,7 @@ def from_harness(data: Mapping[str, Any], run: str | None = None) -> list[Varian
     for name, v in data["variants"].items():
         q = quality.get(name) or {}
         kind = v.get("kind")
-        precision = {"fp32": "fp32", "dtype": v.get("dtype"), "preset": name}.get(kind)
+        precision = {"fp32": "fp32", "dtype": v.get("dtype"), "storage": name, "preset": name}.get(kind)
         iph = _num(_dig(v, "latency", "images_per_hour"))
         out.append(VariantResult(
             name=str(name), size_mb=_num(_dig(v, "size", "unet_mb")), peak_mb=_num(_dig(v, "memory", "peak_mb")),

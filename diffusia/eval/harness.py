@@ -40,32 +40,22 @@ def _real_images(count: int) -> np.ndarray:
     return np.ascontiguousarray(images.transpose(0, 2, 3, 1))
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return set(line.split(":", 1)[-1].split())
-
-
 def _notes(res: dict[str, Any], specs: list[Variant], device: str) -> list[str]:
     notes = []
     lat = {n: v.get("latency", {}).get("end_to_end", {}).get("mean") for n, v in res["variants"].items()}
-    flags = _cpu_flags()
-    native = {"fp16": bool(flags & {"avx512_fp16", "amx_fp16"}), "bf16": bool(flags & {"avx512_bf16", "amx_bf16"})}
     for v in specs:
-        if v.kind != "dtype" or not device.startswith("cpu"):
+        if v.kind not in ("dtype", "storage") or not device.startswith("cpu"):
             continue
         ratio = (lat.get(v.name) or math.nan) / (lat.get("fp32") or math.nan)
-        slower = f" ({ratio:.1f}x the FP32 latency here)" if math.isfinite(ratio) else ""
-        if native.get(v.value):
+        slower = f" ({ratio:.2f}x the FP32 latency here)" if math.isfinite(ratio) else ""
+        if v.kind == "dtype":
             notes.append(f"{v.name}: this CPU has native {v.value} instructions; latency{slower} is that of PyTorch's "
                          "CPU kernels for this dtype.")
         else:
             notes.append(f"{v.name} is a storage format on this CPU: it has no native {v.value.upper()} arithmetic, so "
-                         f"PyTorch emulates it and the latency{slower} does not represent a device with "
-                         f"{v.value.upper()} units; the size and quality numbers stand.")
+                         f"the U-Net's weights are stored in {v.value.upper()} and computed in FP32; its latency"
+                         f"{slower} includes the upcast and does not represent a device with {v.value.upper()} units, "
+                         "its size and quality numbers stand.")
     q = res.get("quality") or {}
     if q.get("fd_name") and q["fd_name"] != "FID":
         notes.append(f"{q['fd_name']} is the Frechet distance on ImageNet EfficientNet-Lite0 features (the FID "
@@ -126,7 +116,7 @@ def evaluate(model: str, variants: str | list[str] = "fp32,fp16,w8a8", prompts: 
     from diffusia.prompts import load_prompts
 
     out = Path(out)
-    specs = parse_variants(variants)
+    specs = parse_variants(variants, device)
     if quality and not any(v.kind == "fp32" for v in specs):
         raise DiffusiaError("quality is measured against the FP32 images: add fp32 to --variants (or pass --no-quality)")
     for name, value, low in (("--runs", runs, 1), ("--processes", processes, 1), ("--warmup", warmup, 0),

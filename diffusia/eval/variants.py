@@ -1,7 +1,9 @@
 """Variants of the evaluation: resolve `--variants` strings and materialise each as a pipeline folder.
 
-`fp32` is the base model as loaded; `fp16` / `bf16` load the whole pipeline in that dtype; any other preset
-name (`w8a8`, `w8`, `w4`, `mixed`, ...) quantizes the base U-Net with `diffusia.quant.pipeline`; a path is a
+`fp32` is the base model as loaded; `fp16` / `bf16` load the whole pipeline in that dtype where the device has
+arithmetic for it (CUDA, or a CPU with AVX512-FP16/BF16 or AMX), and elsewhere are what they can only be there, a
+storage format: the U-Net's weights stored in that dtype and computed in FP32 (the preset of that name; PyTorch's
+emulated half arithmetic would only measure the emulation). Any other preset name (`w8a8`, `w8`, `w4`, `mixed`, ...) quantizes the base U-Net with `diffusia.quant.pipeline`; a path is a
 quantized diffusia folder (with `diffusia.json`) made from the same base model.
 """
 from __future__ import annotations
@@ -19,12 +21,11 @@ from diffusia.fileio import atomic_dir
 log = logging.getLogger(__name__)
 
 DTYPE_VARIANTS = {"fp32": None, "fp16": "fp16", "bf16": "bf16"}
-FALLBACK_PRESETS = ("w8a8", "w8", "w4", "mixed")
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One column of the study: `name` labels it, `kind` is fp32 | dtype | preset | folder."""
+    """One column of the study: `name` labels it, `kind` is fp32 | dtype | storage | preset | folder."""
 
     name: str
     kind: str
@@ -33,16 +34,15 @@ class Variant:
 
     def describe(self) -> str:
         return {"fp32": "base model, float32", "dtype": f"whole pipeline cast to {self.value}",
+                "storage": f"U-Net weights stored in {self.value}, computed in float32 (no native {self.value} here)",
                 "preset": f"U-Net quantized with preset {self.value!r}",
                 "folder": f"quantized folder {self.value}"}[self.kind]
 
 
 def quant_presets() -> tuple[str, ...]:
-    """Quantization preset names (from diffusia.config when present), without the dtype ones."""
-    try:
-        from diffusia.config import PRESETS
-    except ImportError:
-        PRESETS = FALLBACK_PRESETS
+    """Quantization preset names, without the dtype ones."""
+    from diffusia.config import PRESETS
+
     return tuple(p for p in PRESETS if p not in DTYPE_VARIANTS)
 
 
@@ -59,7 +59,16 @@ def _folder_name(path: Path, taken: set[str]) -> str:
     return name
 
 
-def parse_variants(spec: str | Sequence[str]) -> list[Variant]:
+def native_half(dtype: str, device: str) -> bool:
+    """Whether `device` computes in `dtype` ("fp16"/"bf16") natively: CUDA does; a CPU only with the instructions."""
+    if not device.startswith("cpu"):
+        return True
+    from diffusia.quant.cpu import has_native_half
+
+    return has_native_half(dtype)
+
+
+def parse_variants(spec: str | Sequence[str], device: str = "cpu") -> list[Variant]:
     """`fp32,fp16,w8a8,path/to/folder` -> variants; unknown names and non-diffusia folders are one-line errors."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     items = [str(s).strip() for s in items if str(s).strip()]
@@ -71,7 +80,8 @@ def parse_variants(spec: str | Sequence[str]) -> list[Variant]:
         if item == "fp32":
             v = Variant("fp32", "fp32", "fp32")
         elif item in DTYPE_VARIANTS:
-            v = Variant(item, "dtype", item, dtype=DTYPE_VARIANTS[item])
+            native = native_half(item, device)
+            v = Variant(item, "dtype" if native else "storage", item, dtype=DTYPE_VARIANTS[item] if native else None)
         elif item in quant_presets():
             v = Variant(item, "preset", item)
         elif Path(item).expanduser().is_dir():
@@ -133,16 +143,10 @@ def materialise(variant: Variant, model: str, out_dir: str | Path, calib_prompts
         with atomic_dir(folder) as tmp:
             pipe.save_pretrained(tmp, safe_serialization=True)
         return folder
-    try:
-        from diffusia.config import get_preset
-        from diffusia.quant.pipeline import quantize_pipeline
-    except ImportError as e:
-        raise DiffusiaError(f"variant {variant.name!r} needs diffusia's quantizer, which is unavailable here ({e}): "
-                            f"use {', '.join(DTYPE_VARIANTS)} or a quantized folder") from None
-    try:
-        from diffusia.quant.pipeline import save_quantized_pipeline
-    except ImportError:
-        from diffusia.quant.serialization import save_quantized_pipeline
+    from diffusia.config import get_preset
+    from diffusia.quant.pipeline import quantize_pipeline
+    from diffusia.quant.serialization import save_quantized_pipeline
+
     recipe = get_preset(variant.value)
     pipe = load_pipeline(model, progress=False)
     log.info("quantizing %s with preset %s (calibration: %d prompts)", model, variant.value, calib_size)

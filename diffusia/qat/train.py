@@ -2,7 +2,7 @@
 
 PTQ start (quantize with the recipe, calibrate on sampling trajectories of calibration prompts, not frozen) ->
 fake quantization of weights and W8A8 activations (straight-through estimator) -> fine-tune the U-Net's float
-weights (optionally LSQ-style learnable activation step sizes, `--lsq`) -> freeze -> the same INT8 folder as PTQ.
+weights and, by default, LSQ-style learnable activation step sizes (`--no-lsq` to fix them) -> freeze -> the same INT8 folder as PTQ.
 
 One CPU process by default; several processes or GPUs with no code change:
 
@@ -57,7 +57,7 @@ class QATConfig:
     steps: int = 100
     lr: float = 1e-5
     batch: int = 16  # per process
-    lsq: bool = False
+    lsq: bool = True  # learn the activation step sizes too
     lsq_lr: float = 1e-3  # Adam lr of the log activation step sizes
     checkpoint_every: int = 50  # 0: only the final state
     resume: bool = False
@@ -415,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--batch", type=int, default=16, help="per process")
-    p.add_argument("--lsq", action="store_true", help="learn the activation step sizes too (LSQ)")
+    p.add_argument("--lsq", action=argparse.BooleanOptionalAction, default=True,
+                   help="learn the activation step sizes too (LSQ; default on)")
     p.add_argument("--lsq-lr", type=float, default=1e-3)
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--resume", action="store_true")

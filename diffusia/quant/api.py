@@ -164,6 +164,7 @@ def load_quantized_state(unet: nn.Module, qmap: Mapping[str, Any], state_dict: M
                             f"unexpected {result.unexpected_keys[:3]}")
     for q in frozen:
         q.build_kernels()
+        q.release_packed_source()
     for name, q in qmodules(unet).items():
         if modes[name] == "fake":
             q.set_mode("fake")

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 INT16_MAX = 32767
-_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx")
+_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx", "fp16", "bf16")
 
 
 def _read_cpuinfo() -> str:
@@ -36,7 +36,8 @@ def _cpuinfo_field(name: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def cpu_features() -> dict[str, bool]:
-    """Instruction-set flags that matter for INT8 kernels: avx2, fma, avx512f, avx512_vnni, avx_vnni, amx.
+    """Instruction-set flags that matter for INT8 kernels (avx2, fma, avx512f, avx512_vnni, avx_vnni, amx) and
+    native half-precision arithmetic (fp16: avx512_fp16 or amx_fp16; bf16: avx512_bf16 or amx_bf16).
 
     From /proc/cpuinfo flags, completed by `torch.backends.cpu.get_cpu_capability()` where cpuinfo is missing.
     """
@@ -49,6 +50,8 @@ def cpu_features() -> dict[str, bool]:
         "avx512_vnni": "avx512_vnni" in flags,
         "avx_vnni": "avx_vnni" in flags,
         "amx": bool(flags & {"amx_tile", "amx_int8"}),
+        "fp16": bool(flags & {"avx512_fp16", "amx_fp16"}),
+        "bf16": bool(flags & {"avx512_bf16", "amx_bf16"}),
     }
     return {k: feats[k] for k in _FEATURES}
 
@@ -61,6 +64,12 @@ def has_vnni() -> bool:
     """True if u8 x s8 products accumulate in int32 (VNNI or AMX): no int16 saturation."""
     f = cpu_features()
     return f["avx512_vnni"] or f["avx_vnni"] or f["amx"]
+
+
+def has_native_half(dtype: str) -> bool:
+    """True if this CPU has arithmetic units for `dtype` ("fp16" or "bf16"); without them PyTorch emulates it
+    and a half-precision model is only a storage format here."""
+    return cpu_features().get(dtype, False)
 
 
 def saturation_risk() -> bool:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from diffusia.calib.base import Calibrator, get_calibrator
 from diffusia.errors import DiffusiaError
+from diffusia.quant.residency import release_pages
 from diffusia.quant import qmath
 from diffusia.quant.timestep import TimestepState
 
@@ -205,6 +206,13 @@ class QModuleMixin:
         n = self.settings.timestep_groups if self.precision == "w8a8" else 1
         self._kernels = [] if self.precision in _HALF else [self._make_kernel(g) for g in range(n)]
         self.mode = "real"
+
+    def release_packed_source(self) -> bool:
+        """Once oneDNN holds its own packed copy of the int8 weight, give back the source's resident pages (a
+        loaded weight is mapped from its file and is read again only to save or copy the model)."""
+        if self._kernels and all(getattr(k, "backend", None) == "onednn" for k in self._kernels):
+            return release_pages(self.weight_int8)
+        return False
 
     # ----- forward
     def forward(self, x: Tensor) -> Tensor:

@@ -46,9 +46,11 @@ def layer_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if n and isinstance(m, LAYER_TYPES)]
 
 
-def default_plan(model: nn.Module, precision: str) -> dict[str, str]:
-    """`precision` for the quantizable layers, `keep` for every other layer."""
-    return {n: (precision if is_quantizable(n) else "keep") for n in layer_names(model)}
+def default_plan(model: nn.Module, precision: str, keep_as: str = "fp32") -> dict[str, str]:
+    """`precision` for the quantizable layers; the high-precision ones stored as `keep_as` (fp32: `keep`
+    untouched, fp16/bf16: half-precision storage computed in fp32); `keep` for every other layer."""
+    high = "keep" if keep_as == "fp32" else keep_as
+    return {n: precision if is_quantizable(n) else high if is_high_precision(n) else "keep" for n in layer_names(model)}
 
 
 def plan(model: nn.Module, recipe: Recipe) -> dict[str, str]:
@@ -56,7 +58,7 @@ def plan(model: nn.Module, recipe: Recipe) -> dict[str, str]:
 
     A rule that matches no layer raises DiffusiaError naming the nearest layer names.
     """
-    result = default_plan(model, recipe.weights)
+    result = default_plan(model, recipe.weights, recipe.keep_as)
     names = list(result)
     for rule in recipe.rules:
         hits = [n for n in names if rule.matches(n)]

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from diffusia.errors import DiffusiaError
 from diffusia.eval.harness import _notes, evaluate
@@ -56,20 +57,50 @@ def test_quality(evaluated):
     assert w8["fd_vs_reference"] >= 0 and "fd_vs_real" not in w8  # real images only for model `tiny`
 
 
-def test_fp16_folder_is_half_the_bytes(micro_pipeline_dir, tmp_path):
+@pytest.fixture
+def half_units(monkeypatch):
+    """Pretend the CPU has (True) or lacks (False) native FP16/BF16 arithmetic."""
+    from diffusia.quant import cpu
+
+    def use(native: bool) -> None:
+        monkeypatch.setattr(cpu, "has_native_half", lambda dtype: native)
+
+    return use
+
+
+def test_fp16_is_the_whole_pipeline_where_native(micro_pipeline_dir, tmp_path, half_units):
+    half_units(True)
+    assert [v.kind for v in parse_variants("fp32,fp16,bf16", "cpu")] == ["fp32", "dtype", "dtype"]
+    assert parse_variants("fp16", "cuda")[0].dtype == "fp16"
     fp32, fp16 = (materialise(v, str(micro_pipeline_dir), tmp_path) for v in parse_variants("fp32,fp16"))
     ratio = folder_bytes(fp32 / "unet") / folder_bytes(fp16 / "unet")
     assert 1.9 < ratio < 2.1
     assert folder_bytes(fp16) < folder_bytes(fp32)
 
 
-def test_fp16_latency_note():
+def test_fp16_is_a_storage_format_on_cpus_without_half_units(micro_pipeline_dir, tmp_path, half_units):
+    half_units(False)
+    specs = parse_variants("fp32,fp16", "cpu")
+    assert specs[1].kind == "storage" and specs[1].dtype is None and "stored in fp16" in specs[1].describe()
+    fp32, fp16 = (materialise(v, str(micro_pipeline_dir), tmp_path) for v in specs)
+    from diffusia import load_pipeline
+    from diffusia.quant import api
+
+    pipe = load_pipeline(fp16, progress=False)
+    precisions = {m.precision for m in api.qmodules(pipe.unet).values()}
+    assert precisions == {"fp16"} and pipe.unet.conv_in.weight.dtype == torch.float32  # policy keeps conv_in
+    assert folder_bytes(fp16 / "unet") < 0.75 * folder_bytes(fp32 / "unet")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_half_latency_note(half_units, native):
+    half_units(native)
     res = {"variants": {"fp32": {"latency": {"end_to_end": {"mean": 1.0}}},
-                        "fp16": {"latency": {"end_to_end": {"mean": 30.0}}}},
+                        "fp16": {"latency": {"end_to_end": {"mean": 1.25}}}},
            "machine": {"cpu_cores": 2, "loadavg": [0.5]}, "quality": None}
-    notes = _notes(res, parse_variants("fp32,fp16"), "cpu")
-    assert len(notes) == 1 and "30.0x the FP32 latency" in notes[0]
-    assert "storage format" in notes[0] or "native" in notes[0]
+    notes = _notes(res, parse_variants("fp32,fp16", "cpu"), "cpu")
+    assert len(notes) == 1 and "1.25x the FP32 latency" in notes[0]
+    assert ("native fp16 instructions" in notes[0]) == native and ("computed in FP32" in notes[0]) != native
 
 
 def test_jobs_spread_over_categories_then_cycle_with_next_seed():

@@ -79,7 +79,14 @@ def test_frozen_model_holds_low_precision_tensors(name, dtype):
     key = {"w8a8": "weight_int8", "w8": "weight_int8", "w4": "weight_int4", "fp16": "weight_fp16"}[name]
     q = sd[f"down_blocks.0.resnets.0.conv1.{key}"]
     assert q.dtype == dtype and "down_blocks.0.resnets.0.conv1.weight" not in sd
-    assert sd["conv_in.weight"].dtype == torch.float32  # kept in high precision
+    # kept in high precision: fp32 for the fp16 preset, fp16 storage in the integer presets (keep_as)
+    kept = {k: v for k, v in sd.items() if k.startswith(("conv_in.weight", "time_embedding.linear_1.weight"))}
+    if name == "fp16":
+        assert {k: v.dtype for k, v in kept.items()} == {"conv_in.weight": torch.float32,
+                                                         "time_embedding.linear_1.weight": torch.float32}
+    else:
+        assert {k: v.dtype for k, v in kept.items()} == {"conv_in.weight_fp16": torch.float16,
+                                                         "time_embedding.linear_1.weight_fp16": torch.float16}
     nbytes = sum(t.numel() * t.element_size() for t in sd.values())
     fp32 = sum(t.numel() * 4 for t in tiny_unet().state_dict().values())
     assert nbytes < fp32 * (0.6 if name != "fp16" else 0.7)
@@ -148,7 +155,9 @@ def test_summary_lists_every_quantized_layer():
     assert len(lines) == 1 + len(api.qmodules(u)) and lines[0].split()[:4] == ["layer", "precision", "w", "bits"]
     conv1 = next(line.split() for line in lines if line.startswith("down_blocks.0.resnets.0.conv1 "))
     assert conv1[1:5] == ["w8a8", "7" if cpu.weight_qmax(255) < 127 else "8", "8", "real"]
-    assert any(line.split()[1] == "fp16" for line in lines[1:]) and not any(line.startswith("conv_in") for line in lines)
+    assert any(line.split()[1] == "fp16" for line in lines[1:])
+    assert next(line.split()[1] for line in lines if line.startswith("conv_in ")) == "fp16"  # keep_as
+    assert not any(line.startswith("conv_in") for line in api.summary(frozen("fp16")[0]).splitlines())
 
 
 def test_lifecycle_errors():

@@ -31,6 +31,19 @@ def test_default_policy(unet):
     assert len(kept) == 4 + sum(n.endswith("time_emb_proj") for n in p) == 12
 
 
+@pytest.mark.parametrize("preset", ["w8a8", "w8", "w4", "mixed"])
+def test_integer_presets_store_kept_layers_in_fp16(unet, preset):
+    p = plan(unet, get_preset(preset))
+    assert all(p[n] == "fp16" for n in KEPT)
+    assert plan(unet, get_preset(preset).replace(keep_as="fp32"))["conv_in"] == "keep"
+    assert plan(unet, Recipe(weights="w8", keep_as="fp16", rules=[("conv_in", "keep")]))["conv_in"] == "keep"
+
+
+def test_keep_as_is_validated():
+    with pytest.raises(DiffusiaError, match="keep_as"):
+        Recipe(keep_as="int8")
+
+
 def test_norm_linears_are_kept():
     assert not is_quantizable("x.norm1.linear") and is_quantizable("x.attn1.to_q")
 
