@@ -16,7 +16,6 @@ run generation_memory_t benchmarks/generation_memory.py --model tiny
 run qat_vs_ptq          benchmarks/qat_vs_ptq.py
 run kernels             benchmarks/kernels.py
 run w8a8_schemes        benchmarks/w8a8_schemes.py
-run calibrators_tiny    benchmarks/calibrators_tiny.py
 run train_step          benchmarks/train_step.py
 # the full study, timed (the README's `make run`)
 /usr/bin/time -v .venv/bin/diffusia study --model tiny --out out/study > benchmarks/results/logs/study.log 2>&1

@@ -178,7 +178,8 @@ def run_sensitivity(pipe, recipe: Recipe, prompts: Sequence[Prompt], steps: int 
     if not prompts:
         raise DiffusiaError("sensitivity needs calibration prompts: pass --calib-prompts / --calib-size >= 1")
     t_start = time.perf_counter()
-    layer_plan = plan(unet, recipe.replace(keep_as="fp32"))  # the policy's high-precision layers stay out
+    recipe = recipe.replace(keep_as="fp32")  # the policy's high-precision layers stay float and out of the analysis
+    layer_plan = plan(unet, recipe)
     cands = [n for n, p in layer_plan.items() if p in QUANT_PRECISIONS]
     if not cands:
         raise DiffusiaError(f"recipe {recipe.name!r} quantizes no layer: nothing to analyse")
