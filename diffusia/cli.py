@@ -116,19 +116,26 @@ def quantize(
 def export(
     model: str = typer.Option(..., help="A quantized diffusia folder (from `diffusia quantize` or `diffusia qat`)."),
     out: Path = typer.Option(Path("unet.onnx"), help="Output .onnx file (QDQ, int8 weight initializers)."),
-    tolerance: float = typer.Option(0.01, help="Max relative L2 between ONNX Runtime and diffusia outputs."),
+    tolerance: float = typer.Option(0.05, help="Max relative L2 between ONNX Runtime and diffusia outputs (float "
+                                    "rounding ties alone move a W8A8 U-Net's output by ~1 %)."),
 ):
     """Export the quantized U-Net to ONNX (QDQ) and check ONNX Runtime reproduces diffusia's output."""
     from diffusia import load_pipeline
-    from diffusia.export.onnx import check_against_onnxruntime, export_unet
+    from diffusia.export.onnx import check_against_onnxruntime, export_unet, same_codes
 
     pipe = load_pipeline(model, progress=False)
     path = export_unet(pipe.unet, out)
     check = check_against_onnxruntime(pipe.unet, path)
-    err = check["relative_l2_vs_diffusia"]
+    err, codes = check["relative_l2_vs_diffusia"], check["codes"]
+    if not same_codes(codes):
+        d = codes["first_difference"]
+        raise DiffusiaError(f"ONNX Runtime computes other integer codes than diffusia at layer {d['layer']!r} "
+                            f"({d['fraction']:.2%} of them, up to {d['max_steps']} steps): report it with the folder")
     if err > tolerance:
         raise DiffusiaError(f"ONNX Runtime output differs from diffusia's by {err:.2%} relative L2 (> {tolerance:.2%})")
-    typer.echo(f"{path}: ONNX Runtime {check['onnxruntime']} matches diffusia within {err:.2e} relative L2")
+    typer.echo(f"{path}: ONNX Runtime {check['onnxruntime']} matches diffusia within {err:.2%} relative L2; integer "
+               f"codes identical in {codes['identical_before_first_difference']} of {codes['layers']} W8A8 layers "
+               f"before the first rounding tie")
 
 
 # sensitivity, search, pareto, recommend (diffusia/analysis/commands.py)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -32,8 +33,9 @@ def build_micro_pipeline(seed: int = 0):
     from diffusia.models.tokenizer import write_clip_tokenizer
 
     parts = build_components(MICRO_UNET, MICRO_VAE, MICRO_TEXT, seed=seed)
-    tok_dir = write_clip_tokenizer(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"diffusia-tok-{os.getpid()}"))
-    return StableDiffusionPipeline(**parts, tokenizer=CLIPTokenizer.from_pretrained(tok_dir), safety_checker=None,
+    with tempfile.TemporaryDirectory(prefix="diffusia-tok-") as tmp:  # the tokenizer is in memory once loaded
+        tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(tmp))
+    return StableDiffusionPipeline(**parts, tokenizer=tokenizer, safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
 
 

@@ -4,10 +4,12 @@ import dataclasses
 import onnx
 import pytest
 
+from diffusia import load_pipeline
 from diffusia.config import get_preset
 from diffusia.errors import DiffusiaError
-from diffusia.export.onnx import check_against_onnxruntime, export_unet
+from diffusia.export.onnx import check_against_onnxruntime, export_unet, same_codes
 from diffusia.prompts import load_prompts
+from diffusia.quant import api
 from diffusia.quant.pipeline import quantize_pipeline
 from tests.conftest import build_micro_pipeline
 
@@ -19,21 +21,35 @@ def _quantized(preset, **changes):
                              progress=False, validate=False)
 
 
-def test_default_w8a8_onnx_graph_runs_the_same_math_in_onnxruntime(tmp_path):
-    # 8-bit activations: ORT equals the exported QDQ math; against diffusia's oneDNN kernels the random micro
-    # model amplifies rare last-bit differences of one GEGLU projection (3e-4 on that layer) to ~2 %
-    pipe = _quantized("w8a8", keep_as="fp32")
+@pytest.mark.parametrize("changes", [dict(), dict(keep_as="fp32", activations="uint8"), dict(activations="uint7")],
+                         ids=["preset", "uint8-fp32-kept", "uint7"])
+def test_onnxruntime_computes_the_same_integer_codes(tmp_path, changes):
+    # output-level agreement is luck on a quantized net (one rounding tie upstream moves every later layer), so
+    # the check is on the integer codes: identical, up to single-step ties at the first layer that differs
+    pipe = _quantized("w8a8", **changes)
     check = check_against_onnxruntime(pipe.unet, export_unet(pipe.unet, tmp_path / "unet.onnx"))
-    assert check["relative_l2_vs_qdq_graph"] < 1e-4
+    codes = check["codes"]
+    assert codes["layers"] > 10 and codes["identical_before_first_difference"] >= 5
+    assert same_codes(codes), codes
+
+
+def test_onnxruntime_output_matches_diffusia_on_the_trained_tiny_unet(tmp_path):
+    # the stated tolerance of `diffusia export` (5 %); the random micro model amplifies ties far more
+    pipe = quantize_pipeline(load_pipeline("tiny", progress=False), get_preset("w8a8"), load_prompts("tiny"),
+                             calib_size=2, steps=2, progress=False, validate=False)
+    check = check_against_onnxruntime(pipe.unet, export_unet(pipe.unet, tmp_path / "unet.onnx"))
+    assert same_codes(check["codes"])
     assert check["relative_l2_vs_diffusia"] < 0.05
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: with the kept layers stored in FP16 (the presets' keep_as), "
-                   "ONNX Runtime differs from the exported QDQ graph by 0.4-1.6 % on the micro model; not found yet")
-def test_fp16_kept_layers_export_the_same_math(tmp_path):
-    pipe = _quantized("w8a8")
-    check = check_against_onnxruntime(pipe.unet, export_unet(pipe.unet, tmp_path / "unet.onnx"))
-    assert check["relative_l2_vs_qdq_graph"] < 1e-4
+def test_code_comparison_catches_a_different_quantizer(tmp_path):
+    pipe = _quantized("w8a8", keep_as="fp32")
+    path = export_unet(pipe.unet, tmp_path / "unet.onnx")
+    name, layer = next((n, m) for n, m in api.qmodules(pipe.unet).items() if m.precision == "w8a8")
+    layer.act_scale.mul_(1.5)  # diffusia now quantizes this layer's input differently from the exported graph
+    codes = check_against_onnxruntime(pipe.unet, path)["codes"]
+    assert codes["first_difference"]["layer"] == name
+    assert not same_codes(codes)
 
 
 def test_w8a8_exports_qdq_with_int8_weights_matching_onnxruntime(tmp_path):
