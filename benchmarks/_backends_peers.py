@@ -71,14 +71,15 @@ def bf16(unet: nn.Module, ctx: Ctx) -> Built:
                  ["weights, activations and compute in bfloat16, eager"])
 
 
-def _diffusia(preset: str) -> Callable[[nn.Module, Ctx], Built]:
+def _diffusia(preset: str, calibrator: str | None = None) -> Callable[[nn.Module, Ctx], Built]:
+    """diffusia's preset; the calibrator is `calibrator` if given, else the run's --calibrator."""
     def build(unet: nn.Module, ctx: Ctx) -> Built:
         from diffusia.config import get_preset
         from diffusia.quant import api
 
         recipe = get_preset(preset)
-        if ctx.calibrator != "preset":
-            recipe = recipe.replace(calibrator=ctx.calibrator)
+        if (calibrator or ctx.calibrator) != "preset":
+            recipe = recipe.replace(calibrator=calibrator or ctx.calibrator)
         plan = api.quantize(unet, recipe)
         notes = []
         if "w8a8" in plan.values():
@@ -232,6 +233,7 @@ BACKENDS: dict[str, tuple[Callable[[nn.Module, Ctx], Built], str]] = {
     "ort_fp32": (ort_fp32, "runtime FP32 (ONNX Runtime)"),
     "bf16": (bf16, "eager BF16 (no native bf16 here)"),
     "diffusia_w8a8": (_diffusia("w8a8"), "real INT8 kernels (oneDNN, static)"),
+    "diffusia_w8a8_mse": (_diffusia("w8a8", "mse"), "real INT8 kernels (oneDNN, static), MSE calibrator"),
     "diffusia_w8": (_diffusia("w8"), "weight-only INT8 (dequant per call)"),
     "diffusia_w4": (_diffusia("w4"), "weight-only INT4 (dequant per call)"),
     "torch_dynamic_int8": (torch_dynamic_int8, "real INT8 kernels (dynamic, Linear only)"),

@@ -2,10 +2,8 @@
 
 diffusia's real path (default policy, quantize -> calibrate -> freeze, oneDNN kernels) on a 32x32 latent, batch 2:
 calibrated on 5 seeded Gaussian inputs at timesteps 950..20, error = rel-L2 against FP32 on a sixth input.
-Schemes: the default on CPUs without VNNI, each layer's own split of the int16 pair-sum budget between activation
-and weight levels (`balanced`, chosen at calibration from the layer's weight and activation errors); 8-bit
-activations with 7-bit weights everywhere; 7-bit activations with 8-bit weights; and 8-bit with 8-bit weights
-(saturates on CPUs without VNNI). `channels_last` repeats one scheme with the U-Net in
+Schemes: 8-bit activations with 7-bit weights (the default without VNNI), 7-bit activations with 8-bit weights,
+and 8-bit with 8-bit weights (saturates on CPUs without VNNI). `channels_last` repeats one scheme with the U-Net in
 channels-last memory layout: the same math in another float rounding order, a measure of how much this random
 network amplifies tiny perturbations. Errors only: timings are in backends.py.
 
@@ -17,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -32,24 +29,65 @@ from diffusia.quant.modules import QModuleMixin
 RESULTS = Path(__file__).resolve().parent / "results"
 # name, recipe changes, weight_qmax override (None: the CPU's rule), channels_last
 SCHEMES = [
-    ("balanced per layer, percentile (default)", {}, None, False),
-    ("balanced per layer, minmax", {"calibrator": "minmax"}, None, False),
-    ("balanced per layer, mse", {"calibrator": "mse"}, None, False),
-    ("a8w7 percentile", {"activations": "uint8"}, None, False),
-    ("a8w7 minmax", {"activations": "uint8", "calibrator": "minmax"}, None, False),
-    ("a8w7 mse", {"activations": "uint8", "calibrator": "mse"}, None, False),
+    ("a8w7 percentile (default)", {}, None, False),
+    ("a8w7 minmax", {"calibrator": "minmax"}, None, False),
+    ("a8w7 mse", {"calibrator": "mse"}, None, False),
     ("a7w8 percentile", {"activations": "uint7"}, None, False),
     ("a7w8 minmax", {"activations": "uint7", "calibrator": "minmax"}, None, False),
-    ("a8w8 minmax (saturating without VNNI)", {"activations": "uint8", "calibrator": "minmax"}, 127, False),
-    ("a8w7 minmax, channels_last", {"activations": "uint8", "calibrator": "minmax"}, None, True),
+    ("a8w8 minmax (saturating without VNNI)", {"calibrator": "minmax"}, 127, False),
+    ("a8w7 minmax, channels_last", {"calibrator": "minmax"}, None, True),
+    ("a8w7 mse, ff.net.2 in FP16 (rule)", {"calibrator": "mse", "rules": [("*ff.net.2", "fp16")]}, None, False),
 ]
+PROFILED = "a8w7 minmax"  # the scheme whose per-layer activation error is estimated
+
+
+def layer_kind(name: str) -> str:
+    """"...transformer_blocks.0.ff.net.0.proj" -> "ff.net.0.proj", "...attn1.to_out.0" -> "to_out.0", else the last part."""
+    if ".ff." in name:
+        return name[name.index(".ff.") + 1:]
+    parts = name.split(".")
+    return ".".join(parts[-2:]) if parts[-1].isdigit() else parts[-1]
+
+
+def profile_hooks(q) -> tuple[dict, list]:
+    """Mean square of every W8A8 layer's input during calibration (forward pre-hooks)."""
+    power: dict[str, list[float]] = {}
+
+    def hook(name):
+        def h(module, args):
+            p = power.setdefault(name, [0.0, 0])
+            p[0] += float(args[0].double().square().sum())
+            p[1] += args[0].numel()
+        return h
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in api.qmodules(q).items() if m.precision == "w8a8"]
+    return power, handles
+
+
+def activation_errors(q, power: dict) -> list[dict]:
+    """Per layer kind: the estimated relative rounding error of its input activations (step / sqrt(12) over the
+    input's RMS, the step being the calibrated range over the levels) and of its weights (measured)."""
+    from diffusia.quant import qmath
+
+    kinds: dict[str, list[tuple[float, float]]] = {}
+    for n, m in api.qmodules(q).items():
+        if n not in power:
+            continue
+        lo, hi = (float(v) for v in m.act_range[0])
+        rms = (power[n][0] / power[n][1]) ** 0.5
+        act = (max(hi, 0) - min(lo, 0)) / m.settings.act_qmax / 12 ** 0.5 / rms
+        w = m.weight.detach()
+        wq = qmath.dequantize_weight_int8(*qmath.quantize_weight_int8(w, m.settings.weight_qmax))
+        kinds.setdefault(layer_kind(n), []).append((act, float((wq - w).norm() / w.norm())))
+    rows = [{"kind": k, "layers": len(v), "act_error": sum(a for a, _ in v) / len(v),
+             "weight_error": sum(w for _, w in v) / len(v)} for k, v in kinds.items()]
+    return sorted(rows, key=lambda r: -r["act_error"])
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def run(latent: int) -> list[dict]:
+def run(latent: int) -> tuple[list[dict], list[dict]]:
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD15_UNET).eval()
     g = torch.Generator().manual_seed(1)
@@ -58,7 +96,7 @@ def run(latent: int) -> list[dict]:
     test = (torch.randn(2, 4, latent, latent, generator=g), 600, torch.randn(2, 77, 768, generator=g))
     with torch.no_grad():
         ref = unet(*test).sample
-    rows, outputs = [], {}
+    rows, outputs, profile = [], {}, []
     for name, changes, wqmax, channels_last in SCHEMES:
         q = copy.deepcopy(unet)
         api.quantize(q, dataclasses.replace(get_preset("w8a8"), **changes))
@@ -66,23 +104,28 @@ def run(latent: int) -> list[dict]:
             for m in q.modules():
                 if isinstance(m, QModuleMixin) and m.precision == "w8a8":
                     m.settings = dataclasses.replace(m.settings, weight_qmax=wqmax)
+        power, handles = profile_hooks(q) if name == PROFILED else ({}, [])
         with api.calibrate(q):
             for c in calib:
                 q(*c)
+        for h in handles:
+            h.remove()
+        if power:
+            profile = activation_errors(q, power)
         api.freeze(q)
         if channels_last:
             q = q.to(memory_format=torch.channels_last)
         with torch.no_grad():
             y = q(*test).sample
         outputs[name] = y
-        splits = Counter(f"0..{m.settings.act_qmax} / +-{m.settings.weight_qmax}" for m in q.modules()
-                         if isinstance(m, QModuleMixin) and m.precision == "w8a8")
-        row = {"scheme": name, "splits": dict(splits.most_common()), "rel_l2_vs_fp32": rel(y, ref)}
+        m = next(m for m in q.modules() if isinstance(m, QModuleMixin) and m.precision == "w8a8")
+        row = {"scheme": name, "act_qmax": m.settings.act_qmax, "weight_qmax": m.settings.weight_qmax,
+               "rel_l2_vs_fp32": rel(y, ref)}
         if channels_last:
             row["rel_l2_vs_nchw_same_scheme"] = rel(y, outputs["a8w7 minmax"])
         rows.append(row)
         print(row, flush=True)
-    return rows
+    return rows, profile
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,19 +135,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=str(RESULTS / "w8a8_schemes"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = run(args.latent)
+    rows, profile = run(args.latent)
     res = {"model": "sd15-arch (random weights)", "latent": args.latent, "batch": 2, "cpu": cpu.cpu_model(),
-           "saturation_risk": cpu.saturation_risk(), "torch": torch.__version__, "rows": rows}
+           "saturation_risk": cpu.saturation_risk(), "torch": torch.__version__, "rows": rows,
+           "error_sources": profile}
     write_json(args.out + ".json", res)
     lines = [f"# W8A8 schemes on the SD v1.5 U-Net (random weights), latent {args.latent}x{args.latent}, batch 2", "",
              f"{res['cpu']}, saturation risk (no VNNI): {res['saturation_risk']}, torch {res['torch']}. "
              "Calibrated on 5 Gaussian inputs, error on a sixth. Errors only.", "",
-             "| scheme | activation levels / weight max (layers) | rel-L2 vs FP32 | vs the NCHW run |", "|---|---|---|---|"]
+             "| scheme | act levels | weight max | rel-L2 vs FP32 | vs the NCHW run |", "|---|---|---|---|---|"]
     for r in rows:
         other = r.get("rel_l2_vs_nchw_same_scheme")
-        splits = ", ".join(f"{k} ({n})" if len(r["splits"]) > 1 else k for k, n in r["splits"].items())
-        lines.append(f"| {r['scheme']} | {splits} | {r['rel_l2_vs_fp32']:.2%} | "
+        lines.append(f"| {r['scheme']} | 0..{r['act_qmax']} | +-{r['weight_qmax']} | {r['rel_l2_vs_fp32']:.2%} | "
                      f"{'-' if other is None else f'{other:.2%}'} |")
+    lines += ["", f"## Where the error comes from ({PROFILED})", "",
+              "Per kind of layer: the estimated relative rounding error of its input activations (quantization step "
+              "/ sqrt(12) over the RMS of the calibration inputs) and the measured relative error of its weights.", "",
+              "| layer kind | layers | activations | weights |", "|---|---|---|---|"]
+    lines += [f"| {r['kind']} | {r['layers']} | {r['act_error']:.2%} | {r['weight_error']:.2%} |" for r in profile]
     write_text(args.out + ".md", "\n".join(lines) + "\n")
 
 

@@ -16,9 +16,7 @@ from diffusia.errors import DiffusiaError
 
 RECIPE_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "bf16", "w8a8", "w8", "w4", "keep")
-# W8A8 activation range. uint8: 0..255 (weights narrowed to +-64 on CPUs without VNNI); uint7: 0..127; auto: uint8
-# where nothing saturates, else per layer the split of the int16 budget with the least error (cpu.saturation_free_splits)
-ACTIVATIONS = ("auto", "uint8", "uint7")
+ACTIVATIONS = ("auto", "uint8", "uint7")  # auto = uint8, with 7-bit weights on CPUs without VNNI
 CALIBRATORS = ("percentile", "minmax", "mse")
 KEEP_AS = ("fp32", "fp16", "bf16")  # storage of the policy's high-precision layers (time embedding, conv_in/out)
 

@@ -42,10 +42,7 @@ def _qdq_forward(m) -> callable:
     def forward(x: torch.Tensor) -> torch.Tensor:
         if precision == "w8a8":
             scale, zp = m.act_qparams(m.group)
-            qmax = int(m.settings.act_qmax)
-            if qmax < 255:  # the exporter knows only 0..255 and 0..127: clip to the narrower range in float first
-                x = x.clamp(-zp * scale, (qmax - zp) * scale)
-            x = torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, 255)
+            x = torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, int(m.settings.act_qmax))
         return m._float_op(x, weight(), m.bias)
 
     return forward
@@ -192,7 +189,8 @@ def compare_codes(unet: nn.Module, path: str | Path, inputs: tuple[torch.Tensor,
 
     path = Path(path)
     model = onnx.load(str(path), load_external_data=False)  # external data stays where it is, referenced
-    qnodes = {_layer_of(n.name): n.output[0] for n in model.graph.node
+    clips = {n.input[0]: n.output[0] for n in model.graph.node if n.op_type == "Clip"}  # 7-bit: Q -> Clip -> DQ
+    qnodes = {_layer_of(n.name): clips.get(n.output[0], n.output[0]) for n in model.graph.node
               if n.op_type == "QuantizeLinear" and n.name.startswith("/unet/")}
     for output in qnodes.values():
         model.graph.output.append(onnx.helper.make_tensor_value_info(output, onnx.TensorProto.UINT8, None))

@@ -36,8 +36,8 @@ def _require_quantized(model: nn.Module) -> dict[str, QModuleMixin]:
 
 
 def act_qmax_for(activations: str) -> int:
-    """Top of the uint activation range: 127 for uint7; 255 for uint8 and, until calibration balances it per
-    layer on CPUs without VNNI, for auto (saturation is avoided by narrowing the weights, see `cpu.weight_qmax`)."""
+    """Top of the uint activation range: 127 for uint7; 255 for uint8 and auto (saturation on CPUs without VNNI
+    is avoided by narrowing the weights instead, see `cpu.weight_qmax`)."""
     return 127 if activations == "uint7" else 255
 
 
@@ -53,7 +53,6 @@ def quantize(unet: nn.Module, recipe: Recipe) -> dict[str, str]:
     layer_plan = make_plan(unet, recipe)
     qmax = act_qmax_for(recipe.activations) if "w8a8" in layer_plan.values() else 127
     wqmax = cpu.weight_qmax(qmax)  # 7-bit weights if 8-bit activations could saturate int16 pair sums
-    balance = recipe.activations == "auto" and len(cpu.saturation_free_splits()) > 1  # per layer, at calibration
     state = ts.TimestepState(recipe.timestep_groups, recipe.num_train_timesteps)
     for name, precision in layer_plan.items():
         if precision == "keep":
@@ -65,7 +64,7 @@ def quantize(unet: nn.Module, recipe: Recipe) -> dict[str, str]:
         settings = QSettings(precision, act_qmax=qmax, weight_qmax=wqmax if precision == "w8a8" else 127,
                              calibrator=recipe.calibrator, percentile=recipe.percentile,
                              bins=recipe.histogram_bins, group_size=recipe.int4_group_size,
-                             timestep_groups=recipe.timestep_groups, balance_ranges=balance and precision == "w8a8")
+                             timestep_groups=recipe.timestep_groups)
         _swap(unet, name, qclass_for(module).from_module(module, settings, state))
     ts.attach(unet, state)
     setattr(unet, _RECIPE_ATTR, recipe)

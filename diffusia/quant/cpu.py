@@ -5,8 +5,7 @@ adjacent products into a saturating int16. Without VNNI (`vpdpbusd`, int32 accum
 255 * 127 overflow it. Either 7-bit activations (0..127) or 7-bit weights (|q| <= 64, `weight_qmax`) make every
 pair fit: 2 * 127 * 127 = 32258 and 2 * 255 * 64 = 32640 <= 32767. diffusia's default keeps 8-bit activations
 and narrows the weights: on the SD v1.5 U-Net (random weights, 32x32 latent) that measured 3.7-4.0 % rel-L2
-against 6.9-8.2 % for 7-bit activations (benchmarks/results/w8a8_schemes.md). Between the two ends every layer
-can take its own split of the budget (`saturation_free_splits`): the one that loses least for that layer.
+against 6.9-8.2 % for 7-bit activations, and it saves the clamp pass (benchmarks/results/w8a8_schemes.md).
 """
 from __future__ import annotations
 
@@ -87,15 +86,6 @@ def weight_qmax(act_qmax: int) -> int:
     if not saturation_risk():
         return 127
     return min(127, INT16_MAX // (2 * act_qmax))
-
-
-def saturation_free_splits() -> list[tuple[int, int]]:
-    """The (act_qmax, weight_qmax) pairs an INT8 layer can use here: (255, 127) where nothing saturates; on a CPU
-    without VNNI, from 8-bit activations with weights in +-64 to 7-bit-and-a-bit activations (0..129) with +-127,
-    each the widest activation range whose pair sums fit int16 for that weight range."""
-    if not saturation_risk():
-        return [(255, 127)]
-    return [(min(255, INT16_MAX // (2 * w)), w) for w in (64, 80, 96, 112, 127)]
 
 
 def cpu_model() -> str:

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 from diffusia.calib.base import Calibrator, get_calibrator
 from diffusia.errors import DiffusiaError
-from diffusia.quant import cpu, qmath
 from diffusia.quant.residency import release_pages
+from diffusia.quant import qmath
 from diffusia.quant.timestep import TimestepState
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,6 @@ class QSettings:
     bins: int = 2048
     group_size: int = 64
     timestep_groups: int = 1
-    balance_ranges: bool = False  # at calibration, pick this layer's (act_qmax, weight_qmax) split (CPUs without VNNI)
 
     def __post_init__(self) -> None:
         if self.precision not in QUANT_PRECISIONS:
@@ -96,7 +95,6 @@ class QModuleMixin:
         self.mode = "float"
         self._kernels: list[Callable[[Tensor], Tensor]] = []
         self._calibrators: list[Calibrator] = []
-        self._act_power = [0.0, 0]  # sum of x^2 and count of the calibration inputs (for balance_ranges)
         if settings.precision == "w8a8":
             k = settings.timestep_groups
             self._calibrators = [settings.new_calibrator() for _ in range(k)]
@@ -147,7 +145,6 @@ class QModuleMixin:
     def reset_calibration(self) -> None:
         for c in self._calibrators:
             c.reset()
-        self._act_power = [0.0, 0]
 
     def compute_ranges(self) -> bool:
         """Turn the calibrators' observations into per-group (scale, zero_point); False if none observed."""
@@ -157,32 +154,11 @@ class QModuleMixin:
         ranges = {g: self._calibrators[g].compute() for g in seen}
         union = (min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values()))
         for g in range(len(self._calibrators)):
-            self.act_range[g] = torch.tensor(ranges.get(g, union))  # a group no calibration timestep fell in: the union
-        if self.settings.balance_ranges:
-            self._balance_ranges()
-        for g, (lo, hi) in enumerate(self.act_range.tolist()):
-            self.act_scale[g], self.act_zero_point[g] = qmath.act_qparams(lo, hi, self.settings.act_qmax)
+            lo, hi = ranges.get(g, union)  # a group no calibration timestep fell in: use the union
+            scale, zp = qmath.act_qparams(lo, hi, self.settings.act_qmax)
+            self.act_range[g] = torch.tensor([lo, hi])
+            self.act_scale[g], self.act_zero_point[g] = scale, zp
         return True
-
-    def _balance_ranges(self) -> None:
-        """Split the int16 pair-sum budget of a CPU without VNNI between activation levels and weight levels: the
-        (act_qmax, weight_qmax) pair with the least estimated relative output error, the weight's rounding error
-        (measured) plus the activations' (step^2 / 12 over their mean square, per calibrated range)."""
-        total, count = self._act_power
-        if not count or total <= 0:
-            return
-        w = self.weight.detach().float()
-        w_power, mean_square = float(w.square().sum()), total / count
-        widths = [max(hi, 0.0) - min(lo, 0.0) for lo, hi in self.act_range.tolist()]
-
-        def error(split: tuple[int, int]) -> float:
-            a, wq = split
-            w_err = float((qmath.dequantize_weight_int8(*qmath.quantize_weight_int8(w, wq)) - w).square().sum())
-            a_err = sum((width / a) ** 2 / 12 for width in widths) / len(widths)
-            return w_err / max(w_power, 1e-30) + a_err / mean_square
-
-        a, wq = min(cpu.saturation_free_splits(), key=error)
-        self.settings = dataclasses.replace(self.settings, act_qmax=a, weight_qmax=wq)
 
     # ----- freezing
     def frozen_buffer_specs(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
@@ -245,9 +221,6 @@ class QModuleMixin:
         w = self.weight
         if self.mode == "calibrate" and self._calibrators:
             self._calibrators[self.group].collect(x)
-            if self.settings.balance_ranges:
-                self._act_power[0] += float(x.detach().float().square().sum())
-                self._act_power[1] += x.numel()
         elif self.mode == "fake":
             w = qmath.fake_quant_weight(w, self.precision, self.settings.group_size, self.settings.weight_qmax)
             if self.precision == "w8a8":

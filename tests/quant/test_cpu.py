@@ -56,15 +56,6 @@ def test_saturation_free_bounds():
         assert 2 * act_qmax * w <= cpu.INT16_MAX
 
 
-def test_splits_fit_int16_and_span_both_ends(fake_cpuinfo):
-    fake_cpuinfo(FLAGS_ZEN1)
-    splits = cpu.saturation_free_splits()
-    assert splits[0] == (255, 64) and splits[-1][1] == 127 and splits[-1][0] >= 127
-    assert all(2 * a * w <= cpu.INT16_MAX and cpu.weight_qmax(a) == w for a, w in splits)
-    fake_cpuinfo(FLAGS_VNNI)
-    assert cpu.saturation_free_splits() == [(255, 127)]
-
-
 def test_this_machine_matches_cpuinfo():
     """On the project's machine (Zen 1, no VNNI) 8-bit activations get 7-bit weights."""
     f = cpu.cpu_features()

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from diffusia.errors import DiffusiaError
-from diffusia.quant import cpu, qmath
+from diffusia.quant import qmath
 from diffusia.quant.modules import QConv2d, QLinear, QSettings, qclass_for
 from diffusia.quant.timestep import TimestepState
 from diffusia.quant.kernels import onednn_int8_available
@@ -147,26 +147,3 @@ def test_empty_timestep_group_gets_union_range():
     q(x_for("linear"))
     q.compute_ranges()
     assert torch.equal(q.act_range[1], q.act_range[0]) and q.calibrated
-
-
-def _balanced(x: torch.Tensor, monkeypatch) -> QSettings:
-    monkeypatch.setattr(cpu, "saturation_risk", lambda: True)  # the choice exists only on CPUs without VNNI
-    _, q = make("linear", "w8a8", act_qmax=255, weight_qmax=64, calibrator="minmax", balance_ranges=True)
-    q.set_mode("calibrate")
-    q(x)
-    assert q.compute_ranges()
-    return q.settings
-
-
-def test_balance_gives_weight_levels_to_a_layer_with_coarse_free_activations(monkeypatch):
-    # inputs of only 0 and 1 are exact at any activation range: all the error is the weights'
-    settings = _balanced(torch.randint(0, 2, (2, 5, 40)).float(), monkeypatch)
-    assert settings.weight_qmax == 127 and 2 * settings.act_qmax * 127 <= cpu.INT16_MAX
-
-
-def test_balance_keeps_8bit_activations_for_a_wide_activation_range(monkeypatch):
-    # one outlier stretches the range 1000x over the typical value: activation levels matter most
-    x = torch.randn(2, 5, 40) * 0.01
-    x[0, 0, 0] = 10.0
-    settings = _balanced(x, monkeypatch)
-    assert (settings.act_qmax, settings.weight_qmax) == (255, 64)
