@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce every shipped benchmark result (benchmarks/results/), one after the other so they never share cores.
-# Each writes JSON + Markdown; logs go to benchmarks/results/logs/. Roughly 1.5 h on 2 idle cores.
+# Each writes JSON + Markdown; logs go to benchmarks/results/logs/. Roughly 3 h on 2 idle cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -9,11 +9,11 @@ run() { local name=$1; shift; echo "== $name: $*"; "$PY" "$@" > "benchmarks/resu
 
 run tiny_quality        benchmarks/tiny_quality.py
 run eval_speed          benchmarks/eval_speed.py --source tiny
-run backends_tiny       benchmarks/backends.py --model tiny
-run backends_sd15       benchmarks/backends.py --model sd15-arch --latent 32
+run backends            benchmarks/backends.py --budget 120      # tiny and sd15-arch (32x32), ~55 min
 run generation_memory   benchmarks/generation_memory.py --model sd15-arch
 run generation_memory_t benchmarks/generation_memory.py --model tiny
 run qat_vs_ptq          benchmarks/qat_vs_ptq.py
+run kept_layers         benchmarks/kept_layers.py
 run kernels             benchmarks/kernels.py
 run w8a8_schemes        benchmarks/w8a8_schemes.py
 run train_step          benchmarks/train_step.py
