@@ -16,6 +16,7 @@ from torch import nn
 from diffusia.errors import DiffusiaError
 from diffusia.fileio import atomic_path
 from diffusia.quant import api, qmath
+from diffusia.quant.kernels import quantize_act_u8
 
 log = logging.getLogger(__name__)
 OPSET = 17  # the legacy exporter quantizes reliably at 17 (see ../shared/CPU_INT8_NOTES.md)
@@ -140,12 +141,6 @@ def export_unet(unet: nn.Module, path: str | Path, batch: int = 2) -> Path:
     return path
 
 
-def _session(path: str | Path):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
 def _feeds(inputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
     return dict(zip(("sample", "timestep", "encoder_hidden_states"), (t.numpy() for t in inputs)))
 
@@ -163,11 +158,30 @@ def check_against_onnxruntime(unet: nn.Module, path: str | Path, batch: int = 2,
     inputs = example_inputs(unet, batch, seed)
     with torch.no_grad():
         ref = unet(*inputs).sample.numpy()
-        with qdq_mode(unet):
-            graph = unet(*inputs).sample.numpy()
-    out = _session(path).run(None, _feeds(inputs))[0]
+    graph, ours = _qdq_run(unet, inputs)
+    out, theirs = _onnxruntime_run(path, inputs)
     return {"relative_l2_vs_diffusia": _rel(out, ref), "relative_l2_vs_qdq_graph": _rel(out, graph),
-            "codes": compare_codes(unet, path, inputs), "onnxruntime": ort.__version__}
+            "codes": compare_codes(ours, theirs), "onnxruntime": ort.__version__}
+
+
+def _qdq_run(unet: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The exported QDQ graph's output in PyTorch and each W8A8 layer's uint8 input codes, in execution order."""
+    codes: dict[str, np.ndarray] = {}
+
+    def record(name: str):
+        def hook(module, args):
+            scale, zp = module.act_qparams(module.group)
+            codes[name] = quantize_act_u8(args[0].float(), scale, zp, module.settings.act_qmax).numpy()
+        return hook
+
+    handles = [m.register_forward_pre_hook(record(n)) for n, m in api.qmodules(unet).items() if m.precision == "w8a8"]
+    try:
+        with torch.no_grad(), qdq_mode(unet):
+            out = unet(*inputs).sample.numpy()
+    finally:
+        for h in handles:
+            h.remove()
+    return out, codes
 
 
 def _layer_of(node_name: str) -> str:
@@ -175,9 +189,32 @@ def _layer_of(node_name: str) -> str:
     return node_name.removeprefix("/unet/").rpartition("/")[0].replace("/", ".")
 
 
-def compare_codes(unet: nn.Module, path: str | Path, inputs: tuple[torch.Tensor, ...]) -> dict:
-    """Where ONNX Runtime and the QDQ graph part ways: the uint8 activation codes of every W8A8 layer, from ONNX
-    Runtime (the graph re-saved with its QuantizeLinear outputs as extra outputs) and from PyTorch, in execution order.
+def _onnxruntime_run(path: str | Path, inputs: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """ONNX Runtime's output and the uint8 codes its activation quantizers feed to DequantizeLinear, by layer: the
+    graph re-saved next to `path` (external data referenced, not copied) with those codes as extra outputs."""
+    import onnx
+    import onnxruntime as ort
+
+    path = Path(path)
+    model = onnx.load(str(path), load_external_data=False)
+    clips = {n.input[0]: n.output[0] for n in model.graph.node if n.op_type == "Clip"}  # 7-bit: Q -> Clip -> DQ
+    codes = {_layer_of(n.name): clips.get(n.output[0], n.output[0]) for n in model.graph.node
+             if n.op_type == "QuantizeLinear" and n.name.startswith("/unet/")}
+    for output in codes.values():
+        model.graph.output.append(onnx.helper.make_tensor_value_info(output, onnx.TensorProto.UINT8, None))
+    probe = path.with_name(f".{path.stem}.codes.onnx")
+    try:
+        onnx.save(model, str(probe))
+        session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
+        values = dict(zip([o.name for o in model.graph.output], session.run(None, _feeds(inputs))))
+    finally:
+        probe.unlink(missing_ok=True)
+    return values[model.graph.output[0].name], {layer: values[name] for layer, name in codes.items()}
+
+
+def compare_codes(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> dict:
+    """Where ONNX Runtime and the QDQ graph part ways: the uint8 activation codes of every W8A8 layer with its own
+    quantizer in the ONNX graph (layers sharing an identical one, e.g. q/k/v, are folded into it), in execution order.
 
     A quantized network is piecewise constant: wherever two float implementations differ in the last bit, a value
     sitting on a rounding tie gets the neighbouring code, and every layer after it sees a different input. So the
@@ -185,49 +222,17 @@ def compare_codes(unet: nn.Module, path: str | Path, inputs: tuple[torch.Tensor,
     codes up to one layer and at most one step apart on a few codes there do say it. Returns the number of layers
     compared, how many are identical before the first difference, and that difference (layer, fraction of its
     codes, largest difference in steps), None if every code is equal."""
-    import onnx
-
-    path = Path(path)
-    model = onnx.load(str(path), load_external_data=False)  # external data stays where it is, referenced
-    clips = {n.input[0]: n.output[0] for n in model.graph.node if n.op_type == "Clip"}  # 7-bit: Q -> Clip -> DQ
-    qnodes = {_layer_of(n.name): clips.get(n.output[0], n.output[0]) for n in model.graph.node
-              if n.op_type == "QuantizeLinear" and n.name.startswith("/unet/")}
-    for output in qnodes.values():
-        model.graph.output.append(onnx.helper.make_tensor_value_info(output, onnx.TensorProto.UINT8, None))
-    probe = path.with_name(f".{path.stem}.codes.onnx")
-    try:
-        onnx.save(model, str(probe))
-        names = [o.name for o in model.graph.output]
-        ort_codes = dict(zip(names, _session(probe).run(names, _feeds(inputs))))
-    finally:
-        probe.unlink(missing_ok=True)
-    ours: list[tuple[str, np.ndarray]] = []
-
-    def record(name: str):
-        def hook(module, args):
-            scale, zp = module.act_qparams(module.group)
-            q = torch.clamp(torch.round(args[0].float() * (1.0 / scale)) + zp, 0, module.settings.act_qmax)
-            ours.append((name, q.to(torch.uint8).numpy()))
-        return hook
-
-    qmods = {n: m for n, m in api.qmodules(unet).items() if m.precision == "w8a8" and n in qnodes}
-    handles = [m.register_forward_pre_hook(record(n)) for n, m in qmods.items()]
-    try:
-        with torch.no_grad(), qdq_mode(unet):
-            unet(*inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    layers = [n for n in ours if n in theirs]
     identical, first = 0, None
-    for name, codes in ours:
-        theirs = ort_codes[qnodes[name]]
-        diff = np.abs(codes.astype(np.int16) - theirs.reshape(codes.shape).astype(np.int16))
+    for name in layers:
+        codes = ours[name]
+        diff = np.abs(codes.astype(np.int16) - theirs[name].reshape(codes.shape).astype(np.int16))
         if not diff.any():
             identical += 1
             continue
         first = {"layer": name, "fraction": float((diff > 0).mean()), "max_steps": int(diff.max())}
         break
-    return {"layers": len(ours), "identical_before_first_difference": identical, "first_difference": first}
+    return {"layers": len(layers), "identical_before_first_difference": identical, "first_difference": first}
 
 
 def same_codes(codes: dict, max_fraction: float = 1e-3) -> bool:

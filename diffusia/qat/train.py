@@ -25,7 +25,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from diffusia.errors import DiffusiaError
 from diffusia.fileio import atomic_dir, write_json
 from diffusia.qat.checkpoints import (check_resumable, checkpoint_dir, latest_checkpoint, load_checkpoint,
                                       rng_state, save_checkpoint, set_rng_state)
+from diffusia.qat.config import QATConfig, QATResult
 from diffusia.qat.data import SOURCES, Batch, DistillData, FashionMNISTData
 from diffusia.qat.lsq import LearnableActScales, QATModel
 
@@ -45,59 +46,6 @@ log = logging.getLogger(__name__)
 
 DISTILL_FILE = "distill_data.pt"
 LOSS_PNG, LOSS_JSON = "loss_curve.png", "qat_losses.json"
-
-
-@dataclass
-class QATConfig:
-    """Settings of one QAT run (`diffusia qat` / `python -m diffusia.qat.train`)."""
-
-    out: str
-    model: str = "tiny"
-    recipe: str = "w8a8"
-    source: str = "distill"  # distill | fashion-mnist
-    steps: int = 100
-    lr: float = 1e-5
-    batch: int = 16  # per process
-    lsq: bool = True  # learn the activation step sizes too
-    lsq_lr: float = 1e-3  # Adam lr of the log activation step sizes
-    checkpoint_every: int = 50  # 0: only the final state
-    resume: bool = False
-    calib_size: int = 32
-    calib_prompts: str = "calibration"
-    calib_steps: int = 25
-    guidance: float = 7.5
-    timestep_groups: int | None = None
-    seed: int = 0
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    caption_dropout: float = 0.1
-    device: str = "cpu"  # cpu | cuda | auto (cuda when available)
-    keep_checkpoints: bool = False  # copy the last checkpoint into the finished folder
-    validate: bool = True
-    progress: bool = True
-    stop_after: int | None = None  # end (as if killed) after this many steps: for tests
-
-    def check(self) -> None:
-        if self.source not in SOURCES:
-            raise DiffusiaError(f"unknown QAT data source {self.source!r}; valid: {', '.join(SOURCES)}")
-        for name in ("steps", "batch", "calib_size", "calib_steps"):
-            if int(getattr(self, name)) < 1:
-                raise DiffusiaError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.checkpoint_every < 0:
-            raise DiffusiaError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
-        if not self.lr > 0 or not self.lsq_lr > 0:
-            raise DiffusiaError(f"learning rates must be > 0, got --lr {self.lr}, lsq lr {self.lsq_lr}")
-        if self.device not in ("cpu", "cuda", "auto"):
-            raise DiffusiaError(f"--device must be cpu, cuda or auto, got {self.device!r}")
-
-
-@dataclass
-class QATResult:
-    out: Path
-    losses: list[float]
-    seconds: float
-    start_step: int
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------- setup
