@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -80,17 +81,20 @@ def _diffusia(preset: str, calibrator: str | None = None) -> Callable[[nn.Module
         recipe = get_preset(preset)
         if (calibrator or ctx.calibrator) != "preset":
             recipe = recipe.replace(calibrator=calibrator or ctx.calibrator)
+        from diffusia.quant.pipeline import needs_calibration
+
         plan = api.quantize(unet, recipe)
         notes = []
-        if "w8a8" in plan.values():
+        if needs_calibration(plan):
             with api.calibrate(unet):
                 for x in ctx.calib:
                     unet(*x)
             cal = recipe.calibrator + (f" {recipe.percentile:g}" if recipe.calibrator == "percentile" else "")
             notes.append(f"calibrated on {len(ctx.calib)} inputs ({cal})")
         api.freeze(unet)
-        n = sum(p == preset for p in plan.values())
-        notes.insert(0, f"{n}/{len(plan)} Conv2d/Linear quantized by the default policy")
+        counts = Counter(p for p in plan.values() if p in ("w8a8", "w8a8x2", "w8", "w4"))
+        notes.insert(0, f"{', '.join(f'{n} {p}' for p, n in counts.items())} of {len(plan)} Conv2d/Linear "
+                        "(default policy)")
         path = _safetensors(unet, ctx.out / "diffusia_unet.safetensors")  # as save_quantized_pipeline writes it
         qmap = ctx.out / "quantization_map.json"
         qmap.write_text(json.dumps(api.quantization_map(unet)))
@@ -234,6 +238,8 @@ BACKENDS: dict[str, tuple[Callable[[nn.Module, Ctx], Built], str]] = {
     "bf16": (bf16, "eager BF16 (no native bf16 here)"),
     "diffusia_w8a8": (_diffusia("w8a8"), "real INT8 kernels (oneDNN, static)"),
     "diffusia_w8a8_mse": (_diffusia("w8a8", "mse"), "real INT8 kernels (oneDNN, static), MSE calibrator"),
+    "diffusia_w8a8x2": (_diffusia("w8a8x2"), "real INT8 kernels (oneDNN, static), convolutions' activations in two "
+                        "INT8 digits, MSE calibrator"),
     "diffusia_w8": (_diffusia("w8"), "weight-only INT8 (dequant per call)"),
     "diffusia_w4": (_diffusia("w4"), "weight-only INT4 (dequant per call)"),
     "torch_dynamic_int8": (torch_dynamic_int8, "real INT8 kernels (dynamic, Linear only)"),

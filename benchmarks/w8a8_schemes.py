@@ -37,6 +37,9 @@ SCHEMES = [
     ("a8w8 minmax (saturating without VNNI)", {"calibrator": "minmax"}, 127, False),
     ("a8w7 minmax, channels_last", {"calibrator": "minmax"}, None, True),
     ("a8w7 mse, ff.net.2 in FP16 (rule)", {"calibrator": "mse", "rules": [("*ff.net.2", "fp16")]}, None, False),
+    ("preset w8a8x2: a8w7 mse, convolutions a7+7 w8 minmax", {"calibrator": "mse", "conv_weights": "w8a8x2"}, None,
+     False),
+    ("a7+7 w8 minmax everywhere (w8a8x2 on every layer)", {"weights": "w8a8x2"}, None, False),
 ]
 PROFILED = "a8w7 minmax"  # the scheme whose per-layer activation error is estimated
 
@@ -118,8 +121,9 @@ def run(latent: int) -> tuple[list[dict], list[dict]]:
         with torch.no_grad():
             y = q(*test).sample
         outputs[name] = y
-        m = next(m for m in q.modules() if isinstance(m, QModuleMixin) and m.precision == "w8a8")
+        m = next(m for m in q.modules() if isinstance(m, QModuleMixin) and m.precision in ("w8a8", "w8a8x2"))
         row = {"scheme": name, "act_qmax": m.settings.act_qmax, "weight_qmax": m.settings.weight_qmax,
+               "act_digits": 2 if m.precision == "w8a8x2" else 1,
                "rel_l2_vs_fp32": rel(y, ref)}
         if channels_last:
             row["rel_l2_vs_nchw_same_scheme"] = rel(y, outputs["a8w7 minmax"])
@@ -146,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
              "| scheme | act levels | weight max | rel-L2 vs FP32 | vs the NCHW run |", "|---|---|---|---|---|"]
     for r in rows:
         other = r.get("rel_l2_vs_nchw_same_scheme")
-        lines.append(f"| {r['scheme']} | 0..{r['act_qmax']} | +-{r['weight_qmax']} | {r['rel_l2_vs_fp32']:.2%} | "
+        digits = " x2" if r.get("act_digits", 1) == 2 else ""
+        lines.append(f"| {r['scheme']} | 0..{r['act_qmax']}{digits} | +-{r['weight_qmax']} | {r['rel_l2_vs_fp32']:.2%} | "
                      f"{'-' if other is None else f'{other:.2%}'} |")
     lines += ["", f"## Where the error comes from ({PROFILED})", "",
               "Per kind of layer: the estimated relative rounding error of its input activations (quantization step "

@@ -15,7 +15,7 @@ from typing import Any
 from diffusia.errors import DiffusiaError
 
 RECIPE_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "bf16", "w8a8", "w8", "w4", "keep")
+PRECISIONS = ("fp32", "fp16", "bf16", "w8a8", "w8a8x2", "w8", "w4", "keep")
 ACTIVATIONS = ("auto", "uint8", "uint7")  # auto = uint8, with 7-bit weights on CPUs without VNNI
 CALIBRATORS = ("percentile", "minmax", "mse")
 KEEP_AS = ("fp32", "fp16", "bf16")  # storage of the policy's high-precision layers (time embedding, conv_in/out)
@@ -83,6 +83,7 @@ class Recipe:
 
     name: str = "custom"
     weights: str = "w8a8"  # default precision of the quantizable layers (see quant.policy)
+    conv_weights: str | None = None  # precision of the quantizable Conv2d layers if not `weights`
     keep_as: str = "fp32"  # the layers the policy keeps in high precision: untouched (fp32) or stored fp16/bf16
     activations: str = "auto"  # integer range of W8A8 activations: auto, uint8, uint7
     calibrator: str = "percentile"
@@ -98,6 +99,8 @@ class Recipe:
         if not isinstance(self.name, str) or not self.name:
             _fail(f"recipe field 'name' must be a non-empty string, got {self.name!r}")
         _check_choice("weights", self.weights, PRECISIONS)
+        if self.conv_weights is not None:
+            _check_choice("conv_weights", self.conv_weights, PRECISIONS)
         _check_choice("keep_as", self.keep_as, KEEP_AS)
         _check_choice("activations", self.activations, ACTIVATIONS)
         _check_choice("calibrator", self.calibrator, CALIBRATORS)
@@ -167,6 +170,9 @@ _PRESETS: dict[str, Recipe] = {
     "fp16": Recipe(name="fp16", weights="fp16"),
     "bf16": Recipe(name="bf16", weights="bf16"),
     "w8a8": Recipe(name="w8a8", weights="w8a8", keep_as="fp16"),
+    # W8A8 with the convolutions' activations in two INT8 digits (w8a8x2: two INT8 calls each, ~14-bit
+    # activations without VNNI): the convolutions carry most of the W8A8 error on SD v1.5 (benchmarks/w8a8_schemes.py)
+    "w8a8x2": Recipe(name="w8a8x2", weights="w8a8", conv_weights="w8a8x2", keep_as="fp16", calibrator="mse"),
     "w8": Recipe(name="w8", weights="w8", keep_as="fp16"),
     "w4": Recipe(name="w4", weights="w4", keep_as="fp16"),
     # convolutions W8A8; attention and feed-forward linears stored in fp16 (computed in fp32 on CPU)

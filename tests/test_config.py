@@ -55,6 +55,7 @@ def test_rule_matching():
     (dict(version=2), "version"),
     (dict(name=""), "name"),
     (dict(rules=[("*.to_q", "int2")]), "int2"),
+    (dict(conv_weights="int2"), "conv_weights"),
     (dict(rules=[("re:(", "fp16")]), "regex"),
     (dict(rules=[("", "fp16")]), "pattern"),
     (dict(rules=["x"]), "rule"),
@@ -77,7 +78,7 @@ def test_from_json_rejects_bad_json():
 
 
 def test_unknown_preset_lists_names():
-    with pytest.raises(DiffusiaError, match="fp32, fp16, bf16, w8a8, w8, w4, mixed"):
+    with pytest.raises(DiffusiaError, match="fp32, fp16, bf16, w8a8, w8a8x2, w8, w4, mixed"):
         get_preset("int8")
 
 

@@ -35,19 +35,19 @@ def weight_bytes(weight_shape: list[int] | tuple[int, ...], precision: str, floa
                  group_size: int = 64) -> float:
     """Bytes of a layer's weight stored at `precision`.
 
-    int8 (w8a8, w8): 1 byte/weight + a float32 scale per output channel; int4 (w4): 0.5 byte/weight over the
-    input columns padded to `group_size` + a float32 scale per group; fp16/bf16: 2; keep/fp32: `float_bytes`.
+    int8 (w8a8, w8a8x2, w8): 1 byte/weight + a float32 scale per output channel; int4 (w4): 0.5 byte/weight over the
+    input columns padded to `group_size` + a float16 scale per group; fp16/bf16: 2; keep/fp32: `float_bytes`.
     """
     out = int(weight_shape[0])
     cols = 1
     for d in weight_shape[1:]:
         cols *= int(d)
     n = out * cols
-    if precision in ("w8a8", "w8"):
+    if precision in ("w8a8", "w8a8x2", "w8"):
         return n + 4.0 * out
     if precision == "w4":
         padded = int4_padded_cols(cols, group_size)
-        return out * padded / 2 + 4.0 * out * (padded // group_size)
+        return out * padded / 2 + 2.0 * out * (padded // group_size)
     if precision in ("fp16", "bf16"):
         return 2.0 * n
     if precision == "fp32":
@@ -59,4 +59,4 @@ def weight_bytes(weight_shape: list[int] | tuple[int, ...], precision: str, floa
 
 def extra_bytes(precision: str, timestep_groups: int = 1) -> float:
     """Bytes of the activation quantization parameters a W8A8 layer adds (range, scale, zero point per group)."""
-    return 16.0 * timestep_groups if precision == "w8a8" else 0.0
+    return 16.0 * timestep_groups if precision in ("w8a8", "w8a8x2") else 0.0

@@ -17,6 +17,7 @@ from diffusia.errors import DiffusiaError
 from diffusia.fileio import atomic_path
 from diffusia.quant import api, qmath
 from diffusia.quant.kernels import quantize_act_u8
+from diffusia.quant.modules import ACT_DIGITS, INT8_WEIGHTS
 
 log = logging.getLogger(__name__)
 OPSET = 17  # the legacy exporter quantizes reliably at 17 (see ../shared/CPU_INT8_NOTES.md)
@@ -26,7 +27,7 @@ def _qdq_forward(m) -> callable:
     """A forward for a frozen quantized module, written with fake-quant ops that export as QDQ pairs."""
     precision = m.precision
     # Unpacking happens here, outside the traced graph: the graph sees one constant per weight.
-    if precision in ("w8a8", "w8"):
+    if precision in INT8_WEIGHTS:
         scale = m.weight_scale.float()
         w_float = qmath.dequantize_weight_int8(m.weight_int8, scale)
         zeros = torch.zeros_like(scale, dtype=torch.int32)
@@ -36,15 +37,20 @@ def _qdq_forward(m) -> callable:
         w_float = getattr(m, f"weight_{precision}").float()
 
     def weight() -> torch.Tensor:
-        if precision in ("w8a8", "w8"):
+        if precision in INT8_WEIGHTS:
             return torch.fake_quantize_per_channel_affine(w_float, scale, zeros, 0, -128, 127)
         return w_float
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        if precision == "w8a8":
-            scale, zp = m.act_qparams(m.group)
-            x = torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, int(m.settings.act_qmax))
-        return m._float_op(x, weight(), m.bias)
+        if precision not in ACT_DIGITS:
+            return m._float_op(x, weight(), m.bias)
+        (scale, zp), qmax = m.act_qparams(m.group), int(m.settings.act_qmax)
+        x1 = torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, qmax)
+        y = m._float_op(x1, weight(), m.bias)
+        if ACT_DIGITS[precision] == 2:  # w8a8x2: the residual's digit through the same weight, no bias
+            s2, zp2 = qmath.residual_qparams(scale, qmax)
+            y = y + m._float_op(torch.fake_quantize_per_tensor_affine(x - x1, s2, zp2, 0, qmax), weight(), None)
+        return y
 
     return forward
 
@@ -174,7 +180,8 @@ def _qdq_run(unet: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[np.ndar
             codes[name] = quantize_act_u8(args[0].float(), scale, zp, module.settings.act_qmax).numpy()
         return hook
 
-    handles = [m.register_forward_pre_hook(record(n)) for n, m in api.qmodules(unet).items() if m.precision == "w8a8"]
+    handles = [m.register_forward_pre_hook(record(n)) for n, m in api.qmodules(unet).items()
+               if m.precision in ACT_DIGITS]
     try:
         with torch.no_grad(), qdq_mode(unet):
             out = unet(*inputs).sample.numpy()
@@ -198,8 +205,9 @@ def _onnxruntime_run(path: str | Path, inputs: tuple[torch.Tensor, ...]) -> tupl
     path = Path(path)
     model = onnx.load(str(path), load_external_data=False)
     clips = {n.input[0]: n.output[0] for n in model.graph.node if n.op_type == "Clip"}  # 7-bit: Q -> Clip -> DQ
+    # a layer's first QuantizeLinear is its input's (first digit); w8a8x2 adds a QuantizeLinear_1 for the residual
     codes = {_layer_of(n.name): clips.get(n.output[0], n.output[0]) for n in model.graph.node
-             if n.op_type == "QuantizeLinear" and n.name.startswith("/unet/")}
+             if n.op_type == "QuantizeLinear" and n.name.startswith("/unet/") and n.name.endswith("/QuantizeLinear")}
     for output in codes.values():
         model.graph.output.append(onnx.helper.make_tensor_value_info(output, onnx.TensorProto.UINT8, None))
     probe = path.with_name(f".{path.stem}.codes.onnx")

@@ -14,7 +14,7 @@ from diffusia.config import Recipe
 from diffusia.errors import DiffusiaError
 from diffusia.quant import cpu
 from diffusia.quant import timestep as ts
-from diffusia.quant.modules import WEIGHT_BITS, QModuleMixin, QSettings, qclass_for
+from diffusia.quant.modules import ACT_DIGITS, WEIGHT_BITS, QModuleMixin, QSettings, qclass_for
 from diffusia.quant.policy import plan as make_plan
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,25 @@ def act_qmax_for(activations: str) -> int:
     return 127 if activations == "uint7" else 255
 
 
+def layer_settings(precision: str, recipe: Recipe) -> QSettings:
+    """A layer's QSettings under `recipe`.
+
+    w8a8: activations 0..act_qmax_for(recipe.activations), weights narrowed where int16 pair sums could saturate.
+    w8a8x2: two activation digits of 7 bits where pair sums could saturate (8 elsewhere) with 8-bit weights; its
+    range is min-max (with ~14-16 bits of resolution nothing is gained by clipping the calibration outliers).
+    """
+    calibrator, qmax, wqmax = recipe.calibrator, 127, 127
+    if precision == "w8a8":
+        qmax = act_qmax_for(recipe.activations)
+        wqmax = cpu.weight_qmax(qmax)  # 7-bit weights if 8-bit activations could saturate int16 pair sums
+    elif precision == "w8a8x2":
+        qmax = 127 if recipe.activations == "uint7" or cpu.saturation_risk() else 255
+        calibrator = "minmax"
+    return QSettings(precision, act_qmax=qmax, weight_qmax=wqmax, calibrator=calibrator,
+                     percentile=recipe.percentile, bins=recipe.histogram_bins, group_size=recipe.int4_group_size,
+                     timestep_groups=recipe.timestep_groups)
+
+
 def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
@@ -51,8 +70,6 @@ def quantize(unet: nn.Module, recipe: Recipe) -> dict[str, str]:
     if qmodules(unet) or ts.get_state(unet) is not None:
         raise DiffusiaError("model is already quantized: start again from the float model")
     layer_plan = make_plan(unet, recipe)
-    qmax = act_qmax_for(recipe.activations) if "w8a8" in layer_plan.values() else 127
-    wqmax = cpu.weight_qmax(qmax)  # 7-bit weights if 8-bit activations could saturate int16 pair sums
     state = ts.TimestepState(recipe.timestep_groups, recipe.num_train_timesteps)
     for name, precision in layer_plan.items():
         if precision == "keep":
@@ -61,10 +78,7 @@ def quantize(unet: nn.Module, recipe: Recipe) -> dict[str, str]:
         if precision == "fp32":
             module.float()
             continue
-        settings = QSettings(precision, act_qmax=qmax, weight_qmax=wqmax if precision == "w8a8" else 127,
-                             calibrator=recipe.calibrator, percentile=recipe.percentile,
-                             bins=recipe.histogram_bins, group_size=recipe.int4_group_size,
-                             timestep_groups=recipe.timestep_groups)
+        settings = layer_settings(precision, recipe)
         _swap(unet, name, qclass_for(module).from_module(module, settings, state))
     ts.attach(unet, state)
     setattr(unet, _RECIPE_ATTR, recipe)
@@ -179,9 +193,9 @@ def summary(unet: nn.Module) -> str:
     rows = [("layer", "precision", "w bits", "a bits", "mode", "activation range")]
     for n, m in _require_quantized(unet).items():
         abits, rng, wbits = "-", "-", WEIGHT_BITS[m.precision]
-        if m.precision == "w8a8":
+        if m.precision in ACT_DIGITS:
             wbits = 8 if m.settings.weight_qmax >= 127 else int(m.settings.weight_qmax).bit_length()  # +-64: 7
-            abits = str(int(m.settings.act_qmax).bit_length())
+            abits = "+".join([str(int(m.settings.act_qmax).bit_length())] * ACT_DIGITS[m.precision])  # 7+7: two digits
             lo, hi = m.act_range[:, 0], m.act_range[:, 1]
             rng = "uncalibrated" if not m.calibrated else (
                 f"[{float(lo[0]):.4g}, {float(hi[0]):.4g}]" if len(lo) == 1

@@ -25,8 +25,11 @@ from diffusia.quant.timestep import TimestepState
 log = logging.getLogger(__name__)
 
 MODES = ("float", "calibrate", "fake", "real")
-QUANT_PRECISIONS = ("fp16", "bf16", "w8a8", "w8", "w4")
-WEIGHT_BITS = {"fp16": 16, "bf16": 16, "w8a8": 8, "w8": 8, "w4": 4}
+QUANT_PRECISIONS = ("fp16", "bf16", "w8a8", "w8a8x2", "w8", "w4")
+WEIGHT_BITS = {"fp16": 16, "bf16": 16, "w8a8": 8, "w8a8x2": 8, "w8": 8, "w4": 4}
+# Precisions with calibrated static activations, and how many uint8 digits each activation is quantized to.
+ACT_DIGITS = {"w8a8": 1, "w8a8x2": 2}
+INT8_WEIGHTS = ("w8a8", "w8a8x2", "w8")
 _HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
 _REGISTRY: dict[type[nn.Module], type["QModuleMixin"]] = {}
 
@@ -95,7 +98,7 @@ class QModuleMixin:
         self.mode = "float"
         self._kernels: list[Callable[[Tensor], Tensor]] = []
         self._calibrators: list[Calibrator] = []
-        if settings.precision == "w8a8":
+        if settings.precision in ACT_DIGITS:
             k = settings.timestep_groups
             self._calibrators = [settings.new_calibrator() for _ in range(k)]
             self.register_buffer("act_range", torch.zeros(k, 2))
@@ -124,7 +127,7 @@ class QModuleMixin:
 
     @property
     def calibrated(self) -> bool:
-        return self.precision != "w8a8" or bool((self.act_scale > 0).all())
+        return self.precision not in ACT_DIGITS or bool((self.act_scale > 0).all())
 
     def act_qparams(self, group: int) -> tuple[float, int]:
         return float(self.act_scale[group]), int(self.act_zero_point[group])
@@ -166,11 +169,11 @@ class QModuleMixin:
         p, shape, o = self.precision, self.weight_shape, self.weight_shape[0]
         if p in _HALF:
             return {f"weight_{p}": (shape, _HALF[p])}
-        if p in ("w8a8", "w8"):
+        if p in INT8_WEIGHTS:
             return {"weight_int8": (shape, torch.int8), "weight_scale": ((o,), torch.float32)}
         cols = qmath.int4_padded_cols(int(torch.Size(shape[1:]).numel()), self.settings.group_size)
         return {"weight_int4": ((o, cols // 2), torch.uint8),
-                "weight_scale": ((o, cols // self.settings.group_size), torch.float32)}
+                "weight_scale": ((o, cols // self.settings.group_size), torch.float16)}
 
     def freeze(self) -> None:
         """Quantize the weight into plain buffers, drop the float weight, build the real kernels."""
@@ -181,7 +184,7 @@ class QModuleMixin:
         w, p = self.weight.detach(), self.precision
         if p in _HALF:
             tensors = {f"weight_{p}": w.to(_HALF[p]).contiguous()}
-        elif p in ("w8a8", "w8"):
+        elif p in INT8_WEIGHTS:
             tensors = dict(zip(("weight_int8", "weight_scale"), qmath.quantize_weight_int8(w, self.settings.weight_qmax)))
         else:
             tensors = dict(zip(("weight_int4", "weight_scale"), qmath.quantize_weight_int4(w, self.settings.group_size)))
@@ -203,7 +206,7 @@ class QModuleMixin:
 
     def build_kernels(self) -> None:
         """(Re)build the kernel objects from the buffers; one per timestep group for W8A8."""
-        n = self.settings.timestep_groups if self.precision == "w8a8" else 1
+        n = self.settings.timestep_groups if self.precision in ACT_DIGITS else 1
         self._kernels = [] if self.precision in _HALF else [self._make_kernel(g) for g in range(n)]
         self.mode = "real"
 
@@ -223,8 +226,9 @@ class QModuleMixin:
             self._calibrators[self.group].collect(x)
         elif self.mode == "fake":
             w = qmath.fake_quant_weight(w, self.precision, self.settings.group_size, self.settings.weight_qmax)
-            if self.precision == "w8a8":
-                x = qmath.fake_quant_act(x, *self.act_qparams(self.group), self.settings.act_qmax)
+            if self.precision in ACT_DIGITS:
+                x = qmath.fake_quant_act(x, *self.act_qparams(self.group), self.settings.act_qmax,
+                                         ACT_DIGITS[self.precision])
         return self._float_op(x, w, self.bias)
 
     def _real_forward(self, x: Tensor) -> Tensor:
@@ -243,7 +247,7 @@ class QModuleMixin:
 
     def extra_repr(self) -> str:
         s = f"{super().extra_repr()}, precision={self.precision}, mode={self.mode}"
-        if self.precision == "w8a8":
+        if self.precision in ACT_DIGITS:
             s += f", act_qmax={self.settings.act_qmax}, timestep_groups={self.settings.timestep_groups}"
         if self.precision == "w4":
             s += f", group_size={self.settings.group_size}"
@@ -270,10 +274,11 @@ class QConv2d(QModuleMixin, nn.Conv2d):
 
     def _make_kernel(self, group: int) -> Callable[[Tensor], Tensor]:
         k, conv = _kernels_module(), (self.stride, self.padding, self.dilation, self.groups)
-        if self.precision == "w8a8":
+        if self.precision in ACT_DIGITS:
             scale, zp = self.act_qparams(group)
             return k.Int8Conv2d(self.weight_int8, self.weight_scale, self._bias(), *conv,
-                                act_scale=scale, act_zero_point=zp, act_qmax=self.settings.act_qmax)
+                                act_scale=scale, act_zero_point=zp, act_qmax=self.settings.act_qmax,
+                                act_digits=ACT_DIGITS[self.precision])
         if self.precision == "w8":
             return k.WeightInt8Conv2d(self.weight_int8, self.weight_scale, self._bias(), *conv)
         return k.WeightInt4Conv2d(self.weight_int4, self.weight_scale, self._bias(), *conv,
@@ -297,10 +302,11 @@ class QLinear(QModuleMixin, nn.Linear):
 
     def _make_kernel(self, group: int) -> Callable[[Tensor], Tensor]:
         k = _kernels_module()
-        if self.precision == "w8a8":
+        if self.precision in ACT_DIGITS:
             scale, zp = self.act_qparams(group)
             return k.Int8Linear(self.weight_int8, self.weight_scale, self._bias(),
-                                act_scale=scale, act_zero_point=zp, act_qmax=self.settings.act_qmax)
+                                act_scale=scale, act_zero_point=zp, act_qmax=self.settings.act_qmax,
+                                act_digits=ACT_DIGITS[self.precision])
         if self.precision == "w8":
             return k.WeightInt8Linear(self.weight_int8, self.weight_scale, self._bias())
         return k.WeightInt4Linear(self.weight_int4, self.weight_scale, self._bias(),

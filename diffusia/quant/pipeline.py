@@ -14,6 +14,7 @@ from diffusia.config import Recipe
 from diffusia.errors import DiffusiaError
 from diffusia.prompts import Prompt, take
 from diffusia.quant import api
+from diffusia.quant.modules import ACT_DIGITS
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class CalibrationInfo:
 
 
 def needs_calibration(plan: dict[str, str]) -> bool:
-    return "w8a8" in plan.values()
+    return any(p in ACT_DIGITS for p in plan.values())
 
 
 def quantize_pipeline(pipe, recipe: Recipe, calib_prompts: list[Prompt] | None = None, calib_size: int = 100,

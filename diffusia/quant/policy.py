@@ -46,11 +46,18 @@ def layer_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if n and isinstance(m, LAYER_TYPES)]
 
 
-def default_plan(model: nn.Module, precision: str, keep_as: str = "fp32") -> dict[str, str]:
-    """`precision` for the quantizable layers; the high-precision ones stored as `keep_as` (fp32: `keep`
-    untouched, fp16/bf16: half-precision storage computed in fp32); `keep` for every other layer."""
+def default_plan(model: nn.Module, precision: str, keep_as: str = "fp32", conv_precision: str | None = None
+                 ) -> dict[str, str]:
+    """`precision` for the quantizable layers (`conv_precision`, if given, for the Conv2d ones); the high-precision
+    ones stored as `keep_as` (fp32: `keep` untouched, fp16/bf16: half-precision storage computed in fp32); `keep`
+    for every other layer."""
     high = "keep" if keep_as == "fp32" else keep_as
-    return {n: precision if is_quantizable(n) else high if is_high_precision(n) else "keep" for n in layer_names(model)}
+
+    def quantized(name: str) -> str:
+        is_conv = isinstance(model.get_submodule(name), nn.Conv2d)
+        return conv_precision if conv_precision and is_conv else precision
+
+    return {n: quantized(n) if is_quantizable(n) else high if is_high_precision(n) else "keep" for n in layer_names(model)}
 
 
 def plan(model: nn.Module, recipe: Recipe) -> dict[str, str]:
@@ -58,7 +65,7 @@ def plan(model: nn.Module, recipe: Recipe) -> dict[str, str]:
 
     A rule that matches no layer raises DiffusiaError naming the nearest layer names.
     """
-    result = default_plan(model, recipe.weights, recipe.keep_as)
+    result = default_plan(model, recipe.weights, recipe.keep_as, recipe.conv_weights)
     names = list(result)
     for rule in recipe.rules:
         hits = [n for n in names if rule.matches(n)]

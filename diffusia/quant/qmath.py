@@ -7,6 +7,7 @@ from torch import Tensor
 
 W8_QMAX = 127  # symmetric int8 weights in [-127, 127]
 W4_QMIN, W4_QMAX = -8, 7
+_FP16_TINY = 2.0 ** -24  # smallest positive float16 (subnormal)
 
 
 def quantize_weight_int8(w: Tensor, qmax: int = W8_QMAX) -> tuple[Tensor, Tensor]:
@@ -34,7 +35,9 @@ def quantize_weight_int4(w: Tensor, group_size: int) -> tuple[Tensor, Tensor]:
     """Group-wise symmetric int4 over the flattened input dims (zero-padded to a multiple of group_size).
 
     Returns (packed uint8 [O, padded/2]: low nibble = even column, high nibble = odd column, value+8;
-    float32 scale [O, padded/group_size]).
+    float16 scale [O, padded/group_size]). The scales are fp16 (as in GPTQ/AWQ checkpoints: 0.25 instead of 0.5
+    bit per weight at groups of 64) and the weight is rounded against the fp16 value, so no precision is lost
+    beyond the scale's own 11-bit mantissa.
     """
     w2 = w.detach().float().reshape(w.shape[0], -1)
     o, cols = w2.shape
@@ -44,7 +47,8 @@ def quantize_weight_int4(w: Tensor, group_size: int) -> tuple[Tensor, Tensor]:
     g = w2.reshape(o, padded // group_size, group_size)
     absmax = g.abs().amax(dim=2)
     scale = torch.where(absmax == 0, torch.ones_like(absmax), absmax / W4_QMAX)
-    q = torch.clamp(torch.round(g / scale[..., None]), W4_QMIN, W4_QMAX).reshape(o, padded)
+    scale = scale.to(torch.float16).clamp_min_(_FP16_TINY)  # groups below fp16's range keep its smallest step
+    q = torch.clamp(torch.round(g / scale.float()[..., None]), W4_QMIN, W4_QMAX).reshape(o, padded)
     return pack_int4(q), scale.contiguous()
 
 
@@ -64,9 +68,16 @@ def unpack_int4(packed: Tensor) -> Tensor:
 def dequantize_weight_int4(packed: Tensor, scale: Tensor, shape: tuple[int, ...]) -> Tensor:
     """Float weight of `shape` from packed int4 and group scales."""
     o, ngroups = scale.shape
-    q = unpack_int4(packed).float().reshape(o, ngroups, -1) * scale[..., None]
+    q = unpack_int4(packed).float().reshape(o, ngroups, -1) * scale.float()[..., None]
     cols = int(torch.Size(shape[1:]).numel())
     return q.reshape(o, -1)[:, :cols].reshape(shape)
+
+
+def residual_qparams(scale: float, qmax: int) -> tuple[float, int]:
+    """(scale, zero point) of the second activation digit of `w8a8x2`: the first digit's rounding residual lies in
+    [-scale/2, scale/2], which this maps onto codes 0..2*(qmax//2) around the zero point qmax//2."""
+    zp = qmax // 2
+    return scale / (2 * zp), zp
 
 
 def act_qparams(lo: float, hi: float, qmax: int) -> tuple[float, int]:
@@ -84,15 +95,23 @@ def ste(x: Tensor, y: Tensor) -> Tensor:
     return x + (y - x).detach()
 
 
-def fake_quant_act(x: Tensor, scale: float, zero_point: int, qmax: int) -> Tensor:
-    """Simulated affine uint quantize-dequantize of activations (straight-through gradient)."""
-    q = torch.clamp(torch.round(x / scale) + zero_point, 0, qmax)
-    return ste(x, (q - zero_point) * scale)
+def _quant_dequant_act(x: Tensor, scale: float, zero_point: int, qmax: int) -> Tensor:
+    q = torch.clamp(torch.round(x.detach() / scale) + zero_point, 0, qmax)
+    return (q - zero_point) * scale
+
+
+def fake_quant_act(x: Tensor, scale: float, zero_point: int, qmax: int, digits: int = 1) -> Tensor:
+    """Simulated affine uint quantize-dequantize of activations (straight-through gradient); digits=2 adds the
+    first digit's residual quantized as a second digit (`w8a8x2`)."""
+    y = _quant_dequant_act(x, scale, zero_point, qmax)
+    if digits == 2:
+        y = y + _quant_dequant_act(x.detach() - y, *residual_qparams(scale, qmax), qmax)
+    return ste(x, y)
 
 
 def fake_quant_weight(w: Tensor, precision: str, group_size: int = 64, int8_qmax: int = W8_QMAX) -> Tensor:
     """Simulated quantize-dequantize of a weight for `precision` (straight-through gradient)."""
-    if precision in ("w8a8", "w8"):
+    if precision in ("w8a8", "w8a8x2", "w8"):
         y = dequantize_weight_int8(*quantize_weight_int8(w, int8_qmax))
     elif precision == "w4":
         y = dequantize_weight_int4(*quantize_weight_int4(w, group_size), tuple(w.shape))

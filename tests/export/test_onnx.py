@@ -21,15 +21,21 @@ def _quantized(preset, **changes):
                              progress=False, validate=False)
 
 
-@pytest.mark.parametrize("changes", [dict(), dict(keep_as="fp32", activations="uint8"), dict(activations="uint7")],
-                         ids=["preset", "uint8-fp32-kept", "uint7"])
+@pytest.mark.parametrize("changes", [dict(), dict(keep_as="fp32", activations="uint8"), dict(activations="uint7"),
+                                     dict(conv_weights="w8a8x2")], ids=["preset", "uint8-fp32-kept", "uint7", "x2-convs"])
 def test_onnxruntime_computes_the_same_integer_codes(tmp_path, changes):
     # output-level agreement is luck on a quantized net (one rounding tie upstream moves every later layer), so
     # the check is on the integer codes: identical, up to single-step ties at the first layer that differs
     pipe = _quantized("w8a8", **changes)
-    check = check_against_onnxruntime(pipe.unet, export_unet(pipe.unet, tmp_path / "unet.onnx"))
+    path = export_unet(pipe.unet, tmp_path / "unet.onnx")
+    check = check_against_onnxruntime(pipe.unet, path)
     codes = check["codes"]
-    assert codes["layers"] > 10 and codes["identical_before_first_difference"] >= 5
+    digits = collections.Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
+    x2 = sum(m.precision == "w8a8x2" for m in api.qmodules(pipe.unet).values())
+    assert digits["QuantizeLinear"] >= codes["layers"] + x2  # w8a8x2: a second quantizer per layer (the residual)
+    # after a w8a8x2 layer the next one sees the float sum of two convolutions, which the runtimes round in
+    # different orders: its ties come earlier (measured: the first w8a8 layer after it, 1 step on 0.07 %)
+    assert codes["layers"] > 10 and codes["identical_before_first_difference"] >= (3 if x2 else 5)
     assert same_codes(codes), codes
 
 

@@ -65,6 +65,27 @@ def test_int8_conv2d_matches_reference(case, act_qmax):
 
 
 @needs_onednn
+@pytest.mark.parametrize("kind", ["conv", "linear"])
+def test_two_activation_digits_match_reference_and_cut_the_error(kind):
+    """act_digits=2 (w8a8x2): the residual's digit goes through the same packed weight; the sum equals the
+    reference's two-digit math and leaves only the weight rounding (8-bit weights with 7-bit digits)."""
+    x, w, b = conv_case(3, 2, 32, 48, (12, 12), 3)
+    if kind == "linear":
+        x, w = x.permute(0, 2, 3, 1).reshape(-1, 32), w[:, :, 1, 1].contiguous()
+    wq, ws = qweight(w, 127)
+    s, zp = act_qparams(x, 127)
+    args = (wq, ws, b) + ((1, 1, 1, 1) if kind == "conv" else ())
+    make = K.Int8Conv2d if kind == "conv" else K.Int8Linear
+    one, two = (make(*args, act_scale=s, act_zero_point=zp, act_qmax=127, act_digits=d) for d in (1, 2))
+    ref_fn = K.reference_int8_conv2d if kind == "conv" else K.reference_int8_linear
+    ref2 = ref_fn(x, *args, s, zp, 127, 2)
+    w_only = (F.conv2d(x, wq.float() * ws[:, None, None, None], b, 1, 1) if kind == "conv"
+              else F.linear(x, wq.float() * ws[:, None], b))  # exact activations, the same int8 weights
+    assert rel(two(x), ref2) < 1e-4
+    assert rel(two(x), w_only) < rel(one(x), w_only) / 20  # ~7 more bits of activation resolution
+
+
+@needs_onednn
 def test_int8_conv2d_layouts_and_shapes():
     x, w, b = conv_case(1, 2, 32, 32, (8, 8), 3)
     wq, ws = qweight(w)

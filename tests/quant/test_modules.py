@@ -46,9 +46,10 @@ def test_float_and_calibrate_modes_match_original(kind):
 
 
 @pytest.mark.parametrize("kind", ["conv", "linear"])
-@pytest.mark.parametrize("precision, tol", [("w8a8", 0.03), ("w8", 0.01), ("w4", 0.15), ("fp16", 1e-3), ("bf16", 1e-2)])
+@pytest.mark.parametrize("precision, tol", [("w8a8", 0.03), ("w8a8x2", 0.01), ("w8", 0.01), ("w4", 0.15), ("fp16", 1e-3), ("bf16", 1e-2)])
 def test_fake_close_to_float_and_real_matches_fake(kind, precision, tol):
-    base, q = make(kind, precision, group_size=32)
+    calibrator = "minmax" if precision == "w8a8x2" else "percentile"  # as api.layer_settings chooses
+    base, q = make(kind, precision, group_size=32, calibrator=calibrator)
     x = x_for(kind)
     ref = base(x).detach()
     q.set_mode("calibrate")
@@ -61,14 +62,15 @@ def test_fake_close_to_float_and_real_matches_fake(kind, precision, tol):
     with torch.no_grad():
         real = q(x)
     assert rel_l2(real, fake) < 1e-3  # the real kernel against the simulated reference
-    if precision == "w8a8" and onednn_int8_available():
+    if precision in ("w8a8", "w8a8x2") and onednn_int8_available():
         assert q._kernels[0].backend == "onednn"  # really INT8, not a float fallback
 
 
 @pytest.mark.parametrize("precision, names, dtypes", [
     ("w8a8", ["weight_int8", "weight_scale", "act_scale", "act_zero_point"], [torch.int8, torch.float32, torch.float32, torch.int32]),
+    ("w8a8x2", ["weight_int8", "weight_scale", "act_scale", "act_zero_point"], [torch.int8, torch.float32, torch.float32, torch.int32]),
     ("w8", ["weight_int8", "weight_scale"], [torch.int8, torch.float32]),
-    ("w4", ["weight_int4", "weight_scale"], [torch.uint8, torch.float32]),
+    ("w4", ["weight_int4", "weight_scale"], [torch.uint8, torch.float16]),
     ("fp16", ["weight_fp16"], [torch.float16]),
     ("bf16", ["weight_bf16"], [torch.bfloat16]),
 ])
@@ -147,3 +149,15 @@ def test_empty_timestep_group_gets_union_range():
     q(x_for("linear"))
     q.compute_ranges()
     assert torch.equal(q.act_range[1], q.act_range[0]) and q.calibrated
+
+
+def test_two_digit_fake_quant_resolves_the_residual_with_identity_gradient():
+    x = (torch.randn(1000) * 1.5).requires_grad_()
+    scale, zp = qmath.act_qparams(-4.0, 4.0, 127)
+    y = qmath.fake_quant_act(x, scale, zp, 127, digits=2)
+    inside = x.detach().abs() < 3.9
+    step2 = qmath.residual_qparams(scale, 127)[0]
+    assert float((y - x).detach()[inside].abs().max()) <= step2 / 2 + 1e-6  # second digit's half step
+    assert float((qmath.fake_quant_act(x, scale, zp, 127) - x).detach().abs().max()) > 20 * step2
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))  # one straight-through path, not one per digit

@@ -31,7 +31,7 @@ def test_default_policy(unet):
     assert len(kept) == 4 + sum(n.endswith("time_emb_proj") for n in p) == 12
 
 
-@pytest.mark.parametrize("preset", ["w8a8", "w8", "w4", "mixed"])
+@pytest.mark.parametrize("preset", ["w8a8", "w8a8x2", "w8", "w4", "mixed"])
 def test_integer_presets_store_kept_layers_in_fp16(unet, preset):
     p = plan(unet, get_preset(preset))
     assert all(p[n] == "fp16" for n in KEPT)
@@ -64,6 +64,13 @@ def test_mixed_plan(unet):
     assert p["down_blocks.0.attentions.0.transformer_blocks.0.ff.net.2"] == "fp16"
     assert p["mid_block.attentions.0.transformer_blocks.0.attn1.to_v"] == "fp16"
     assert p["down_blocks.0.resnets.0.conv1"] == "w8a8" and p["mid_block.attentions.0.proj_in"] == "w8a8"
+
+
+def test_w8a8x2_plan_splits_the_convolutions_activations(unet):
+    p = plan(unet, get_preset("w8a8x2"))
+    kinds = {(type(unet.get_submodule(n)).__name__, v) for n, v in p.items() if is_quantizable(n)}
+    assert kinds == {("Conv2d", "w8a8x2"), ("Linear", "w8a8")}
+    assert p["conv_in"] == p["conv_out"] == "fp16"  # the policy's kept convolutions stay kept
 
 
 @pytest.mark.parametrize("pattern", ["down_blocks.0.resnets.0.conv3", "re:down_blocks\\.0\\.resnets\\.0\\.conv3"])

@@ -8,6 +8,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from diffusia.quant.qmath import residual_qparams
+
 logger = logging.getLogger("diffusia.quant.kernels")
 
 # torch 2.13 warns that quantized-dtype tensors (quint8) are deprecated; we only use quantize_per_tensor as
@@ -46,17 +48,34 @@ def _bytes_of(q: Tensor) -> Tensor:
         q.untyped_storage(), q.storage_offset(), q.shape, q.stride())
 
 
+def _quantize_u8(x: Tensor, scale: float, zero_point: int, qmax: int) -> tuple[Tensor, Tensor | None]:
+    """(uint8 codes, the quint8 tensor sharing their bytes or None on the fallback path)."""
+    if x.device.type == "cpu" and _has_fast_quantize():
+        q = torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)
+        u = _bytes_of(q)
+        return (u.clamp_(max=qmax) if qmax < 255 else u), q
+    u = torch.round(x * (1.0 / scale)).add_(zero_point).clamp_(0, qmax)
+    return u.to(torch.uint8), None
+
+
 def quantize_act_u8(x: Tensor, scale: float, zero_point: int, qmax: int) -> Tensor:
     """uint8 tensor clamp(round(x / scale) + zero_point, 0, qmax), keeping x's memory format.
 
     Uses torch.quantize_per_tensor (one vectorized pass, clamps to 0..255) plus an in-place uint8 clamp when
     qmax < 255; falls back to plain tensor ops if that function is gone.
     """
-    if x.device.type == "cpu" and _has_fast_quantize():
-        u = _bytes_of(torch.quantize_per_tensor(x, scale, zero_point, torch.quint8))
-        return u.clamp_(max=qmax) if qmax < 255 else u
-    q = torch.round(x * (1.0 / scale)).add_(zero_point).clamp_(0, qmax)
-    return q.to(torch.uint8)
+    return _quantize_u8(x, scale, zero_point, qmax)[0]
+
+
+def quantize_act_digits(x: Tensor, scale: float, zero_point: int, qmax: int, digits: int = 1) -> list[Tensor]:
+    """The uint8 codes of x: [q] for one digit; [q1, q2] for two, q2 being the residual x - dequant(q1)
+    quantized with `qmath.residual_qparams(scale, qmax)` (the `w8a8x2` activations)."""
+    q1, qt = _quantize_u8(x, scale, zero_point, qmax)
+    if digits == 1:
+        return [q1]
+    # the in-place clamp above wrote through to qt, so dequantize sees the clamped codes
+    x1 = torch.dequantize(qt) if qt is not None else (q1.float() - zero_point) * scale
+    return [q1, quantize_act_u8(x - x1, *residual_qparams(scale, qmax), qmax)]
 
 
 def unpack_int4(packed: Tensor) -> Tensor:

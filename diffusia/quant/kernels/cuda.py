@@ -13,19 +13,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from diffusia.quant.kernels.reference import fake_quant_act
 
-def prepare_w8a8_linear(weight_int8: Tensor, weight_scale: Tensor, act_zero_point: int) -> dict[str, Tensor]:
-    """Column-major int8 weight view (I, O) for _int_mm (as torchao passes it) and the int32 zero-point
-    correction per output channel."""
+
+def prepare_w8a8_linear(weight_int8: Tensor, weight_scale: Tensor) -> dict[str, Tensor]:
+    """Column-major int8 weight view (I, O) for _int_mm (as torchao passes it) and the per-output-channel weight
+    sums for the zero-point correction."""
     w_t = weight_int8.contiguous().t()
-    corr = (act_zero_point - 128) * weight_int8.to(torch.int32).sum(dim=1)
-    return {"w_t": w_t, "corr": corr, "scale": weight_scale.float()}
+    return {"w_t": w_t, "wsum": weight_int8.to(torch.int32).sum(dim=1), "scale": weight_scale.float()}
 
 
-def w8a8_linear_int_mm(x: Tensor, k: Any, prep: dict[str, Tensor]) -> Tensor:
-    """W8A8 linear via torch._int_mm (needs M > 16 and K, N multiples of 8: pads M, else falls back)."""
-    x2 = x.reshape(-1, x.shape[-1]).float()
-    q = torch.clamp(torch.round(x2 * (1.0 / k.act_scale)) + k.act_zero_point, 0, k.act_qmax)
+def _int_mm_digit(x2: Tensor, scale: float, zp: int, qmax: int, prep: dict[str, Tensor]) -> Tensor:
+    q = torch.clamp(torch.round(x2 * (1.0 / scale)) + zp, 0, qmax)
     q_s8 = (q - 128).to(torch.int8)
     m = q_s8.shape[0]
     if q_s8.shape[1] % 8 or prep["w_t"].shape[1] % 8:
@@ -34,7 +33,18 @@ def w8a8_linear_int_mm(x: Tensor, k: Any, prep: dict[str, Tensor]) -> Tensor:
         if m <= 16:
             q_s8 = F.pad(q_s8, (0, 0, 0, 17 - m))
         acc = torch._int_mm(q_s8, prep["w_t"])[:m]
-    y = (acc - prep["corr"]).float() * (k.act_scale * prep["scale"])
+    return (acc - (zp - 128) * prep["wsum"]).float() * (scale * prep["scale"])
+
+
+def w8a8_linear_int_mm(x: Tensor, k: Any, prep: dict[str, Tensor]) -> Tensor:
+    """W8A8 linear via torch._int_mm (needs M > 16 and K, N multiples of 8: pads M, else falls back); one call
+    per activation digit (the second on the first digit's residual)."""
+    x2 = x.reshape(-1, x.shape[-1]).float()
+    (s1, zp1), *rest = k.digit_qparams()
+    y = _int_mm_digit(x2, s1, zp1, k.act_qmax, prep)
+    for s2, zp2 in rest:
+        x1 = (torch.clamp(torch.round(x2 * (1.0 / s1)) + zp1, 0, k.act_qmax) - zp1) * s1
+        y = y + _int_mm_digit(x2 - x1, s2, zp2, k.act_qmax, prep)
     if k.bias is not None:
         y = y + k.bias.to(y.device)
     return y.reshape(*x.shape[:-1], y.shape[-1])
@@ -42,8 +52,7 @@ def w8a8_linear_int_mm(x: Tensor, k: Any, prep: dict[str, Tensor]) -> Tensor:
 
 def w8a8_conv2d_fp16(x: Tensor, k: Any) -> Tensor:
     """W8A8 conv numerics computed in fp16 (simulated, not an INT8 kernel)."""
-    q = torch.clamp(torch.round(x.float() * (1.0 / k.act_scale)) + k.act_zero_point, 0, k.act_qmax)
-    xd = ((q - k.act_zero_point) * k.act_scale).half()
+    xd = fake_quant_act(x, k.act_scale, k.act_zero_point, k.act_qmax, k.act_digits).half()
     w = (k.weight_int8.float() * k.weight_scale.to(x.device)[:, None, None, None]).half()
     b = None if k.bias is None else k.bias.to(x.device).half()
     return F.conv2d(xd, w, b, k.stride, k.padding, k.dilation, k.groups).float()

@@ -2,8 +2,10 @@
 
 CPU (x86): oneDNN `qconv_pointwise` / `qlinear_pointwise` take the uint8 activation, the prepacked int8
 weight and return float32 directly (scales and bias applied on the int32 accumulator, no output
-requantization). The input is quantized by `quantize_act_u8` (one vectorized pass, plus a uint8 clamp for
-7-bit activations); that cost is part of every call. Output of the conv is channels_last by default when the
+requantization). The input is quantized by `quantize_act_digits` (one vectorized pass, plus a uint8 clamp for
+7-bit activations); that cost is part of every call. With `act_digits=2` (precision `w8a8x2`) the first digit's
+rounding residual is quantized again and run through the same packed weight without bias: two INT8 calls whose
+sum sees ~14-bit (7-bit digits) or ~16-bit (8-bit digits) activations. Output of the conv is channels_last by default when the
 input is (oneDNN's native layout); NCHW input gets NCHW output unless `channels_last_output=True`.
 
 Where oneDNN is missing (non-x86 builds) the kernels fall back to the float reference and say so in
@@ -16,7 +18,8 @@ from torch import Tensor
 
 from diffusia.quant import cpu
 from diffusia.quant.kernels import cuda
-from diffusia.quant.kernels._common import check_weight, logger, onednn_int8_available, quantize_act_u8
+from diffusia.quant.kernels._common import check_weight, logger, onednn_int8_available, quantize_act_digits
+from diffusia.quant.qmath import residual_qparams
 from diffusia.quant.kernels.reference import reference_int8_conv2d, reference_int8_linear
 
 IntPair = int | tuple[int, int]
@@ -29,9 +32,12 @@ def _pair(v: IntPair) -> list[int]:
 _warned: set[str] = set()
 
 
-def _check_act(act_scale: float, act_zero_point: int, act_qmax: int, weight_int8: Tensor, name: str) -> None:
-    if not (0 < act_qmax <= 255):
-        raise ValueError(f"{name}: act_qmax must be in 1..255, got {act_qmax}")
+def _check_act(act_scale: float, act_zero_point: int, act_qmax: int, weight_int8: Tensor, name: str,
+               act_digits: int = 1) -> None:
+    if act_digits not in (1, 2):
+        raise ValueError(f"{name}: act_digits must be 1 or 2, got {act_digits}")
+    if not (act_digits <= act_qmax <= 255):
+        raise ValueError(f"{name}: act_qmax must be in {act_digits}..255, got {act_qmax}")
     if not (0 <= act_zero_point <= act_qmax):
         raise ValueError(f"{name}: act_zero_point {act_zero_point} outside 0..{act_qmax}")
     if not act_scale > 0:
@@ -48,9 +54,22 @@ def _check_act(act_scale: float, act_zero_point: int, act_qmax: int, weight_int8
 
 
 class _Prepacked:
-    """Pickling/deepcopy support: the oneDNN packed weight is opaque, so it is rebuilt from weight_int8."""
+    """Activation digits, and pickling/deepcopy support: the oneDNN packed weight is opaque, so it is rebuilt from
+    weight_int8."""
 
     backend: str
+    act_scale: float
+    act_zero_point: int
+    act_qmax: int
+    act_digits: int
+
+    def digit_qparams(self) -> list[tuple[float, int]]:
+        """(scale, zero point) of each activation digit."""
+        first = (self.act_scale, self.act_zero_point)
+        return [first] if self.act_digits == 1 else [first, residual_qparams(self.act_scale, self.act_qmax)]
+
+    def _digits(self, x: Tensor) -> list[Tensor]:
+        return quantize_act_digits(x, self.act_scale, self.act_zero_point, self.act_qmax, self.act_digits)
 
     def _prepack(self) -> Tensor:
         raise NotImplementedError
@@ -72,10 +91,11 @@ class Int8Conv2d(_Prepacked):
     def __init__(self, weight_int8: Tensor, weight_scale: Tensor, bias: Tensor | None,
                  stride: IntPair, padding: IntPair, dilation: IntPair, groups: int,
                  act_scale: float, act_zero_point: int, act_qmax: int = 127,
-                 channels_last_output: bool | None = None) -> None:
+                 channels_last_output: bool | None = None, act_digits: int = 1) -> None:
         check_weight(weight_int8, weight_scale, torch.int8, 4, "Int8Conv2d")
         act_scale, act_zero_point = float(act_scale), int(act_zero_point)
-        _check_act(act_scale, act_zero_point, act_qmax, weight_int8, "Int8Conv2d")
+        _check_act(act_scale, act_zero_point, act_qmax, weight_int8, "Int8Conv2d", act_digits)
+        self.act_digits = act_digits
         self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
         self.groups = int(groups)
         self.act_scale, self.act_zero_point, self.act_qmax = act_scale, act_zero_point, int(act_qmax)
@@ -101,10 +121,12 @@ class Int8Conv2d(_Prepacked):
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.backend == "onednn":
-            qx = quantize_act_u8(x, self.act_scale, self.act_zero_point, self.act_qmax)
-            y = torch.ops.onednn.qconv_pointwise(
-                qx, self.act_scale, self.act_zero_point, self._packed, self.weight_scale, self._w_zp, self.bias,
-                self.stride, self.padding, self.dilation, self.groups, 1.0, 0, torch.float32, "none", [], "")
+            y = None
+            for qx, (scale, zp) in zip(self._digits(x), self.digit_qparams()):
+                yd = torch.ops.onednn.qconv_pointwise(
+                    qx, scale, zp, self._packed, self.weight_scale, self._w_zp, self.bias if y is None else None,
+                    self.stride, self.padding, self.dilation, self.groups, 1.0, 0, torch.float32, "none", [], "")
+                y = yd if y is None else y.add_(yd)
             cl = self.channels_last_output
             if cl is None:
                 cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
@@ -112,17 +134,19 @@ class Int8Conv2d(_Prepacked):
         if self.backend == "cuda-fp16":
             return cuda.w8a8_conv2d_fp16(x, self)
         return reference_int8_conv2d(x, self.weight_int8, self.weight_scale, self.bias, self.stride, self.padding,
-                                     self.dilation, self.groups, self.act_scale, self.act_zero_point, self.act_qmax)
+                                     self.dilation, self.groups, self.act_scale, self.act_zero_point, self.act_qmax,
+                                     self.act_digits)
 
 
 class Int8Linear(_Prepacked):
     """Static W8A8 linear over the last dim of x: weight (O, I) int8 per-channel, uint activations per-tensor."""
 
     def __init__(self, weight_int8: Tensor, weight_scale: Tensor, bias: Tensor | None,
-                 act_scale: float, act_zero_point: int, act_qmax: int = 127) -> None:
+                 act_scale: float, act_zero_point: int, act_qmax: int = 127, act_digits: int = 1) -> None:
         check_weight(weight_int8, weight_scale, torch.int8, 2, "Int8Linear")
         act_scale, act_zero_point = float(act_scale), int(act_zero_point)
-        _check_act(act_scale, act_zero_point, act_qmax, weight_int8, "Int8Linear")
+        _check_act(act_scale, act_zero_point, act_qmax, weight_int8, "Int8Linear", act_digits)
+        self.act_digits = act_digits
         self.act_scale, self.act_zero_point, self.act_qmax = act_scale, act_zero_point, int(act_qmax)
         self.weight_int8 = weight_int8
         self.weight_scale = weight_scale.float().contiguous()
@@ -131,7 +155,7 @@ class Int8Linear(_Prepacked):
         self._w_zp = torch.zeros(self.out_features, dtype=torch.int64)
         if weight_int8.device.type == "cuda":
             self.backend = "cuda-int_mm"
-            self._cuda = cuda.prepare_w8a8_linear(weight_int8, self.weight_scale, act_zero_point)
+            self._cuda = cuda.prepare_w8a8_linear(weight_int8, self.weight_scale)
         elif onednn_int8_available():
             self.backend = "onednn"
             self._packed = self._prepack()
@@ -144,13 +168,14 @@ class Int8Linear(_Prepacked):
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.backend == "onednn":
-            x2 = x.reshape(-1, x.shape[-1])
-            qx = quantize_act_u8(x2, self.act_scale, self.act_zero_point, self.act_qmax).contiguous()
-            y = torch.ops.onednn.qlinear_pointwise(
-                qx, self.act_scale, self.act_zero_point, self._packed, self.weight_scale, self._w_zp, self.bias,
-                1.0, 0, torch.float32, "none", [], "")
+            y = None
+            for qx, (scale, zp) in zip(self._digits(x.reshape(-1, x.shape[-1])), self.digit_qparams()):
+                yd = torch.ops.onednn.qlinear_pointwise(
+                    qx.contiguous(), scale, zp, self._packed, self.weight_scale, self._w_zp,
+                    self.bias if y is None else None, 1.0, 0, torch.float32, "none", [], "")
+                y = yd if y is None else y.add_(yd)
             return y.reshape(*x.shape[:-1], self.out_features)
         if self.backend == "cuda-int_mm":
             return cuda.w8a8_linear_int_mm(x, self, self._cuda)
         return reference_int8_linear(x, self.weight_int8, self.weight_scale, self.bias,
-                                     self.act_scale, self.act_zero_point, self.act_qmax)
+                                     self.act_scale, self.act_zero_point, self.act_qmax, self.act_digits)
