@@ -37,8 +37,11 @@ SCHEMES = [
     ("a8w8 minmax (saturating without VNNI)", {"calibrator": "minmax"}, 127, False),
     ("a8w7 minmax, channels_last", {"calibrator": "minmax"}, None, True),
     ("a8w7 mse, ff.net.2 in FP16 (rule)", {"calibrator": "mse", "rules": [("*ff.net.2", "fp16")]}, None, False),
-    ("preset w8a8x2: a8w7 mse, convolutions a7+7 w8 minmax", {"calibrator": "mse", "conv_weights": "w8a8x2"}, None,
-     False),
+    ("preset w8a8x2: a8w7 mse, full-resolution convolutions a7+7 w8 minmax",
+     {"calibrator": "mse", "full_res_conv_weights": "w8a8x2"}, None, False),
+    ("a8w7 mse, every convolution a7+7 w8 minmax", {"calibrator": "mse", "rules": [
+        ("*resnets.*.conv?", "w8a8x2"), ("*conv_shortcut", "w8a8x2"), ("*samplers.*.conv", "w8a8x2"),
+        ("*.proj_in", "w8a8x2"), ("*.proj_out", "w8a8x2")]}, None, False),
     ("a7+7 w8 minmax everywhere (w8a8x2 on every layer)", {"weights": "w8a8x2"}, None, False),
 ]
 PROFILED = "a8w7 minmax"  # the scheme whose per-layer activation error is estimated

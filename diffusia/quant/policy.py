@@ -46,18 +46,28 @@ def layer_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if n and isinstance(m, LAYER_TYPES)]
 
 
-def default_plan(model: nn.Module, precision: str, keep_as: str = "fp32", conv_precision: str | None = None
+def full_resolution_blocks(names: list[str]) -> tuple[str, ...]:
+    """Name prefixes of a diffusers U-Net's blocks at the latent's full resolution: the first down block and the
+    last up block (where the output is formed)."""
+    ups = sorted({int(n.split(".")[1]) for n in names if n.startswith("up_blocks.")})
+    return ("down_blocks.0.",) + ((f"up_blocks.{ups[-1]}.",) if ups else ())
+
+
+def default_plan(model: nn.Module, precision: str, keep_as: str = "fp32", full_res_conv: str | None = None
                  ) -> dict[str, str]:
-    """`precision` for the quantizable layers (`conv_precision`, if given, for the Conv2d ones); the high-precision
-    ones stored as `keep_as` (fp32: `keep` untouched, fp16/bf16: half-precision storage computed in fp32); `keep`
-    for every other layer."""
+    """`precision` for the quantizable layers (`full_res_conv`, if given, for the Conv2d ones of the
+    full-resolution blocks); the high-precision ones stored as `keep_as` (fp32: `keep` untouched, fp16/bf16:
+    half-precision storage computed in fp32); `keep` for every other layer."""
     high = "keep" if keep_as == "fp32" else keep_as
+    names = layer_names(model)
+    full_res = full_resolution_blocks(names)
 
     def quantized(name: str) -> str:
-        is_conv = isinstance(model.get_submodule(name), nn.Conv2d)
-        return conv_precision if conv_precision and is_conv else precision
+        if full_res_conv and name.startswith(full_res) and isinstance(model.get_submodule(name), nn.Conv2d):
+            return full_res_conv
+        return precision
 
-    return {n: quantized(n) if is_quantizable(n) else high if is_high_precision(n) else "keep" for n in layer_names(model)}
+    return {n: quantized(n) if is_quantizable(n) else high if is_high_precision(n) else "keep" for n in names}
 
 
 def plan(model: nn.Module, recipe: Recipe) -> dict[str, str]:
@@ -65,8 +75,12 @@ def plan(model: nn.Module, recipe: Recipe) -> dict[str, str]:
 
     A rule that matches no layer raises DiffusiaError naming the nearest layer names.
     """
-    result = default_plan(model, recipe.weights, recipe.keep_as, recipe.conv_weights)
+    result = default_plan(model, recipe.weights, recipe.keep_as, recipe.full_res_conv_weights)
     names = list(result)
+    if recipe.full_res_conv_weights and recipe.full_res_conv_weights != recipe.weights and \
+            recipe.full_res_conv_weights not in result.values():
+        raise DiffusiaError("full_res_conv_weights matches no layer: this model has no quantizable Conv2d in "
+                            "down_blocks.0 or its last up block; set it to null")
     for rule in recipe.rules:
         hits = [n for n in names if rule.matches(n)]
         if not hits:

@@ -1,4 +1,5 @@
 import pytest
+from torch import nn
 
 from diffusia.config import Recipe, get_preset
 from diffusia.errors import DiffusiaError
@@ -66,11 +67,17 @@ def test_mixed_plan(unet):
     assert p["down_blocks.0.resnets.0.conv1"] == "w8a8" and p["mid_block.attentions.0.proj_in"] == "w8a8"
 
 
-def test_w8a8x2_plan_splits_the_convolutions_activations(unet):
+def test_w8a8x2_plan_splits_the_full_resolution_convolutions(unet):
     p = plan(unet, get_preset("w8a8x2"))
-    kinds = {(type(unet.get_submodule(n)).__name__, v) for n, v in p.items() if is_quantizable(n)}
-    assert kinds == {("Conv2d", "w8a8x2"), ("Linear", "w8a8")}
+    x2 = {n for n, v in p.items() if v == "w8a8x2"}
+    last_up = f"up_blocks.{len(unet.up_blocks) - 1}."
+    full_res = {n for n in p if n.startswith(("down_blocks.0.", last_up)) and is_quantizable(n)
+                and isinstance(unet.get_submodule(n), nn.Conv2d)}
+    assert x2 == full_res and "down_blocks.0.resnets.0.conv1" in x2 and last_up + "resnets.0.conv_shortcut" in x2
+    assert {v for n, v in p.items() if is_quantizable(n) and n not in x2} == {"w8a8"}
     assert p["conv_in"] == p["conv_out"] == "fp16"  # the policy's kept convolutions stay kept
+    with pytest.raises(DiffusiaError, match="full_res_conv_weights matches no layer"):
+        plan(nn.Sequential(nn.Linear(2, 2)), get_preset("w8a8x2"))
 
 
 @pytest.mark.parametrize("pattern", ["down_blocks.0.resnets.0.conv3", "re:down_blocks\\.0\\.resnets\\.0\\.conv3"])
