@@ -238,8 +238,8 @@ BACKENDS: dict[str, tuple[Callable[[nn.Module, Ctx], Built], str]] = {
     "bf16": (bf16, "eager BF16 (no native bf16 here)"),
     "diffusia_w8a8": (_diffusia("w8a8"), "real INT8 kernels (oneDNN, static)"),
     "diffusia_w8a8_mse": (_diffusia("w8a8", "mse"), "real INT8 kernels (oneDNN, static), MSE calibrator"),
-    "diffusia_w8a8x2": (_diffusia("w8a8x2"), "real INT8 kernels (oneDNN, static), convolutions' activations in two "
-                        "INT8 digits, MSE calibrator"),
+    "diffusia_w8a8x2": (_diffusia("w8a8x2"), "real INT8 kernels (oneDNN, static), MSE calibrator, full-resolution "
+                        "blocks' activations in two INT8 digits"),
     "diffusia_w8": (_diffusia("w8"), "weight-only INT8 (dequant per call)"),
     "diffusia_w4": (_diffusia("w4"), "weight-only INT4 (dequant per call)"),
     "torch_dynamic_int8": (torch_dynamic_int8, "real INT8 kernels (dynamic, Linear only)"),

@@ -13,7 +13,7 @@ run backends            benchmarks/backends.py --budget 120      # tiny and sd15
 run generation_memory   benchmarks/generation_memory.py --model sd15-arch
 run generation_memory_t benchmarks/generation_memory.py --model tiny
 run qat_vs_ptq          benchmarks/qat_vs_ptq.py
-run kept_layers         benchmarks/kept_layers.py
+run ptq_variants        benchmarks/ptq_variants.py
 run kernels             benchmarks/kernels.py
 run w8a8_schemes        benchmarks/w8a8_schemes.py
 run train_step          benchmarks/train_step.py

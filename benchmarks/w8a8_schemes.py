@@ -37,8 +37,10 @@ SCHEMES = [
     ("a8w8 minmax (saturating without VNNI)", {"calibrator": "minmax"}, 127, False),
     ("a8w7 minmax, channels_last", {"calibrator": "minmax"}, None, True),
     ("a8w7 mse, ff.net.2 in FP16 (rule)", {"calibrator": "mse", "rules": [("*ff.net.2", "fp16")]}, None, False),
-    ("preset w8a8x2: a8w7 mse, full-resolution convolutions a7+7 w8 minmax",
-     {"calibrator": "mse", "full_res_conv_weights": "w8a8x2"}, None, False),
+    ("preset w8a8x2: a8w7 mse, full-resolution blocks a7+7 w8 minmax",
+     {"calibrator": "mse", "full_res_weights": "w8a8x2"}, None, False),
+    ("a8w7 mse, full-resolution convolutions only a7+7 w8 minmax", {"calibrator": "mse", "rules": [
+        ("re:(down_blocks\\.0|up_blocks\\.3)\\..*(conv\\d?|conv_shortcut|proj_in|proj_out)", "w8a8x2")]}, None, False),
     ("a8w7 mse, every convolution a7+7 w8 minmax", {"calibrator": "mse", "rules": [
         ("*resnets.*.conv?", "w8a8x2"), ("*conv_shortcut", "w8a8x2"), ("*samplers.*.conv", "w8a8x2"),
         ("*.proj_in", "w8a8x2"), ("*.proj_out", "w8a8x2")]}, None, False),

@@ -88,7 +88,8 @@ def resolve_recipe(recipe: str, timestep_groups: int | None = None, rules: list[
 def quantize(
     out: Path = typer.Option(..., help="Output folder (written atomically)."),
     model: str = typer.Option("tiny", help=MODEL_HELP),
-    recipe: str = typer.Option("w8a8", help="Preset (fp32, fp16, bf16, w8a8, w8a8x2, w8, w4, mixed) or a recipe .json."),
+    recipe: str = typer.Option("w8a8", help="Preset (fp32, fp16, bf16, w8a8, w8a8x2, w8, w4, mixed) or a recipe "
+                               ".json."),
     calib_prompts: str = typer.Option("calibration", help="Prompt set name or file for calibration."),
     calib_size: int = typer.Option(100, help="Calibration prompts (the set is cycled if smaller)."),
     calib_steps: int = typer.Option(25, help="Sampler steps per calibration prompt."),

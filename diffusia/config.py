@@ -83,8 +83,8 @@ class Recipe:
 
     name: str = "custom"
     weights: str = "w8a8"  # default precision of the quantizable layers (see quant.policy)
-    full_res_conv_weights: str | None = None  # precision of the quantizable Conv2d layers of the full-resolution
-    # blocks (the first down block and the last up block), if not `weights`
+    full_res_weights: str | None = None  # precision of the quantizable layers of the full-resolution blocks (the
+    # first down block and the last up block), if not `weights`
     keep_as: str = "fp32"  # the layers the policy keeps in high precision: untouched (fp32) or stored fp16/bf16
     activations: str = "auto"  # integer range of W8A8 activations: auto, uint8, uint7
     calibrator: str = "percentile"
@@ -100,8 +100,8 @@ class Recipe:
         if not isinstance(self.name, str) or not self.name:
             _fail(f"recipe field 'name' must be a non-empty string, got {self.name!r}")
         _check_choice("weights", self.weights, PRECISIONS)
-        if self.full_res_conv_weights is not None:
-            _check_choice("full_res_conv_weights", self.full_res_conv_weights, PRECISIONS)
+        if self.full_res_weights is not None:
+            _check_choice("full_res_weights", self.full_res_weights, PRECISIONS)
         _check_choice("keep_as", self.keep_as, KEEP_AS)
         _check_choice("activations", self.activations, ACTIVATIONS)
         _check_choice("calibrator", self.calibrator, CALIBRATORS)
@@ -171,11 +171,10 @@ _PRESETS: dict[str, Recipe] = {
     "fp16": Recipe(name="fp16", weights="fp16"),
     "bf16": Recipe(name="bf16", weights="bf16"),
     "w8a8": Recipe(name="w8a8", weights="w8a8", keep_as="fp16"),
-    # W8A8 whose full-resolution convolutions take their activations in two INT8 digits (w8a8x2: two INT8 calls,
-    # ~14-bit activations without VNNI): on SD v1.5 those 24 of 96 convolutions carry most of the W8A8 error
+    # W8A8 whose full-resolution blocks take their activations in two INT8 digits (w8a8x2: two INT8 calls,
+    # ~14-bit activations without VNNI): on SD v1.5 those 74 of 256 layers carry most of the W8A8 error
     # (benchmarks/w8a8_schemes.py)
-    "w8a8x2": Recipe(name="w8a8x2", weights="w8a8", full_res_conv_weights="w8a8x2", keep_as="fp16",
-                     calibrator="mse"),
+    "w8a8x2": Recipe(name="w8a8x2", weights="w8a8", full_res_weights="w8a8x2", keep_as="fp16", calibrator="mse"),
     "w8": Recipe(name="w8", weights="w8", keep_as="fp16"),
     "w4": Recipe(name="w4", weights="w4", keep_as="fp16"),
     # convolutions W8A8; attention and feed-forward linears stored in fp16 (computed in fp32 on CPU)

@@ -55,7 +55,7 @@ def test_rule_matching():
     (dict(version=2), "version"),
     (dict(name=""), "name"),
     (dict(rules=[("*.to_q", "int2")]), "int2"),
-    (dict(full_res_conv_weights="int2"), "full_res_conv_weights"),
+    (dict(full_res_weights="int2"), "full_res_weights"),
     (dict(rules=[("re:(", "fp16")]), "regex"),
     (dict(rules=[("", "fp16")]), "pattern"),
     (dict(rules=["x"]), "rule"),

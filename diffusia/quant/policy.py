@@ -53,19 +53,17 @@ def full_resolution_blocks(names: list[str]) -> tuple[str, ...]:
     return ("down_blocks.0.",) + ((f"up_blocks.{ups[-1]}.",) if ups else ())
 
 
-def default_plan(model: nn.Module, precision: str, keep_as: str = "fp32", full_res_conv: str | None = None
+def default_plan(model: nn.Module, precision: str, keep_as: str = "fp32", full_res: str | None = None
                  ) -> dict[str, str]:
-    """`precision` for the quantizable layers (`full_res_conv`, if given, for the Conv2d ones of the
-    full-resolution blocks); the high-precision ones stored as `keep_as` (fp32: `keep` untouched, fp16/bf16:
-    half-precision storage computed in fp32); `keep` for every other layer."""
+    """`precision` for the quantizable layers (`full_res`, if given, for those of the full-resolution blocks); the
+    high-precision ones stored as `keep_as` (fp32: `keep` untouched, fp16/bf16: half-precision storage computed in
+    fp32); `keep` for every other layer."""
     high = "keep" if keep_as == "fp32" else keep_as
     names = layer_names(model)
-    full_res = full_resolution_blocks(names)
+    prefixes = full_resolution_blocks(names)
 
     def quantized(name: str) -> str:
-        if full_res_conv and name.startswith(full_res) and isinstance(model.get_submodule(name), nn.Conv2d):
-            return full_res_conv
-        return precision
+        return full_res if full_res and name.startswith(prefixes) else precision
 
     return {n: quantized(n) if is_quantizable(n) else high if is_high_precision(n) else "keep" for n in names}
 
@@ -75,11 +73,11 @@ def plan(model: nn.Module, recipe: Recipe) -> dict[str, str]:
 
     A rule that matches no layer raises DiffusiaError naming the nearest layer names.
     """
-    result = default_plan(model, recipe.weights, recipe.keep_as, recipe.full_res_conv_weights)
+    result = default_plan(model, recipe.weights, recipe.keep_as, recipe.full_res_weights)
     names = list(result)
-    if recipe.full_res_conv_weights and recipe.full_res_conv_weights != recipe.weights and \
-            recipe.full_res_conv_weights not in result.values():
-        raise DiffusiaError("full_res_conv_weights matches no layer: this model has no quantizable Conv2d in "
+    if recipe.full_res_weights and recipe.full_res_weights != recipe.weights and \
+            recipe.full_res_weights not in result.values():
+        raise DiffusiaError("full_res_weights matches no layer: this model has no quantizable layer in "
                             "down_blocks.0 or its last up block; set it to null")
     for rule in recipe.rules:
         hits = [n for n in names if rule.matches(n)]

@@ -53,7 +53,11 @@ def quantize_weight_int4(w: Tensor, group_size: int) -> tuple[Tensor, Tensor]:
 
 
 def pack_int4(q: Tensor) -> Tensor:
-    """Pack int values in [-8, 7] of shape [O, 2n] into uint8 [O, n]."""
+    """int values in [-8, 7] of shape [O, 2n] -> uint8 [O, n] (low nibble = even column, each value + 8)."""
+    if q.shape[-1] % 2:
+        raise ValueError(f"pack_int4 needs an even number of columns, got {q.shape[-1]}")
+    if q.numel() and (int(q.min()) < W4_QMIN or int(q.max()) > W4_QMAX):
+        raise ValueError("pack_int4 values must lie in [-8, 7]")
     u = (q.to(torch.int16) - W4_QMIN).to(torch.uint8)
     return (u[:, 0::2] | (u[:, 1::2] << 4)).contiguous()
 

@@ -22,7 +22,7 @@ def _quantized(preset, **changes):
 
 
 @pytest.mark.parametrize("changes", [dict(), dict(keep_as="fp32", activations="uint8"), dict(activations="uint7"),
-                                     dict(full_res_conv_weights="w8a8x2")], ids=["preset", "uint8-fp32-kept", "uint7", "x2"])
+                                     dict(full_res_weights="w8a8x2")], ids=["preset", "uint8-fp32-kept", "uint7", "x2"])
 def test_onnxruntime_computes_the_same_integer_codes(tmp_path, changes):
     # output-level agreement is luck on a quantized net (one rounding tie upstream moves every later layer), so
     # the check is on the integer codes: identical, up to single-step ties at the first layer that differs

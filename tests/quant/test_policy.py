@@ -67,16 +67,16 @@ def test_mixed_plan(unet):
     assert p["down_blocks.0.resnets.0.conv1"] == "w8a8" and p["mid_block.attentions.0.proj_in"] == "w8a8"
 
 
-def test_w8a8x2_plan_splits_the_full_resolution_convolutions(unet):
+def test_w8a8x2_plan_splits_the_full_resolution_blocks(unet):
     p = plan(unet, get_preset("w8a8x2"))
     x2 = {n for n, v in p.items() if v == "w8a8x2"}
     last_up = f"up_blocks.{len(unet.up_blocks) - 1}."
-    full_res = {n for n in p if n.startswith(("down_blocks.0.", last_up)) and is_quantizable(n)
-                and isinstance(unet.get_submodule(n), nn.Conv2d)}
-    assert x2 == full_res and "down_blocks.0.resnets.0.conv1" in x2 and last_up + "resnets.0.conv_shortcut" in x2
+    assert x2 == {n for n in p if n.startswith(("down_blocks.0.", last_up)) and is_quantizable(n)}
+    assert {"down_blocks.0.resnets.0.conv1", last_up + "resnets.0.conv_shortcut",
+            last_up + "attentions.0.transformer_blocks.0.attn1.to_q"} <= x2
     assert {v for n, v in p.items() if is_quantizable(n) and n not in x2} == {"w8a8"}
-    assert p["conv_in"] == p["conv_out"] == "fp16"  # the policy's kept convolutions stay kept
-    with pytest.raises(DiffusiaError, match="full_res_conv_weights matches no layer"):
+    assert p["conv_in"] == p["conv_out"] == p["down_blocks.0.resnets.0.time_emb_proj"] == "fp16"  # kept stay kept
+    with pytest.raises(DiffusiaError, match="full_res_weights matches no layer"):
         plan(nn.Sequential(nn.Linear(2, 2)), get_preset("w8a8x2"))
 
 

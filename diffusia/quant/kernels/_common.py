@@ -1,4 +1,4 @@
-"""Shared pieces of the kernels: activation quantization to uint8, int4 unpacking, availability checks."""
+"""Shared pieces of the kernels: activation quantization to uint8, int4 dequantization, availability checks."""
 from __future__ import annotations
 
 import functools
@@ -8,7 +8,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from diffusia.quant.qmath import residual_qparams
+from diffusia.quant.qmath import W4_QMIN, pack_int4, residual_qparams, unpack_int4  # noqa: F401 (re-exported)
 
 logger = logging.getLogger("diffusia.quant.kernels")
 
@@ -17,7 +17,7 @@ logger = logging.getLogger("diffusia.quant.kernels")
 warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel",
                         category=UserWarning)
 
-W4_OFFSET = 8  # int4 values in [-8, 7] are stored as value + 8 in a nibble
+W4_OFFSET = -W4_QMIN  # int4 values in [-8, 7] are stored as value + 8 in a nibble
 
 
 @functools.lru_cache(maxsize=1)
@@ -76,23 +76,6 @@ def quantize_act_digits(x: Tensor, scale: float, zero_point: int, qmax: int, dig
     # the in-place clamp above wrote through to qt, so dequantize sees the clamped codes
     x1 = torch.dequantize(qt) if qt is not None else (q1.float() - zero_point) * scale
     return [q1, quantize_act_u8(x - x1, *residual_qparams(scale, qmax), qmax)]
-
-
-def unpack_int4(packed: Tensor) -> Tensor:
-    """uint8 [O, n] (low nibble = even column, high = odd, each value + 8) -> int8 [O, 2n] in [-8, 7]."""
-    lo = (packed & 0x0F).to(torch.int8) - W4_OFFSET
-    hi = (packed >> 4).to(torch.int8) - W4_OFFSET
-    return torch.stack([lo, hi], dim=-1).reshape(packed.shape[0], -1)
-
-
-def pack_int4(q: Tensor) -> Tensor:
-    """int values in [-8, 7] of shape [O, 2n] -> uint8 [O, n]; inverse of `unpack_int4`."""
-    if q.shape[-1] % 2:
-        raise ValueError(f"pack_int4 needs an even number of columns, got {q.shape[-1]}")
-    if q.numel() and (int(q.min()) < -W4_OFFSET or int(q.max()) > W4_OFFSET - 1):
-        raise ValueError("pack_int4 values must lie in [-8, 7]")
-    u = (q.to(torch.int16) + W4_OFFSET).to(torch.uint8)
-    return (u[:, 0::2] | (u[:, 1::2] << 4)).contiguous()
 
 
 def dequantize_int4(packed: Tensor, scale: Tensor, cols: int) -> Tensor:

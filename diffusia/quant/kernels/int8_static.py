@@ -5,8 +5,8 @@ weight and return float32 directly (scales and bias applied on the int32 accumul
 requantization). The input is quantized by `quantize_act_digits` (one vectorized pass, plus a uint8 clamp for
 7-bit activations); that cost is part of every call. With `act_digits=2` (precision `w8a8x2`) the first digit's
 rounding residual is quantized again and run through the same packed weight without bias: two INT8 calls whose
-sum sees ~14-bit (7-bit digits) or ~16-bit (8-bit digits) activations. Output of the conv is channels_last by default when the
-input is (oneDNN's native layout); NCHW input gets NCHW output unless `channels_last_output=True`.
+sum sees ~14-bit (7-bit digits) or ~16-bit (8-bit digits) activations. Output of the conv is channels_last by
+default when the input is (oneDNN's native layout); NCHW input gets NCHW output unless `channels_last_output=True`.
 
 Where oneDNN is missing (non-x86 builds) the kernels fall back to the float reference and say so in
 `backend` ("reference") and the log: such timings are simulated, never INT8 speedups.
@@ -19,8 +19,8 @@ from torch import Tensor
 from diffusia.quant import cpu
 from diffusia.quant.kernels import cuda
 from diffusia.quant.kernels._common import check_weight, logger, onednn_int8_available, quantize_act_digits
-from diffusia.quant.qmath import residual_qparams
 from diffusia.quant.kernels.reference import reference_int8_conv2d, reference_int8_linear
+from diffusia.quant.qmath import residual_qparams
 
 IntPair = int | tuple[int, int]
 
