@@ -243,8 +243,10 @@ def compare_codes(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) ->
     return {"layers": len(layers), "identical_before_first_difference": identical, "first_difference": first}
 
 
-def same_codes(codes: dict, max_fraction: float = 1e-3) -> bool:
+def same_codes(codes: dict, max_fraction: float = 5e-3) -> bool:
     """True if `compare_codes` found the same computation: all codes equal, or the first difference is rounding
-    ties (one step, on at most `max_fraction` of that layer's codes)."""
+    ties (one step, on at most `max_fraction` of that layer's codes). Measured on the micro test model: <= 0.07 %
+    after single-digit layers, 0.12 % after a w8a8x2 layer (whose output is the float sum of two convolutions,
+    summed in another order by each runtime); a wrong quantizer moves most codes, by more than one step."""
     first = codes["first_difference"]
     return first is None or (first["max_steps"] <= 1 and first["fraction"] <= max_fraction)
