@@ -37,7 +37,7 @@ VARIANTS = {  # name: (preset, recipe changes)
     "w8a8, kept layers FP32": ("w8a8", {"keep_as": "fp32"}),
     "w8a8, time_emb_proj weight-only INT8": ("w8a8", {"rules": [("*time_emb_proj", "w8")]}),
     "w8a8, MSE calibrator": ("w8a8", {"calibrator": "mse"}),
-    "w8a8x2 (MSE, full-resolution convolutions in two digits)": ("w8a8x2", {}),
+    "w8a8x2 (MSE, full-resolution blocks in two digits)": ("w8a8x2", {}),
 }
 
 

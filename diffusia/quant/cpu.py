@@ -4,8 +4,8 @@ Why it matters: x86 INT8 kernels multiply uint8 activations by int8 weights with
 adjacent products into a saturating int16. Without VNNI (`vpdpbusd`, int32 accumulation) two products of
 255 * 127 overflow it. Either 7-bit activations (0..127) or 7-bit weights (|q| <= 64, `weight_qmax`) make every
 pair fit: 2 * 127 * 127 = 32258 and 2 * 255 * 64 = 32640 <= 32767. diffusia's default keeps 8-bit activations
-and narrows the weights: on the SD v1.5 U-Net (random weights, 32x32 latent) that measured 3.8-4.0 % rel-L2
-against 6.9-8.2 % for 7-bit activations, and it saves the clamp pass (benchmarks/results/w8a8_schemes.md).
+and narrows the weights: on the SD v1.5 U-Net (random weights, 32x32 latent) that measured 3.7-4.0 % rel-L2
+against 6.8-8.2 % for 7-bit activations, and it saves the clamp pass (benchmarks/results/w8a8_schemes.md).
 """
 from __future__ import annotations
 
