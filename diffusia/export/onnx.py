@@ -245,8 +245,8 @@ def compare_codes(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) ->
 
 def same_codes(codes: dict, max_fraction: float = 5e-3) -> bool:
     """True if `compare_codes` found the same computation: all codes equal, or the first difference is rounding
-    ties (one step, on at most `max_fraction` of that layer's codes). Measured on the micro test model: <= 0.07 %
-    after single-digit layers, 0.12 % after a w8a8x2 layer (whose output is the float sum of two convolutions,
-    summed in another order by each runtime); a wrong quantizer moves most codes, by more than one step."""
+    ties (one step, on at most `max_fraction` of that layer's codes). Measured on the micro test model: 0.12 % at
+    the layer after a w8a8x2 layer (whose output is the float sum of two convolutions, summed in another order by
+    each runtime); a wrong quantizer moves most codes, by more than one step."""
     first = codes["first_difference"]
     return first is None or (first["max_steps"] <= 1 and first["fraction"] <= max_fraction)

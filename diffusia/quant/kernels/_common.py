@@ -8,7 +8,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from diffusia.quant.qmath import W4_QMIN, pack_int4, residual_qparams, unpack_int4  # noqa: F401 (re-exported)
+from diffusia.quant.qmath import W4_QMIN, residual_qparams
 
 logger = logging.getLogger("diffusia.quant.kernels")
 

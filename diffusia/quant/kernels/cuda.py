@@ -23,8 +23,12 @@ def prepare_w8a8_linear(weight_int8: Tensor, weight_scale: Tensor) -> dict[str, 
     return {"w_t": w_t, "wsum": weight_int8.to(torch.int32).sum(dim=1), "scale": weight_scale.float()}
 
 
-def _int_mm_digit(x2: Tensor, scale: float, zp: int, qmax: int, prep: dict[str, Tensor]) -> Tensor:
-    q = torch.clamp(torch.round(x2 * (1.0 / scale)) + zp, 0, qmax)
+def _codes(x2: Tensor, scale: float, zp: int, qmax: int) -> Tensor:
+    return torch.clamp(torch.round(x2 * (1.0 / scale)) + zp, 0, qmax)
+
+
+def _int_mm_digit(q: Tensor, scale: float, zp: int, prep: dict[str, Tensor]) -> Tensor:
+    """Float output of one activation digit: its codes `q` (0..qmax, as float) through _int_mm."""
     q_s8 = (q - 128).to(torch.int8)
     m = q_s8.shape[0]
     if q_s8.shape[1] % 8 or prep["w_t"].shape[1] % 8:
@@ -41,10 +45,10 @@ def w8a8_linear_int_mm(x: Tensor, k: Any, prep: dict[str, Tensor]) -> Tensor:
     per activation digit (the second on the first digit's residual)."""
     x2 = x.reshape(-1, x.shape[-1]).float()
     (s1, zp1), *rest = k.digit_qparams()
-    y = _int_mm_digit(x2, s1, zp1, k.act_qmax, prep)
+    q1 = _codes(x2, s1, zp1, k.act_qmax)
+    y = _int_mm_digit(q1, s1, zp1, prep)
     for s2, zp2 in rest:
-        x1 = (torch.clamp(torch.round(x2 * (1.0 / s1)) + zp1, 0, k.act_qmax) - zp1) * s1
-        y = y + _int_mm_digit(x2 - x1, s2, zp2, k.act_qmax, prep)
+        y = y + _int_mm_digit(_codes(x2 - (q1 - zp1) * s1, s2, zp2, k.act_qmax), s2, zp2, prep)
     if k.bias is not None:
         y = y + k.bias.to(y.device)
     return y.reshape(*x.shape[:-1], y.shape[-1])
