@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from diffusia.errors import DiffusiaError
+from diffusia.quant.cpu import TARGETS
 
 RECIPE_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "bf16", "w8a8", "w8a8x2", "w8", "w4", "keep")
-ACTIVATIONS = ("auto", "uint8", "uint7")  # auto = uint8, with 7-bit weights on CPUs without VNNI
+ACTIVATIONS = ("auto", "uint8", "uint7")  # auto = uint8, with 7-bit weights where the target has no VNNI
 CALIBRATORS = ("percentile", "minmax", "mse")
 KEEP_AS = ("fp32", "fp16", "bf16")  # storage of the policy's high-precision layers (time embedding, conv_in/out)
 
@@ -87,6 +88,7 @@ class Recipe:
     # first down block and the last up block), if not `weights`
     keep_as: str = "fp32"  # the layers the policy keeps in high precision: untouched (fp32) or stored fp16/bf16
     activations: str = "auto"  # integer range of W8A8 activations: auto, uint8, uint7
+    target: str = "auto"  # CPU class the INT8 layout is for: auto (this host), portable, avx2, vnni (quant.cpu)
     calibrator: str = "percentile"
     percentile: float = 99.9
     histogram_bins: int = 2048
@@ -104,6 +106,7 @@ class Recipe:
             _check_choice("full_res_weights", self.full_res_weights, PRECISIONS)
         _check_choice("keep_as", self.keep_as, KEEP_AS)
         _check_choice("activations", self.activations, ACTIVATIONS)
+        _check_choice("target", self.target, TARGETS)
         _check_choice("calibrator", self.calibrator, CALIBRATORS)
         if isinstance(self.percentile, bool) or not isinstance(self.percentile, (int, float)):
             _fail(f"recipe field 'percentile' must be a number, got {self.percentile!r}")

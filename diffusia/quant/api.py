@@ -3,6 +3,7 @@ a summary table and a NaN/Inf localiser."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections import Counter
 from typing import Any, Iterator, Mapping
@@ -12,7 +13,7 @@ from torch import Tensor, nn
 
 from diffusia.config import Recipe
 from diffusia.errors import DiffusiaError
-from diffusia.quant import cpu
+from diffusia.quant import cpu, qmath
 from diffusia.quant import timestep as ts
 from diffusia.quant.modules import ACT_DIGITS, WEIGHT_BITS, QModuleMixin, QSettings, qclass_for
 from diffusia.quant.policy import plan as make_plan
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 QMAP_FORMAT, QMAP_VERSION = "diffusia.quantization_map", 1
 _RECIPE_ATTR = "_diffusia_recipe"
+_TARGET_ATTR = "_diffusia_target"  # {"requested", "cpu_class", "made_on"}: what the INT8 layout is for
 
 
 def qmodules(model: nn.Module) -> dict[str, QModuleMixin]:
@@ -41,19 +43,20 @@ def act_qmax_for(activations: str) -> int:
     return 127 if activations == "uint7" else 255
 
 
-def layer_settings(precision: str, recipe: Recipe) -> QSettings:
-    """A layer's QSettings under `recipe`.
+def layer_settings(precision: str, recipe: Recipe, cpu_class: str | None = None) -> QSettings:
+    """A layer's QSettings under `recipe`, for the INT8 layout of `cpu_class` (default: the recipe's target).
 
     w8a8: activations 0..act_qmax_for(recipe.activations), weights narrowed where int16 pair sums could saturate.
     w8a8x2: two activation digits of 7 bits where pair sums could saturate (8 elsewhere) with 8-bit weights; its
     range is min-max (with ~14-16 bits of resolution nothing is gained by clipping the calibration outliers).
     """
+    cpu_class = cpu_class or cpu.resolve_target(recipe.target)
     calibrator, qmax, wqmax = recipe.calibrator, 127, 127
     if precision == "w8a8":
         qmax = act_qmax_for(recipe.activations)
-        wqmax = cpu.weight_qmax(qmax)  # 7-bit weights if 8-bit activations could saturate int16 pair sums
+        wqmax = cpu.weight_qmax(qmax, cpu_class)  # 7-bit weights if 8-bit activations could saturate int16 pairs
     elif precision == "w8a8x2":
-        qmax = 127 if recipe.activations == "uint7" or cpu.saturation_risk() else 255
+        qmax = 127 if recipe.activations == "uint7" or cpu_class == "avx2" else 255
         calibrator = "minmax"
     return QSettings(precision, act_qmax=qmax, weight_qmax=wqmax, calibrator=calibrator,
                      percentile=recipe.percentile, bins=recipe.histogram_bins, group_size=recipe.int4_group_size,
@@ -70,6 +73,7 @@ def quantize(unet: nn.Module, recipe: Recipe) -> dict[str, str]:
     if qmodules(unet) or ts.get_state(unet) is not None:
         raise DiffusiaError("model is already quantized: start again from the float model")
     layer_plan = make_plan(unet, recipe)
+    cpu_class = cpu.resolve_target(recipe.target)  # resolved once: every layer gets the same layout
     state = ts.TimestepState(recipe.timestep_groups, recipe.num_train_timesteps)
     for name, precision in layer_plan.items():
         if precision == "keep":
@@ -78,10 +82,12 @@ def quantize(unet: nn.Module, recipe: Recipe) -> dict[str, str]:
         if precision == "fp32":
             module.float()
             continue
-        settings = layer_settings(precision, recipe)
+        settings = layer_settings(precision, recipe, cpu_class)
         _swap(unet, name, qclass_for(module).from_module(module, settings, state))
     ts.attach(unet, state)
     setattr(unet, _RECIPE_ATTR, recipe)
+    setattr(unet, _TARGET_ATTR, {"requested": recipe.target, "cpu_class": cpu_class,
+                                 "made_on": cpu.host_description()})
     log.info("quantized with recipe %r: %s", recipe.name, dict(Counter(layer_plan.values())))
     return layer_plan
 
@@ -142,7 +148,30 @@ def quantization_map(unet: nn.Module) -> dict[str, Any]:
                   **m.settings.to_dict()} for n, m in qm.items()}
     return {"format": QMAP_FORMAT, "version": QMAP_VERSION,
             "num_train_timesteps": state.num_train_timesteps if state else 1000,
-            "recipe": recipe.to_dict() if recipe is not None else None, "layers": layers}
+            "recipe": recipe.to_dict() if recipe is not None else None,
+            "target": getattr(unet, _TARGET_ATTR, None), "layers": layers}
+
+
+def target_of(unet: nn.Module) -> dict[str, Any] | None:
+    """What the quantized U-Net's INT8 layout is for: {"requested", "cpu_class", "made_on"} (None if unknown)."""
+    return getattr(unet, _TARGET_ATTR, None)
+
+
+def _fit_to_host(settings: QSettings) -> QSettings:
+    """Settings whose INT8 kernels do not saturate on this host: activations narrowed to 7 bits where a layout made
+    for int32 accumulation (VNNI) meets int16 pair sums; unchanged otherwise."""
+    if settings.precision not in ACT_DIGITS or not cpu.saturates(settings.act_qmax, settings.weight_qmax):
+        return settings
+    return dataclasses.replace(settings, act_qmax=127)
+
+
+def _narrow_act_qparams(m: QModuleMixin, old_qmax: int) -> None:
+    """Re-derive a layer's activation qparams for its (narrowed) act_qmax from the range its old ones covered
+    (exact for calibrated and for LSQ-learned scales alike)."""
+    for g in range(len(m.act_scale)):
+        scale, zp = m.act_qparams(g)
+        lo, hi = -zp * scale, (old_qmax - zp) * scale
+        m.act_scale[g], m.act_zero_point[g] = qmath.act_qparams(lo, hi, m.settings.act_qmax)
 
 
 def load_quantized_state(unet: nn.Module, qmap: Mapping[str, Any], state_dict: Mapping[str, Tensor]) -> nn.Module:
@@ -156,6 +185,7 @@ def load_quantized_state(unet: nn.Module, qmap: Mapping[str, Any], state_dict: M
     state = ts.TimestepState(max(groups), int(qmap["num_train_timesteps"]))
     frozen: list[QModuleMixin] = []
     modes: dict[str, str] = {}
+    narrowed: dict[str, int] = {}  # layer -> its saved act_qmax, for layers fitted to this host
     for name, spec in layers.items():
         try:
             module = unet.get_submodule(name)
@@ -165,7 +195,10 @@ def load_quantized_state(unet: nn.Module, qmap: Mapping[str, Any], state_dict: M
             raise DiffusiaError(f"layer {name!r}: skeleton weight {list(module.weight.shape)} != map {spec['weight_shape']}")
         if type(module).__name__ != spec["type"]:
             raise DiffusiaError(f"layer {name!r}: skeleton has {type(module).__name__}, map says {spec['type']}")
-        settings = QSettings(**{k: v for k, v in spec.items() if k in QSettings.__dataclass_fields__})
+        saved = QSettings(**{k: v for k, v in spec.items() if k in QSettings.__dataclass_fields__})
+        settings = _fit_to_host(saved)
+        if settings != saved:
+            narrowed[name] = saved.act_qmax
         q = qclass_for(module).from_module(module, settings, state)
         if spec.get("mode") == "real":
             q.prepare_frozen()
@@ -176,6 +209,14 @@ def load_quantized_state(unet: nn.Module, qmap: Mapping[str, Any], state_dict: M
     if result.missing_keys or result.unexpected_keys:
         raise DiffusiaError(f"state dict does not fit the quantization map: missing {result.missing_keys[:3]}, "
                             f"unexpected {result.unexpected_keys[:3]}")
+    qm = qmodules(unet)
+    for name, old_qmax in narrowed.items():
+        _narrow_act_qparams(qm[name], old_qmax)
+    if narrowed:
+        made_for = (qmap.get("target") or {}).get("cpu_class", "a CPU with VNNI")
+        log.warning("%d layer(s) were quantized for %s (8-bit activations with 8-bit weights); on this CPU (%s) their "
+                    "int16 pair sums would saturate, so they run with 7-bit activations. For full precision here, "
+                    "re-quantize with `diffusia quantize --target auto`", len(narrowed), made_for, cpu.host_class())
     for q in frozen:
         q.build_kernels()
         q.release_packed_source()
@@ -185,6 +226,10 @@ def load_quantized_state(unet: nn.Module, qmap: Mapping[str, Any], state_dict: M
     ts.attach(unet, state)
     if qmap.get("recipe"):
         setattr(unet, _RECIPE_ATTR, Recipe.from_dict(qmap["recipe"]))
+    target = dict(qmap.get("target") or {})
+    if narrowed:
+        target["converted_on_load"] = {"to": cpu.host_class(), "layers": len(narrowed), "act_qmax": 127}
+    setattr(unet, _TARGET_ATTR, target or None)
     return unet
 
 

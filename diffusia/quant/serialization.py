@@ -50,6 +50,7 @@ def save_quantized_pipeline(pipe, out_dir: str | Path, base_model: str | None = 
             state = {k: v.detach().contiguous().cpu() for k, v in pipe.unet.state_dict().items()}
             save_file(state, str(tmp / UNET_FILE), metadata={"format": FORMAT})
             meta["quantization_map"] = api.quantization_map(pipe.unet)
+            meta["target"] = api.target_of(pipe.unet)  # the CPU class the INT8 layout is for, and the CPU it was made on
         meta["sha256"] = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*.safetensors"))}
         (tmp / "diffusia.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     log.info("saved quantized pipeline to %s", out_dir)

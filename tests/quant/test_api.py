@@ -69,7 +69,7 @@ def test_preset_close_to_fp32(name, reference):
 def test_w8a8_with_uint8_mse_within_a_few_percent(reference):
     u = quantized(get_preset("w8a8").replace(activations="uint8", calibrator="mse"))
     m = u.get_submodule("down_blocks.0.resnets.0.conv1")
-    assert m.settings.act_qmax == 255 and m.settings.weight_qmax == cpu.weight_qmax(255)
+    assert m.settings.act_qmax == 255 and m.settings.weight_qmax == cpu.weight_qmax(255, cpu.host_class())
     assert rel_l2(run(u), reference) < 0.06
 
 
@@ -154,7 +154,7 @@ def test_summary_lists_every_quantized_layer():
     lines = api.summary(u).splitlines()
     assert len(lines) == 1 + len(api.qmodules(u)) and lines[0].split()[:4] == ["layer", "precision", "w", "bits"]
     conv1 = next(line.split() for line in lines if line.startswith("down_blocks.0.resnets.0.conv1 "))
-    assert conv1[1:5] == ["w8a8", "7" if cpu.weight_qmax(255) < 127 else "8", "8", "real"]
+    assert conv1[1:5] == ["w8a8", "7" if cpu.weight_qmax(255, cpu.host_class()) < 127 else "8", "8", "real"]
     assert any(line.split()[1] == "fp16" for line in lines[1:])
     assert next(line.split()[1] for line in lines if line.startswith("conv_in ")) == "fp16"  # keep_as
     assert not any(line.startswith("conv_in") for line in api.summary(frozen("fp16")[0]).splitlines())

@@ -46,16 +46,21 @@ CONV_CASES = [  # (n, c, o, hw, k, stride, padding, dilation, groups)
 ]
 
 
+HOST_VNNI = cpu.has_vnni(cpu.detected_features())
+
+
 @needs_onednn
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("act_qmax", [127, 255])
-def test_int8_conv2d_matches_reference(case, act_qmax):
+@pytest.mark.parametrize("cls", cpu.CPU_CLASSES)
+def test_int8_conv2d_matches_reference(case, act_qmax, cls):
+    """Each class's layout on any host: real oneDNN where its pair sums cannot saturate here, else the reference."""
     n, c, o, hw, k, stride, padding, dilation, groups = case
     x, w, b = conv_case(0, n, c, o, hw, k, groups)
-    wq, ws = qweight(w, cpu.weight_qmax(act_qmax))
+    wq, ws = qweight(w, cpu.weight_qmax(act_qmax, cls))
     s, zp = act_qparams(x, act_qmax)
     kern = K.Int8Conv2d(wq, ws, b, stride, padding, dilation, groups, s, zp, act_qmax)
-    assert kern.backend == "onednn"
+    assert kern.backend == ("onednn" if HOST_VNNI or cpu.pair_sums_fit(act_qmax, int(wq.abs().max())) else "reference")
     y = kern(x)
     ref = K.reference_int8_conv2d(x, wq, ws, b, stride, padding, dilation, groups, s, zp, act_qmax)
     fp32 = F.conv2d(x, w, b, stride, padding, dilation, groups)
@@ -140,20 +145,38 @@ def test_quantize_act_u8_rounds_like_reference():
 
 
 @needs_onednn
-@pytest.mark.skipif(not cpu.saturation_risk(), reason="CPU has VNNI: no int16 pair saturation")
-def test_8bit_activations_with_8bit_weights_saturate_on_this_cpu():
-    """Without VNNI, u8 (0..255) x s8 (+-127) deviates from its own reference; 7-bit either side does not."""
+@pytest.mark.skipif(HOST_VNNI, reason="this CPU has VNNI: int8 products accumulate in int32, nothing saturates")
+def test_8bit_activations_with_8bit_weights_saturate_without_vnni(monkeypatch):
+    """Without VNNI, u8 (0..255) x s8 (+-127) on oneDNN deviates from its own reference, 7-bit either side does not;
+    so the kernel refuses oneDNN for that layout and computes the reference instead."""
     g = torch.Generator().manual_seed(3)
     x = torch.randn(256, 512, generator=g)
     w = torch.randn(256, 512, generator=g)
+    wq, ws = qweight(w, 127)
+    s, zp = act_qparams(x, 255)
+    assert K.Int8Linear(wq, ws, None, s, zp, 255).backend == "reference"
     errs = {}
-    for act_qmax, w_qmax in [(255, 127), (127, 127), (255, 64)]:
-        wq, ws = qweight(w, w_qmax)
-        s, zp = act_qparams(x, act_qmax)
-        y = K.Int8Linear(wq, ws, None, s, zp, act_qmax)(x)
-        errs[(act_qmax, w_qmax)] = rel(y, K.reference_int8_linear(x, wq, ws, None, s, zp, act_qmax))
+    with monkeypatch.context() as m:  # pretend the hardware had VNNI, to see what oneDNN would compute
+        m.setattr(cpu, "detected_features", lambda: cpu.parse_features("vnni"))
+        for act_qmax, w_qmax in [(255, 127), (127, 127), (255, 64)]:
+            wq, ws = qweight(w, w_qmax)
+            s, zp = act_qparams(x, act_qmax)
+            kern = K.Int8Linear(wq, ws, None, s, zp, act_qmax)
+            assert kern.backend == "onednn"
+            errs[(act_qmax, w_qmax)] = rel(kern(x), K.reference_int8_linear(x, wq, ws, None, s, zp, act_qmax))
     assert errs[(255, 127)] > 1e-3
     assert errs[(127, 127)] < 1e-4 and errs[(255, 64)] < 1e-4
+
+
+@needs_onednn
+@pytest.mark.skipif(not HOST_VNNI, reason="this CPU has no VNNI")
+def test_8bit_activations_with_8bit_weights_are_exact_with_vnni():
+    g = torch.Generator().manual_seed(3)
+    x, w = torch.randn(256, 512, generator=g), torch.randn(256, 512, generator=g)
+    wq, ws = qweight(w, 127)
+    s, zp = act_qparams(x, 255)
+    kern = K.Int8Linear(wq, ws, None, s, zp, 255)
+    assert kern.backend == "onednn" and rel(kern(x), K.reference_int8_linear(x, wq, ws, None, s, zp, 255)) < 1e-4
 
 
 def test_int4_pack_roundtrip_and_format():

@@ -8,7 +8,8 @@ rounding residual is quantized again and run through the same packed weight with
 sum sees ~14-bit (7-bit digits) or ~16-bit (8-bit digits) activations. Output of the conv is channels_last by
 default when the input is (oneDNN's native layout); NCHW input gets NCHW output unless `channels_last_output=True`.
 
-Where oneDNN is missing (non-x86 builds) the kernels fall back to the float reference and say so in
+Where oneDNN is missing (non-x86 builds), or where the weights and activations would saturate this CPU's int16 pair
+sums (a layout made for VNNI on a CPU without it), the kernels fall back to the float reference and say so in
 `backend` ("reference") and the log: such timings are simulated, never INT8 speedups.
 """
 from __future__ import annotations
@@ -32,8 +33,7 @@ def _pair(v: IntPair) -> list[int]:
 _warned: set[str] = set()
 
 
-def _check_act(act_scale: float, act_zero_point: int, act_qmax: int, weight_int8: Tensor, name: str,
-               act_digits: int = 1) -> None:
+def _check_act(act_scale: float, act_zero_point: int, act_qmax: int, name: str, act_digits: int = 1) -> None:
     if act_digits not in (1, 2):
         raise ValueError(f"{name}: act_digits must be 1 or 2, got {act_digits}")
     if not (act_digits <= act_qmax <= 255):
@@ -42,15 +42,26 @@ def _check_act(act_scale: float, act_zero_point: int, act_qmax: int, weight_int8
         raise ValueError(f"{name}: act_zero_point {act_zero_point} outside 0..{act_qmax}")
     if not act_scale > 0:
         raise ValueError(f"{name}: act_scale must be > 0, got {act_scale}")
-    wmax = cpu.weight_qmax(act_qmax)
-    if weight_int8.device.type != "cpu" or wmax >= 127 or not weight_int8.numel():
-        return
+
+
+def _cpu_backend(weight_int8: Tensor, act_qmax: int, name: str) -> str:
+    """"onednn", or "reference" where oneDNN is missing or its int16 pair sums would saturate on this hardware
+    (a layout made for VNNI on a CPU without it: never run wrong, run simulated and say so)."""
+    if not onednn_int8_available():
+        logger.warning("%s: oneDNN INT8 ops unavailable; using the float reference (simulated)", name)
+        return "reference"
+    real = cpu.detected_features()
+    if cpu.has_vnni(real) or cpu.pair_sums_fit(act_qmax, 127) or not weight_int8.numel():
+        return "onednn"
     peak = int(weight_int8.to(torch.int16).abs().max())
-    if peak > wmax:
-        log = logger.debug if name in _warned else logger.warning
-        _warned.add(name)
-        log("%s: act_qmax=%d with |weight| up to %d on a CPU without VNNI: int16 pair sums can saturate "
-            "(use act_qmax=127, or weights within +-%d)", name, act_qmax, peak, wmax)
+    if cpu.pair_sums_fit(act_qmax, peak):
+        return "onednn"
+    (logger.debug if name in _warned else logger.warning)(
+        "%s: activations 0..%d with |weight| up to %d would saturate int16 pair sums on this CPU (no VNNI): "
+        "running the float reference (simulated, slow); re-quantize with `--target auto` for real INT8 kernels",
+        name, act_qmax, peak)
+    _warned.add(name)
+    return "reference"
 
 
 class _Prepacked:
@@ -94,7 +105,7 @@ class Int8Conv2d(_Prepacked):
                  channels_last_output: bool | None = None, act_digits: int = 1) -> None:
         check_weight(weight_int8, weight_scale, torch.int8, 4, "Int8Conv2d")
         act_scale, act_zero_point = float(act_scale), int(act_zero_point)
-        _check_act(act_scale, act_zero_point, act_qmax, weight_int8, "Int8Conv2d", act_digits)
+        _check_act(act_scale, act_zero_point, act_qmax, "Int8Conv2d", act_digits)
         self.act_digits = act_digits
         self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
         self.groups = int(groups)
@@ -104,14 +115,10 @@ class Int8Conv2d(_Prepacked):
         self.weight_scale = weight_scale.float().contiguous()
         self.bias = None if bias is None else bias.float().contiguous()
         self._w_zp = torch.zeros(weight_int8.shape[0], dtype=torch.int64)
-        if weight_int8.device.type == "cuda":
-            self.backend = "cuda-fp16"
-        elif onednn_int8_available():
-            self.backend = "onednn"
+        self.backend = "cuda-fp16" if weight_int8.device.type == "cuda" else _cpu_backend(weight_int8, act_qmax,
+                                                                                          "Int8Conv2d")
+        if self.backend == "onednn":
             self._packed = self._prepack()
-        else:
-            self.backend = "reference"
-            logger.warning("Int8Conv2d: oneDNN INT8 ops unavailable; using the float reference (simulated)")
 
     def _prepack(self) -> Tensor:
         # x_shape=None: one packing serves every input size (measured as fast as a shape-specific one).
@@ -145,7 +152,7 @@ class Int8Linear(_Prepacked):
                  act_scale: float, act_zero_point: int, act_qmax: int = 127, act_digits: int = 1) -> None:
         check_weight(weight_int8, weight_scale, torch.int8, 2, "Int8Linear")
         act_scale, act_zero_point = float(act_scale), int(act_zero_point)
-        _check_act(act_scale, act_zero_point, act_qmax, weight_int8, "Int8Linear", act_digits)
+        _check_act(act_scale, act_zero_point, act_qmax, "Int8Linear", act_digits)
         self.act_digits = act_digits
         self.act_scale, self.act_zero_point, self.act_qmax = act_scale, act_zero_point, int(act_qmax)
         self.weight_int8 = weight_int8
@@ -156,12 +163,10 @@ class Int8Linear(_Prepacked):
         if weight_int8.device.type == "cuda":
             self.backend = "cuda-int_mm"
             self._cuda = cuda.prepare_w8a8_linear(weight_int8, self.weight_scale)
-        elif onednn_int8_available():
-            self.backend = "onednn"
-            self._packed = self._prepack()
         else:
-            self.backend = "reference"
-            logger.warning("Int8Linear: oneDNN INT8 ops unavailable; using the float reference (simulated)")
+            self.backend = _cpu_backend(weight_int8, act_qmax, "Int8Linear")
+            if self.backend == "onednn":
+                self._packed = self._prepack()
 
     def _prepack(self) -> Tensor:
         return torch.ops.onednn.qlinear_prepack(self.weight_int8.contiguous(), None)
