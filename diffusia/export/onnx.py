@@ -157,8 +157,9 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 def check_against_onnxruntime(unet: nn.Module, path: str | Path, batch: int = 2, seed: int = 1) -> dict:
     """Relative L2 difference between ONNX Runtime's output and diffusia's: its real-kernel output, and the
-    exported QDQ graph run in PyTorch (the exact math the ONNX file encodes); plus `codes`, the comparison of the
-    integer activation codes layer by layer (`compare_codes`)."""
+    exported QDQ graph run in PyTorch (the exact math the ONNX file encodes); `codes`, the comparison of the
+    integer activation codes layer by layer along the whole network (`compare_codes`); and `quantizers`, every
+    activation quantizer of the graph checked on its own input (`compare_quantizers`)."""
     import onnxruntime as ort
 
     inputs = example_inputs(unet, batch, seed)
@@ -166,8 +167,10 @@ def check_against_onnxruntime(unet: nn.Module, path: str | Path, batch: int = 2,
         ref = unet(*inputs).sample.numpy()
     graph, ours = _qdq_run(unet, inputs)
     out, theirs = _onnxruntime_run(path, inputs)
+    first_digits = {layer: q for (layer, digit), (_, q) in theirs.items() if digit == 1}
     return {"relative_l2_vs_diffusia": _rel(out, ref), "relative_l2_vs_qdq_graph": _rel(out, graph),
-            "codes": compare_codes(ours, theirs), "onnxruntime": ort.__version__}
+            "codes": compare_codes(ours, first_digits), "quantizers": compare_quantizers(unet, theirs),
+            "onnxruntime": ort.__version__}
 
 
 def _qdq_run(unet: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -196,20 +199,30 @@ def _layer_of(node_name: str) -> str:
     return node_name.removeprefix("/unet/").rpartition("/")[0].replace("/", ".")
 
 
-def _onnxruntime_run(path: str | Path, inputs: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """ONNX Runtime's output and the uint8 codes its activation quantizers feed to DequantizeLinear, by layer: the
-    graph re-saved next to `path` (external data referenced, not copied) with those codes as extra outputs."""
+def _digit_of(node_name: str) -> int | None:
+    """1 for a layer's input quantizer, 2 for the w8a8x2 residual's (`QuantizeLinear_<n>`; the weight's own
+    quantizers were folded into initializers), None for other nodes."""
+    op = node_name.rpartition("/")[2]
+    return 1 if op == "QuantizeLinear" else 2 if op.startswith("QuantizeLinear_") else None
+
+
+def _onnxruntime_run(path: str | Path, inputs: tuple[torch.Tensor, ...]
+                     ) -> tuple[np.ndarray, dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]]:
+    """ONNX Runtime's output, and for every activation quantizer (layer, digit): its float input and the uint8
+    codes it feeds to DequantizeLinear. The graph is re-saved next to `path` (external data referenced, not
+    copied) with those tensors as extra outputs."""
     import onnx
     import onnxruntime as ort
 
     path = Path(path)
     model = onnx.load(str(path), load_external_data=False)
     clips = {n.input[0]: n.output[0] for n in model.graph.node if n.op_type == "Clip"}  # 7-bit: Q -> Clip -> DQ
-    # a layer's first QuantizeLinear is its input's (first digit); w8a8x2 adds a QuantizeLinear_1 for the residual
-    codes = {_layer_of(n.name): clips.get(n.output[0], n.output[0]) for n in model.graph.node
-             if n.op_type == "QuantizeLinear" and n.name.startswith("/unet/") and n.name.endswith("/QuantizeLinear")}
-    for output in codes.values():
-        model.graph.output.append(onnx.helper.make_tensor_value_info(output, onnx.TensorProto.UINT8, None))
+    probes = {(_layer_of(n.name), _digit_of(n.name)): (n.input[0], clips.get(n.output[0], n.output[0]))
+              for n in model.graph.node
+              if n.op_type == "QuantizeLinear" and n.name.startswith("/unet/") and _digit_of(n.name)}
+    for x_name, q_name in probes.values():
+        model.graph.output.append(onnx.helper.make_tensor_value_info(x_name, onnx.TensorProto.FLOAT, None))
+        model.graph.output.append(onnx.helper.make_tensor_value_info(q_name, onnx.TensorProto.UINT8, None))
     probe = path.with_name(f".{path.stem}.codes.onnx")
     try:
         onnx.save(model, str(probe))
@@ -217,7 +230,38 @@ def _onnxruntime_run(path: str | Path, inputs: tuple[torch.Tensor, ...]) -> tupl
         values = dict(zip([o.name for o in model.graph.output], session.run(None, _feeds(inputs))))
     finally:
         probe.unlink(missing_ok=True)
-    return values[model.graph.output[0].name], {layer: values[name] for layer, name in codes.items()}
+    return values[model.graph.output[0].name], {k: (values[x], values[q]) for k, (x, q) in probes.items()}
+
+
+def compare_quantizers(unet: nn.Module, theirs: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Every activation quantizer of the ONNX graph against diffusia's, on the same float input (ONNX Runtime's):
+    the codes diffusia's kernels would compute from it (the layer's scale, zero point and range; the residual's
+    for a w8a8x2 second digit) must equal ONNX Runtime's, except by one step where the input lies within a few
+    float32 ulps of a rounding tie (ONNX Runtime rounds x / scale; PyTorch's quantizer rounds x * (1 / scale) +
+    zero_point, so its ulp is that of the code, up to 255). Strict: unlike the
+    chained comparison, one layer's ties never reach the next. Returns the quantizers compared, the codes, the
+    codes on ties that differ, the codes that differ anywhere else (must be 0) and the first such."""
+    qm = api.qmodules(unet)
+    n_codes, ties, wrong, first = 0, 0, 0, None
+    for (layer, digit), (x, q_theirs) in theirs.items():
+        m = qm[layer]
+        scale, zp = m.act_qparams(m.group)
+        qmax = int(m.settings.act_qmax)
+        if digit == 2:
+            scale, zp = qmath.residual_qparams(scale, qmax)
+        ours = quantize_act_u8(torch.from_numpy(np.ascontiguousarray(x)), scale, zp, qmax).numpy().reshape(-1)
+        differ = ours != q_theirs.reshape(-1)
+        t = x.reshape(-1).astype(np.float64) / scale
+        ulps = 8 * np.finfo(np.float32).eps * np.maximum(np.abs(t) + zp, 1)
+        near_tie = np.abs(np.abs(t - np.floor(t)) - 0.5) <= ulps
+        bad = differ & ~(near_tie & (np.abs(ours.astype(np.int16) - q_theirs.reshape(-1)) == 1))
+        n_codes, ties, wrong = n_codes + differ.size, ties + int((differ & ~bad).sum()), wrong + int(bad.sum())
+        if bad.any() and first is None:
+            i = int(np.flatnonzero(bad)[0])
+            first = {"layer": layer, "digit": digit, "input": float(x.reshape(-1)[i]), "diffusia": int(ours[i]),
+                     "onnxruntime": int(q_theirs.reshape(-1)[i])}
+    return {"quantizers": len(theirs), "codes": n_codes, "tie_differences": ties, "other_differences": wrong,
+            "first_other_difference": first}
 
 
 def compare_codes(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> dict:
