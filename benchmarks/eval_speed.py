@@ -66,10 +66,10 @@ def images(n: int, source: str, steps: int) -> tuple[np.ndarray, np.ndarray, str
 
 
 def run(n: int, source: str, steps: int, compare_sqrtm: bool = False) -> dict[str, Any]:
-    from diffusia.eval.harness import _real_images
+    from diffusia.eval.harness import real_images
 
     ref, var, label, t_gen = images(n, source, steps)
-    real, t_real_load = _timed(lambda: _real_images(n))
+    real, t_real_load = _timed(lambda: real_images("tiny", n)[0])
     (fd_name, extract), t_fd_load = _timed(lambda: get_feature_extractor("auto"))
     _, t_lpips_load = _timed(lambda: pairwise(ref[:1], var[:1]))
     seconds: dict[str, float] = {}

@@ -69,6 +69,27 @@ def _q(v: VariantResult) -> str:
     return ", ".join(parts) if parts else "no quality measurement"
 
 
+def compare_latency(a: VariantResult, b: VariantResult) -> str | None:
+    """"faster" / "slower" if a's latency differs from b's beyond the runs' spread (interquartile ranges apart),
+    "same" if the ranges overlap, None if either has no latency. Without a measured spread the medians decide and
+    `_spread_note` says so."""
+    if a.latency_s is None or b.latency_s is None:
+        return None
+    if None in (a.latency_q1_s, a.latency_q3_s, b.latency_q1_s, b.latency_q3_s):
+        return "faster" if a.latency_s < b.latency_s else "slower" if a.latency_s > b.latency_s else "same"
+    if a.latency_q3_s < b.latency_q1_s:
+        return "faster"
+    return "slower" if a.latency_q1_s > b.latency_q3_s else "same"
+
+
+def _spread_note(*vs: VariantResult) -> str:
+    return "" if all(v.latency_q1_s is not None for v in vs) else " (one figure each, no spread measured)"
+
+
+def _iqr(v: VariantResult) -> str:
+    return "" if v.latency_q1_s is None else f", IQR {v.latency_q1_s:.3g}-{v.latency_q3_s:.3g}"
+
+
 def _count(n: int, singular: str, plural: str) -> str:
     return f"{n} {singular if n == 1 else plural}"
 
@@ -161,8 +182,8 @@ def recommend(results: Sequence[VariantResult], memory_mb: float, latency_s: flo
             why = []
             if choice.size_mb is not None and best_q.size_mb is not None and choice.size_mb < best_q.size_mb:
                 why.append(f"smaller ({_mb(choice.size_mb)} vs {_mb(best_q.size_mb)})")
-            if choice.latency_s is not None and best_q.latency_s is not None and choice.latency_s < best_q.latency_s:
-                why.append(f"faster ({_s(choice.latency_s)} vs {_s(best_q.latency_s)})")
+            if compare_latency(choice, best_q) == "faster":
+                why.append(f"faster ({_s(choice.latency_s)} vs {_s(best_q.latency_s)}{_spread_note(choice, best_q)})")
             parts.append(f"Its {label} ({getattr(choice, k):.4g}) is within {quality_tolerance:g} of the best, "
                          f"{best_q.name} ({getattr(best_q, k):.4g}), and it is {' and '.join(why) or 'no worse'}.")
         others = [v for v in ranked if v is not choice]
@@ -172,8 +193,8 @@ def recommend(results: Sequence[VariantResult], memory_mb: float, latency_s: flo
             save = []
             if nxt.size_mb is not None and choice.size_mb is not None and nxt.size_mb < choice.size_mb:
                 save.append(f"{_mb(choice.size_mb - nxt.size_mb)} of size")
-            if nxt.latency_s is not None and choice.latency_s is not None and nxt.latency_s < choice.latency_s:
-                save.append(f"{choice.latency_s - nxt.latency_s:.3g} s/image")
+            if compare_latency(nxt, choice) == "faster":
+                save.append(f"{choice.latency_s - nxt.latency_s:.3g} s/image{_spread_note(nxt, choice)}")
             parts.append(f"The runner-up, {nxt.name}, has {label} {getattr(nxt, k):.4g} ({d:+.4g})"
                          + (f" and would save {' and '.join(save)}." if save else "."))
     text = " ".join(parts) + sim_note
@@ -211,15 +232,19 @@ def quantization_verdicts(results: Sequence[VariantResult], memory_mb: float) ->
         size = (f"; it only saves U-Net size ({_mb(ref.size_mb)} -> {_mb(v.size_mb)})"
                 if v.size_mb is not None and ref.size_mb is not None and v.size_mb < ref.size_mb else "")
         q = f" at {v.lpips:.4g} LPIPS" if v.lpips is not None else ""
-        if r >= 1.0:
-            if _is_half(v):
-                out.append(f"{v.name} is a storage format only on {v.device or 'this device'}: "
-                           f"{_s(v.latency_s)} vs FP32 {_s(ref.latency_s)} ({r:.2f}x){size}.")
-            else:
-                out.append(f"Quantization does not pay for speed with {v.name}: FP32 fits ({_mb(ref.peak_mb)}) and "
-                           f"{v.name} is not faster ({_s(v.latency_s)} vs {_s(ref.latency_s)}, {r:.2f}x){size}{q}.")
+        times = f"{_s(v.latency_s)}{_iqr(v)} vs FP32 {_s(ref.latency_s)}{_iqr(ref)}"
+        verdict = compare_latency(v, ref)
+        if verdict == "faster":
+            out.append(f"{v.name} is {1 / r:.2f}x faster than FP32 ({times}){q}{_spread_note(v, ref)}.")
+        elif verdict == "same":
+            out.append(f"{v.name}: no measurable difference in latency from FP32 ({times}: the interquartile "
+                       f"ranges overlap){size}{q}.")
+        elif _is_half(v):
+            out.append(f"{v.name} is a storage format only on {v.device or 'this device'}: {times} ({r:.2f}x)"
+                       f"{size}{_spread_note(v, ref)}.")
         else:
-            out.append(f"{v.name} is {1 / r:.2f}x faster than FP32 ({_s(v.latency_s)} vs {_s(ref.latency_s)}){q}.")
+            out.append(f"Quantization does not pay for speed with {v.name}: FP32 fits ({_mb(ref.peak_mb)}) and "
+                       f"{v.name} is slower ({times}, {r:.2f}x){size}{q}{_spread_note(v, ref)}.")
     return out
 
 

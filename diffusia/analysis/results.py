@@ -42,7 +42,7 @@ class VariantResult:
     name: str
     size_mb: float | None = None
     peak_mb: float | None = None
-    latency_s: float | None = None
+    latency_s: float | None = None  # median s/image
     lpips: float | None = None
     ssim: float | None = None
     fd: float | None = None
@@ -54,6 +54,8 @@ class VariantResult:
     precision: str | None = None
     device: str | None = None
     run: str | None = None  # source results.json
+    latency_q1_s: float | None = None  # interquartile range of the latency runs, where measured
+    latency_q3_s: float | None = None
 
     @property
     def label(self) -> str:
@@ -130,7 +132,7 @@ def is_harness_results(data: Any) -> bool:
 
 def from_harness(data: Mapping[str, Any], run: str | None = None) -> list[VariantResult]:
     """VariantResults from the evaluation harness' results.json: U-Net MB on disk, peak memory of a fresh
-    process, mean end-to-end s/image, and mean SSIM / LPIPS / PSNR / Frechet distance vs the FP32 images."""
+    process, median end-to-end s/image with its quartiles, and mean SSIM / LPIPS / PSNR / Frechet distance vs the FP32 images."""
     cfg, machine = data.get("config", {}), data.get("machine") or {}
     device = str(cfg.get("device") or "")
     if device.startswith("cpu") and machine.get("cpu_model"):
@@ -146,7 +148,9 @@ def from_harness(data: Mapping[str, Any], run: str | None = None) -> list[Varian
         iph = _num(_dig(v, "latency", "images_per_hour"))
         out.append(VariantResult(
             name=str(name), size_mb=_num(_dig(v, "size", "unet_mb")), peak_mb=_num(_dig(v, "memory", "peak_mb")),
-            latency_s=_num(_dig(v, "latency", "end_to_end", "mean")), lpips=_num(_dig(q, "overall", "lpips")),
+            latency_s=_num(_dig(v, "latency", "end_to_end", "median") or _dig(v, "latency", "end_to_end", "mean")),
+            latency_q1_s=_num(_dig(v, "latency", "end_to_end", "q1")),
+            latency_q3_s=_num(_dig(v, "latency", "end_to_end", "q3")), lpips=_num(_dig(q, "overall", "lpips")),
             ssim=_num(_dig(q, "overall", "ssim")), fd=_num(q.get("fd_vs_reference")),
             simulated=bool(v.get("simulated", False)), note=str(v.get("description") or ""),
             psnr=_num(_dig(q, "overall", "psnr")), throughput=None if iph is None else iph / 3600.0,

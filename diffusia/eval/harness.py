@@ -33,16 +33,23 @@ def _size(folder: Path, fp32: dict[str, int] | None) -> dict[str, Any]:
     return out
 
 
-def _real_images(count: int) -> np.ndarray:
+def real_images(model: str, count: int) -> tuple[np.ndarray | None, str | None]:
+    """(N,32,32,3) real test images in [0, 1] for the Frechet distance of model `tiny`, or (None, a note saying
+    why the column is absent and how to add it)."""
     from diffusia.data.fashion_mnist import coloured_split
 
-    images = coloured_split("test", seed=0, limit=count)[0]  # (N,3,32,32) in [0,1]
-    return np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+    if str(model) != "tiny":
+        return None, None
+    try:
+        images = coloured_split("test", seed=0, limit=count)[0]  # (N,3,32,32) in [0,1]
+    except DiffusiaError as e:
+        return None, f"No Frechet distance to the real {REAL_SET} set (column absent): {e}."
+    return np.ascontiguousarray(images.transpose(0, 2, 3, 1)), None
 
 
 def _notes(res: dict[str, Any], specs: list[Variant], device: str) -> list[str]:
     notes = []
-    lat = {n: v.get("latency", {}).get("end_to_end", {}).get("mean") for n, v in res["variants"].items()}
+    lat = {n: (v.get("latency") or {}).get("end_to_end", {}).get("median") for n, v in res["variants"].items()}
     for v in specs:
         if v.kind not in ("dtype", "storage") or not device.startswith("cpu"):
             continue
@@ -101,9 +108,11 @@ def evaluate(model: str, variants: str | list[str] = "fp32,fp16,w8a8", prompts: 
     """Evaluate `variants` of `model` on `num` images and write results.json, report.md and grid.png to `out`.
 
     Every variant is first written as a folder under out/variants/ (so its size is real bytes), then measured
-    in its own fresh process: peak memory, latency (`warmup` + `runs` images), and the `num` evaluation images
-    (spread over `processes` processes with accelerate when > 1). Quality compares each variant's images with
-    the FP32 images of the same prompt and seed. Returns the results dict.
+    in its own fresh process: peak memory and the `num` evaluation images (spread over `processes` processes with
+    accelerate when > 1). Latency (`warmup` + `runs` images each) is measured afterwards in one fresh process
+    holding every variant, in interleaved rounds, so that a load spike on a shared machine cannot favour one
+    variant. Quality compares each variant's images with the FP32 images of the same prompt and seed. Returns the
+    results dict.
     """
     import torch
     from tqdm.auto import tqdm
@@ -138,7 +147,7 @@ def evaluate(model: str, variants: str | list[str] = "fp32,fp16,w8a8", prompts: 
     calib = load_prompts("calibration", model) if any(v.kind == "preset" for v in specs) else None
 
     order = sorted(specs, key=lambda v: v.kind != "fp32")  # fp32 first: sizes are relative to it
-    total = 2 * len(specs) + int(quality) + 1
+    total = 2 * len(specs) + int(quality) + 2
     bar = tqdm(total=total, desc="evaluate", unit="step", disable=not progress)
     t_start = time.perf_counter()
     folders: dict[str, Path] = {}
@@ -157,8 +166,8 @@ def evaluate(model: str, variants: str | list[str] = "fp32,fp16,w8a8", prompts: 
     for v in order:
         bar.set_postfix_str(f"measure {v.name}")
         images_dir = out / "images" / v.name
-        task = {**common, "name": v.name, "folder": str(folders[v.name]), "dtype": v.dtype, "runs": runs,
-                "warmup": warmup, "images_dir": str(images_dir) if processes == 1 else None}
+        task = {**common, "name": v.name, "folder": str(folders[v.name]), "dtype": v.dtype, "runs": 0,
+                "images_dir": str(images_dir) if processes == 1 else None}
         m = run_isolated(task, timeout=timeout, workdir=work)
         if processes > 1:
             with atomic_dir(images_dir) as tmp:
@@ -171,20 +180,27 @@ def evaluate(model: str, variants: str | list[str] = "fp32,fp16,w8a8", prompts: 
         results_v[v.name] = {"kind": v.kind, "description": v.describe(), "folder": str(folders[v.name]),
                              "dtype": v.dtype or m.get("unet_dtype"), "unet_dtype": m.get("unet_dtype"),
                              "load_seconds": m.get("load_seconds"), "size": size, "memory": mem,
-                             "latency": m.get("latency")}
+                             "latency": None}
+        bar.update()
+    if runs:
+        bar.set_postfix_str("latency (interleaved)")
+        timed = run_isolated({**common, "name": "latency", "runs": runs, "warmup": warmup, "variants": [
+            {"name": v.name, "folder": str(folders[v.name]), "dtype": v.dtype} for v in order]},
+            timeout=timeout, workdir=work)
+        for name, lat in timed["latency"].items():
+            results_v[name]["latency"] = lat
         bar.update()
     results_v = {v.name: results_v[v.name] for v in specs}  # the user's order
 
     images = {v.name: load_images(out / "images" / v.name, len(jobs)) for v in specs}
-    quality_res = None
+    quality_res, real_missing = None, None
     if quality:
         bar.set_postfix_str("quality")
         real = None
-        if str(model) == "tiny" and feature_net is not None:
-            try:
-                real = _real_images(real_num or len(jobs))
-            except DiffusiaError as e:
-                log.warning("no real images for the Frechet distance: %s", e)
+        if feature_net is not None:
+            real, real_missing = real_images(model, real_num or len(jobs))
+            if real_missing:
+                log.warning("%s", real_missing)
         quality_res = evaluate_quality(images, [j.category for j in jobs], reference="fp32", real=real,
                                        feature_net=feature_net)
         bar.update()
@@ -208,7 +224,7 @@ def evaluate(model: str, variants: str | list[str] = "fp32,fp16,w8a8", prompts: 
         "grid": grid.name, "seconds": None,
     }
     res["machine"]["torch_threads"] = threads
-    res["notes"] = _notes(res, specs, device)
+    res["notes"] = _notes(res, specs, device) + ([real_missing] if real_missing else [])
     res["seconds"] = time.perf_counter() - t_start
     report.write_report(res, out)
     shutil.rmtree(work, ignore_errors=True)

@@ -1,9 +1,16 @@
 """Latency at batch 1: warm-up, then timed end-to-end images (text encoding, all denoising steps, VAE decode),
-with device synchronisation; per-component times (U-Net step, text encoder, VAE decoder) from forward hooks."""
+with device synchronisation; per-component times (U-Net step, text encoder, VAE decoder) from forward hooks.
+
+On a shared machine a mean of sequential runs is not a latency: one slow run moves it, and a load spike during one
+variant's runs favours the others. So the headline is the median with the interquartile range, variants are timed
+in interleaved rounds in one process (`measure_interleaved`: every round times one image of each variant, in a
+rotating order), the load average is recorded, and `measurably_faster` calls a difference real only when the
+interquartile ranges do not overlap."""
 from __future__ import annotations
 
 import logging
 import math
+import os
 import statistics
 import time
 from contextlib import contextmanager
@@ -21,12 +28,25 @@ def synchronize(device: torch.device | str) -> None:
 
 
 def stats(values: list[float]) -> dict[str, float | int]:
-    """mean, sample std (0 for one value), min, max and n of a list of seconds."""
+    """median, quartiles q1/q3 and their range iqr, mean, sample std (0 for one value), min, max and n."""
     n = len(values)
     if n == 0:
-        return {"mean": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": 0}
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if n > 1 else 0.0,
-            "min": min(values), "max": max(values), "n": n}
+        return {k: math.nan for k in ("median", "q1", "q3", "iqr", "mean", "std", "min", "max")} | {"n": 0}
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive") if n > 1 else [values[0]] * 3
+    return {"median": median, "q1": q1, "q3": q3, "iqr": q3 - q1, "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if n > 1 else 0.0, "min": min(values), "max": max(values), "n": n}
+
+
+def measurably_faster(a: dict[str, float], b: dict[str, float]) -> bool:
+    """True if timing stats `a` are faster than `b` beyond their spread: a's third quartile below b's first."""
+    return a.get("n", 0) > 1 and b.get("n", 0) > 1 and a["q3"] < b["q1"]
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
 
 
 class HookTimer:
@@ -82,36 +102,57 @@ def measure_latency(pipe, prompt: str, config, runs: int = 10, warmup: int = 1) 
     """Seconds per image at batch 1 over `runs` timed images after `warmup` untimed ones (same prompt and seed).
 
     Returns `end_to_end` stats, per-image totals of each component, `unet_step` stats over every U-Net call,
-    images/hour, device and torch thread count.
+    images/hour (from the median), device, torch thread count and the load average before and after.
     """
+    return measure_interleaved({"variant": pipe}, prompt, config, runs, warmup)["variant"]
+
+
+def measure_interleaved(pipes: dict[str, Any], prompt: str, config, runs: int = 10,
+                        warmup: int = 1) -> dict[str, dict[str, Any]]:
+    """`measure_latency` of several pipelines in one process, interleaved: `runs` rounds, each timing one image
+    of every pipeline, the order rotated by one each round, so a load spike hits all of them alike."""
     from diffusia.generate import generate
 
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
-    device = pipe._execution_device
-    for _ in range(warmup):
-        generate(pipe, prompt, 1, config, progress=False, output_type="np")
-    totals: list[float] = []
-    per_image: dict[str, list[float]] = {}
-    with hook_timer(components(pipe), device) as timer:
-        timer.enabled = True
-        for _ in range(runs):
-            before = {k: len(v) for k, v in timer.calls.items()}
-            synchronize(device)
-            t0 = time.perf_counter()
-            generate(pipe, prompt, 1, config, progress=False, output_type="np")
-            synchronize(device)
-            totals.append(time.perf_counter() - t0)
-            for k, v in timer.calls.items():
-                per_image.setdefault(k, []).append(sum(v[before[k]:]))
-        unet_calls = list(timer.calls.get("unet", []))
-    end_to_end = stats(totals)
-    return {
-        "end_to_end": end_to_end,
-        "components_per_image": {k: stats(v) for k, v in per_image.items()},
-        "unet_step": stats(unet_calls),
-        "unet_calls_per_image": len(unet_calls) / runs,
-        "images_per_hour": 3600.0 / end_to_end["mean"] if end_to_end["mean"] > 0 else math.nan,
-        "runs": runs, "warmup": warmup, "batch_size": 1, "prompt": prompt, "seed": config.seed,
-        "device": str(device), "torch_threads": torch.get_num_threads(),
-    }
+    names = list(pipes)
+    for name in names:
+        for _ in range(warmup):
+            generate(pipes[name], prompt, 1, config, progress=False, output_type="np")
+    totals: dict[str, list[float]] = {n: [] for n in names}
+    per_image: dict[str, dict[str, list[float]]] = {n: {} for n in names}
+    timers = {n: HookTimer(components(p), p._execution_device) for n, p in pipes.items()}
+    load_before = load_average()
+    try:
+        for t in timers.values():
+            t.enabled = True
+        for r in range(runs):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                pipe, timer = pipes[name], timers[name]
+                before = {k: len(v) for k, v in timer.calls.items()}
+                synchronize(pipe._execution_device)
+                t0 = time.perf_counter()
+                generate(pipe, prompt, 1, config, progress=False, output_type="np")
+                synchronize(pipe._execution_device)
+                totals[name].append(time.perf_counter() - t0)
+                for k, v in timer.calls.items():
+                    per_image[name].setdefault(k, []).append(sum(v[before[k]:]))
+    finally:
+        for t in timers.values():
+            t.remove()
+    load_after = load_average()
+    out = {}
+    for name in names:
+        end_to_end = stats(totals[name])
+        unet_calls = list(timers[name].calls.get("unet", []))
+        out[name] = {
+            "end_to_end": end_to_end,
+            "components_per_image": {k: stats(v) for k, v in per_image[name].items()},
+            "unet_step": stats(unet_calls),
+            "unet_calls_per_image": len(unet_calls) / runs,
+            "images_per_hour": 3600.0 / end_to_end["median"] if end_to_end["median"] > 0 else math.nan,
+            "runs": runs, "warmup": warmup, "batch_size": 1, "prompt": prompt, "seed": config.seed,
+            "device": str(pipes[name]._execution_device), "torch_threads": torch.get_num_threads(),
+            "interleaved_with": [n for n in names if n != name], "load_average": [load_before, load_after],
+        }
+    return out

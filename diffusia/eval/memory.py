@@ -87,8 +87,9 @@ class PeakMemory:
 
 def run_isolated(task: dict[str, Any], timeout: float | None = None, workdir: str | Path | None = None) -> dict[str, Any]:
     """Run `diffusia.eval.worker` on `task` in a fresh Python process and return its JSON result."""
-    if not Path(task["folder"]).is_dir():
-        raise DiffusiaError(f"variant folder {task['folder']} does not exist: materialise the variant first")
+    for v in task.get("variants") or [task]:
+        if not Path(v["folder"]).is_dir():
+            raise DiffusiaError(f"variant folder {v['folder']} does not exist: materialise the variant first")
     workdir = Path(workdir or tempfile.mkdtemp(prefix="diffusia-worker-"))
     workdir.mkdir(parents=True, exist_ok=True)
     name = task.get("name", "variant")

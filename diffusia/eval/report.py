@@ -45,6 +45,12 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def _loads(loads: list) -> str:
+    """"1.2 before, 1.9 after" from [[1m, 5m, 15m] before, [...] after]."""
+    parts = [f"{x[0]:.2f} {when}" for x, when in zip(loads, ("before", "after")) if x]
+    return ", ".join(parts)
+
+
 def json_safe(obj: Any) -> Any:
     """Replace NaN/inf by None and numpy scalars by Python ones, so results.json is strict JSON."""
     if isinstance(obj, dict):
@@ -109,10 +115,15 @@ def render_markdown(res: dict[str, Any]) -> str:
         rows.append([n, _f(m.get("peak_load_mb"), 1), _f(m.get("peak_mb"), 1), _f(m.get("percent_of_budget"), 1)])
     lines += _table(["Variant", "Peak after load MB", "Peak MB (load + generation)", "% of budget"], rows)
 
+    lat0 = next((variants[n]["latency"] for n in names if variants[n].get("latency")), None) or {}
+    loads = lat0.get("load_average") or []
     lines += ["## III. Latency and throughput", "",
               f"Seconds per image end to end (text encoding, {cfg['steps']} denoising steps, VAE decode) at batch 1: "
-              f"mean and std of {cfg['runs']} timed runs after {cfg['warmup']} warm-up, device synchronised; "
-              f"U-Net step = one U-Net forward (both guidance branches); threads {cfg['threads']}.", ""]
+              f"median and interquartile range (q1-q3) of {cfg['runs']} timed runs per variant after "
+              f"{cfg['warmup']} warm-up, the variants interleaved round by round in one process, device "
+              f"synchronised; U-Net step = one U-Net forward (both guidance branches); threads {cfg['threads']}"
+              + (f"; load average {_loads(loads)}" if loads else "") + ". A difference inside the interquartile "
+              "ranges is not a measured speedup.", ""]
     rows = []
     for n in names:
         lat = variants[n].get("latency")
@@ -120,11 +131,12 @@ def render_markdown(res: dict[str, Any]) -> str:
             rows.append([n] + ["-"] * 7)
             continue
         e, u, comp = lat["end_to_end"], lat["unet_step"], lat["components_per_image"]
-        rows.append([n, _f(e["mean"]), _f(e["std"]), str(e["n"]), f"{_ms(u.get('mean'))} ± {_ms(u.get('std'))}",
-                     _ms(comp.get("text_encoder", {}).get("mean")), _ms(comp.get("vae_decode", {}).get("mean")),
-                     _f(lat["images_per_hour"], 0)])
-    lines += _table(["Variant", "s/image", "std", "n", "U-Net step ms", "Text enc. ms/image", "VAE decode ms",
-                     "Images/hour"], rows)
+        iqr = "-" if "-" in (_f(e.get("q1")), _f(e.get("q3"))) else f"{_f(e['q1'])}-{_f(e['q3'])}"
+        rows.append([n, _f(e.get("median")), iqr, str(e["n"]),
+                     _ms(u.get("median")), _ms(comp.get("text_encoder", {}).get("median")),
+                     _ms(comp.get("vae_decode", {}).get("median")), _f(lat["images_per_hour"], 0)])
+    lines += _table(["Variant", "s/image (median)", "IQR s", "n", "U-Net step ms (median)", "Text enc. ms/image",
+                     "VAE decode ms", "Images/hour"], rows)
 
     q = res.get("quality")
     if q:

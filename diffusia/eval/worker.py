@@ -1,7 +1,9 @@
-"""Measure one variant alone: `python -m diffusia.eval.worker TASK.json` (run by `memory.run_isolated`).
+"""Measure variants in a fresh process: `python -m diffusia.eval.worker TASK.json` (run by `memory.run_isolated`).
 
-In a fresh process: baseline memory after imports, load the folder, latency (warm-up + timed runs), render the
-jobs' images into PNGs, peak memory; the result is written as JSON to the task's `result` path.
+One variant (task["folder"]): baseline memory after imports, load the folder, latency (warm-up + timed runs),
+render the jobs' images into PNGs, peak memory. Several (task["variants"]: name, folder, dtype): load them all and
+time them in interleaved rounds (`latency.measure_interleaved`). The result is written as JSON to the task's
+`result` path.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline  # no
 from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
 from diffusia.errors import DiffusiaError
 from diffusia.eval.images import jobs_from_dicts, render, save_images
-from diffusia.eval.latency import measure_latency
+from diffusia.eval.latency import measure_interleaved, measure_latency
 from diffusia.eval.memory import PeakMemory
 from diffusia.fileio import atomic_dir, write_json
 from diffusia.generate import GenerationConfig
@@ -38,12 +40,26 @@ def generation_config(task: dict[str, Any], seed: int | None = None) -> Generati
                             height=task.get("height"), width=task.get("width"))
 
 
+def run_interleaved(task: dict[str, Any]) -> dict[str, Any]:
+    """Latency of every variant of task["variants"], interleaved in this one process."""
+    from diffusia import load_pipeline
+
+    device = task.get("device", "cpu")
+    pipes = {v["name"]: load_pipeline(v["folder"], device=device, dtype=v.get("dtype"), progress=False)
+             for v in task["variants"]}
+    first = jobs_from_dicts(task["jobs"])[0]
+    return {"latency": measure_interleaved(pipes, first.prompt, generation_config(task, first.seed),
+                                           runs=int(task["runs"]), warmup=int(task.get("warmup", 1)))}
+
+
 def run(task: dict[str, Any]) -> dict[str, Any]:
     """Do the task in this process (it must be fresh for the memory numbers to mean anything)."""
     from diffusia import load_pipeline
 
     if task.get("threads"):
         torch.set_num_threads(int(task["threads"]))
+    if "variants" in task:
+        return run_interleaved(task)
     device = task.get("device", "cpu")
     mem = PeakMemory(device)
     t0 = time.perf_counter()

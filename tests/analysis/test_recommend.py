@@ -50,3 +50,16 @@ def test_device_report_and_verdicts():
     assert any(s.startswith("Quantization does not pay for speed with w4") for s in v)
     assert any(s.startswith("w8a8 is 1.67x faster") for s in v)
     assert any("FP32 does not fit" in s for s in quantization_verdicts(_results(), 4096))
+
+
+def test_no_speedup_is_claimed_inside_the_measured_spread():
+    from diffusia.analysis.recommend import compare_latency, quantization_verdicts
+
+    fp32 = V("fp32", size_mb=26, peak_mb=130, latency_s=2.0, latency_q1_s=1.9, latency_q3_s=2.3, precision="fp32")
+    fp16 = V("fp16", size_mb=13, peak_mb=118, latency_s=1.8, latency_q1_s=1.7, latency_q3_s=2.0, precision="fp16")
+    w8a8 = V("w8a8", size_mb=7, peak_mb=119, latency_s=1.2, latency_q1_s=1.1, latency_q3_s=1.3, precision="w8a8")
+    assert compare_latency(fp16, fp32) == "same" and compare_latency(w8a8, fp32) == "faster"
+    assert compare_latency(fp32, w8a8) == "slower"
+    text = " ".join(quantization_verdicts([fp32, fp16, w8a8], 4096))
+    assert "fp16: no measurable difference in latency from FP32" in text and "fp16 is" not in text
+    assert "w8a8 is 1.67x faster than FP32" in text and "IQR 1.1-1.3" in text

@@ -95,8 +95,8 @@ def test_fp16_is_a_storage_format_on_cpus_without_half_units(micro_pipeline_dir,
 @pytest.mark.parametrize("native", [True, False])
 def test_half_latency_note(half_units, native):
     half_units(native)
-    res = {"variants": {"fp32": {"latency": {"end_to_end": {"mean": 1.0}}},
-                        "fp16": {"latency": {"end_to_end": {"mean": 1.25}}}},
+    res = {"variants": {"fp32": {"latency": {"end_to_end": {"median": 1.0}}},
+                        "fp16": {"latency": {"end_to_end": {"median": 1.25}}}},
            "machine": {"cpu_cores": 2, "loadavg": [0.5]}, "quality": None}
     notes = _notes(res, parse_variants("fp32,fp16", "cpu"), "cpu")
     assert len(notes) == 1 and "1.25x the FP32 latency" in notes[0]
@@ -159,3 +159,13 @@ def test_cli_error_is_one_line(monkeypatch, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("diffusia: error: unknown variant 'nope'") and "\n" not in err
+
+
+def test_missing_real_set_is_said_with_the_command_that_adds_it(monkeypatch, tmp_path):
+    from diffusia.data import fashion_mnist
+    from diffusia.eval.harness import real_images
+
+    monkeypatch.setattr(fashion_mnist, "DATA_DIR", tmp_path / "none")
+    images, note = real_images("tiny", 4)
+    assert images is None and "column absent" in note and "apt-get install dataset-fashion-mnist" in note
+    assert real_images("sd15-arch", 4) == (None, None)  # no real set for other models

@@ -5,16 +5,48 @@ import math
 
 import pytest
 
-from diffusia.eval.latency import measure_latency, stats
+import types
+
+import torch
+
+from diffusia.eval import latency
+from diffusia.eval.latency import measure_interleaved, measure_latency, measurably_faster, stats
 from diffusia.generate import GenerationConfig
 
 
 def test_stats_on_hand_made_numbers():
     s = stats([1.0, 2.0, 3.0])
     assert s["mean"] == 2.0 and s["std"] == pytest.approx(1.0) and s["n"] == 3
-    assert s["min"] == 1.0 and s["max"] == 3.0
-    assert stats([0.5])["std"] == 0.0
-    assert stats([])["n"] == 0 and math.isnan(stats([])["mean"])
+    assert s["min"] == 1.0 and s["max"] == 3.0 and s["median"] == 2.0
+    one = stats([0.5])
+    assert one["std"] == 0.0 and one["median"] == one["q1"] == one["q3"] == 0.5 and one["iqr"] == 0
+    assert stats([])["n"] == 0 and math.isnan(stats([])["mean"]) and math.isnan(stats([])["median"])
+
+
+def test_one_slow_run_moves_the_mean_not_the_median():
+    # the failure seen in a study on a loaded machine: one ~12 s run among ~2 s runs
+    fp32 = stats([2.0, 2.1, 1.9, 2.05, 1.95, 2.0, 12.0, 2.1, 1.9, 2.0])
+    fp16 = stats([1.9, 2.0, 2.1, 1.95, 2.05, 2.0, 1.9, 2.1, 2.0, 2.0])
+    assert fp32["mean"] / fp16["mean"] > 1.4  # what the mean would have claimed
+    assert fp32["median"] == pytest.approx(2.0) and fp32["q3"] < 2.2
+    assert not measurably_faster(fp16, fp32) and not measurably_faster(fp32, fp16)
+
+
+def test_measurably_faster_needs_separated_quartiles():
+    fast, slow = stats([1.0, 1.1, 1.05, 0.95, 1.0]), stats([1.5, 1.6, 1.55, 1.45, 1.5])
+    assert measurably_faster(fast, slow) and not measurably_faster(slow, fast)
+    assert not measurably_faster(stats([1.0]), stats([2.0]))  # one run has no spread: no claim
+
+
+def test_interleaved_rounds_rotate_the_order(monkeypatch):
+    calls = []
+    monkeypatch.setattr("diffusia.generate.generate", lambda pipe, *a, **k: calls.append(pipe.tag))
+    pipes = {t: types.SimpleNamespace(tag=t, _execution_device="cpu", unet=torch.nn.Linear(1, 1)) for t in "abc"}
+    res = measure_interleaved(pipes, "a bag", GenerationConfig(steps=1), runs=3, warmup=1)
+    assert calls == list("abc") + list("abc") + list("bca") + list("cab")  # warm-ups, then rotating rounds
+    assert all(r["end_to_end"]["n"] == 3 for r in res.values())
+    assert res["a"]["interleaved_with"] == ["b", "c"] and len(res["a"]["load_average"]) == 2
+    assert latency.load_average() is None or len(latency.load_average()) == 3
 
 
 def test_measure_latency_counts_runs_and_steps(micro_pipe):
@@ -28,7 +60,8 @@ def test_measure_latency_counts_runs_and_steps(micro_pipe):
     assert set(comp) == {"unet", "text_encoder", "vae_decode"}
     parts = sum(c["mean"] for c in comp.values())
     assert 0 < parts <= e2e["mean"] * 1.01
-    assert lat["images_per_hour"] == pytest.approx(3600 / e2e["mean"])
+    assert lat["images_per_hour"] == pytest.approx(3600 / e2e["median"])
+    assert e2e["q1"] <= e2e["median"] <= e2e["q3"]
     assert lat["device"] == "cpu" and lat["torch_threads"] >= 1
     assert not micro_pipe.unet._forward_hooks and not micro_pipe.unet._forward_pre_hooks
 

@@ -9,11 +9,11 @@ import numpy as np
 from diffusia.eval.report import json_safe, machine_info, render_markdown, save_grid, write_report
 
 
-def _lat(mean: float) -> dict:
-    s = {"mean": mean, "std": 0.1, "n": 10}
-    return {"end_to_end": s, "unet_step": {"mean": mean / 30, "std": 0.001, "n": 250},
-            "components_per_image": {"text_encoder": {"mean": 0.01}, "vae_decode": {"mean": 0.05}},
-            "images_per_hour": 3600 / mean}
+def _lat(median: float) -> dict:
+    s = {"median": median, "q1": median - 0.1, "q3": median + 0.2, "mean": median, "std": 0.1, "n": 10}
+    return {"end_to_end": s, "unet_step": {"median": median / 30, "n": 250},
+            "components_per_image": {"text_encoder": {"median": 0.01}, "vae_decode": {"median": 0.05}},
+            "images_per_hour": 3600 / median, "load_average": [[1.25, 1.0, 0.5], [1.75, 1.1, 0.6]]}
 
 
 def _results(fd_name: str = "FD-EffNetLite0") -> dict:
@@ -49,7 +49,9 @@ def test_markdown_has_the_four_tables_and_names_fd_honestly():
     assert "| fp32 | 200.0 | 300.0 | 7.3 |" in md and "budget 4096 MB" in md
     assert "FD-EffNetLite0 vs FP32" in md and "FD-EffNetLite0 vs Fashion-MNIST test" in md
     assert "FID vs" not in md and "| FID" not in md  # "FID" only in "not comparable with published FID"
-    assert "| w8a8 | - | 0.100 | 10 |" in md  # NaN mean shown as '-', not 'nan'
+    assert "| fp32 | 3.000 | 2.900-3.200 | 10 |" in md  # median, then the interquartile range
+    assert "| w8a8 | - | - | 10 |" in md  # NaN shown as '-', not 'nan'
+    assert "load average 1.25 before, 1.75 after" in md and "interleaved" in md
     assert "| w8a8 | tops | 3 | 0.9300 | 0.0400 | 31.20 |" in md
     assert "![grid](grid.png)" in md and "- a note" in md
     assert "FID vs FP32" in render_markdown(json_safe(_results("FID")))
