@@ -239,9 +239,9 @@ def quantization_verdicts(results: Sequence[VariantResult], memory_mb: float) ->
         elif verdict == "same":
             out.append(f"{v.name}: no measurable difference in latency from FP32 ({times}: the interquartile "
                        f"ranges overlap){size}{q}.")
-        elif _is_half(v):
-            out.append(f"{v.name} is a storage format only on {v.device or 'this device'}: {times} ({r:.2f}x)"
-                       f"{size}{_spread_note(v, ref)}.")
+        elif _is_half(v):  # with native half units or without, what the measurement shows is the same
+            out.append(f"{v.name} is slower than FP32 on {v.device or 'this device'}: {times} ({r:.2f}x); half "
+                       f"precision saves memory and size here, not time{size}{_spread_note(v, ref)}.")
         else:
             out.append(f"Quantization does not pay for speed with {v.name}: FP32 fits ({_mb(ref.peak_mb)}) and "
                        f"{v.name} is slower ({times}, {r:.2f}x){size}{q}{_spread_note(v, ref)}.")

@@ -45,7 +45,7 @@ def test_none_fits():
 def test_device_report_and_verdicts():
     text = device_report(_results())
     assert "phone-class" in text and "laptop GPU" in text and "workstation" in text
-    assert "storage format only" in text  # fp16 is not faster than fp32 on this CPU
+    assert "fp16 is slower than FP32" in text and "not time" in text  # fp16 is not faster than fp32 here
     v = quantization_verdicts(_results(), 24576)
     assert any(s.startswith("Quantization does not pay for speed with w4") for s in v)
     assert any(s.startswith("w8a8 is 1.67x faster") for s in v)

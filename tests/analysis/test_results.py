@@ -62,4 +62,4 @@ def test_harness_format(tmp_path):
     from diffusia.analysis.recommend import device_report, recommend
 
     assert recommend([fp32, fp16, w8a8], memory_mb=260).name == "w8a8"
-    assert "fp16 is a storage format only on cpu (Test CPU, 2 threads)" in device_report([fp32, fp16, w8a8])
+    assert "fp16 is slower than FP32 on cpu (Test CPU, 2 threads)" in device_report([fp32, fp16, w8a8])
