@@ -1,5 +1,5 @@
 """Backend benchmark: one U-Net step on FP32 eager / compiled / ONNX Runtime, BF16, diffusia W8A8 / W8 / W4 and
-the peers a user would pick instead, side by side. Writes benchmarks/results/backends_<model>_<latent>.{json,md}.
+the peers a user would pick instead, side by side. Writes benchmarks/results/<class>/backends_<model>_<latent>.{json,md}.
 
 Run from the repo root:
     python benchmarks/backends.py                                  # tiny and sd15-arch (32x32), 2 threads
@@ -38,8 +38,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import results_dir  # noqa: E402
+
+RESULTS = results_dir()
 log = logging.getLogger("bench_backends")
 
 FP32_PATHS = ("fp32_eager", "fp32_compile", "ort_fp32")

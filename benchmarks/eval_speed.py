@@ -3,7 +3,7 @@ FP32 images, and the Frechet distances to FP32 and to the real Fashion-MNIST tes
 
 The images are the embedded `tiny` pipeline's (FP32, and FP32 + small noise standing in for a variant) when
 diffusia/assets/tiny exists, else random 32x32 images: metric time depends on image count and size only.
-Writes benchmarks/results/eval_speed.json and .md. Run from the repo root:
+Writes benchmarks/results/<class>/eval_speed.json and .md. Run from the repo root:
     python benchmarks/eval_speed.py
 """
 from __future__ import annotations
@@ -24,7 +24,9 @@ from diffusia.eval.report import machine_info, package_versions
 from diffusia.fileio import write_json, write_text
 
 log = logging.getLogger("eval_speed")
-RESULTS = Path(__file__).resolve().parent / "results"
+from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
+
+RESULTS = results_dir()
 TARGET_SECONDS = 60.0
 
 

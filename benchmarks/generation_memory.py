@@ -8,7 +8,7 @@ size are measured here, not quality).
 
     python benchmarks/generation_memory.py --model sd15-arch      # ~10 min on 2 cores, ~12 GB of disk in --work
     python benchmarks/generation_memory.py --model tiny
-Writes benchmarks/results/generation_memory_<model>.json and .md.
+Writes benchmarks/results/<class>/generation_memory_<model>.json and .md.
 """
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ from diffusia.quant.pipeline import quantize_pipeline
 from diffusia.quant.serialization import save_quantized_pipeline
 
 log = logging.getLogger("generation_memory")
-RESULTS = Path(__file__).resolve().parent / "results"
+from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
+
+RESULTS = results_dir()
 # name -> (preset, extra rules); the last shows what the default policy's FP16 time_emb_proj layers cost in bytes
 VARIANTS = {"fp32": ("fp32", ()), "w8a8": ("w8a8", ()), "w8": ("w8", ()),
             "w8a8-temb-int8": ("w8a8", ("*time_emb_proj=w8",))}

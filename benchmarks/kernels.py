@@ -1,6 +1,6 @@
 """Time the INT8/INT4 kernel candidates against FP32 on Stable-Diffusion-U-Net layer shapes (batch 2).
 
-Writes benchmarks/results/kernels.json and kernels.md. Run from the repo root:
+Writes benchmarks/results/<class>/kernels.json and kernels.md. Run from the repo root:
     python benchmarks/kernels.py            # ~5-10 min on 2 shared cores
     python benchmarks/kernels.py --quick    # fewer repeats, for a smoke run
 
@@ -28,7 +28,9 @@ from diffusia.quant import cpu
 from diffusia.quant import kernels as K
 
 log = logging.getLogger("bench_kernels")
-RESULTS = Path(__file__).resolve().parent / "results"
+from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
+
+RESULTS = results_dir()
 
 # name, (N, C, O, H, W, k, stride, padding)
 CONV_SHAPES: list[tuple[str, tuple[int, ...]]] = [
@@ -352,7 +354,8 @@ def environment() -> dict[str, Any]:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu_model": cpu.cpu_model(), "cpu_features": cpu.cpu_features(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "weight_qmax_for_uint8": cpu.weight_qmax(255), "torch": torch.__version__,
+        "cpu_class": cpu.host_class(cpu.detected_features()),
+        "weight_qmax_for_uint8": cpu.weight_qmax(255, cpu.host_class(cpu.detected_features())), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "onednn_int8": K.onednn_int8_available(),
     }
 

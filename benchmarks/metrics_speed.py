@@ -1,6 +1,6 @@
 """Time SSIM, LPIPS-alex and FD-EffNetLite0 on random image pairs (default: 100 pairs at 32x32 and 64x64, 2 threads).
 
-Writes benchmarks/results/metrics_speed.json and .md. Run from the repo root:
+Writes benchmarks/results/<class>/metrics_speed.json and .md. Run from the repo root:
     python benchmarks/metrics_speed.py
 """
 from __future__ import annotations
@@ -19,7 +19,9 @@ from diffusia.eval.metrics import frechet_distance, get_feature_extractor, lpips
 from diffusia.fileio import write_json, write_text
 
 log = logging.getLogger("metrics_speed")
-RESULTS = Path(__file__).resolve().parent / "results"
+from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
+
+RESULTS = results_dir()
 TARGET_SECONDS = 60.0
 
 

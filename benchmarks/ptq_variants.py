@@ -3,14 +3,14 @@
 The policy's kept layers: W8A8 with the default policy (time embedding, time_emb_proj, conv_in/conv_out stored in
 FP16, computed in FP32), with them left in FP32 (keep_as=fp32), and with the 22 time_emb_proj linears quantized
 weight-only to INT8 (rule `*time_emb_proj=w8`, the override that brings the SD v1.5 U-Net under 25.5 % of FP32
-bytes: benchmarks/results/generation_memory_sd15-arch.md). The calibrator and the activation digits: W8A8 with the
+bytes: benchmarks/results/<class>/generation_memory_sd15-arch.md). The calibrator and the activation digits: W8A8 with the
 MSE calibrator, and the `w8a8x2` preset (MSE, full-resolution convolutions with two-digit activations).
 
 SSIM and LPIPS of each variant's images against the FP32 images of the same prompts and seeds (class x colour
 prompts, 1 image each, seed 42, DPM-Solver 25 steps, guidance 7.5); every variant is calibrated on the same prompts.
 
     python benchmarks/ptq_variants.py [--num 32] [--calib-size 16]     # ~15 min on 2 cores
-Writes benchmarks/results/ptq_variants.json and .md.
+Writes benchmarks/results/<class>/ptq_variants.json and .md.
 """
 from __future__ import annotations
 
@@ -23,6 +23,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import results_dir  # noqa: E402
+
+OUT = results_dir()
 from qat_vs_ptq import compare, images_of  # noqa: E402
 
 from diffusia import load_pipeline  # noqa: E402
@@ -31,7 +34,6 @@ from diffusia.fileio import write_json, write_text  # noqa: E402
 from diffusia.prompts import load_prompts  # noqa: E402
 from diffusia.quant.pipeline import quantize_pipeline  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "results"
 VARIANTS = {  # name: (preset, recipe changes)
     "w8a8 (default: kept layers stored FP16)": ("w8a8", {}),
     "w8a8, kept layers FP32": ("w8a8", {"keep_as": "fp32"}),

@@ -5,7 +5,7 @@ SSIM and LPIPS of every variant's images against the FP32 images of the same pro
 PTQ and QAT share the calibration (same prompts, trajectories and seeds), so QAT starts exactly at the PTQ model.
 
     python benchmarks/qat_vs_ptq.py [--steps 400] [--lr 1e-5] [--batch 16] [--calib-size 32] [--no-lsq]
-Writes benchmarks/results/qat_vs_ptq.json and .md; QAT folders and each variant's images are kept under --work,
+Writes benchmarks/results/<class>/qat_vs_ptq.json and .md; QAT folders and each variant's images are kept under --work,
 so a rerun with the same settings skips the variants already done.
 """
 from __future__ import annotations
@@ -33,7 +33,9 @@ from diffusia.qat.train import QATConfig, run_qat
 from diffusia.quant import api
 from diffusia.quant.pipeline import quantize_pipeline
 
-OUT = Path(__file__).resolve().parent / "results"
+from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
+
+OUT = results_dir()
 TARGETS = {"ssim_min": 0.97, "lpips_max": 0.04}
 log = logging.getLogger("qat_vs_ptq")
 
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
         folder = work / f"qat-{source}"
         cfg = QATConfig(out=str(folder), model=args.model, source=source, steps=args.steps, lr=args.lr,
                         batch=args.batch, lsq=args.lsq, calib_size=args.calib_size, checkpoint_every=100,
-                        keep_checkpoints=True, progress=False)
+                        keep_checkpoints=True, progress=False, overwrite=True)
 
         def qat(cfg=cfg, folder=folder, source=source):
             info = finished_qat(folder, cfg)  # e.g. trained beforehand with `diffusia qat` in another process

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce every shipped benchmark result (benchmarks/results/), one after the other so they never share cores.
-# Each writes JSON + Markdown; logs go to benchmarks/results/logs/. Roughly 3 h on 2 idle cores.
+# Each writes JSON + Markdown into benchmarks/results/<CPU class>/ (avx2 or vnni); logs go to benchmarks/results/logs/. Roughly 3 h on 2 idle cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

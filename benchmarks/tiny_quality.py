@@ -6,7 +6,7 @@
     EfficientNet-Lite0 features (`FD-EffNetLite0`, NOT comparable with published FID) unless Inception is present.
 
     python benchmarks/tiny_quality.py [--model tiny] [--per-prompt 2]
-Writes benchmarks/results/tiny_quality.json and .md.
+Writes benchmarks/results/<class>/tiny_quality.json and .md.
 """
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ from diffusia.fileio import write_json, write_text
 from diffusia.generate import GenerationConfig, generate
 from diffusia.prompts import load_prompts
 
-OUT = Path(__file__).resolve().parent / "results"
+from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
+
+OUT = results_dir()
 
 
 def colour_of(image: np.ndarray) -> int:

@@ -3,7 +3,7 @@ different attention-head layouts, and the share of attention in it (torch.profil
 16 wide: 8 heads of width 4 made flash attention on CPU dominate the step.
 
     python benchmarks/train_step.py        # ~2 min on 2 cores
-Writes benchmarks/results/train_step.json and .md.
+Writes benchmarks/results/<class>/train_step.json and .md.
 """
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from diffusia.fileio import write_json, write_text
 from diffusia.models.architectures import TINY_TEXT, TINY_UNET, TINY_VAE, build_components
 from diffusia.quant import cpu
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
+
+RESULTS = results_dir()
 HEADS = {"8 heads everywhere (SD v1.5's setting; width 4-16)": 8, "width 16 (2, 4, 6, 8 heads; shipped)": (2, 4, 6, 8)}
 
 

@@ -8,7 +8,7 @@ channels-last memory layout: the same math in another float rounding order, a me
 network amplifies tiny perturbations. Errors only: timings are in backends.py.
 
     python benchmarks/w8a8_schemes.py          # ~10 min on 2 cores
-Writes benchmarks/results/w8a8_schemes.json and .md.
+Writes benchmarks/results/<class>/w8a8_schemes.json and .md.
 """
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ from diffusia.models.architectures import SD15_UNET
 from diffusia.quant import api, cpu
 from diffusia.quant.modules import ACT_DIGITS, QModuleMixin
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
+
+RESULTS = results_dir()
 # name, recipe changes, weight_qmax override (None: the CPU's rule), channels_last
 SCHEMES = [
     ("a8w7 percentile (default)", {}, None, False),
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     rows, profile = run(args.latent)
     res = {"model": "sd15-arch (random weights)", "latent": args.latent, "batch": 2, "cpu": cpu.cpu_model(),
-           "saturation_risk": cpu.saturation_risk(), "torch": torch.__version__, "rows": rows,
+           "saturation_risk": not cpu.has_vnni(cpu.detected_features()), "torch": torch.__version__, "rows": rows,
            "error_sources": profile}
     write_json(args.out + ".json", res)
     lines = [f"# W8A8 schemes on the SD v1.5 U-Net (random weights), latent {args.latent}x{args.latent}, batch 2", "",

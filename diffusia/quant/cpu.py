@@ -5,7 +5,7 @@ which adds adjacent products into a saturating int16, so two products of 255 * 1
 (`vpdpbusd`) and AMX accumulate in int32. Either 7-bit activations (0..127) or 7-bit weights (|q| <= 64,
 `weight_qmax`) make every pair fit: 2 * 127 * 127 = 32258 and 2 * 255 * 64 = 32640 <= 32767. For such CPUs
 diffusia keeps 8-bit activations and narrows the weights: on the SD v1.5 U-Net (random weights, 32x32 latent) that
-measured 3.7-4.0 % rel-L2 against 6.8-8.2 % for 7-bit activations (benchmarks/results/w8a8_schemes.md).
+measured 3.7-4.0 % rel-L2 against 6.8-8.2 % for 7-bit activations (benchmarks/results/avx2/w8a8_schemes.md).
 
 CPU classes (what a quantized folder is made for, `Recipe.target`):
 - `avx2`: x86 without VNNI; int16 pair sums, the narrow layout.
