@@ -22,8 +22,28 @@ def test_eval_alias_follows_model():
     assert load_prompts("eval", model="some/folder") == load_prompts("sd15-eval")
 
 
-def test_take_cycles():
-    assert [p.text for p in take(load_prompts("tiny"), 82)][80:] == [p.text for p in load_prompts("tiny")[:2]]
+def test_take_cycles_through_the_whole_set():
+    tiny = load_prompts("tiny")
+    taken = take(tiny, 82)
+    assert sorted(p.text for p in taken[:80]) == sorted(p.text for p in tiny) and taken[80:] == taken[:2]
+
+
+@pytest.mark.parametrize("n", [4, 16, 32])
+def test_take_is_stratified_over_categories_classes_and_colours(n):
+    import collections
+    import re
+
+    tiny = load_prompts("tiny")
+    taken = take(tiny, n)
+    assert len({p.text for p in taken}) == n
+    sizes = collections.Counter(p.category for p in tiny)
+    got = collections.Counter(p.category for p in taken)
+    assert all(abs(got[c] - n * k / len(tiny)) <= 1 for c, k in sizes.items())  # proportional, within one
+    colours = {re.match(r"an? (\w+)", p.text).group(1) for p in taken}
+    classes = {p.text.split(" ", 2)[2] for p in taken}
+    assert len(colours) >= min(7, n - 1) and len(classes) >= min(10, n // 2)  # first-N took 1-2 classes
+    sd = take(load_prompts("sd15-calibration"), 16)
+    assert set(collections.Counter(p.category for p in sd).values()) == {4}
 
 
 def test_bad_prompt_files(tmp_path):

@@ -50,8 +50,36 @@ def load_prompts(name: str, model: str = "tiny") -> list[Prompt]:
     return items
 
 
+_GOLDEN = (5 ** 0.5 - 1) / 2
+
+
+def _spread(m: int, start: int = 0) -> list[int]:
+    """A permutation of range(m) whose every prefix is spread over the range: steps of the integer nearest to
+    m / golden ratio that is coprime with m, so a set ordered class by class and colour by colour is walked
+    across both (on `tiny`'s 32 tops: 8 colours and 4 classes in the first 8)."""
+    import math
+
+    target = m * _GOLDEN
+    step = min((k for k in range(1, m + 1) if math.gcd(k, m) == 1), key=lambda k: (abs(k - target), k))
+    return [(start + j * step) % m for j in range(m)]
+
+
+def stratified_order(prompts: list[Prompt]) -> list[Prompt]:
+    """All prompts, ordered so that every prefix is a stratified sample: categories in proportion to their size
+    (item j of a category of m sits at (j + 0.5) / m) and each category spread over its own list, category c
+    starting at its item c (so the first prompts of different categories are not all the set's first colour)."""
+    groups: dict[str, list[Prompt]] = {}
+    for p in prompts:
+        groups.setdefault(p.category, []).append(p)
+    keyed = [((j + 0.5) / len(members), c, members[i])
+             for c, members in enumerate(groups.values()) for j, i in enumerate(_spread(len(members), c))]
+    return [p for _, _, p in sorted(keyed, key=lambda k: (k[0], k[1]))]
+
+
 def take(prompts: list[Prompt], n: int) -> list[Prompt]:
-    """The first n prompts, cycling through the set when n exceeds its size."""
+    """n prompts as a stratified sample of the set (`stratified_order`), cycling through it when n exceeds its
+    size, as the reference study's semantically stratified calibration."""
     if n < 1:
         raise DiffusiaError(f"number of prompts must be >= 1, got {n}")
-    return [prompts[i % len(prompts)] for i in range(n)]
+    order = stratified_order(prompts)
+    return [order[i % len(order)] for i in range(n)]
