@@ -236,7 +236,7 @@ BACKENDS: dict[str, tuple[Callable[[nn.Module, Ctx], Built], str]] = {
     "fp32_eager": (fp32_eager, "eager FP32"),
     "fp32_compile": (fp32_compile, "compiled FP32 (inductor)"),
     "ort_fp32": (ort_fp32, "runtime FP32 (ONNX Runtime)"),
-    "bf16": (bf16, "eager BF16 (no native bf16 here)"),
+    "bf16": (bf16, "eager BF16"),
     "diffusia_w8a8": (_diffusia("w8a8"), "real INT8 kernels (oneDNN, static)"),
     "diffusia_w8a8_mse": (_diffusia("w8a8", "mse"), "real INT8 kernels (oneDNN, static), MSE calibrator"),
     "diffusia_w8a8x2": (_diffusia("w8a8x2"), "real INT8 kernels (oneDNN, static), MSE calibrator, full-resolution "

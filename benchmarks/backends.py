@@ -267,6 +267,13 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _class_of(env: dict[str, Any]) -> str:
+    """The CPU class of a result's recorded flags (results written before the class was recorded)."""
+    from diffusia.quant import cpu
+
+    return cpu.host_class({"x86": True, **env["cpu_features"]})
+
+
 def markdown(result: dict[str, Any]) -> str:
     env, m = result["environment"], result["model"]
     flags = ", ".join(k for k, v in env["cpu_features"].items() if v) or "none"
@@ -274,7 +281,8 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join([
         f"# Backend benchmark: {m['label']} U-Net step, latent {m['latent']}x{m['latent']}, batch 2"
         + (" (quick smoke run)" if result["quick"] else ""), "",
-        f"Machine: {env['cpu_model']} (flags: {flags}; {env['cores']} cores), "
+        f"Machine: {env['cpu_model']}, CPU class **{env.get('cpu_class') or _class_of(env)}** "
+        f"(flags: {flags}; {env['cores']} cores), "
         f"{env['threads']} thread{'s' * (env['threads'] != 1)}, "
         f"{vers}. Load average {env['load_avg_start']:.2f} at start, {env['load_avg_end']:.2f} at end "
         f"(the machine is shared: treat differences under ~10 % as noise). {env['date']}, "
@@ -307,7 +315,7 @@ def environment(threads: int) -> dict[str, Any]:
 
     vers = package_versions(VERSIONS)
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cpu_model": cpu.cpu_model(),
-            "cpu_features": cpu.cpu_features(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_features": cpu.detected_features(), "cpu_class": cpu.host_class(cpu.detected_features()), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cores": os.cpu_count(), "threads": threads, "versions": vers}
 
 
