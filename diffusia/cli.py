@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from diffusia.errors import DiffusiaError
+from diffusia.fileio import OVERWRITE_HELP
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Quantize Stable-Diffusion-class U-Nets for edge hardware, and measure what it buys.")
@@ -39,23 +40,30 @@ def generate(
     vae_tiling: bool = typer.Option(False, help="Decode large images in tiles."),
     cpu_offload: bool = typer.Option(False, help="CUDA only: keep idle models on the CPU."),
     low_cpu_mem: bool = typer.Option(True, help="Low-CPU-memory loading (no random init before weights)."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ):
     """Generate images with the reference study's defaults (DPM-Solver, 25 steps, guidance 7.5, seed 42)."""
+    from PIL.PngImagePlugin import PngInfo
+
     from diffusia import load_pipeline
-    from diffusia.fileio import atomic_path
+    from diffusia.fileio import PNG_SOFTWARE, atomic_path, check_output_file
     from diffusia.generate import GenerationConfig, MemoryOptions, generate as run
 
     if out.suffix.lower() != ".png":
         raise DiffusiaError(f"--out {out} must end in .png")
     if not prompt.strip():
         raise DiffusiaError("empty prompt: pass a non-empty --prompt")
+    paths = [out] if num_images == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(num_images)]
+    for path in paths:
+        check_output_file(path, "png", overwrite, [model])
     pipe = load_pipeline(model, device=device, dtype=dtype, low_cpu_mem_usage=low_cpu_mem)
     memory = MemoryOptions(attention_slicing, xformers, vae_slicing, vae_tiling, cpu_offload)
     images = run(pipe, prompt, num_images, GenerationConfig(steps=steps, guidance=guidance, seed=seed, memory=memory))
-    paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(len(images))]
+    info = PngInfo()
+    info.add_text("Software", PNG_SOFTWARE)  # how --overwrite recognises an image diffusia generated
     for image, path in zip(images, paths):
         with atomic_path(path) as tmp:
-            image.save(tmp, format="PNG")
+            image.save(tmp, format="PNG", pnginfo=info)
         typer.echo(str(path))
 
 
@@ -95,16 +103,23 @@ def quantize(
     calib_steps: int = typer.Option(25, help="Sampler steps per calibration prompt."),
     timestep_groups: Optional[int] = typer.Option(None, help="Separate activation ranges per K timestep groups."),
     rule: Optional[list[str]] = typer.Option(None, help="Per-layer override PATTERN=PRECISION (glob or re:regex)."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+    target: Optional[str] = typer.Option(None, help="CPU class the INT8 layout is for: auto (this host), portable "
+                                         "(correct on every x86 CPU), avx2 (no VNNI) or vnni. Default: the recipe's."),
     device: str = typer.Option("cpu"),
 ):
     """Quantize the U-Net (calibrated on sampling trajectories), validate it and save a loadable folder."""
     from diffusia import load_pipeline
+    from diffusia.fileio import QUANTIZED, check_output_dir
     from diffusia.prompts import load_prompts
     from diffusia.quant.pipeline import quantize_pipeline
     from diffusia.quant.serialization import save_quantized_pipeline
 
     r = resolve_recipe(recipe, timestep_groups, rule)
+    if target is not None:
+        r = r.replace(target=target)
     prompts = load_prompts(calib_prompts, model=model)
+    check_output_dir(out, QUANTIZED, overwrite, (model, recipe, calib_prompts))
     pipe = load_pipeline(model, device=device, progress=False)
     quantize_pipeline(pipe, r, prompts, calib_size=calib_size, steps=calib_steps)
     save_quantized_pipeline(pipe, out, base_model=model)
@@ -119,22 +134,33 @@ def export(
     out: Path = typer.Option(Path("unet.onnx"), help="Output .onnx file (QDQ, int8 weight initializers)."),
     tolerance: float = typer.Option(0.05, help="Max relative L2 between ONNX Runtime and diffusia outputs (integer "
                                     "codes are compared exactly; outputs differ by the rounding ties they amplify)."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ):
     """Export the quantized U-Net to ONNX (QDQ) and check ONNX Runtime reproduces diffusia's output."""
     from diffusia import load_pipeline
     from diffusia.export.onnx import check_against_onnxruntime, export_unet, same_codes
+    from diffusia.fileio import atomic_path, check_output_file
 
+    check_output_file(out, "onnx", overwrite, [model])
     pipe = load_pipeline(model, progress=False)
-    path = export_unet(pipe.unet, out)
-    check = check_against_onnxruntime(pipe.unet, path)
-    err, codes = check["relative_l2_vs_diffusia"], check["codes"]
-    if not same_codes(codes):
-        d = codes["first_difference"]
-        raise DiffusiaError(f"ONNX Runtime computes other integer codes than diffusia at layer {d['layer']!r} "
-                            f"({d['fraction']:.2%} of them, up to {d['max_steps']} steps): report it with the folder")
-    if err > tolerance:
-        raise DiffusiaError(f"ONNX Runtime output differs from diffusia's by {err:.2%} relative L2 (> {tolerance:.2%})")
-    typer.echo(f"{path}: ONNX Runtime {check['onnxruntime']} matches diffusia within {err:.2%} relative L2; integer "
+    with atomic_path(out) as tmp:  # the .onnx appears only if it passes the check
+        path = export_unet(pipe.unet, tmp)
+        check = check_against_onnxruntime(pipe.unet, path)
+        err, codes, quantizers = check["relative_l2_vs_diffusia"], check["codes"], check["quantizers"]
+        if quantizers["other_differences"]:
+            d = quantizers["first_other_difference"]
+            raise DiffusiaError(f"ONNX Runtime quantizes the input of layer {d['layer']!r} (digit {d['digit']}) "
+                                f"otherwise than diffusia ({quantizers['other_differences']} codes off a rounding "
+                                "tie): report it with the folder")
+        if not same_codes(codes):
+            d = codes["first_difference"]
+            raise DiffusiaError(f"ONNX Runtime computes other integer codes than diffusia at layer {d['layer']!r} "
+                                f"({d['fraction']:.2%} of them, up to {d['max_steps']} steps): report it with the "
+                                "folder")
+        if err > tolerance:
+            raise DiffusiaError(f"ONNX Runtime output differs from diffusia's by {err:.2%} relative L2 "
+                                f"(> {tolerance:.2%})")
+    typer.echo(f"{out}: ONNX Runtime {check['onnxruntime']} matches diffusia within {err:.2%} relative L2; integer "
                f"codes identical in {codes['identical_before_first_difference']} of {codes['layers']} W8A8 layers "
                f"before the first rounding tie")
 
@@ -165,13 +191,16 @@ def eval_(
     processes: int = typer.Option(1, help="Processes for the evaluation images (accelerate; same images)."),
     quality: bool = typer.Option(True, help="Compare with the FP32 images (needs fp32 in --variants)."),
     progress: bool = typer.Option(True),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ):
     """Measure size, peak memory, latency and quality of U-Net variants; writes results.json and report.md."""
     from diffusia.eval.harness import evaluate
+    from diffusia.fileio import output_dir
 
-    res = evaluate(model, variants, prompts=prompts, num=num, out=out, device=device, runs=runs, warmup=warmup,
-                   budget_mb=budget_mb, steps=steps, guidance=guidance, seed=seed, threads=threads,
-                   calib_size=calib_size, processes=processes, quality=quality, progress=progress)
+    with output_dir(out, "eval", overwrite, (model, prompts, *variants.split(","))):
+        res = evaluate(model, variants, prompts=prompts, num=num, out=out, device=device, runs=runs, warmup=warmup,
+                       budget_mb=budget_mb, steps=steps, guidance=guidance, seed=seed, threads=threads,
+                       calib_size=calib_size, processes=processes, quality=quality, progress=progress)
     typer.echo(str(out / "report.md"))
     for name, v in res["variants"].items():
         lat = (v.get("latency") or {}).get("end_to_end", {})
@@ -198,6 +227,7 @@ def qat(
     seed: int = typer.Option(0, help="Seed of the batch stream (batch k depends on seed and k only)."),
     device: str = typer.Option("cpu", help="cpu, cuda or auto; several processes/GPUs: `accelerate launch -m diffusia.qat.train`."),
     keep_checkpoints: bool = typer.Option(False, help="Keep the last checkpoint inside the finished folder."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ):
     """Quantization-aware training: PTQ start, fake-quant fine-tuning, then the same INT8 folder as `quantize`."""
     from diffusia.qat.train import QATConfig, run_qat
@@ -209,7 +239,7 @@ def qat(
     cfg = QATConfig(out=str(out), model=model, recipe=recipe, source=data or "distill", steps=steps, lr=lr,
                     batch=batch, lsq=lsq, checkpoint_every=checkpoint_every, resume=resume, calib_size=calib_size,
                     calib_prompts=calib_prompts, calib_steps=calib_steps, seed=seed, device=device,
-                    keep_checkpoints=keep_checkpoints)
+                    keep_checkpoints=keep_checkpoints, overwrite=overwrite)
     result = run_qat(cfg)
     if result is not None:
         typer.echo(f"{out}: QAT {cfg.source}, {len(result.losses)} steps, loss {result.losses[0]:.5f} -> "
@@ -225,13 +255,16 @@ def study(
     runs: int = typer.Option(10, help="Timed end-to-end runs per variant after a warm-up."),
     qat_steps: int = typer.Option(150, help="QAT steps (data-free distillation)."),
     quick: bool = typer.Option(False, help="A smoke test: tiny numbers everywhere, meaningless results."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ):
     """The whole study: sensitivity, searched mixed precision, QAT, evaluation of every variant, Pareto, advice."""
+    from diffusia.fileio import output_dir
     from diffusia.study import StudyConfig, run_study
 
     cfg = StudyConfig.quick_config(model, str(out)) if quick else StudyConfig(model=model, out=str(out), num=num,
                                                                                runs=runs, qat_steps=qat_steps)
-    typer.echo(str(run_study(cfg)))
+    with output_dir(out, "study", overwrite, (model,)):
+        typer.echo(str(run_study(cfg)))
 
 
 def main() -> None:

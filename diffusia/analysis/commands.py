@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from diffusia.errors import DiffusiaError
+from diffusia.fileio import OVERWRITE_HELP, check_output_file, output_dir
 
 
 def _csv(text: str) -> list[str]:
@@ -26,6 +27,7 @@ def sensitivity(
     precisions: str = typer.Option("w8a8,w8,w4,fp16", help="Also simulate each layer alone at these precisions."),
     timing: bool = typer.Option(True, help="Microbenchmark each layer's real kernels (search latency model)."),
     device: str = typer.Option("cpu"),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ):
     """Per-layer sensitivity (SIMULATED fake quant): SQNR of the noise prediction with only / all but each layer
     quantized, LPIPS for the top layers, aggregated by layer type."""
@@ -38,10 +40,11 @@ def sensitivity(
     r = resolve_recipe(recipe)
     prompts = take(load_prompts(calib_prompts, model=model), calib_size)
     eval_texts = [p.text for p in load_prompts("eval", model=model)][: max(lpips_prompts, 0)]
-    pipe = load_pipeline(model, device=device, progress=False)
-    sens = run_sensitivity(pipe, r, prompts, steps=steps, top=top, lpips_prompts=eval_texts or None,
-                           eval_timesteps=eval_timesteps, precisions=_csv(precisions), timing=timing)
-    write_sensitivity(sens, out)
+    with output_dir(out, "sensitivity", overwrite, (model, recipe, calib_prompts)):
+        pipe = load_pipeline(model, device=device, progress=False)
+        sens = run_sensitivity(pipe, r, prompts, steps=steps, top=top, lpips_prompts=eval_texts or None,
+                               eval_timesteps=eval_timesteps, precisions=_csv(precisions), timing=timing)
+        write_sensitivity(sens, out)
     typer.echo(f"{out}: {len(sens['layers'])} layers, all quantized {sens['sqnr_all_db']:.2f} dB (SIMULATED)")
     typer.echo("most sensitive (SIMULATED SQNR, only this layer quantized):")
     for row in sens["layers"][: max(top, 5)]:
@@ -57,6 +60,7 @@ def search(
     latency_s: Optional[float] = typer.Option(None, help="Latency limit, s/image (per-layer cost model)."),
     precisions: str = typer.Option("w8a8,w8,w4,fp16,keep", help="Allowed per-layer precisions."),
     method: str = typer.Option("auto", help="auto (best of both), milp or greedy."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ):
     """Choose per-layer precisions under a size / quality / latency target; writes a recipe for `quantize`."""
     from diffusia.analysis.search import check_recipe_names, search as run_search
@@ -65,11 +69,14 @@ def search(
 
     if out.suffix != ".json":
         raise DiffusiaError(f"--out {out} must end in .json")
+    summary = out.with_name(out.stem + ".search.json")
+    check_output_file(out, "recipe", overwrite, [sensitivity])
+    check_output_file(summary, "search", overwrite, [sensitivity])
     sens = load_sensitivity(sensitivity)
     res = run_search(sens, budget_mb, quality_floor, latency_s, precisions=_csv(precisions), method=method)
     check_recipe_names(res.recipe, sens["unet"]["layers"])
     write_text(out, res.recipe.to_json() + "\n")
-    write_json(out.with_name(out.stem + ".search.json"), res.to_dict())
+    write_json(summary, res.to_dict())
     lat = "" if res.est_latency_s is None else f", est. latency {res.est_latency_s:.3f} s/image"
     typer.echo(f"{out}: {res.size_mb:.2f} MB (FP32 {res.fp32_size_mb:.2f} MB), est. SQNR {res.est_sqnr_db:.2f} dB "
                f"(SIMULATED){lat}; {res.counts} [{res.method}]")
@@ -79,12 +86,15 @@ def pareto(
     results: list[Path] = typer.Option(..., help="Evaluation run folder or results.json (repeat the option; a "
                                                  "folder is searched recursively)."),
     out: Path = typer.Option(..., help="Output folder: pareto.md, pareto.json, pareto_*.png."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ):
     """Pareto fronts of quality vs size, latency and peak memory across evaluation runs."""
     from diffusia.analysis.pareto import write_pareto
     from diffusia.analysis.results import load_many
 
-    data = write_pareto(load_many(results), out)
+    variants = load_many(results)
+    with output_dir(out, "pareto", overwrite, results):
+        data = write_pareto(variants, out)
     typer.echo(f"{out}: {len(data['variants'])} variants")
     for k, names in data["fronts"].items():
         typer.echo(f"  {k.replace(':', ' x ')}: {', '.join(names) or '(none)'}")

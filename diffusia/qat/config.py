@@ -24,6 +24,7 @@ class QATConfig:
     lsq_lr: float = 1e-3  # Adam lr of the log activation step sizes
     checkpoint_every: int = 50  # 0: only the final state
     resume: bool = False
+    overwrite: bool = False  # replace an earlier diffusia output at `out` (resuming needs no overwrite)
     calib_size: int = 32
     calib_prompts: str = "calibration"
     calib_steps: int = 25

@@ -12,6 +12,7 @@ batch 2B sees the same items as two processes with batch B each.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ from diffusia.prompts import Prompt
 log = logging.getLogger(__name__)
 
 SOURCES = ("distill", "fashion-mnist")
-DATA_FORMAT, DATA_VERSION = "diffusia.qat.distill_data", 1
+DATA_FORMAT, DATA_VERSION = "diffusia.qat.distill_data", 2  # v1 was a torch.save pickle
+TENSORS = ("samples", "timesteps", "ehs_table", "ehs_index", "targets")
 
 
 @dataclass
@@ -129,24 +131,32 @@ class DistillData:
         return Batch(self.samples[idx], self.timesteps[idx], self.ehs_table[self.ehs_index[idx]], self.targets[idx])
 
     def save(self, path: str | Path) -> None:
-        """Write atomically (torch.save)."""
+        """Write atomically: the tensors as safetensors, format and `info` (JSON) in its metadata."""
+        from safetensors.torch import save_file
+
         from diffusia.fileio import atomic_path
 
-        state = dict(format=DATA_FORMAT, version=DATA_VERSION, samples=self.samples, timesteps=self.timesteps,
-                     ehs_table=self.ehs_table, ehs_index=self.ehs_index, targets=self.targets, info=self.info)
+        meta = {"format": DATA_FORMAT, "version": str(DATA_VERSION), "info": json.dumps(self.info)}
         with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+            save_file({k: getattr(self, k).contiguous() for k in TENSORS}, str(tmp), metadata=meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "DistillData":
+        from safetensors import SafetensorError, safe_open
+
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError) as e:
-            raise DiffusiaError(f"cannot read distillation data {path} ({e}): start again without --resume") from None
-        if state.get("format") != DATA_FORMAT or state.get("version") != DATA_VERSION:
-            raise DiffusiaError(f"{path} is not diffusia distillation data v{DATA_VERSION}")
-        return cls(state["samples"], state["timesteps"], state["ehs_table"], state["ehs_index"], state["targets"],
-                   state.get("info"))
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if (meta.get("format"), meta.get("version")) != (DATA_FORMAT, str(DATA_VERSION)):
+                    raise ValueError(f"not diffusia distillation data v{DATA_VERSION}")
+                tensors = [f.get_tensor(k) for k in TENSORS]
+            info = json.loads(meta.get("info", "{}"))
+            if not isinstance(info, dict):
+                raise ValueError("its info is not a JSON object")
+        except (OSError, ValueError, SafetensorError) as e:
+            raise DiffusiaError(f"distillation data {path} is unreadable ({' '.join(str(e).split())}): start again "
+                                "with --overwrite instead of --resume") from None
+        return cls(*tensors, info)
 
 
 def ddpm_alphas_cumprod() -> Tensor:

@@ -35,16 +35,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffusia.errors import DiffusiaError
-from diffusia.fileio import atomic_dir, write_json
+from diffusia.fileio import QUANTIZED, atomic_dir, check_output_dir, mark_output_dir, write_json
 from diffusia.qat.checkpoints import (check_resumable, checkpoint_dir, latest_checkpoint, load_checkpoint,
-                                      rng_state, save_checkpoint, set_rng_state)
+                                      restoring, rng_state, save_checkpoint, set_rng_state)
 from diffusia.qat.config import QATConfig, QATResult
 from diffusia.qat.data import SOURCES, Batch, DistillData, FashionMNISTData
 from diffusia.qat.lsq import LearnableActScales, QATModel
 
 log = logging.getLogger(__name__)
 
-DISTILL_FILE = "distill_data.pt"
+DISTILL_FILE = "distill_data.safetensors"
 LOSS_PNG, LOSS_JSON = "loss_curve.png", "qat_losses.json"
 
 
@@ -175,6 +175,11 @@ def run_qat(cfg: QATConfig) -> QATResult | None:
         check_resumable(saved_state, cfg, world)
     elif cfg.resume and main:
         log.warning("--resume: no checkpoint in %s, starting from the beginning", checkpoint_dir(out))
+    # resuming continues this output on purpose; anything else replaces an earlier output only with --overwrite
+    check_output_dir(out, QUANTIZED, cfg.overwrite or ckpt is not None, (cfg.model, cfg.recipe, cfg.calib_prompts))
+    accelerator.wait_for_everyone()  # every process has checked before the main one writes
+    if main:
+        mark_output_dir(out, QUANTIZED)
     if ckpt is None and main and checkpoint_dir(out).exists():
         shutil.rmtree(checkpoint_dir(out))  # stale checkpoints of an earlier run would be resumed later
     accelerator.wait_for_everyone()
@@ -186,11 +191,12 @@ def run_qat(cfg: QATConfig) -> QATResult | None:
     unet = pipe.unet.float()
 
     if saved_state is not None:
-        recipe = type(recipe).from_dict(saved_state["recipe"])
-        calibration = CalibrationInfo(**saved_state["calibration"])
-        distill = DistillData.load(checkpoint_dir(out) / DISTILL_FILE) if cfg.source == "distill" else None
-        api.quantize(unet, recipe)
-        unet.load_state_dict({k[len("unet."):]: v for k, v in model_state.items() if k.startswith("unet.")})
+        with restoring(ckpt):
+            recipe = type(recipe).from_dict(saved_state["recipe"])
+            calibration = CalibrationInfo(**saved_state["calibration"])
+            distill = DistillData.load(checkpoint_dir(out) / DISTILL_FILE) if cfg.source == "distill" else None
+            api.quantize(unet, recipe)
+            unet.load_state_dict({k[len("unet."):]: v for k, v in model_state.items() if k.startswith("unet.")})
     else:
         prompts = take(load_prompts(cfg.calib_prompts, model=cfg.model), cfg.calib_size)
         distill, calls = DistillData.record(pipe, prompts, cfg.calib_steps, cfg.guidance,
@@ -217,12 +223,13 @@ def run_qat(cfg: QATConfig) -> QATResult | None:
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, losses = 0, []
     if saved_state is not None:
-        model.load_state_dict(model_state)
-        if lsq is not None:
-            lsq.sync_buffers()
-        optimizer.load_state_dict(optim_state)
-        start, losses = int(saved_state["step"]), [float(x) for x in saved_state["losses"]]
-        set_rng_state(rng_states[rank])
+        with restoring(ckpt):
+            model.load_state_dict(model_state)
+            if lsq is not None:
+                lsq.sync_buffers()
+            optimizer.load_state_dict(optim_state)
+            start, losses = int(saved_state["step"]), [float(x) for x in saved_state["losses"]]
+            set_rng_state(rng_states[rank])
         if main:
             log.info("resumed from %s at step %d", ckpt, start)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -309,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lsq-lr", type=float, default=1e-3)
     p.add_argument("--checkpoint-every", type=int, default=50)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier diffusia output at OUT")
     p.add_argument("--calib-size", type=int, default=32)
     p.add_argument("--calib-prompts", default="calibration")
     p.add_argument("--calib-steps", type=int, default=25)

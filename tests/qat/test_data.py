@@ -1,4 +1,6 @@
 """QAT data sources: recorded distillation data and coloured Fashion-MNIST batches, deterministic per (seed, step)."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -38,8 +40,8 @@ def test_distill_batches_deterministic_and_sharded(distill, tmp_path):
     assert not torch.equal(a.sample, data.batch(6, seed=1, batch=4).sample)
     halves = [data.batch(5, seed=1, batch=2, rank=r, world=2) for r in range(2)]
     assert torch.equal(torch.cat([h.sample for h in halves]), a.sample)
-    data.save(tmp_path / "d.pt")
-    again = DistillData.load(tmp_path / "d.pt")
+    data.save(tmp_path / "d.safetensors")
+    again = DistillData.load(tmp_path / "d.safetensors")
     assert torch.equal(again.batch(5, seed=1, batch=4).target, a.target)
 
 
@@ -67,3 +69,31 @@ def test_fashion_mnist_batches(pipe):
     x0 = data.encode_images(data.images(gen_idx.numpy()))
     a = ddpm_alphas_cumprod()[b.timestep.long()].view(-1, 1, 1, 1)
     torch.testing.assert_close(b.sample, a.sqrt() * x0 + (1 - a).sqrt() * b.target, atol=1e-5, rtol=1e-5)
+
+
+def test_distill_data_is_safetensors_and_unreadable_files_are_one_line_errors(distill, tmp_path):
+    from safetensors import safe_open
+
+    from diffusia.errors import DiffusiaError
+
+    data, _ = distill
+    path = tmp_path / "d.safetensors"
+    data.save(path)
+    with safe_open(str(path), framework="pt") as f:  # no pickle: tensors, and the rest as JSON metadata
+        assert sorted(f.keys()) == sorted(["samples", "timesteps", "ehs_table", "ehs_index", "targets"])
+        assert json.loads(f.metadata()["info"]) == data.info
+    assert DistillData.load(path).info == data.info
+    raw = path.read_bytes()
+    torch.save({"format": "diffusia.qat.distill_data", "version": 1}, tmp_path / "old.safetensors")  # the v1 pickle
+    bad = {"truncated": raw[:-10], "empty": b"", "old": (tmp_path / "old.safetensors").read_bytes()}
+    for name, content in bad.items():
+        (tmp_path / f"{name}.safetensors").write_bytes(content)
+    for name in [*bad, "missing"]:
+        with pytest.raises(DiffusiaError, match="distillation data .* is unreadable .*--overwrite") as e:
+            DistillData.load(tmp_path / f"{name}.safetensors")
+        assert "\n" not in str(e.value)
+    from safetensors.torch import save_file
+
+    save_file({"samples": data.samples}, str(tmp_path / "other.safetensors"), metadata={"format": "other"})
+    with pytest.raises(DiffusiaError, match="not diffusia distillation data v2"):
+        DistillData.load(tmp_path / "other.safetensors")
