@@ -71,19 +71,15 @@ def _q(v: VariantResult) -> str:
 
 def compare_latency(a: VariantResult, b: VariantResult) -> str | None:
     """"faster" / "slower" if a's latency differs from b's beyond the runs' spread (interquartile ranges apart),
-    "same" if the ranges overlap, None if either has no latency. Without a measured spread the medians decide and
-    `_spread_note` says so."""
+    "same" if the ranges overlap, "unknown" where a spread was not measured (too few runs), None without a
+    latency: a speedup is never claimed from single figures."""
     if a.latency_s is None or b.latency_s is None:
         return None
     if None in (a.latency_q1_s, a.latency_q3_s, b.latency_q1_s, b.latency_q3_s):
-        return "faster" if a.latency_s < b.latency_s else "slower" if a.latency_s > b.latency_s else "same"
+        return "unknown"
     if a.latency_q3_s < b.latency_q1_s:
         return "faster"
     return "slower" if a.latency_q1_s > b.latency_q3_s else "same"
-
-
-def _spread_note(*vs: VariantResult) -> str:
-    return "" if all(v.latency_q1_s is not None for v in vs) else " (one figure each, no spread measured)"
 
 
 def _iqr(v: VariantResult) -> str:
@@ -183,7 +179,7 @@ def recommend(results: Sequence[VariantResult], memory_mb: float, latency_s: flo
             if choice.size_mb is not None and best_q.size_mb is not None and choice.size_mb < best_q.size_mb:
                 why.append(f"smaller ({_mb(choice.size_mb)} vs {_mb(best_q.size_mb)})")
             if compare_latency(choice, best_q) == "faster":
-                why.append(f"faster ({_s(choice.latency_s)} vs {_s(best_q.latency_s)}{_spread_note(choice, best_q)})")
+                why.append(f"faster ({_s(choice.latency_s)} vs {_s(best_q.latency_s)})")
             parts.append(f"Its {label} ({getattr(choice, k):.4g}) is within {quality_tolerance:g} of the best, "
                          f"{best_q.name} ({getattr(best_q, k):.4g}), and it is {' and '.join(why) or 'no worse'}.")
         others = [v for v in ranked if v is not choice]
@@ -194,7 +190,7 @@ def recommend(results: Sequence[VariantResult], memory_mb: float, latency_s: flo
             if nxt.size_mb is not None and choice.size_mb is not None and nxt.size_mb < choice.size_mb:
                 save.append(f"{_mb(choice.size_mb - nxt.size_mb)} of size")
             if compare_latency(nxt, choice) == "faster":
-                save.append(f"{choice.latency_s - nxt.latency_s:.3g} s/image{_spread_note(nxt, choice)}")
+                save.append(f"{choice.latency_s - nxt.latency_s:.3g} s/image")
             parts.append(f"The runner-up, {nxt.name}, has {label} {getattr(nxt, k):.4g} ({d:+.4g})"
                          + (f" and would save {' and '.join(save)}." if save else "."))
     text = " ".join(parts) + sim_note
@@ -234,17 +230,20 @@ def quantization_verdicts(results: Sequence[VariantResult], memory_mb: float) ->
         q = f" at {v.lpips:.4g} LPIPS" if v.lpips is not None else ""
         times = f"{_s(v.latency_s)}{_iqr(v)} vs FP32 {_s(ref.latency_s)}{_iqr(ref)}"
         verdict = compare_latency(v, ref)
-        if verdict == "faster":
-            out.append(f"{v.name} is {1 / r:.2f}x faster than FP32 ({times}){q}{_spread_note(v, ref)}.")
+        if verdict == "unknown":
+            out.append(f"{v.name}: {times} ({r:.2f}x); too few timed runs to tell a difference from FP32 (no "
+                       f"spread measured: use --runs 5 or more){size}{q}.")
+        elif verdict == "faster":
+            out.append(f"{v.name} is {1 / r:.2f}x faster than FP32 ({times}){q}.")
         elif verdict == "same":
             out.append(f"{v.name}: no measurable difference in latency from FP32 ({times}: the interquartile "
                        f"ranges overlap){size}{q}.")
         elif _is_half(v):  # with native half units or without, what the measurement shows is the same
             out.append(f"{v.name} is slower than FP32 on {v.device or 'this device'}: {times} ({r:.2f}x); half "
-                       f"precision saves memory and size here, not time{size}{_spread_note(v, ref)}.")
+                       f"precision saves memory and size here, not time{size}.")
         else:
             out.append(f"Quantization does not pay for speed with {v.name}: FP32 fits ({_mb(ref.peak_mb)}) and "
-                       f"{v.name} is slower ({times}, {r:.2f}x){size}{q}{_spread_note(v, ref)}.")
+                       f"{v.name} is slower ({times}, {r:.2f}x){size}{q}.")
     return out
 
 

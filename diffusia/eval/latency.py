@@ -28,18 +28,21 @@ def synchronize(device: torch.device | str) -> None:
 
 
 def stats(values: list[float]) -> dict[str, float | int]:
-    """median, quartiles q1/q3 and their range iqr, mean, sample std (0 for one value), min, max and n."""
+    """median, quartiles q1/q3 and their range iqr (NaN under 3 values), mean, sample std (0 for one value), min,
+    max and n."""
     n = len(values)
     if n == 0:
         return {k: math.nan for k in ("median", "q1", "q3", "iqr", "mean", "std", "min", "max")} | {"n": 0}
-    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive") if n > 1 else [values[0]] * 3
+    median = statistics.median(values)
+    # fewer than 3 runs have no spread to speak of: no quartiles, so no speedup can be claimed from them
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive") if n >= 3 else [math.nan] * 3
     return {"median": median, "q1": q1, "q3": q3, "iqr": q3 - q1, "mean": statistics.fmean(values),
             "std": statistics.stdev(values) if n > 1 else 0.0, "min": min(values), "max": max(values), "n": n}
 
 
 def measurably_faster(a: dict[str, float], b: dict[str, float]) -> bool:
     """True if timing stats `a` are faster than `b` beyond their spread: a's third quartile below b's first."""
-    return a.get("n", 0) > 1 and b.get("n", 0) > 1 and a["q3"] < b["q1"]
+    return a.get("n", 0) >= 3 and b.get("n", 0) >= 3 and a["q3"] < b["q1"]
 
 
 def load_average() -> list[float] | None:

@@ -34,7 +34,8 @@ def _harness_run() -> dict:
         return {"kind": kind, "description": f"{kind} variant", "dtype": dtype,
                 "size": {"unet_mb": unet_mb, "pipeline_mb": unet_mb + 5, "unet_bytes": int(unet_mb * 2**20)},
                 "memory": {"peak_mb": peak, "peak_load_mb": peak / 2, "percent_of_budget": peak / 40.96},
-                "latency": {"end_to_end": {"mean": lat, "std": 0.01, "n": 3}, "unet_step": {"mean": lat / 30},
+                "latency": {"end_to_end": {"median": lat, "q1": lat * 0.98, "q3": lat * 1.02, "mean": lat,
+                                             "std": 0.01, "n": 5}, "unet_step": {"median": lat / 30},
                             "components_per_image": {}, "images_per_hour": 3600 / lat}}
 
     def quality(ssim, lpips, psnr, fd):
@@ -56,7 +57,8 @@ def test_harness_format(tmp_path):
     fp32, fp16, w8a8 = load_results(tmp_path)
     assert (fp32.name, fp32.precision, fp16.precision, w8a8.precision) == ("fp32", "fp32", "fp16", "w8a8")
     assert w8a8.size_mb == 2.6 and w8a8.pipeline_size_mb == 7.6 and w8a8.peak_mb == 250.0
-    assert w8a8.latency_s == 0.8 and w8a8.throughput == pytest.approx(1 / 0.8)
+    assert w8a8.latency_s == 0.8 and (w8a8.latency_q1_s, w8a8.latency_q3_s) == (0.8 * 0.98, 0.8 * 1.02)
+    assert w8a8.throughput == pytest.approx(1 / 0.8)
     assert (w8a8.lpips, w8a8.ssim, w8a8.psnr, w8a8.fd) == (0.04, 0.95, 30.0, 1.5)
     assert not w8a8.simulated and w8a8.device == "cpu (Test CPU, 2 threads)"
     from diffusia.analysis.recommend import device_report, recommend

@@ -19,7 +19,8 @@ def test_stats_on_hand_made_numbers():
     assert s["mean"] == 2.0 and s["std"] == pytest.approx(1.0) and s["n"] == 3
     assert s["min"] == 1.0 and s["max"] == 3.0 and s["median"] == 2.0
     one = stats([0.5])
-    assert one["std"] == 0.0 and one["median"] == one["q1"] == one["q3"] == 0.5 and one["iqr"] == 0
+    assert one["std"] == 0.0 and one["median"] == 0.5 and math.isnan(one["q1"]) and math.isnan(one["iqr"])
+    assert math.isnan(stats([1.0, 2.0])["q3"]) and stats([1.0, 2.0])["median"] == 1.5  # no spread from 2 runs
     assert stats([])["n"] == 0 and math.isnan(stats([])["mean"]) and math.isnan(stats([])["median"])
 
 
@@ -36,6 +37,7 @@ def test_measurably_faster_needs_separated_quartiles():
     fast, slow = stats([1.0, 1.1, 1.05, 0.95, 1.0]), stats([1.5, 1.6, 1.55, 1.45, 1.5])
     assert measurably_faster(fast, slow) and not measurably_faster(slow, fast)
     assert not measurably_faster(stats([1.0]), stats([2.0]))  # one run has no spread: no claim
+    assert not measurably_faster(stats([1.0, 1.0]), stats([2.0, 2.0]))
 
 
 def test_interleaved_rounds_rotate_the_order(monkeypatch):
