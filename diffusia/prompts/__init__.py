@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +58,6 @@ def _spread(m: int, start: int = 0) -> list[int]:
     """A permutation of range(m) whose every prefix is spread over the range: steps of the integer nearest to
     m / golden ratio that is coprime with m, so a set ordered class by class and colour by colour is walked
     across both (on `tiny`'s 32 tops: 8 colours and 4 classes in the first 8)."""
-    import math
-
     target = m * _GOLDEN
     step = min((k for k in range(1, m + 1) if math.gcd(k, m) == 1), key=lambda k: (abs(k - target), k))
     return [(start + j * step) % m for j in range(m)]

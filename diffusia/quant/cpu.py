@@ -33,7 +33,8 @@ ENV_VAR = "DIFFUSIA_CPU"
 FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx", "fp16", "bf16")
 CPU_CLASSES = ("avx2", "vnni")
 TARGETS = ("auto", "portable") + CPU_CLASSES
-# The features of each class as seen on this project's machines (AMD EPYC Zen 1; Intel Xeon, no AMX).
+# The features of each class as seen on this project's machines (AMD EPYC Zen 1; an Intel Xeon with AVX-512
+# VNNI/BF16/FP16, no AMX; an AMD EPYC with AVX-512 VNNI/BF16 and no FP16 has the vnni class's INT8 layout too).
 CLASS_FEATURES = {"avx2": ("avx2", "fma"),
                   "vnni": ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "fp16", "bf16")}
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx")
