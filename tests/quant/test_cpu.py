@@ -102,7 +102,8 @@ def test_targets_resolve_to_classes():
         cpu.resolve_target("arm")
 
 
-def test_host_description_names_real_and_simulated_class():
+def test_host_description_names_real_and_simulated_class(monkeypatch):
+    monkeypatch.delenv(cpu.ENV_VAR, raising=False)
     real = cpu.host_class(cpu.detected_features())
     other = "avx2" if real == "vnni" else "vnni"
     d = cpu.host_description()
