@@ -21,6 +21,9 @@ def root() -> None:
 
 
 MODEL_HELP = "`tiny` (embedded), `sd15-arch` (random weights), a pipeline folder, a diffusia folder or a hub id."
+RUNTIME_HELP = ("Where the U-Net runs: torch (diffusia's kernels in PyTorch), openvino, onnxruntime, or auto (the "
+                "runtime measured fastest on this CPU class). A folder saved for it loads its graph; otherwise the "
+                "U-Net is exported and checked first.")
 
 
 @app.command()
@@ -40,6 +43,7 @@ def generate(
     vae_tiling: bool = typer.Option(False, help="Decode large images in tiles."),
     cpu_offload: bool = typer.Option(False, help="CUDA only: keep idle models on the CPU."),
     low_cpu_mem: bool = typer.Option(True, help="Low-CPU-memory loading (no random init before weights)."),
+    runtime: str = typer.Option("torch", help=RUNTIME_HELP),
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ):
     """Generate images with the reference study's defaults (DPM-Solver, 25 steps, guidance 7.5, seed 42)."""
@@ -56,7 +60,7 @@ def generate(
     paths = [out] if num_images == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(num_images)]
     for path in paths:
         check_output_file(path, "png", overwrite, [model])
-    pipe = load_pipeline(model, device=device, dtype=dtype, low_cpu_mem_usage=low_cpu_mem)
+    pipe = load_pipeline(model, device=device, dtype=dtype, low_cpu_mem_usage=low_cpu_mem, runtime=runtime)
     memory = MemoryOptions(attention_slicing, xformers, vae_slicing, vae_tiling, cpu_offload)
     images = run(pipe, prompt, num_images, GenerationConfig(steps=steps, guidance=guidance, seed=seed, memory=memory))
     info = PngInfo()
@@ -107,6 +111,9 @@ def quantize(
     target: Optional[str] = typer.Option(None, help="CPU class the INT8 layout is for: auto (this host), portable "
                                          "(correct on every x86 CPU), avx2 (no VNNI) or vnni. Default: the recipe's."),
     device: str = typer.Option("cpu"),
+    runtime: Optional[str] = typer.Option(None, help="Also save the U-Net exported and checked for these runtimes "
+                                          "(comma-separated: openvino, onnxruntime, or auto = the fastest measured "
+                                          "on this CPU class), in OUT/<runtime>/ for `--runtime` at load time."),
 ):
     """Quantize the U-Net (calibrated on sampling trajectories), validate it and save a loadable folder."""
     from diffusia import load_pipeline
@@ -115,54 +122,77 @@ def quantize(
     from diffusia.quant.pipeline import quantize_pipeline
     from diffusia.quant.serialization import save_quantized_pipeline
 
+    from diffusia.runtime import resolve
+
     r = resolve_recipe(recipe, timestep_groups, rule)
     if target is not None:
         r = r.replace(target=target)
+    runtimes = tuple(dict.fromkeys(resolve(x.strip()) for x in (runtime or "").split(",") if x.strip()))
+    runtimes = tuple(x for x in runtimes if x != "torch")
     prompts = load_prompts(calib_prompts, model=model)
     check_output_dir(out, QUANTIZED, overwrite, (model, recipe, calib_prompts))
     pipe = load_pipeline(model, device=device, progress=False)
     quantize_pipeline(pipe, r, prompts, calib_size=calib_size, steps=calib_steps)
-    save_quantized_pipeline(pipe, out, base_model=model)
+    save_quantized_pipeline(pipe, out, base_model=model, runtimes=runtimes)
     v = pipe.diffusia_validation or {}
+    saved = "".join(f", {x} graph in {out / x}" for x in runtimes)
     typer.echo(f"{out}: recipe {r.name}, {v.get('quantized_layers', 0)} quantized layers, "
-               f"validation forward peak {v.get('peak_memory_mb', '?')} MB")
+               f"validation forward peak {v.get('peak_memory_mb', '?')} MB{saved}")
 
 
 @app.command()
 def export(
     model: str = typer.Option(..., help="A quantized diffusia folder (from `diffusia quantize` or `diffusia qat`)."),
-    out: Path = typer.Option(Path("unet.onnx"), help="Output .onnx file (QDQ, int8 weight initializers)."),
-    tolerance: float = typer.Option(0.05, help="Max relative L2 between ONNX Runtime and diffusia outputs (integer "
+    out: Optional[Path] = typer.Option(None, help="Output: a .onnx file for --format onnx (default unet.onnx), a "
+                                       "folder for openvino / onnxruntime (default unet-<format>)."),
+    format: str = typer.Option("onnx", "--format", help="onnx: one QDQ .onnx (static shapes); openvino: OpenVINO IR; "
+                               "onnxruntime: dynamic-shape QDQ graphs; the folders load with `--runtime`."),
+    tolerance: float = typer.Option(0.05, help="Max relative L2 between the runtime's and diffusia's outputs (integer "
                                     "codes are compared exactly; outputs differ by the rounding ties they amplify)."),
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ):
-    """Export the quantized U-Net to ONNX (QDQ) and check ONNX Runtime reproduces diffusia's output."""
-    from diffusia import load_pipeline
-    from diffusia.export.onnx import check_against_onnxruntime, export_unet, same_codes
-    from diffusia.fileio import atomic_path, check_output_file
+    """Export the quantized U-Net to ONNX (QDQ) or OpenVINO and check the runtime reproduces diffusia's output."""
+    import math
 
+    from diffusia import load_pipeline
+    from diffusia.export.onnx import check_against_onnxruntime, export_unet
+    from diffusia.fileio import EXPORT, atomic_path, check_output_dir, check_output_file
+    from diffusia.runtime.artifact import EXPORTED, export_runtime, output_checkable, raise_on_failed_check
+
+    if not (math.isfinite(tolerance) and tolerance > 0):
+        raise DiffusiaError(f"--tolerance {tolerance} must be a positive number, e.g. 0.05")
+    if format not in ("onnx", *EXPORTED):
+        raise DiffusiaError(f"unknown --format {format!r}; valid: onnx, {', '.join(EXPORTED)}")
+    if format != "onnx":
+        out = out or Path(f"unet-{format}")
+        check_output_dir(out, EXPORT, overwrite, [model])
+        from diffusia.quant import api
+
+        pipe = load_pipeline(model, progress=False)
+        api.qmodules(pipe.unet) or _not_quantized(model)
+        manifest = export_runtime(pipe.unet, format, out, tolerance=tolerance)
+        check = manifest["check"]
+        typer.echo(f"{out}: {format} {manifest['runtime_version'].split('-')[0]}, {len(manifest['files'])} graph(s), "
+                   f"matches diffusia within {check['relative_l2_vs_diffusia']:.2%} relative L2; "
+                   f"{check['quantizers']['quantizers']} activation quantizers identical but for "
+                   f"{check['quantizers']['tie_differences']} rounding ties")
+        return
+    out = out or Path("unet.onnx")
     check_output_file(out, "onnx", overwrite, [model])
     pipe = load_pipeline(model, progress=False)
     with atomic_path(out) as tmp:  # the .onnx appears only if it passes the check
         path = export_unet(pipe.unet, tmp)
         check = check_against_onnxruntime(pipe.unet, path)
-        err, codes, quantizers = check["relative_l2_vs_diffusia"], check["codes"], check["quantizers"]
-        if quantizers["other_differences"]:
-            d = quantizers["first_other_difference"]
-            raise DiffusiaError(f"ONNX Runtime quantizes the input of layer {d['layer']!r} (digit {d['digit']}) "
-                                f"otherwise than diffusia ({quantizers['other_differences']} codes off a rounding "
-                                "tie): report it with the folder")
-        if not same_codes(codes):
-            d = codes["first_difference"]
-            raise DiffusiaError(f"ONNX Runtime computes other integer codes than diffusia at layer {d['layer']!r} "
-                                f"({d['fraction']:.2%} of them, up to {d['max_steps']} steps): report it with the "
-                                "folder")
-        if err > tolerance:
-            raise DiffusiaError(f"ONNX Runtime output differs from diffusia's by {err:.2%} relative L2 "
-                                f"(> {tolerance:.2%})")
-    typer.echo(f"{out}: ONNX Runtime {check['onnxruntime']} matches diffusia within {err:.2%} relative L2; integer "
-               f"codes identical in {codes['identical_before_first_difference']} of {codes['layers']} W8A8 layers "
-               f"before the first rounding tie")
+        raise_on_failed_check({**check, "output_checked": output_checkable(pipe.unet)}, "onnxruntime", tolerance)
+    codes = check["codes"]
+    typer.echo(f"{out}: ONNX Runtime {check['onnxruntime']} matches diffusia within "
+               f"{check['relative_l2_vs_diffusia']:.2%} relative L2; integer codes identical in "
+               f"{codes['identical_before_first_difference']} of {codes['layers']} W8A8 layers before the first "
+               "rounding tie")
+
+
+def _not_quantized(model: str):
+    raise DiffusiaError(f"{model} has no quantized U-Net: export takes a folder from `diffusia quantize`")
 
 
 # sensitivity, search, pareto, recommend (diffusia/analysis/commands.py)

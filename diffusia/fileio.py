@@ -16,6 +16,8 @@ from diffusia.errors import DiffusiaError
 MARKER = ".diffusia-output.json"  # {"kind": ...} in every output folder diffusia writes in place
 QUANTIZED = "quantized"  # the kind of `quantize` and `qat` folders, recognised by their diffusia.json
 QUANTIZED_FORMAT = "diffusia.quantized_pipeline"  # diffusia.quant.serialization.FORMAT (which imports this module)
+EXPORT = "runtime export"  # the kind of `export --format openvino|onnxruntime` folders, recognised by runtime.json
+EXPORT_FORMAT = "diffusia.runtime_unet"  # diffusia.runtime.artifact.FORMAT
 OVERWRITE_HELP = "Replace an earlier output of this command at --out (diffusia never replaces anything else)."
 
 
@@ -154,12 +156,16 @@ FILE_KINDS: dict[str, tuple[str, Callable[[Path], bool]]] = {
 
 
 def output_kind(folder: Path) -> str | None:
-    """The kind of diffusia output `folder` holds (its marker's, or QUANTIZED for a quantized pipeline), else None."""
+    """The kind of diffusia output `folder` holds (its marker's, QUANTIZED for a quantized pipeline, EXPORT for a
+    runtime export), else None."""
     marker = _load_json(folder / MARKER)
     if isinstance(marker, dict) and isinstance(marker.get("kind"), str):
         return marker["kind"]
     meta = _load_json(folder / "diffusia.json")
-    return QUANTIZED if isinstance(meta, dict) and meta.get("format") == QUANTIZED_FORMAT else None
+    if isinstance(meta, dict) and meta.get("format") == QUANTIZED_FORMAT:
+        return QUANTIZED
+    manifest = _load_json(folder / "runtime.json")
+    return EXPORT if isinstance(manifest, dict) and manifest.get("format") == EXPORT_FORMAT else None
 
 
 def mark_output_dir(folder: str | os.PathLike, kind: str) -> None:

@@ -256,12 +256,12 @@ def quantized(micro_pipeline_dir, tmp_path_factory):
 
 def test_export_that_fails_its_check_leaves_no_onnx(ctx, quantized, monkeypatch, capsys):
     new = ctx.tmp / "new.onnx"
-    refused(monkeypatch, capsys, ["export", "--model", quantized, "--out", new, "--tolerance", "0"], "ONNX Runtime")
+    refused(monkeypatch, capsys, ["export", "--model", quantized, "--out", new, "--tolerance", "1e-9"], "ONNX Runtime")
     assert not new.exists()
     earlier = ctx.tmp / "earlier.onnx"
     _onnx(earlier, ours=True)
     before = snapshot(ctx.tmp)
-    refused(monkeypatch, capsys, ["export", "--model", quantized, "--out", earlier, "--tolerance", "0",
+    refused(monkeypatch, capsys, ["export", "--model", quantized, "--out", earlier, "--tolerance", "1e-9",
                                   "--overwrite"], "ONNX Runtime")
     assert snapshot(ctx.tmp) == before  # the earlier file is intact and no temporary is left
 

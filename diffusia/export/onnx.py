@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +22,14 @@ from diffusia.quant.modules import ACT_DIGITS, INT8_WEIGHTS
 
 log = logging.getLogger(__name__)
 OPSET = 17  # the legacy exporter quantizes reliably at 17 (see ../shared/CPU_INT8_NOTES.md)
+
+
+def _fake_quant(x: torch.Tensor, scale: float, zp: int, qmax: int) -> torch.Tensor:
+    """A uint8 QDQ pair; a narrower range (7-bit) clamps the float input first, so the pair stays a plain
+    QuantizeLinear/DequantizeLinear that runtimes fuse (OpenVINO does not fuse Q -> Clip -> DQ) with the same codes."""
+    if qmax < 255:
+        x = torch.clamp(x, (0 - zp) * scale, (qmax - zp) * scale)
+    return torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, 255)
 
 
 def _qdq_forward(m) -> callable:
@@ -45,11 +54,11 @@ def _qdq_forward(m) -> callable:
         if precision not in ACT_DIGITS:
             return m._float_op(x, weight(), m.bias)
         (scale, zp), qmax = m.act_qparams(m.group), int(m.settings.act_qmax)
-        x1 = torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, qmax)
+        x1 = _fake_quant(x, scale, zp, qmax)
         y = m._float_op(x1, weight(), m.bias)
         if ACT_DIGITS[precision] == 2:  # w8a8x2: the residual's digit through the same weight, no bias
             s2, zp2 = qmath.residual_qparams(scale, qmax)
-            y = y + m._float_op(torch.fake_quantize_per_tensor_affine(x - x1, s2, zp2, 0, qmax), weight(), None)
+            y = y + m._float_op(_fake_quant(x - x1, s2, zp2, qmax), weight(), None)
         return y
 
     return forward
@@ -78,12 +87,18 @@ class _UNetOnly(nn.Module):
         return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
 
 
-def example_inputs(unet: nn.Module, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+def example_inputs(unet: nn.Module, batch: int = 2, seed: int = 0, timestep: int = 500) -> tuple[torch.Tensor, ...]:
     cfg = unet.config
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=g),
-            torch.tensor([500] * batch, dtype=torch.int64),
+            torch.tensor([timestep] * batch, dtype=torch.int64),
             torch.randn(batch, 77, cfg.cross_attention_dim, generator=g))
+
+
+INPUTS = ("sample", "timestep", "encoder_hidden_states")
+# Batch, latent size and prompt length free: a runtime fixes them per call (classifier-free guidance doubles the batch).
+DYNAMIC_AXES = {"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "batch"},
+                "encoder_hidden_states": {0: "batch", 1: "tokens"}, "noise_pred": {0: "batch", 2: "height", 3: "width"}}
 
 
 def fold_weight_quantizers(model) -> int:
@@ -130,16 +145,22 @@ def fold_weight_quantizers(model) -> int:
     return folded
 
 
-def export_unet(unet: nn.Module, path: str | Path, batch: int = 2) -> Path:
-    """Export the frozen quantized U-Net to `path` (.onnx, atomically); returns the path."""
+def export_unet(unet: nn.Module, path: str | Path, batch: int = 2, dynamic: bool = False, timestep: int = 500,
+                float_ok: bool = False) -> Path:
+    """Export the frozen quantized U-Net to `path` (.onnx, atomically); returns the path.
+
+    `dynamic` leaves batch, latent size and prompt length free. The timestep group whose activation ranges the graph
+    carries is that of `timestep` (one graph per group). `float_ok` exports a U-Net without quantized layers as is."""
     import onnx
 
     path = Path(path)
-    inputs = example_inputs(unet, batch)
-    with qdq_mode(unet), torch.no_grad(), atomic_path(path) as tmp:
+    inputs = example_inputs(unet, batch, timestep=timestep)
+    mode = contextlib.nullcontext(unet) if float_ok and not api.qmodules(unet) else qdq_mode(unet)
+    with mode, torch.no_grad(), atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the shape checks diffusers' blocks make
         torch.onnx.export(_UNetOnly(unet).eval(), inputs, str(tmp), dynamo=False, opset_version=OPSET,
-                          input_names=["sample", "timestep", "encoder_hidden_states"], output_names=["noise_pred"],
-                          do_constant_folding=True)
+                          input_names=list(INPUTS), output_names=["noise_pred"], do_constant_folding=True,
+                          dynamic_axes=DYNAMIC_AXES if dynamic else None)
         model = onnx.load(str(tmp))
         n = fold_weight_quantizers(model)
         onnx.save(model, str(tmp))
@@ -148,23 +169,29 @@ def export_unet(unet: nn.Module, path: str | Path, batch: int = 2) -> Path:
 
 
 def _feeds(inputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
-    return dict(zip(("sample", "timestep", "encoder_hidden_states"), (t.numpy() for t in inputs)))
+    return dict(zip(INPUTS, (t.numpy() for t in inputs)))
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / (np.linalg.norm(b) + 1e-12))
 
 
-def check_against_onnxruntime(unet: nn.Module, path: str | Path, batch: int = 2, seed: int = 1) -> dict:
+def check_against_onnxruntime(unet: nn.Module, path: str | Path, batch: int = 2, seed: int = 1,
+                              timestep: int = 500) -> dict:
     """Relative L2 difference between ONNX Runtime's output and diffusia's: its real-kernel output, and the
     exported QDQ graph run in PyTorch (the exact math the ONNX file encodes); `codes`, the comparison of the
     integer activation codes layer by layer along the whole network (`compare_codes`); and `quantizers`, every
-    activation quantizer of the graph checked on its own input (`compare_quantizers`)."""
+    activation quantizer of the graph checked on its own input (`compare_quantizers`). A float U-Net gets the
+    output comparison only."""
     import onnxruntime as ort
 
-    inputs = example_inputs(unet, batch, seed)
+    inputs = example_inputs(unet, batch, seed, timestep=timestep)
     with torch.no_grad():
         ref = unet(*inputs).sample.numpy()
+    if not api.qmodules(unet):
+        out, _ = _onnxruntime_run(path, inputs)
+        return {"relative_l2_vs_diffusia": _rel(out, ref), "codes": None, "quantizers": None,
+                "onnxruntime": ort.__version__}
     graph, ours = _qdq_run(unet, inputs)
     out, theirs = _onnxruntime_run(path, inputs)
     first_digits = {layer: q for (layer, digit), (_, q) in theirs.items() if digit == 1}

@@ -39,14 +39,14 @@ def check_pipeline_folder(folder: Path) -> None:
     check_folder(folder)
 
 
-def _from_folder(folder: Path, dtype, low_cpu_mem_usage: bool):
+def _from_folder(folder: Path, dtype, low_cpu_mem_usage: bool, runtime: str = "torch", threads: int | None = None):
     from diffusers import StableDiffusionPipeline
 
     check_pipeline_folder(folder)
     if (folder / "diffusia.json").is_file():
         from diffusia.quant.serialization import load_quantized_pipeline
 
-        return load_quantized_pipeline(folder, dtype=dtype)
+        return load_quantized_pipeline(folder, dtype=dtype, runtime=runtime, threads=threads)
     try:
         return StableDiffusionPipeline.from_pretrained(
             folder, torch_dtype=dtype, use_safetensors=True, safety_checker=None, requires_safety_checker=False,
@@ -96,9 +96,16 @@ def describe(spec: str) -> str:
 
 
 def load_pipeline(spec: str | os.PathLike, device: str = "cpu", dtype=None, low_cpu_mem_usage: bool = True,
-                  progress: bool = True):
-    """Load a `StableDiffusionPipeline` from a spec; every failure is a one-line DiffusiaError."""
+                  progress: bool = True, runtime: str | None = None, threads: int | None = None):
+    """Load a `StableDiffusionPipeline` from a spec; every failure is a one-line DiffusiaError. `runtime` (see
+    `diffusia.runtime`) is where the U-Net runs: a diffusia folder saved for it loads that graph, any other model
+    is exported to it (and checked) now."""
+    from diffusia import runtime as runtimes
+
     dtype = resolve_dtype(dtype)
+    runtime = runtimes.resolve(runtime, device)
+    if runtime != "torch" and dtype not in (None, torch.float32):
+        raise DiffusiaError(f"the {runtime} U-Net computes in float32 (and INT8): drop --dtype, or use --runtime torch")
     spec_str = str(spec)
     if spec_str == "tiny":
         if not (TINY_DIR / "model_index.json").is_file():
@@ -110,7 +117,7 @@ def load_pipeline(spec: str | os.PathLike, device: str = "cpu", dtype=None, low_
         folder = Path(spec_str).expanduser()
         if not folder.is_dir():
             raise DiffusiaError(f"{folder} is a file: --model takes a pipeline folder, `tiny`, `sd15-arch` or a hub id")
-        pipe = _from_folder(folder, dtype, low_cpu_mem_usage)
+        pipe = _from_folder(folder, dtype, low_cpu_mem_usage, runtime, threads)
     elif HUB_ID.match(spec_str) and not spec_str.startswith((".", "/", "~")):
         pipe = _from_hub(spec_str, dtype, low_cpu_mem_usage)
     else:
@@ -118,7 +125,7 @@ def load_pipeline(spec: str | os.PathLike, device: str = "cpu", dtype=None, low_
                             "hub id like runwayml/stable-diffusion-v1-5")
     if device != "cpu" and device.startswith("cuda") and not torch.cuda.is_available():
         raise DiffusiaError(f"device {device!r} requested but CUDA is not available: use --device cpu")
-    pipe = pipe.to(device)
+    pipe = runtimes.deploy(pipe.to(device), runtime, device=device, threads=threads)
     pipe.set_progress_bar_config(disable=not progress, leave=False)
     pipe.diffusia_spec = describe(spec_str)
     return pipe

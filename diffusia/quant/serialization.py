@@ -11,7 +11,7 @@ import torch
 
 from diffusia.errors import DiffusiaError
 from diffusia.fileio import atomic_dir
-from diffusia.quant import api
+from diffusia.quant import api, cpu
 from diffusia.quant.pipeline import describe
 from diffusia.versions import package_versions
 
@@ -29,9 +29,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_quantized_pipeline(pipe, out_dir: str | Path, base_model: str | None = None) -> Path:
-    """Write the pipeline atomically: a killed save leaves no folder that looks complete."""
+def save_quantized_pipeline(pipe, out_dir: str | Path, base_model: str | None = None,
+                            runtimes: tuple[str, ...] = ()) -> Path:
+    """Write the pipeline atomically: a killed save leaves no folder that looks complete. Each of `runtimes`
+    (openvino, onnxruntime) adds the U-Net exported and checked for it, in `<out_dir>/<runtime>/`."""
     from safetensors.torch import save_file
+
+    from diffusia.runtime import artifact
 
     out_dir = Path(out_dir)
     has_q = bool(api.qmodules(pipe.unet))
@@ -51,7 +55,12 @@ def save_quantized_pipeline(pipe, out_dir: str | Path, base_model: str | None = 
             save_file(state, str(tmp / UNET_FILE), metadata={"format": FORMAT})
             meta["quantization_map"] = api.quantization_map(pipe.unet)
             meta["target"] = api.target_of(pipe.unet)  # the CPU class the INT8 layout is for, and the CPU it was made on
-        meta["sha256"] = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*.safetensors"))}
+        meta["runtimes"] = {}
+        for runtime in runtimes:
+            manifest = artifact.export_runtime(pipe.unet, runtime, tmp / runtime)
+            meta["runtimes"][runtime] = {"files": manifest["files"], "check": manifest.get("check")}
+        hashed = [p for p in tmp.rglob("*") if p.is_file() and (p.suffix == ".safetensors" or p.parent.name in runtimes)]
+        meta["sha256"] = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(hashed)}
         (tmp / "diffusia.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     log.info("saved quantized pipeline to %s", out_dir)
     return out_dir
@@ -78,18 +87,38 @@ def verify_checksums(folder: Path, meta: dict) -> None:
                                 "re-run `diffusia quantize`")
 
 
-def load_quantized_pipeline(folder: str | Path, dtype=None):
+def _graph_fits_host(meta: dict, runtime: str) -> bool:
+    """False if the folder's `runtime` graph has an INT8 layout that saturates on this CPU (made for `vnni`, loaded
+    on `avx2`): the caller then exports the U-Net converted on load (`api.load_quantized_state`) instead."""
+    made_for = (meta.get("target") or {}).get("cpu_class", "avx2")
+    if made_for == "avx2" or cpu.has_vnni():
+        return True
+    log.warning("the %s graph in this folder is laid out for %s CPUs and would saturate on this %s CPU: exporting "
+                "the U-Net converted to 7-bit activations instead (re-quantize with `diffusia quantize --target "
+                "auto --runtime %s` to save a graph for this CPU)", runtime, made_for, cpu.host_class(), runtime)
+    return False
+
+
+def load_quantized_pipeline(folder: str | Path, dtype=None, runtime: str = "torch", threads: int | None = None):
     """Load a folder written by `save_quantized_pipeline`; the U-Net is rebuilt around a meta-device skeleton so
-    FP32 weights are never materialised."""
+    FP32 weights are never materialised. With a `runtime` the folder was saved for, the U-Net is that runtime's
+    graph and no PyTorch U-Net is built (other runtimes are deployed by the caller)."""
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.configuration_utils import FrozenDict
     from safetensors.torch import load_file
+
+    from diffusia import runtime as runtimes
 
     folder = Path(folder)
     meta = read_meta(folder)
     verify_checksums(folder, meta)
     qmap = meta.get("quantization_map")
     kwargs = dict(torch_dtype=dtype, use_safetensors=True, safety_checker=None, requires_safety_checker=False)
-    if qmap is None:
+    if runtime != "torch" and (folder / runtime / runtimes.MANIFEST).is_file() and _graph_fits_host(meta, runtime):
+        pipe = StableDiffusionPipeline.from_pretrained(folder, unet=None, **kwargs)
+        config = FrozenDict(UNet2DConditionModel.load_config(folder / "unet"))
+        runtimes.install(pipe, runtimes.load_unet(runtime, folder / runtime, config, threads=threads))
+    elif qmap is None:
         pipe = StableDiffusionPipeline.from_pretrained(folder, **kwargs)
     else:
         config = UNet2DConditionModel.load_config(folder / "unet")

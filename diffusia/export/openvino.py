@@ -1,0 +1,157 @@
+"""Convert diffusia's QDQ ONNX graph to OpenVINO IR and check it: `openvino.convert_model` turns each
+QuantizeLinear/DequantizeLinear pair into a FakeQuantize that OpenVINO's low-precision transformations fuse into
+u8 x s8 convolutions and matmuls, so the IR keeps diffusia's decisions (activation scales and zero points from any
+calibrator, per-channel int8 weights from PTQ or QAT, w8a8x2 residual digits, kept layers). Weights stay int8 in
+the .bin. `diffusia.runtime.artifact` writes one graph per timestep group and the manifest."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from diffusia.errors import DiffusiaError
+from diffusia.export import onnx as qdq
+from diffusia.quant import api, qmath
+
+INSTALL = "pip install openvino==2026.4.1"
+
+
+def require_openvino():
+    try:
+        import openvino
+    except ImportError:
+        raise DiffusiaError(f"the openvino runtime is not installed: {INSTALL}") from None
+    return openvino
+
+
+def activation_quantizers(onnx_path: str | Path) -> dict[str, list]:
+    """DequantizeLinear node name (the FakeQuantize OpenVINO makes of the pair keeps it) -> [layer, digit] for every
+    activation quantizer of the QDQ graph."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    digit_of_q = {n.output[0]: (qdq._layer_of(n.name), qdq._digit_of(n.name)) for n in model.graph.node
+                  if n.op_type == "QuantizeLinear" and n.name.startswith("/unet/") and qdq._digit_of(n.name)}
+    clips = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Clip"}  # 7-bit: Q -> Clip -> DQ
+    return {n.name: list(digit_of_q[clips.get(n.input[0], n.input[0])]) for n in model.graph.node
+            if n.op_type == "DequantizeLinear" and clips.get(n.input[0], n.input[0]) in digit_of_q}
+
+
+def convert(onnx_path: str | Path, xml_path: str | Path) -> Path:
+    """The QDQ ONNX graph as OpenVINO IR (.xml + .bin), weights as they are (int8 stays int8, no fp16 compression)."""
+    ov = require_openvino()
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
+    return Path(xml_path)
+
+
+def compile_model(model, precision: str | None = None, threads: int | None = None):
+    """An OpenVINO CPU compiled model for latency from an IR path or an `ov.Model` (`precision`: f32, bf16 or f16;
+    None = OpenVINO's choice for this CPU, bf16 for the float layers where the CPU has it)."""
+    ov = require_openvino()
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
+    if precision is not None:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    return ov.Core().compile_model(model if isinstance(model, ov.Model) else str(model), "CPU", config)
+
+
+_LAYOUT_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze")
+
+
+def _key_of(op, quantizers: dict[str, list]) -> tuple[str, int] | None:
+    """(layer, digit) of a FakeQuantize: by its name, else (OpenVINO moved it above a transpose or reshape, e.g.
+    proj_out's, and renamed it) by the layout op that took its name or the layer it feeds through layout ops, digit
+    2 when its input is the residual's Subtract."""
+    key = quantizers.get(op.get_friendly_name())
+    if key is not None:
+        return key[0], int(key[1])
+    node = op
+    for _ in range(4):
+        consumers = [i.get_node() for i in node.output(0).get_target_inputs()]
+        if len(consumers) != 1:
+            return None
+        node = consumers[0]
+        key = quantizers.get(node.get_friendly_name())  # the layout op that took the pair's name
+        if key is not None:
+            return key[0], int(key[1])
+        if node.get_type_name() not in _LAYOUT_OPS:
+            layers = {layer for layer, _ in quantizers.values()}
+            layer = qdq._layer_of(node.get_friendly_name())
+            return (layer, 2 if op.input_value(0).get_node().get_type_name() == "Subtract" else 1) \
+                if layer in layers else None
+    return None
+
+
+def _name(port, fallback: str) -> str:
+    """A tensor name of an output port (given one if it has none) to ask the infer request for it by."""
+    if not port.get_names():
+        port.get_tensor().add_names({f"diffusia.probe.{fallback}"})
+    return port.get_any_name()
+
+
+def _probe_model(path: Path, quantizers: dict[str, list]):
+    """The IR with every activation FakeQuantize's input and output as extra results (the output after a 7-bit
+    Clamp where there is one); for each (layer, digit) the tensor names of that input and output, and the number
+    of FakeQuantize ops no layer could be found for."""
+    ov = require_openvino()
+    model = ov.Core().read_model(str(path))
+    probes, unmatched = {}, 0
+    for op in model.get_ops():
+        if op.get_type_name() != "FakeQuantize":
+            continue
+        key = _key_of(op, quantizers)
+        if key is None:
+            unmatched += 1
+            continue
+        out = op.output(0)
+        consumers = [i.get_node() for i in out.get_target_inputs()]
+        if len(consumers) == 1 and consumers[0].get_type_name() == "Clamp":
+            out = consumers[0].output(0)
+        probes[key] = (_name(op.input_value(0), f"{key[0]}.{key[1]}.x"), _name(out, f"{key[0]}.{key[1]}.q"))
+    model.add_outputs([name for pair in probes.values() for name in pair])
+    return model, probes, unmatched
+
+
+def check_against_openvino(unet: nn.Module, files: list[Path], timesteps: list[int],
+                           quantizers: dict[str, list] | None, batch: int = 2, seed: int = 1) -> dict:
+    """OpenVINO (float layers in f32) against diffusia's real-kernel U-Net on seeded inputs, per timestep group:
+    `relative_l2_vs_diffusia` (worst group), and for a quantized U-Net `quantizers`: every activation FakeQuantize
+    of every group's IR checked on its own input against the codes diffusia's kernels compute from it (`compare_quantizers`:
+    only one-step differences on rounding ties may differ; `unmatched` counts FakeQuantize ops of no known layer)."""
+    ov = require_openvino()
+    worst, per_group, compared = 0.0, [], None
+    for g, (file, t) in enumerate(zip(files, timesteps)):
+        inputs = qdq.example_inputs(unet, batch, seed, timestep=t)
+        with torch.no_grad():
+            ref = unet(*inputs).sample.numpy()
+        compiled = compile_model(file, precision="f32")
+        out = compiled(qdq._feeds(inputs))[0]
+        rel = qdq._rel(out, ref)
+        per_group.append(rel)
+        worst = max(worst, rel)
+        if quantizers:
+            model, probes, unmatched = _probe_model(file, quantizers)
+            request = compile_model(model, "f32").create_infer_request()
+            request.infer(qdq._feeds(inputs))
+            theirs = {}
+            for (layer, digit), (x_name, y_name) in probes.items():
+                m = api.qmodules(unet)[layer]
+                scale, zp = m.act_qparams(m.group)
+                if digit == 2:
+                    scale, zp = qmath.residual_qparams(scale, int(m.settings.act_qmax))
+                y = request.get_tensor(y_name).data.astype(np.float64)
+                codes = np.clip(np.rint(y / scale) + zp, 0, 255).astype(np.uint8)
+                theirs[(layer, digit)] = (request.get_tensor(x_name).data.copy(), codes)
+            compared = _merge(compared, {**qdq.compare_quantizers(unet, theirs), "unmatched": unmatched})
+    return {"relative_l2_vs_diffusia": worst, "per_group": per_group, "quantizers": compared,
+            "openvino": ov.__version__}
+
+
+def _merge(total: dict | None, part: dict) -> dict:
+    """Sum of two `compare_quantizers` results (the first difference kept)."""
+    if total is None:
+        return part
+    merged = {k: total.get(k, 0) + part.get(k, 0)
+              for k in ("quantizers", "codes", "tie_differences", "other_differences", "unmatched")}
+    return {**merged, "first_other_difference": total["first_other_difference"] or part["first_other_difference"]}

@@ -1,0 +1,106 @@
+"""Where a pipeline's U-Net runs, inside the unchanged diffusers pipeline (text encoder, scheduler and VAE stay
+PyTorch):
+
+- `torch`: diffusia's own modules and kernels in eager PyTorch (any device);
+- `openvino` / `onnxruntime`: diffusia's quantized graph exported to that runtime (QDQ), checked against the torch
+  kernels when written (`runtime.artifact`), CPU only;
+- `auto`: the runtime `benchmarks/backends.py` measured fastest on this host's CPU class.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+from typing import Any
+
+from diffusia.errors import DiffusiaError
+from diffusia.runtime.artifact import EXPORTED, MANIFEST, export_runtime
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("torch", *EXPORTED)
+CHOICES = ("auto", *RUNTIMES)
+# Fastest INT8 step measured per CPU class (benchmarks/results/<class>/backends_sd15-arch_32.md). OpenVINO has not
+# been measured on an AVX2-only CPU, so that class keeps diffusia's torch kernels, the fastest measured there.
+FASTEST = {"vnni": "openvino", "avx2": "torch"}
+RUNTIME_HELP = ("Where the U-Net runs: torch (diffusia's kernels in PyTorch), openvino, onnxruntime, or auto (the "
+                "runtime measured fastest on this CPU class).")
+
+
+def installed(runtime: str) -> bool:
+    import importlib.util
+
+    return runtime == "torch" or importlib.util.find_spec(runtime) is not None
+
+
+def resolve(runtime: str | None, device: str = "cpu") -> str:
+    """`runtime` as a concrete one; `auto` falls back to torch off the CPU or when OpenVINO is not installed."""
+    if runtime is None or runtime == "torch":
+        return "torch"
+    if runtime not in CHOICES:
+        raise DiffusiaError(f"unknown runtime {runtime!r}; valid: {', '.join(CHOICES)}")
+    on_cpu = str(device).startswith("cpu")
+    if runtime == "auto":
+        from diffusia.quant.cpu import host_class
+
+        choice = FASTEST[host_class()] if on_cpu else "torch"
+        if not installed(choice):
+            log.info("auto runtime: %s is not installed, using torch", choice)
+            return "torch"
+        return choice
+    if not on_cpu:
+        raise DiffusiaError(f"the {runtime} runtime runs on the CPU: use --device cpu, or --runtime torch on {device}")
+    return runtime
+
+
+def runtime_of(pipe) -> str:
+    """The runtime `pipe`'s U-Net runs on."""
+    return getattr(pipe.unet, "runtime", "torch")
+
+
+def load_unet(runtime: str, folder: str | Path, config: Any, threads: int | None = None,
+              precision: str | None = "f32"):
+    """The runtime U-Net of an exported folder (`runtime.artifact`)."""
+    if runtime == "openvino":
+        from diffusia.runtime.openvino import OpenVINOUNet
+
+        return OpenVINOUNet(folder, config, precision=precision, threads=threads)
+    if runtime == "onnxruntime":
+        from diffusia.runtime.onnxruntime import ONNXRuntimeUNet
+
+        return ONNXRuntimeUNet(folder, config, threads=threads)
+    raise DiffusiaError(f"runtime {runtime!r} runs no exported folder; valid: {', '.join(EXPORTED)}")
+
+
+def install(pipe, unet) -> None:
+    """Put `unet` in `pipe` as its U-Net (diffusers caches one fact of the U-Net config at construction)."""
+    pipe.unet = unet
+    pipe._is_unet_config_sample_size_int = isinstance(unet.config.sample_size, int)
+
+
+def deploy(pipe, runtime: str | None, folder: str | Path | None = None, device: str = "cpu",
+           threads: int | None = None, precision: str | None = "f32"):
+    """Run `pipe`'s U-Net on `runtime` (returns `pipe`). `folder` is an exported runtime folder; without one, the
+    U-Net is exported (and checked) now into a temporary folder that lives as long as the runtime U-Net."""
+    runtime = resolve(runtime, device)
+    if runtime == "torch" or runtime_of(pipe) == runtime:
+        return pipe
+    if runtime_of(pipe) != "torch":
+        raise DiffusiaError(f"the U-Net already runs on {runtime_of(pipe)}: load the pipeline again for {runtime}")
+    tmp = None
+    if folder is None:
+        tmp = Path(tempfile.mkdtemp(prefix="diffusia-runtime-"))
+        log.info("exporting the U-Net to %s (save it with `diffusia quantize --runtime %s`)", runtime, runtime)
+        folder = tmp / runtime
+        export_runtime(pipe.unet, runtime, folder)
+    unet = load_unet(runtime, folder, pipe.unet.config, threads=threads, precision=precision)
+    if tmp is not None:
+        weakref.finalize(unet, shutil.rmtree, tmp, True)
+    install(pipe, unet)
+    return pipe
+
+
+__all__ = ["CHOICES", "FASTEST", "MANIFEST", "RUNTIMES", "deploy", "export_runtime", "install", "load_unet",
+           "resolve", "runtime_of"]

@@ -1,0 +1,34 @@
+"""The U-Net on ONNX Runtime (CPU execution provider): one session per timestep group, called once per step."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffusia.errors import DiffusiaError
+from diffusia.runtime.artifact import read_manifest
+from diffusia.runtime.unet import RuntimeUNet
+
+INSTALL = "pip install onnxruntime==1.32.0"
+
+
+class ONNXRuntimeUNet(RuntimeUNet):
+    runtime = "onnxruntime"
+
+    def __init__(self, folder: str | Path, config: Any, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise DiffusiaError(f"the onnxruntime runtime is not installed: {INSTALL}") from None
+        manifest = read_manifest(folder)
+        super().__init__(config, manifest["timestep_groups"], manifest["num_train_timesteps"])
+        self.folder, self.manifest = Path(folder), manifest
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = int(threads or torch.get_num_threads()), 1
+        self._sessions = [ort.InferenceSession(str(self.folder / f), options, providers=["CPUExecutionProvider"])
+                          for f in manifest["files"]]
+
+    def _run(self, sample: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor, group: int) -> torch.Tensor:
+        feeds = {"sample": sample.numpy(), "timestep": timestep.numpy(), "encoder_hidden_states": text.numpy()}
+        return torch.from_numpy(self._sessions[group].run(None, feeds)[0])

@@ -1,0 +1,65 @@
+"""A U-Net that runs on another runtime, in place of `pipe.unet` inside an unchanged diffusers pipeline: the text
+encoder, scheduler and VAE stay PyTorch; each denoising step is one call into the runtime."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from diffusia.errors import DiffusiaError
+
+
+class RuntimeUNet(nn.Module):
+    """What the Stable Diffusion pipelines use of a `UNet2DConditionModel`: `config`, `dtype`, `device` and
+    `forward(sample, timestep, encoder_hidden_states, ..., return_dict)`. Subclasses implement `_run`."""
+
+    runtime = "?"
+
+    def __init__(self, config: Any, timestep_groups: int = 1, num_train_timesteps: int = 1000) -> None:
+        super().__init__()
+        self.config = config
+        self.timestep_groups, self.num_train_timesteps = timestep_groups, num_train_timesteps
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # gives .device/.dtype to the pipeline
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def _apply(self, fn, recurse: bool = True):
+        if not self._anchor.is_meta:
+            probe = fn(self._anchor)
+            if probe.device.type != "cpu" or probe.dtype != torch.float32:
+                raise DiffusiaError(f"a U-Net on {self.runtime} runs in float32 on the CPU: load the pipeline with "
+                                    "--runtime torch to move or cast it")
+        return super()._apply(fn, recurse)
+
+    def group_of(self, t: torch.Tensor) -> int:
+        g = int(float(t.reshape(-1)[0]) * self.timestep_groups // self.num_train_timesteps)
+        return min(max(g, 0), self.timestep_groups - 1)
+
+    def forward(self, sample: torch.Tensor, timestep: Any, encoder_hidden_states: torch.Tensor,
+                timestep_cond: Any = None, attention_mask: Any = None, cross_attention_kwargs: Any = None,
+                added_cond_kwargs: Any = None, return_dict: bool = True, **unused: Any):
+        if timestep_cond is not None or attention_mask is not None or added_cond_kwargs:
+            raise DiffusiaError(f"the {self.runtime} U-Net takes sample, timestep and text embeddings only (no "
+                                "timestep_cond, attention mask or SDXL conditioning): use --runtime torch")
+        t = torch.as_tensor(timestep).reshape(-1)
+        if t.is_floating_point():
+            if not torch.equal(t, t.round()):
+                raise DiffusiaError(f"the {self.runtime} U-Net takes integer timesteps and the scheduler gave "
+                                    f"{t[0].item()}: use DPM-Solver/DDIM/PNDM or --runtime torch")
+        t = t.to(torch.int64).expand(sample.shape[0]).contiguous()
+        out = self._run(sample.float().contiguous(), t, encoder_hidden_states.float().contiguous(), self.group_of(t))
+        if not return_dict:
+            return (out,)
+        from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+        return UNet2DConditionOutput(sample=out)
+
+    def _run(self, sample: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor, group: int) -> torch.Tensor:
+        raise NotImplementedError
