@@ -251,5 +251,8 @@ BACKENDS: dict[str, tuple[Callable[[nn.Module, Ctx], Built], str]] = {
     "quanto_w8a8": (_quanto(True), "W8A8: int8 matmul for Linear, Conv2d dequantized"),
     "quanto_w8": (_quanto(False), "weight-only INT8"),
     "ort_int8_static": (ort_int8_static, "runtime INT8 QDQ kernels (static)"),
-    "fp32_eager_end": (fp32_eager, "eager FP32 again, last (drift check)"),
 }
+from _backends_openvino import BACKENDS as _OPENVINO  # noqa: E402 (its builders use the ones above)
+
+BACKENDS.update(_OPENVINO)
+BACKENDS["fp32_eager_end"] = (fp32_eager, "eager FP32 again, last (drift check)")

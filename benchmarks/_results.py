@@ -1,5 +1,7 @@
-"""Where benchmark results go: benchmarks/results/<CPU class>/, the class of the real hardware (`avx2`: x86
-without VNNI; `vnni`: AVX-512 VNNI / AVX-VNNI / AMX), so figures of different machine classes never mix."""
+"""Where benchmark results go: benchmarks/results/<machine class>/, from the real hardware, so figures of different
+machine classes never mix: `avx2` (x86 without VNNI), `vnni` (AVX-512 VNNI / AVX-VNNI, no AMX) and `amx` (VNNI
+and AMX tiles, e.g. Intel Sapphire Rapids: the same INT8 layout as `vnni`, but oneDNN and OpenVINO run INT8 and
+BF16 matmuls on the tile units, so its timings are a class of their own)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,5 +9,10 @@ from pathlib import Path
 from diffusia.quant import cpu
 
 
+def machine_class() -> str:
+    features = cpu.detected_features()
+    return "amx" if features.get("amx") else cpu.host_class(features)
+
+
 def results_dir() -> Path:
-    return Path(__file__).resolve().parent / "results" / cpu.host_class(cpu.detected_features())
+    return Path(__file__).resolve().parent / "results" / machine_class()

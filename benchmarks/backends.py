@@ -30,6 +30,7 @@ import gc
 import json
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,10 +45,12 @@ from _results import results_dir  # noqa: E402
 RESULTS = results_dir()
 log = logging.getLogger("bench_backends")
 
-FP32_PATHS = ("fp32_eager", "fp32_compile", "ort_fp32")
+FP32_PATHS = ("fp32_eager", "fp32_compile", "ort_fp32", "ov_fp32")
+NNCF_INT8 = ("nncf_int8", "nncf_int8_transformer", "nncf_hybrid")  # the INT8 peers of diffusia on OpenVINO
 PREIMPORT = {"ort_": ("onnx", "onnxruntime", "onnxruntime.quantization"), "torchao": ("torchao.quantization",),
-             "quanto": ("optimum.quanto",), "diffusia": ("diffusia.quant.api", "diffusia.quant.kernels")}
-VERSIONS = ("torch", "diffusers", "onnxruntime", "onnx", "torchao", "optimum-quanto")
+             "quanto": ("optimum.quanto",), "diffusia": ("diffusia.quant.api", "diffusia.quant.kernels"),
+             "ov_": ("openvino",), "nncf": ("openvino", "nncf")}
+VERSIONS = ("torch", "diffusers", "onnxruntime", "onnx", "torchao", "optimum-quanto", "openvino", "nncf")
 
 
 def backend_names() -> list[str]:
@@ -126,7 +129,7 @@ def worker(task_path: Path) -> None:
     from _backends_peers import BACKENDS, Ctx
 
     for prefix, mods in PREIMPORT.items():
-        if name.startswith(prefix):
+        if name.startswith(prefix) or name.endswith(f"_{prefix.rstrip('_')}"):  # diffusia_*_ov, diffusia_*_ort
             for m in mods:
                 importlib.import_module(m)
     from diffusia.eval.memory import PeakMemory, reset_peak_rss
@@ -235,6 +238,22 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def versus_nncf(rows: list[dict[str, Any]]) -> list[str]:
+    """Each diffusia row on OpenVINO against the fastest NNCF INT8 row of the run: step time and error ratios."""
+    ok = {r["name"]: r for r in rows if r.get("status") == "ok"}
+    peers = [ok[n] for n in NNCF_INT8 if n in ok]
+    if not peers:
+        return []
+    best = min(peers, key=lambda r: r["median_ms"])
+    lines = [f"Against the fastest NNCF INT8 row (`{best['name']}`, {best['median_ms']:,.0f} ms, "
+             f"{100 * best['rel_l2']:.2f} % rel-L2):", ""]
+    for r in ok.values():
+        if r["name"].startswith("diffusia") and r["name"].endswith("_ov"):
+            lines.append(f"- `{r['name']}`: step {r['median_ms'] / best['median_ms']:.2f}x, error "
+                         f"{r['rel_l2'] / best['rel_l2']:.2f}x ({100 * r['rel_l2']:.2f} %)")
+    return lines + [""]
+
+
 def _fmt(v: Any, spec: str, scale: float = 1.0) -> str:
     return "-" if v is None else format(v * scale, spec)
 
@@ -300,6 +319,7 @@ def markdown(result: dict[str, Any]) -> str:
         *(["**Random weights**: latency, disk and memory are those of the SD v1.5 U-Net; output errors are measured "
            "on random weights and Gaussian inputs, not on a trained model.", ""] if m.get("random_weights") else []),
         table(result["rows"]), "",
+        *versus_nncf(result["rows"]),
         "Kinds: *real INT8 kernels* compute integer products; *weight-only* stores int8/int4 weights and "
         "dequantizes them for a float matmul/conv; *dequantized* = quantize-dequantize in float (no integer "
         "arithmetic). torchao and torch dynamic quantization touch Linear layers only (their defaults).",
@@ -340,8 +360,7 @@ def run_model(model: str, args: argparse.Namespace, names: list[str]) -> Path:
         rows.append(row)
         log.info("[%s] %s: %s", model, name, f"{row['median_ms']:.0f} ms, rel-L2 {row['rel_l2']}"
                  if row.get("status") == "ok" else row.get("reason"))
-        for p in (workdir / name).glob("*"):  # artifacts measured: free the disk (the FP32 ONNX cache stays)
-            p.unlink()
+        shutil.rmtree(workdir / name, ignore_errors=True)  # artifacts measured: free the disk (FP32 ONNX cache stays)
     env["load_avg_end"] = os.getloadavg()[0]
     calib = ("tiny: U-Net inputs recorded along DPM-Solver trajectories (2 prompts, 8 steps, cfg 7.5)"
              if model == "tiny" else "seeded Gaussian latents and text embeddings at timesteps 980..20")
@@ -358,8 +377,6 @@ def run_model(model: str, args: argparse.Namespace, names: list[str]) -> Path:
     write_json(out.with_suffix(".json"), result)
     write_text(out.with_suffix(".md"), markdown(result))
     if not args.keep:
-        import shutil
-
         shutil.rmtree(workdir, ignore_errors=True)
     log.info("wrote %s.md (%.0f s)", out, result["total_s"])
     return out

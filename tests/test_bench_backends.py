@@ -39,3 +39,12 @@ def test_table_has_one_row_per_backend_and_failure_reasons():
     assert len(lines) == 2 + 3
     assert "compile (1st call) 1 s" in lines[3] and "| 0.50 |" in lines[3]
     assert "failed" in lines[4] and "RuntimeError: no" in lines[4]
+
+
+def test_versus_nncf_compares_diffusia_on_openvino_with_the_fastest_nncf_int8_row():
+    rows = [_row("nncf_int8", 200, 1, 0.08), _row("nncf_int8_transformer", 100, 1, 0.06), _row("nncf_w8", 50, 1, 0.01),
+            _row("diffusia_w8a8_ov", 90, 1, 0.03), _row("diffusia_w8a8", 300, 1, 0.03)]
+    lines = bb.versus_nncf(rows)
+    assert "`nncf_int8_transformer`, 100 ms, 6.00 %" in lines[0]  # weight-only nncf_w8 is not an INT8 peer
+    assert [ln for ln in lines if ln.startswith("- ")] == ["- `diffusia_w8a8_ov`: step 0.90x, error 0.50x (3.00 %)"]
+    assert bb.versus_nncf([_row("diffusia_w8a8_ov", 90, 1, 0.03)]) == []

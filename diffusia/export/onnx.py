@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -145,27 +146,44 @@ def fold_weight_quantizers(model) -> int:
     return folded
 
 
+PROTOBUF_LIMIT = 1.8e9  # an .onnx file holds at most 2 GB; larger graphs keep their weights in `<name>.data`
+
+
 def export_unet(unet: nn.Module, path: str | Path, batch: int = 2, dynamic: bool = False, timestep: int = 500,
                 float_ok: bool = False) -> Path:
     """Export the frozen quantized U-Net to `path` (.onnx, atomically); returns the path.
 
     `dynamic` leaves batch, latent size and prompt length free. The timestep group whose activation ranges the graph
-    carries is that of `timestep` (one graph per group). `float_ok` exports a U-Net without quantized layers as is."""
+    carries is that of `timestep` (one graph per group). `float_ok` exports a U-Net without quantized layers as is.
+    The exporter runs in a private folder (over 2 GB it writes one file per weight); a graph still over the
+    protobuf limit after its weights are folded to int8 (an FP32 SD U-Net) keeps its weights in `<path>.data`."""
     import onnx
 
     path = Path(path)
     inputs = example_inputs(unet, batch, timestep=timestep)
     mode = contextlib.nullcontext(unet) if float_ok and not api.qmodules(unet) else qdq_mode(unet)
-    with mode, torch.no_grad(), atomic_path(path) as tmp, warnings.catch_warnings():
+    with mode, torch.no_grad(), tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as work, \
+            warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the shape checks diffusers' blocks make
-        torch.onnx.export(_UNetOnly(unet).eval(), inputs, str(tmp), dynamo=False, opset_version=OPSET,
+        raw = Path(work) / "unet.onnx"
+        torch.onnx.export(_UNetOnly(unet).eval(), inputs, str(raw), dynamo=False, opset_version=OPSET,
                           input_names=list(INPUTS), output_names=["noise_pred"], do_constant_folding=True,
                           dynamic_axes=DYNAMIC_AXES if dynamic else None)
-        model = onnx.load(str(tmp))
-        n = fold_weight_quantizers(model)
-        onnx.save(model, str(tmp))
+        model = onnx.load(str(raw))
+    n = fold_weight_quantizers(model)
+    external = model.ByteSize() > PROTOBUF_LIMIT
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp), save_as_external_data=external, all_tensors_to_one_file=True,
+                  location=f"{path.name}.data")
     log.info("exported %s with %d int8 weight initializers", path, n)
     return path
+
+
+def onnx_files(path: str | Path) -> list[Path]:
+    """The files of an exported graph: the .onnx and its external data, if any."""
+    path = Path(path)
+    data = path.with_name(f"{path.name}.data")
+    return [path, data] if data.is_file() else [path]
 
 
 def _feeds(inputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:

@@ -54,7 +54,8 @@ def export_runtime(unet: nn.Module, runtime: str, folder: str | Path, check: boo
                 if quantized and quantizers is None:
                     quantizers = ovx.activation_quantizers(onnx_path)
                 ovx.convert(onnx_path, tmp / f"unet-g{g}.xml")
-                onnx_path.unlink()
+                for f in qdq.onnx_files(onnx_path):
+                    f.unlink()
                 files.append(f"unet-g{g}.xml")
             else:
                 files.append(onnx_path.name)

@@ -1,0 +1,153 @@
+"""OpenVINO backends of `benchmarks/backends.py`: OpenVINO FP32 / BF16 and NNCF's INT8 recipes as the peers a user
+on an Intel CPU would pick, and diffusia's own quantized U-Net deployed on OpenVINO and ONNX Runtime (the product
+path: `diffusia.runtime`). Same protocol as the other rows (`_backends_peers.Built`, one fresh worker each).
+
+NNCF recipes, as optimum-intel applies them to diffusion U-Nets (optimum/intel/openvino/quantization.py):
+- `nncf_int8`: `nncf.quantize` with its defaults (performance preset: symmetric activations, per-channel weights);
+- `nncf_int8_transformer`: the same with `model_type=TRANSFORMER` (its attention-aware placement of quantizers);
+- `nncf_w8`: `nncf.compress_weights` (weight-only INT8, asymmetric per channel);
+- `nncf_hybrid`: weight-only INT8 for every MatMul, then full INT8 (`model_type=TRANSFORMER`) for the rest, the
+  convolutions: optimum-intel's hybrid mode for diffusion.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from _backends_peers import Built, Ctx, Inputs, _diffusia, _export_fp32
+
+FEEDS = ("sample", "timestep", "encoder_hidden_states")
+
+
+def _feeds(x: Inputs) -> dict[str, Any]:
+    return dict(zip(FEEDS, (t.numpy() for t in x)))
+
+
+def _compiled(model, threads: int, precision: str = "f32") -> Callable[[Inputs], torch.Tensor]:
+    from diffusia.export.openvino import compile_model
+
+    request = compile_model(model, precision, threads).create_infer_request()
+
+    def run(x: Inputs) -> torch.Tensor:
+        request.infer(_feeds(x))
+        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+    return run
+
+
+def _save_ir(model, folder: Path, compress_to_fp16: bool = False) -> list[Path]:
+    import openvino as ov
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(folder / "unet.xml"), compress_to_fp16=compress_to_fp16)
+    return [folder / "unet.xml", folder / "unet.bin"]
+
+
+def _fp32_model(unet: nn.Module, ctx: Ctx):
+    """The FP32 U-Net as an OpenVINO model, converted from the run's shared FP32 ONNX export (static shapes)."""
+    import openvino as ov
+
+    path, secs = _export_fp32(unet, ctx.calib[0], ctx.cache / "onnx_fp32")
+    return ov.convert_model(str(path)), secs
+
+
+def _ov(precision: str) -> Callable[[nn.Module, Ctx], Built]:
+    def build(unet: nn.Module, ctx: Ctx) -> Built:
+        model, secs = _fp32_model(unet, ctx)
+        files = _save_ir(model, ctx.out)
+        note = f"INFERENCE_PRECISION_HINT {precision}; IR converted from the FP32 ONNX export"
+        return Built(_compiled(files[0], ctx.threads, precision), files, [note], {"export_s": round(secs, 1)})
+    return build
+
+
+def _dataset(ctx: Ctx):
+    import nncf
+
+    return nncf.Dataset([_feeds(x) for x in ctx.calib])
+
+
+def _weighted_matmuls(model) -> list[str]:
+    """Names of the MatMuls whose second input is a constant (possibly through a Convert), i.e. the Linears."""
+    names = []
+    for op in model.get_ops():
+        if op.get_type_name() != "MatMul":
+            continue
+        src = op.input_value(1).get_node()
+        while src.get_type_name() in ("Convert", "Transpose", "Reshape") and src.get_input_size():
+            src = src.input_value(0).get_node()
+        if src.get_type_name() == "Constant":
+            names.append(op.get_friendly_name())
+    return names
+
+
+def _nncf(recipe: str) -> Callable[[nn.Module, Ctx], Built]:
+    def build(unet: nn.Module, ctx: Ctx) -> Built:
+        import nncf
+
+        model, secs = _fp32_model(unet, ctx)
+        t0 = time.perf_counter()
+        if recipe == "w8":
+            model = nncf.compress_weights(model)
+            note = "nncf.compress_weights (INT8_ASYM, per channel), no calibration"
+        else:
+            kwargs: dict[str, Any] = {"subset_size": len(ctx.calib)}
+            if recipe in ("transformer", "hybrid"):
+                kwargs["model_type"] = nncf.ModelType.TRANSFORMER
+            note = f"nncf.quantize on {len(ctx.calib)} inputs" + (", model_type=TRANSFORMER" if "model_type" in kwargs
+                                                                   else " (defaults)")
+            if recipe == "hybrid":
+                matmuls = _weighted_matmuls(model)
+                model = nncf.compress_weights(model, ignored_scope=nncf.IgnoredScope(types=["Convolution"]))
+                kwargs["ignored_scope"] = nncf.IgnoredScope(names=matmuls, validate=False)
+                note = (f"compress_weights on {len(matmuls)} MatMuls (INT8_ASYM), then {note} for the rest "
+                        "(optimum-intel's hybrid mode)")
+            model = nncf.quantize(model, _dataset(ctx), **kwargs)
+        qsecs = time.perf_counter() - t0
+        files = _save_ir(model, ctx.out)
+        return Built(_compiled(files[0], ctx.threads), files, [f"{note}; {qsecs:.0f} s"],
+                     {"export_s": round(secs, 1), "quantize_s": round(qsecs, 1)})
+    return build
+
+
+def _diffusia_on(runtime: str, preset: str, calibrator: str | None = None) -> Callable[[nn.Module, Ctx], Built]:
+    """diffusia's preset (quantized and calibrated exactly as its torch row) exported with `diffusia.runtime` and
+    run by the product's runtime U-Net (static shapes compiled on first call)."""
+    def build(unet: nn.Module, ctx: Ctx) -> Built:
+        from diffusia.runtime import load_unet
+        from diffusia.runtime.artifact import export_runtime
+
+        built = _diffusia(preset, calibrator)(unet, ctx)
+        t0 = time.perf_counter()
+        folder = ctx.out / runtime
+        manifest = export_runtime(unet, runtime, folder, check=False)
+        secs = time.perf_counter() - t0
+        config = unet.config
+        del unet
+        ru = load_unet(runtime, folder, config, threads=ctx.threads)
+        files = [p for p in folder.iterdir() if p.name != "runtime.json"]
+        notes = list(built.notes)
+        notes.append(f"exported for {runtime} {manifest['runtime_version'].split('-')[0]} in {secs:.0f} s "
+                     "(diffusia.runtime, not re-checked here)")
+
+        def run(x: Inputs) -> torch.Tensor:
+            return ru(*x, return_dict=False)[0]
+        return Built(run, files, notes, {**built.info, "export_s": round(secs, 1)})
+    return build
+
+
+BACKENDS = {
+    "ov_fp32": (_ov("f32"), "runtime FP32 (OpenVINO)"),
+    "ov_bf16": (_ov("bf16"), "runtime BF16 hint (OpenVINO)"),
+    "nncf_int8": (_nncf("default"), "OpenVINO + NNCF INT8 (defaults)"),
+    "nncf_int8_transformer": (_nncf("transformer"), "OpenVINO + NNCF INT8, model_type=TRANSFORMER"),
+    "nncf_hybrid": (_nncf("hybrid"), "OpenVINO + NNCF hybrid (weight-only MatMuls, INT8 rest)"),
+    "nncf_w8": (_nncf("w8"), "OpenVINO + NNCF weight-only INT8"),
+    "diffusia_w8a8_ov": (_diffusia_on("openvino", "w8a8"), "diffusia W8A8 on OpenVINO"),
+    "diffusia_w8a8_mse_ov": (_diffusia_on("openvino", "w8a8", "mse"), "diffusia W8A8 (MSE calibrator) on OpenVINO"),
+    "diffusia_w8a8x2_ov": (_diffusia_on("openvino", "w8a8x2"), "diffusia w8a8x2 on OpenVINO"),
+    "diffusia_w8a8_mse_ort": (_diffusia_on("onnxruntime", "w8a8", "mse"),
+                              "diffusia W8A8 (MSE calibrator) on ONNX Runtime"),
+}
