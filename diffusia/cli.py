@@ -105,6 +105,8 @@ def quantize(
     calib_prompts: str = typer.Option("calibration", help="Prompt set name or file for calibration."),
     calib_size: int = typer.Option(100, help="Calibration prompts (the set is cycled if smaller)."),
     calib_steps: int = typer.Option(25, help="Sampler steps per calibration prompt."),
+    calib_batch: int = typer.Option(4, help="Calibration prompts per pipeline call (fewer, larger U-Net calls; "
+                                    "lower it if memory is short)."),
     timestep_groups: Optional[int] = typer.Option(None, help="Separate activation ranges per K timestep groups."),
     rule: Optional[list[str]] = typer.Option(None, help="Per-layer override PATTERN=PRECISION (glob or re:regex)."),
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
@@ -124,6 +126,8 @@ def quantize(
 
     from diffusia.runtime import resolve
 
+    if not 1 <= calib_batch <= 64:
+        raise DiffusiaError(f"--calib-batch {calib_batch} must be between 1 and 64, e.g. 4")
     r = resolve_recipe(recipe, timestep_groups, rule)
     if target is not None:
         r = r.replace(target=target)
@@ -132,7 +136,7 @@ def quantize(
     prompts = load_prompts(calib_prompts, model=model)
     check_output_dir(out, QUANTIZED, overwrite, (model, recipe, calib_prompts))
     pipe = load_pipeline(model, device=device, progress=False)
-    quantize_pipeline(pipe, r, prompts, calib_size=calib_size, steps=calib_steps)
+    quantize_pipeline(pipe, r, prompts, calib_size=calib_size, steps=calib_steps, batch=calib_batch)
     save_quantized_pipeline(pipe, out, base_model=model, runtimes=runtimes)
     v = pipe.diffusia_validation or {}
     saved = "".join(f", {x} graph in {out / x}" for x in runtimes)
@@ -221,16 +225,21 @@ def eval_(
     processes: int = typer.Option(1, help="Processes for the evaluation images (accelerate; same images)."),
     quality: bool = typer.Option(True, help="Compare with the FP32 images (needs fp32 in --variants)."),
     progress: bool = typer.Option(True),
+    runtime: str = typer.Option("torch", help=RUNTIME_HELP + " Whole-pipeline fp16/bf16 variants run on torch."),
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ):
     """Measure size, peak memory, latency and quality of U-Net variants; writes results.json and report.md."""
     from diffusia.eval.harness import evaluate
     from diffusia.fileio import output_dir
+    from diffusia.runtime import resolve
+
+    runtime = resolve(runtime, device)
 
     with output_dir(out, "eval", overwrite, (model, prompts, *variants.split(","))):
         res = evaluate(model, variants, prompts=prompts, num=num, out=out, device=device, runs=runs, warmup=warmup,
                        budget_mb=budget_mb, steps=steps, guidance=guidance, seed=seed, threads=threads,
-                       calib_size=calib_size, processes=processes, quality=quality, progress=progress)
+                       calib_size=calib_size, processes=processes, quality=quality, progress=progress,
+                       runtime=runtime)
     typer.echo(str(out / "report.md"))
     for name, v in res["variants"].items():
         lat = (v.get("latency") or {}).get("end_to_end", {})
@@ -285,14 +294,21 @@ def study(
     runs: int = typer.Option(10, help="Timed end-to-end runs per variant after a warm-up."),
     qat_steps: int = typer.Option(150, help="QAT steps (data-free distillation)."),
     quick: bool = typer.Option(False, help="A smoke test: tiny numbers everywhere, meaningless results."),
+    runtime: str = typer.Option("torch", help=RUNTIME_HELP),
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ):
     """The whole study: sensitivity, searched mixed precision, QAT, evaluation of every variant, Pareto, advice."""
+    import dataclasses
+
     from diffusia.fileio import output_dir
+    from diffusia.runtime import resolve
     from diffusia.study import StudyConfig, run_study
+
+    runtime = resolve(runtime)
 
     cfg = StudyConfig.quick_config(model, str(out)) if quick else StudyConfig(model=model, out=str(out), num=num,
                                                                                runs=runs, qat_steps=qat_steps)
+    cfg = dataclasses.replace(cfg, runtime=runtime)
     with output_dir(out, "study", overwrite, (model,)):
         typer.echo(str(run_study(cfg)))
 

@@ -34,6 +34,7 @@ class StudyConfig:
     budget_fraction: float = 0.35  # searched-mixed U-Net budget, as a fraction of the FP32 U-Net
     processes: int = 1
     quick: bool = False
+    runtime: str = "torch"  # where the evaluated U-Nets run (diffusia.runtime)
 
     @classmethod
     def quick_config(cls, model: str, out: str) -> "StudyConfig":
@@ -135,7 +136,7 @@ def run_study(cfg: StudyConfig) -> Path:
     variants = BASE_VARIANTS[:4] + [str(qat)] + BASE_VARIANTS[4:5] + [str(searched)] + BASE_VARIANTS[5:]
     evaluate(cfg.model, variants, prompts="eval", num=cfg.num, out=out / "eval", runs=cfg.runs,
              warmup=0 if cfg.quick else 1, steps=cfg.steps, calib_size=cfg.calib_size, processes=cfg.processes,
-             progress=not cfg.quick)
+             progress=not cfg.quick, runtime=cfg.runtime)
     timings["eval_s"] = time.perf_counter() - t0 - sum(timings.values())
     results = load_results(out / "eval" / "results.json")
     write_pareto(results, out / "pareto")

@@ -15,17 +15,22 @@ CALIBRATION_SEED = 1000  # calibration images use seeds 1000 + i, evaluation use
 
 def sampling_forward_loop(pipe, prompts: list[Prompt], steps: int = DEFAULT_STEPS,
                           guidance: float = DEFAULT_GUIDANCE, seed: int = CALIBRATION_SEED,
-                          progress: bool = True) -> Callable[[], None]:
-    """A callable that runs the pipeline once per prompt (batch 1, seed + i); call it inside `calibrate()`."""
+                          progress: bool = True, batch: int = 1) -> Callable[[], None]:
+    """A callable that runs the pipeline over the prompts, `batch` prompts per call (prompt i always starts from
+    the latents of seed + i, whatever the batch); call it inside `calibrate()`. Batching changes no trajectory,
+    only how many U-Net calls carry them (and the float summation order inside the kernels)."""
 
     def run() -> None:
         use_dpm_solver(pipe)
         previous = getattr(pipe, "_progress_bar_config", {}).copy()
         pipe.set_progress_bar_config(disable=True)
+        starts = range(0, len(prompts), batch)
         try:
-            for i, p in enumerate(tqdm(prompts, desc="calibrate", disable=not progress)):
-                pipe(p.text, num_inference_steps=steps, guidance_scale=guidance, output_type="latent",
-                     generator=torch.Generator("cpu").manual_seed(seed + i))
+            for start in tqdm(starts, desc="calibrate", disable=not progress, unit="batch"):
+                chunk = prompts[start:start + batch]
+                generators = [torch.Generator("cpu").manual_seed(seed + start + j) for j in range(len(chunk))]
+                pipe([p.text for p in chunk], num_inference_steps=steps, guidance_scale=guidance,
+                     output_type="latent", generator=generators)
         finally:
             pipe.set_progress_bar_config(**previous)
 

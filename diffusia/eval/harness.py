@@ -47,8 +47,20 @@ def real_images(model: str, count: int) -> tuple[np.ndarray | None, str | None]:
     return np.ascontiguousarray(images.transpose(0, 2, 3, 1)), None
 
 
+def _runtime_of(v: Variant, runtime: str) -> str:
+    """Where variant `v`'s U-Net runs: whole-pipeline dtype variants stay in PyTorch."""
+    return "torch" if v.dtype else runtime
+
+
 def _notes(res: dict[str, Any], specs: list[Variant], device: str) -> list[str]:
     notes = []
+    by_runtime: dict[str, list[str]] = {}
+    for name, v in res["variants"].items():
+        by_runtime.setdefault(v.get("runtime", "torch"), []).append(name)
+    if set(by_runtime) != {"torch"}:
+        notes.append("U-Net runtime (latency, memory and images come from it): " + "; ".join(
+            f"{rt}: {', '.join(names)}" for rt, names in by_runtime.items()) + ". Text encoder, scheduler and VAE "
+            "run in PyTorch.")
     lat = {n: (v.get("latency") or {}).get("end_to_end", {}).get("median") for n, v in res["variants"].items()}
     for v in specs:
         if v.kind not in ("dtype", "storage") or not device.startswith("cpu"):
@@ -104,20 +116,23 @@ def evaluate(model: str, variants: str | list[str] = "fp32,fp16,w8a8", prompts: 
              budget_mb: float = 4096, steps: int = 25, guidance: float = 7.5, seed: int = 42,
              threads: int | None = None, height: int | None = None, width: int | None = None,
              calib_size: int = 100, processes: int = 1, quality: bool = True, feature_net: Any = "auto",
-             real_num: int | None = None, progress: bool = True, timeout: float | None = None) -> dict[str, Any]:
+             real_num: int | None = None, progress: bool = True, timeout: float | None = None,
+             runtime: str | None = "torch") -> dict[str, Any]:
     """Evaluate `variants` of `model` on `num` images and write results.json, report.md and grid.png to `out`.
 
     Every variant is first written as a folder under out/variants/ (so its size is real bytes), then measured
     in its own fresh process: peak memory and the `num` evaluation images (spread over `processes` processes with
     accelerate when > 1). Latency (`warmup` + `runs` images each) is measured afterwards in one fresh process
     holding every variant, in interleaved rounds, so that a load spike on a shared machine cannot favour one
-    variant. Quality compares each variant's images with the FP32 images of the same prompt and seed. Returns the
-    results dict.
+    variant. Quality compares each variant's images with the FP32 images of the same prompt and seed. `runtime`
+    (`diffusia.runtime`: torch, openvino, onnxruntime or auto) is where the U-Nets run; the whole-pipeline fp16/bf16
+    variants always run on torch. Returns the results dict.
     """
     import torch
     from tqdm.auto import tqdm
 
     from diffusia import load_pipeline
+    from diffusia import runtime as runtimes
     from diffusia.eval import generate_shards, report
     from diffusia.eval.memory import run_isolated
     from diffusia.eval.quality import evaluate_quality
@@ -134,6 +149,7 @@ def evaluate(model: str, variants: str | list[str] = "fp32,fp16,w8a8", prompts: 
             raise DiffusiaError(f"{name} must be >= {low}, got {value}")
     if budget_mb <= 0:
         raise DiffusiaError(f"--budget-mb must be > 0, got {budget_mb}")
+    runtime = runtimes.resolve(runtime, device)
     prompt_set = load_prompts(prompts, model)
     jobs: list[Job] = make_jobs(prompt_set, num, seed)
     threads = threads or torch.get_num_threads()
@@ -155,7 +171,7 @@ def evaluate(model: str, variants: str | list[str] = "fp32,fp16,w8a8", prompts: 
         bar.set_postfix_str(f"prepare {v.name}")
         with quiet_loading():
             folders[v.name] = materialise(v, model, out / "variants", calib, calib_size, progress=False,
-                                          steps=steps, guidance=guidance)
+                                          steps=steps, guidance=guidance, runtime=_runtime_of(v, runtime))
         bar.update()
 
     work = out / "work"
@@ -167,7 +183,7 @@ def evaluate(model: str, variants: str | list[str] = "fp32,fp16,w8a8", prompts: 
         bar.set_postfix_str(f"measure {v.name}")
         images_dir = out / "images" / v.name
         task = {**common, "name": v.name, "folder": str(folders[v.name]), "dtype": v.dtype, "runs": 0,
-                "images_dir": str(images_dir) if processes == 1 else None}
+                "runtime": _runtime_of(v, runtime), "images_dir": str(images_dir) if processes == 1 else None}
         m = run_isolated(task, timeout=timeout, workdir=work)
         if processes > 1:
             with atomic_dir(images_dir) as tmp:
@@ -180,12 +196,14 @@ def evaluate(model: str, variants: str | list[str] = "fp32,fp16,w8a8", prompts: 
         results_v[v.name] = {"kind": v.kind, "description": v.describe(), "folder": str(folders[v.name]),
                              "dtype": v.dtype or m.get("unet_dtype"), "unet_dtype": m.get("unet_dtype"),
                              "load_seconds": m.get("load_seconds"), "size": size, "memory": mem,
+                             "runtime": m.get("runtime", "torch"),
                              "latency": None}
         bar.update()
     if runs:
         bar.set_postfix_str("latency (interleaved)")
         timed = run_isolated({**common, "name": "latency", "runs": runs, "warmup": warmup, "variants": [
-            {"name": v.name, "folder": str(folders[v.name]), "dtype": v.dtype} for v in order]},
+            {"name": v.name, "folder": str(folders[v.name]), "dtype": v.dtype, "runtime": _runtime_of(v, runtime)}
+            for v in order]},
             timeout=timeout, workdir=work)
         for name, lat in timed["latency"].items():
             results_v[name]["latency"] = lat
@@ -216,6 +234,7 @@ def evaluate(model: str, variants: str | list[str] = "fp32,fp16,w8a8", prompts: 
                    "seed_range": [jobs[0].seed, jobs[-1].seed], "steps": steps, "guidance": guidance,
                    "scheduler": "DPMSolverMultistepScheduler", "batch_size": 1, "device": device, "runs": runs,
                    "warmup": warmup, "threads": threads, "budget_mb": budget_mb, "processes": processes,
+                   "runtime": runtime,
                    "calib_size": calib_size if calib else None, "height": height, "width": width},
         "machine": report.machine_info(), "packages": report.package_versions(),
         "prompt_set": [{"prompt": p.text, "category": p.category} for p in prompt_set],

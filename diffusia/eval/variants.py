@@ -126,7 +126,8 @@ def check_compatible(folder: str | Path, base_unet_config: dict[str, Any], model
 
 
 def materialise(variant: Variant, model: str, out_dir: str | Path, calib_prompts=None, calib_size: int = 100,
-                progress: bool = True, steps: int | None = None, guidance: float | None = None) -> Path:
+                progress: bool = True, steps: int | None = None, guidance: float | None = None,
+                runtime: str = "torch") -> Path:
     """Write the variant as a pipeline folder under `out_dir` (atomically) and return it; folders stay in place.
 
     Presets calibrate on `calib_size` prompts with the evaluation's sampler `steps` and `guidance` (when the
@@ -153,7 +154,7 @@ def materialise(variant: Variant, model: str, out_dir: str | Path, calib_prompts
     params = inspect.signature(quantize_pipeline).parameters
     extra = {k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None and k in params}
     quantize_pipeline(pipe, recipe, calib_prompts, calib_size=calib_size, progress=progress, **extra)
-    save_quantized_pipeline(pipe, folder)
+    save_quantized_pipeline(pipe, folder, runtimes=() if runtime == "torch" else (runtime,))
     return folder
 
 

@@ -25,6 +25,7 @@ from diffusia.eval.latency import measure_interleaved, measure_latency
 from diffusia.eval.memory import PeakMemory
 from diffusia.fileio import atomic_dir, write_json
 from diffusia.generate import GenerationConfig
+from diffusia.runtime import runtime_of
 
 try:  # the quantized-folder loader and its kernels, when this diffusia has them
     import diffusia.quant.serialization  # noqa: F401
@@ -45,7 +46,8 @@ def run_interleaved(task: dict[str, Any]) -> dict[str, Any]:
     from diffusia import load_pipeline
 
     device = task.get("device", "cpu")
-    pipes = {v["name"]: load_pipeline(v["folder"], device=device, dtype=v.get("dtype"), progress=False)
+    pipes = {v["name"]: load_pipeline(v["folder"], device=device, dtype=v.get("dtype"), progress=False,
+                                      runtime=v.get("runtime"), threads=task.get("threads"))
              for v in task["variants"]}
     first = jobs_from_dicts(task["jobs"])[0]
     return {"latency": measure_interleaved(pipes, first.prompt, generation_config(task, first.seed),
@@ -63,12 +65,13 @@ def run(task: dict[str, Any]) -> dict[str, Any]:
     device = task.get("device", "cpu")
     mem = PeakMemory(device)
     t0 = time.perf_counter()
-    pipe = load_pipeline(task["folder"], device=device, dtype=task.get("dtype"), progress=False)
+    pipe = load_pipeline(task["folder"], device=device, dtype=task.get("dtype"), progress=False,
+                         runtime=task.get("runtime"), threads=task.get("threads"))
     load_s = time.perf_counter() - t0
     mem.mark("load")
     jobs = jobs_from_dicts(task["jobs"])
     result: dict[str, Any] = {"name": task.get("name"), "folder": task["folder"], "load_seconds": load_s,
-                              "unet_dtype": str(next(pipe.unet.parameters()).dtype).replace("torch.", "")}
+                              "unet_dtype": str(pipe.unet.dtype).replace("torch.", ""), "runtime": runtime_of(pipe)}
     if task.get("runs", 0) > 0:
         first = jobs[0]
         result["latency"] = measure_latency(pipe, first.prompt, generation_config(task, first.seed),

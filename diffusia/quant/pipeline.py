@@ -28,6 +28,10 @@ class CalibrationInfo:
     seed: int = CALIBRATION_SEED
     unet_calls: int = 0
     seconds: float = 0.0
+    batch: int = 1  # prompts per pipeline call (U-Net batch = 2 x batch with guidance)
+
+
+CALIBRATION_BATCH = 4  # prompts per calibration call: fewer, larger U-Net calls (the per-call statistics cost is fixed)
 
 
 def needs_calibration(plan: dict[str, str]) -> bool:
@@ -35,11 +39,12 @@ def needs_calibration(plan: dict[str, str]) -> bool:
 
 
 def quantize_pipeline(pipe, recipe: Recipe, calib_prompts: list[Prompt] | None = None, calib_size: int = 100,
-                      steps: int = 25, guidance: float = 7.5, progress: bool = True, validate: bool = True):
+                      steps: int = 25, guidance: float = 7.5, progress: bool = True, validate: bool = True,
+                      batch: int = CALIBRATION_BATCH):
     """Quantize `pipe.unet` in place with `recipe` and return the pipeline (real kernels, frozen).
 
     W8A8 layers are calibrated on `calib_size` prompts (cycled from `calib_prompts`), over every U-Net call of
-    the sampler: all timesteps, both guidance branches."""
+    the sampler: all timesteps, both guidance branches, `batch` prompts per pipeline call."""
     info = CalibrationInfo(steps=steps, guidance=guidance)
     if recipe.weights == "fp32" and not recipe.rules:
         pipe.diffusia_recipe, pipe.diffusia_calibration = recipe, info
@@ -54,11 +59,11 @@ def quantize_pipeline(pipe, recipe: Recipe, calib_prompts: list[Prompt] | None =
         t0 = time.perf_counter()
         try:
             with api.calibrate(pipe.unet):
-                sampling_forward_loop(pipe, prompts, steps, guidance, progress=progress)()
+                sampling_forward_loop(pipe, prompts, steps, guidance, progress=progress, batch=batch)()
         finally:
             counter.remove()
         info = CalibrationInfo([p.text for p in prompts], len(prompts), steps, guidance, CALIBRATION_SEED, calls[0],
-                               time.perf_counter() - t0)
+                               time.perf_counter() - t0, batch)
         log.info("calibrated on %d prompts, %d U-Net calls, %.1f s", info.size, info.unet_calls, info.seconds)
     api.freeze(pipe.unet)
     pipe.diffusia_recipe, pipe.diffusia_calibration = recipe, info

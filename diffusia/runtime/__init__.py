@@ -25,8 +25,6 @@ CHOICES = ("auto", *RUNTIMES)
 # Fastest INT8 step measured per CPU class (benchmarks/results/<class>/backends_sd15-arch_32.md). OpenVINO has not
 # been measured on an AVX2-only CPU, so that class keeps diffusia's torch kernels, the fastest measured there.
 FASTEST = {"vnni": "openvino", "avx2": "torch"}
-RUNTIME_HELP = ("Where the U-Net runs: torch (diffusia's kernels in PyTorch), openvino, onnxruntime, or auto (the "
-                "runtime measured fastest on this CPU class).")
 
 
 def installed(runtime: str) -> bool:

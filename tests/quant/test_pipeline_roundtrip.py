@@ -36,7 +36,8 @@ def test_preset_save_load_same_output(micro_pipeline_dir, tmp_path, preset):
 
 def test_w8a8_folder_holds_int8_and_is_small(micro_pipeline_dir, tmp_path):
     pipe = _quantized(micro_pipeline_dir, "w8a8")
-    assert pipe.diffusia_calibration.unet_calls == 2 * 2  # 2 prompts x 2 steps (guidance branches batched)
+    info = pipe.diffusia_calibration  # 2 prompts in one batch x 2 steps (guidance branches batched too)
+    assert info.batch == 4 and info.unet_calls == 2
     out = serialization.save_quantized_pipeline(pipe, tmp_path / "q")
     with safe_open(str(out / serialization.UNET_FILE), "pt") as f:
         dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}

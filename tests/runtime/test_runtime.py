@@ -138,8 +138,8 @@ def test_runtime_unet_refuses_moves_casts_and_sdxl_conditioning(quantized_dir):
         pipe.unet(x[0], torch.tensor([10.5, 10.5]), x[2])
 
 
-def test_vnni_graph_is_not_run_on_an_avx2_cpu(micro_pipeline_dir, tmp_path, caplog):
-    pipe = load_pipeline(micro_pipeline_dir, progress=False)
+def test_vnni_graph_is_not_run_on_an_avx2_cpu(tmp_path, caplog):
+    pipe = load_pipeline("tiny", progress=False)  # trained: the export check's 5 % is far from rounding-tie luck
     recipe = get_preset("w8a8").replace(target="vnni")
     quantize_pipeline(pipe, recipe, load_prompts("tiny"), calib_size=2, steps=2, progress=False)
     serialization.save_quantized_pipeline(pipe, tmp_path / "q", runtimes=("onnxruntime",))

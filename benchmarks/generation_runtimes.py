@@ -1,0 +1,274 @@
+"""A whole generation per runtime: end-to-end latency of one image (text encoder, 25 DPM-Solver steps with guidance,
+VAE decode) and the peak RSS, for FP32 eager, OpenVINO FP32, NNCF INT8 on OpenVINO and diffusia's quantized U-Net
+on each runtime (torch, openvino, onnxruntime), inside the same diffusers pipeline.
+
+    python benchmarks/generation_runtimes.py                      # sd15-arch at 512x512 (64x64 latent), ~50 min
+    python benchmarks/generation_runtimes.py --model tiny --runs 3
+Writes benchmarks/results/<class>/generation_runtimes_<model>.{json,md}.
+
+Protocol. Build phase (untimed, one process): the FP32 pipeline folder; diffusia's preset (`--preset`, calibrated
+on `--calib-size` prompts x `--calib-steps` sampler steps: sd15-arch has random weights, so only speed and memory
+mean something there) saved with its OpenVINO and ONNX Runtime graphs, exported and checked by `diffusia.runtime`
+as `diffusia quantize --runtime` does; the FP32 U-Net exported for OpenVINO; NNCF's INT8 U-Net
+(`nncf.quantize(model_type=TRANSFORMER)`, the fastest NNCF recipe of `backends.py`) calibrated on U-Net inputs
+recorded along the same calibration trajectories. Measure phase: each row in a fresh process, one after another:
+load the pipeline, put the row's U-Net in it, one warm-up generation of 2 steps (compiles the runtime's shapes),
+then `--runs` timed generations of `--steps` steps; peak RSS = VmHWM growth over the post-import baseline (load
+included). Text encoder, scheduler and VAE are PyTorch FP32 in every row.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import machine_class, results_dir  # noqa: E402
+
+log = logging.getLogger("generation_runtimes")
+PROMPT = "a photo of a red sneaker on a white background"
+# row -> (pipeline folder under --work, runtime, runtime folder under --work or None)
+ROWS = {
+    "fp32_torch": ("fp32", "torch", None),
+    "fp32_openvino": ("fp32", "openvino", "fp32-openvino"),
+    "nncf_int8_openvino": ("fp32", "openvino", "nncf-openvino"),
+    "diffusia_torch": ("diffusia", "torch", None),
+    "diffusia_openvino": ("diffusia", "openvino", "diffusia/openvino"),
+    "diffusia_onnxruntime": ("diffusia", "onnxruntime", "diffusia/onnxruntime"),
+}
+
+
+# ---------------------------------------------------------------- build phase
+
+def build(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    import torch
+
+    from diffusia import load_pipeline
+    from diffusia.calib.forward_loop import record_unet_inputs
+    from diffusia.config import get_preset
+    from diffusia.prompts import load_prompts, take
+    from diffusia.quant.pipeline import quantize_pipeline
+    from diffusia.quant.serialization import save_quantized_pipeline
+    from diffusia.runtime.artifact import export_runtime
+
+    info: dict[str, Any] = {}
+    prompts = take(load_prompts("calibration", args.model), args.calib_size)
+    pipe = load_pipeline(args.model, progress=False)
+    t0 = time.perf_counter()
+    pipe.save_pretrained(work / "fp32", safe_serialization=True)
+    export_runtime(pipe.unet, "openvino", work / "fp32-openvino", check=False)  # a float graph: nothing to check
+    info["fp32_openvino_export_s"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    calls = record_unet_inputs(pipe, prompts, steps=args.calib_steps, progress=False)
+    _nncf_folder(pipe.unet, calls, work / "nncf-openvino")
+    info["nncf_build_s"] = round(time.perf_counter() - t0, 1)
+    info["nncf_calibration_calls"] = len(calls)
+    del calls
+    t0 = time.perf_counter()
+    quantize_pipeline(pipe, get_preset(args.preset), prompts, calib_size=args.calib_size, steps=args.calib_steps,
+                      progress=False, validate=False)
+    info["diffusia_quantize_s"] = round(time.perf_counter() - t0, 1)
+    info["diffusia_calibration_s_per_prompt"] = round(info["diffusia_quantize_s"] / len(prompts), 1)
+    t0 = time.perf_counter()
+    save_quantized_pipeline(pipe, work / "diffusia", base_model=args.model, runtimes=("openvino", "onnxruntime"))
+    info["diffusia_save_and_export_s"] = round(time.perf_counter() - t0, 1)
+    meta = json.loads((work / "diffusia" / "diffusia.json").read_text())
+    info["diffusia_checks"] = {rt: {"relative_l2_vs_diffusia": v["check"]["relative_l2_vs_diffusia"],
+                                    "tie_differences": (v["check"]["quantizers"] or {}).get("tie_differences")}
+                               for rt, v in meta["runtimes"].items()}
+    del pipe
+    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return info
+
+
+def _nncf_folder(unet, calls: list[tuple], folder: Path) -> None:
+    """NNCF INT8 (model_type=TRANSFORMER) of the FP32 U-Net, written as a `diffusia.runtime` OpenVINO folder."""
+    import nncf
+    import openvino as ov
+
+    from diffusia.export.onnx import export_unet, onnx_files
+    from diffusia.runtime.artifact import FORMAT, MANIFEST, VERSION
+
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path = export_unet(unet, folder / "fp32.onnx", dynamic=True, float_ok=True)
+    model = ov.convert_model(str(onnx_path))
+    for f in onnx_files(onnx_path):
+        f.unlink()
+    feeds = [{"sample": s.numpy(), "timestep": torch_int64(t, s.shape[0]), "encoder_hidden_states": e.numpy()}
+             for s, t, e in calls]
+    model = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds), model_type=nncf.ModelType.TRANSFORMER)
+    ov.save_model(model, str(folder / "unet-g0.xml"), compress_to_fp16=False)
+    manifest = {"format": FORMAT, "version": VERSION, "runtime": "openvino", "runtime_version": ov.__version__,
+                "files": ["unet-g0.xml"], "timestep_groups": 1, "num_train_timesteps": 1000, "quantized": True,
+                "made_by": "nncf.quantize(model_type=TRANSFORMER)"}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def torch_int64(t, batch: int):
+    import numpy as np
+
+    return np.full((batch,), int(float(t.reshape(-1)[0])), dtype=np.int64)
+
+
+# ---------------------------------------------------------------- measure phase (fresh process per row)
+
+def worker(task_path: Path) -> None:
+    task = json.loads(task_path.read_text())
+    import torch
+
+    torch.set_num_threads(task["threads"])
+    import diffusers  # noqa: F401 - part of every row's baseline
+    import onnxruntime  # noqa: F401
+    import openvino  # noqa: F401
+
+    from diffusia import load_pipeline, runtime
+    from diffusia.eval.memory import PeakMemory
+    from diffusia.generate import GenerationConfig, generate
+
+    mem = PeakMemory()
+    work, (folder, rt, rt_folder) = Path(task["work"]), ROWS[task["name"]]
+    t0 = time.perf_counter()
+    if rt_folder is None:
+        pipe = load_pipeline(work / folder, progress=False, runtime=rt, threads=task["threads"])
+    else:
+        from diffusers import StableDiffusionPipeline
+        from diffusers.configuration_utils import FrozenDict
+        from diffusers import UNet2DConditionModel
+
+        pipe = StableDiffusionPipeline.from_pretrained(work / folder, unet=None, safety_checker=None,
+                                                       requires_safety_checker=False)
+        config = FrozenDict(UNet2DConditionModel.load_config(work / folder / "unet"))
+        runtime.install(pipe, runtime.load_unet(rt, work / rt_folder, config, threads=task["threads"]))
+    load_s = time.perf_counter() - t0
+    assert runtime.runtime_of(pipe) == rt
+    generate(pipe, PROMPT, 1, GenerationConfig(steps=2), progress=False, output_type="np")  # warm-up / compile
+    times = []
+    for _ in range(task["runs"]):
+        t0 = time.perf_counter()
+        image = generate(pipe, PROMPT, 1, GenerationConfig(steps=task["steps"]), progress=False, output_type="np")
+        times.append(time.perf_counter() - t0)
+    result = {"name": task["name"], "runtime": rt, "load_s": round(load_s, 1), "times_s": [round(t, 2) for t in times],
+              "median_s": statistics.median(times), "peak_rss_mb": round(mem.peak_mb(), 1),
+              "image_shape": list(image.shape[1:]), "load_avg_end": os.getloadavg()[0]}
+    import numpy as np
+
+    np.save(Path(task["result"]).with_suffix(".npy"), image[0])
+    Path(task["result"]).write_text(json.dumps(result, indent=2))
+
+
+def measure(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    task_path, result_path = work / f"{name}.task.json", work / f"{name}.result.json"
+    task_path.write_text(json.dumps({"name": name, "work": str(work), "threads": args.threads, "runs": args.runs,
+                                     "steps": args.steps, "result": str(result_path)}))
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+    with open(work / f"{name}.log", "w") as f:
+        proc = subprocess.run([sys.executable, __file__, "--worker", str(task_path)], env=env, stdout=f,
+                              stderr=subprocess.STDOUT)
+    if not result_path.is_file():
+        lines = (work / f"{name}.log").read_text(errors="replace").strip().splitlines()
+        return {"name": name, "status": "failed", "reason": f"exit {proc.returncode}: {lines[-1] if lines else ''}"}
+    return {**json.loads(result_path.read_text()), "status": "ok"}
+
+
+def to_markdown(res: dict[str, Any]) -> str:
+    m, b = res["machine"], res["build"]
+    ok = {r["name"]: r for r in res["rows"] if r["status"] == "ok"}
+    base = ok.get("fp32_torch")
+    lines = [f"# A whole generation per runtime: {res['model']}{' (random weights)' if res['random'] else ''}", "",
+             f"One image, {res['image']} px, {res['steps']} DPM-Solver steps, guidance 7.5, batch 1 (U-Net batch 2); "
+             f"{res['runs']} timed generation(s) per row after a 2-step warm-up, each row in a fresh process. "
+             f"Machine: {m['cpu']} (class `{m['class']}`), {m['threads']} threads, load average "
+             f"{m['load_start']:.2f} at start; {m['date']}; {', '.join(f'{k} {v}' for k, v in m['versions'].items())}.",
+             "", f"diffusia preset `{res['preset']}`, calibrated on {res['calib_size']} prompt(s) x "
+             f"{res['calib_steps']} sampler steps ({b['diffusia_calibration_s_per_prompt']} s per prompt); NNCF "
+             f"calibrated on the {b['nncf_calibration_calls']} U-Net inputs of the same trajectories.", "",
+             "| row | U-Net runtime | s/image (median) | runs (s) | vs FP32 eager | peak RSS MB | vs FP32 eager | "
+             "load s | image vs FP32 eager (mean abs) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        if r["status"] != "ok":
+            lines.append(f"| {r['name']} | | failed: {r['reason']} | | | | | | |")
+            continue
+        vs = f"{r['median_s'] / base['median_s']:.2f}" if base else "-"
+        mem = f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}" if base else "-"
+        diff = "-" if r.get("image_diff") is None else f"{r['image_diff']:.4f}"
+        lines.append(f"| {r['name']} | {r['runtime']} | {r['median_s']:.1f} | "
+                     f"{', '.join(f'{t:.1f}' for t in r['times_s'])} | {vs} | {r['peak_rss_mb']:,.0f} | {mem} | "
+                     f"{r['load_s']:.0f} | {diff} |")
+    lines += ["", f"Build: FP32 OpenVINO export {b['fp32_openvino_export_s']} s; NNCF {b['nncf_build_s']} s; diffusia "
+              f"quantize {b['diffusia_quantize_s']} s, save + export + check {b['diffusia_save_and_export_s']} s "
+              f"(checks: {json.dumps(b['diffusia_checks'])}).", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--model", default="sd15-arch", choices=("sd15-arch", "tiny"))
+    ap.add_argument("--preset", default="w8a8x2")
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--calib-size", type=int, default=2)
+    ap.add_argument("--calib-steps", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="", help="comma list of rows (fp32_torch always runs)")
+    ap.add_argument("--work", type=Path, default=None, help="build folder (kept if given; default /tmp, deleted)")
+    ap.add_argument("--out", type=Path, default=results_dir())
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.worker:
+        worker(args.worker)
+        return
+    import numpy as np
+    import torch
+
+    from diffusia.fileio import write_json, write_text
+    from diffusia.quant import cpu
+    from diffusia.versions import package_versions
+
+    torch.set_num_threads(args.threads)
+    names = [n for n in ROWS if not args.only or n == "fp32_torch" or n in args.only.split(",")]
+    work = args.work or Path(f"/tmp/diffusia-genrt-{args.model}-{os.getpid()}")
+    work.mkdir(parents=True, exist_ok=True)
+    load_start = os.getloadavg()[0]
+    try:
+        info = build(args, work) if not (work / "diffusia" / "diffusia.json").is_file() else \
+            json.loads((work / "build.json").read_text())
+        (work / "build.json").write_text(json.dumps(info))
+        rows = []
+        for name in names:
+            log.info("%s ...", name)
+            rows.append(measure(name, args, work))
+            log.info("%s: %s", name, rows[-1].get("median_s", rows[-1].get("reason")))
+        ref = work / "fp32_torch.result.npy"
+        for r in rows:
+            npy = work / f"{r['name']}.result.npy"
+            r["image_diff"] = float(np.abs(np.load(npy) - np.load(ref)).mean()) if r["status"] == "ok" and \
+                ref.is_file() and npy.is_file() else None
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+    latent = 64 if args.model == "sd15-arch" else 16
+    res = {"model": args.model, "random": args.model == "sd15-arch", "preset": args.preset, "steps": args.steps,
+           "runs": args.runs, "calib_size": args.calib_size, "calib_steps": args.calib_steps,
+           "image": f"{latent * 8}x{latent * 8}", "build": info, "rows": rows,
+           "machine": {"cpu": cpu.cpu_model(), "class": machine_class(), "threads": args.threads,
+                       "load_start": load_start, "versions": package_versions(("torch", "openvino", "nncf",
+                                                                              "onnxruntime", "diffusers")),
+                       "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}}
+    stem = args.out / f"generation_runtimes_{args.model}"
+    write_json(stem.with_suffix(".json"), res)
+    write_text(stem.with_suffix(".md"), to_markdown(res))
+    print(to_markdown(res))
+
+
+if __name__ == "__main__":
+    main()
