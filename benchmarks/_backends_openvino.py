@@ -112,9 +112,11 @@ def _nncf(recipe: str) -> Callable[[nn.Module, Ctx], Built]:
     return build
 
 
-def _diffusia_on(runtime: str, preset: str, calibrator: str | None = None) -> Callable[[nn.Module, Ctx], Built]:
+def _diffusia_on(runtime: str, preset: str, calibrator: str | None = None,
+                 precision: str = "f32") -> Callable[[nn.Module, Ctx], Built]:
     """diffusia's preset (quantized and calibrated exactly as its torch row) exported with `diffusia.runtime` and
-    run by the product's runtime U-Net (static shapes compiled on first call)."""
+    run by the product's runtime U-Net (static shapes compiled on first call); `precision` of OpenVINO's float
+    layers (the quantized ones are INT8 either way)."""
     def build(unet: nn.Module, ctx: Ctx) -> Built:
         from diffusia.runtime import load_unet
         from diffusia.runtime.artifact import export_runtime
@@ -126,11 +128,13 @@ def _diffusia_on(runtime: str, preset: str, calibrator: str | None = None) -> Ca
         secs = time.perf_counter() - t0
         config = unet.config
         del unet
-        ru = load_unet(runtime, folder, config, threads=ctx.threads)
+        ru = load_unet(runtime, folder, config, threads=ctx.threads,
+                       **({"precision": precision} if runtime == "openvino" else {}))
         files = [p for p in folder.iterdir() if p.name != "runtime.json"]
         notes = list(built.notes)
         notes.append(f"exported for {runtime} {manifest['runtime_version'].split('-')[0]} in {secs:.0f} s "
-                     "(diffusia.runtime, not re-checked here)")
+                     "(diffusia.runtime, not re-checked here)"
+                     + (f"; float layers in {precision}" if runtime == "openvino" else ""))
 
         def run(x: Inputs) -> torch.Tensor:
             return ru(*x, return_dict=False)[0]
@@ -148,6 +152,10 @@ BACKENDS = {
     "diffusia_w8a8_ov": (_diffusia_on("openvino", "w8a8"), "diffusia W8A8 on OpenVINO"),
     "diffusia_w8a8_mse_ov": (_diffusia_on("openvino", "w8a8", "mse"), "diffusia W8A8 (MSE calibrator) on OpenVINO"),
     "diffusia_w8a8x2_ov": (_diffusia_on("openvino", "w8a8x2"), "diffusia w8a8x2 on OpenVINO"),
+    "diffusia_w8a8_mse_ov_bf16": (_diffusia_on("openvino", "w8a8", "mse", "bf16"),
+                                  "diffusia W8A8 (MSE calibrator) on OpenVINO, float layers in bf16"),
+    "diffusia_w8a8x2_ov_bf16": (_diffusia_on("openvino", "w8a8x2", precision="bf16"),
+                                "diffusia w8a8x2 on OpenVINO, float layers in bf16"),
     "diffusia_w8a8_mse_ort": (_diffusia_on("onnxruntime", "w8a8", "mse"),
                               "diffusia W8A8 (MSE calibrator) on ONNX Runtime"),
 }

@@ -200,8 +200,8 @@ def to_markdown(res: dict[str, Any]) -> str:
         vs = f"{r['median_s'] / base['median_s']:.2f}" if base else "-"
         mem = f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}" if base else "-"
         diff = "-" if r.get("image_diff") is None else f"{r['image_diff']:.4f}"
-        lines.append(f"| {r['name']} | {r['runtime']} | {r['median_s']:.1f} | "
-                     f"{', '.join(f'{t:.1f}' for t in r['times_s'])} | {vs} | {r['peak_rss_mb']:,.0f} | {mem} | "
+        lines.append(f"| {r['name']} | {r['runtime']} | {r['median_s']:.2f} | "
+                     f"{', '.join(f'{t:.2f}' for t in r['times_s'])} | {vs} | {r['peak_rss_mb']:,.0f} | {mem} | "
                      f"{r['load_s']:.0f} | {diff} |")
     lines += ["", f"Build: FP32 OpenVINO export {b['fp32_openvino_export_s']} s; NNCF {b['nncf_build_s']} s; diffusia "
               f"quantize {b['diffusia_quantize_s']} s, save + export + check {b['diffusia_save_and_export_s']} s "

@@ -171,12 +171,18 @@ def export_unet(unet: nn.Module, path: str | Path, batch: int = 2, dynamic: bool
                           dynamic_axes=DYNAMIC_AXES if dynamic else None)
         model = onnx.load(str(raw))
     n = fold_weight_quantizers(model)
-    external = model.ByteSize() > PROTOBUF_LIMIT
+    external = _tensor_bytes(model) > PROTOBUF_LIMIT
     with atomic_path(path) as tmp:
         onnx.save(model, str(tmp), save_as_external_data=external, all_tensors_to_one_file=True,
                   location=f"{path.name}.data")
     log.info("exported %s with %d int8 weight initializers", path, n)
     return path
+
+
+def _tensor_bytes(model) -> int:
+    """Bytes of the graph's initializers and Constant tensors (`ByteSize()` itself fails past 2 GB)."""
+    constants = [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    return sum(len(t.raw_data) for t in [*model.graph.initializer, *constants])
 
 
 def onnx_files(path: str | Path) -> list[Path]:

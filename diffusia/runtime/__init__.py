@@ -22,8 +22,11 @@ log = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", *EXPORTED)
 CHOICES = ("auto", *RUNTIMES)
-# Fastest INT8 step measured per CPU class (benchmarks/results/<class>/backends_sd15-arch_32.md). OpenVINO has not
-# been measured on an AVX2-only CPU, so that class keeps diffusia's torch kernels, the fastest measured there.
+# The fastest runtime for diffusia's INT8 U-Net per CPU class. vnni: OpenVINO ran diffusia's W8A8 (MSE) step in 275 ms
+# against 406 ms on its PyTorch kernels and 1,287 ms on ONNX Runtime (benchmarks/results/amx/backends_sd15-arch_32.md,
+# an AMX Xeon; on the VNNI machine without AMX NNCF's INT8 on OpenVINO was also faster than diffusia on PyTorch, see
+# ../shared/CPU_INT8_NOTES.md). OpenVINO has not been measured on an AVX2-only CPU, so that class keeps diffusia's
+# PyTorch kernels, the fastest measured there.
 FASTEST = {"vnni": "openvino", "avx2": "torch"}
 
 

@@ -1,0 +1,124 @@
+"""Where OpenVINO spends a U-Net step: diffusia's exported graph against NNCF's INT8 model of the same U-Net, from
+OpenVINO's own per-node profiling (PERF_COUNT), summed by node type and by kernel (exec type, e.g.
+`brgconv_avx512_amx_I8`). Says which layers run on INT8 kernels, which stay float, and what the float parts cost.
+
+    python benchmarks/openvino_profile.py                      # sd15-arch, 32x32 latent, batch 2, ~10 min
+    python benchmarks/openvino_profile.py --model tiny
+Writes benchmarks/results/<class>/openvino_profile_<model>.{json,md}. Same U-Net, inputs and calibration as
+`backends.py` (4 seeded Gaussian calibration inputs for sd15-arch); diffusia's preset with the MSE calibrator,
+NNCF with its defaults. Profiling adds a little overhead to every node, so the totals exceed the plain step times.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as dt
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import machine_class, results_dir  # noqa: E402
+
+
+def inputs(model: str, latent: int, n_calib: int):
+    from backends import make_inputs
+
+    work = Path(tempfile.mkdtemp(prefix="diffusia-ovprof-"))
+    make_inputs(model, latent, n_calib, work)
+    data = torch.load(work / "inputs.pt")
+    return work, data["timed"], data["calib"]
+
+
+def profile(compiled, feeds: dict, repeats: int) -> dict:
+    request = compiled.create_infer_request()
+    request.infer(feeds)
+    totals: list[dict] = []
+    walls = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        request.infer(feeds)
+        walls.append(time.perf_counter() - t0)
+        by_type: dict = collections.defaultdict(float)
+        by_exec: dict = collections.defaultdict(float)
+        for info in request.get_profiling_info():
+            if info.status.name != "EXECUTED":
+                continue
+            us = info.real_time.total_seconds() * 1e6
+            by_type[info.node_type] += us
+            by_exec[f"{info.node_type} / {info.exec_type}"] += us
+        totals.append({"type": by_type, "exec": by_exec})
+    pick = totals[len(totals) // 2]
+    return {"wall_ms": statistics.median(walls) * 1e3, "by_type_ms": {k: v / 1e3 for k, v in sorted(
+        pick["type"].items(), key=lambda kv: -kv[1])}, "by_exec_ms": {k: v / 1e3 for k, v in sorted(
+        pick["exec"].items(), key=lambda kv: -kv[1])}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="sd15-arch", choices=("sd15-arch", "tiny"))
+    ap.add_argument("--latent", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=results_dir())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import nncf
+    import openvino as ov
+
+    from backends import load_unet
+    from diffusia.config import get_preset
+    from diffusia.export.onnx import export_unet
+    from diffusia.fileio import write_json, write_text
+    from diffusia.quant import api, cpu
+    from diffusia.runtime.artifact import export_runtime
+
+    latent = 16 if args.model == "tiny" else args.latent
+    work, timed, calib = inputs(args.model, latent, 4)
+    feeds = dict(zip(("sample", "timestep", "encoder_hidden_states"), (t.numpy() for t in timed)))
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": args.threads, "PERF_COUNT": True,
+              "INFERENCE_PRECISION_HINT": "f32"}
+    core = ov.Core()
+    results = {}
+    unet = load_unet(args.model, work)
+    fp32 = ov.convert_model(str(export_unet(unet, work / "fp32.onnx", dynamic=True, float_ok=True)))
+    fp32.reshape({k: v.shape for k, v in feeds.items()})
+    nncf_model = nncf.quantize(fp32, nncf.Dataset([dict(zip(feeds, (t.numpy() for t in x))) for x in calib]),
+                               subset_size=len(calib))
+    results["nncf_int8"] = profile(core.compile_model(nncf_model, "CPU", config), feeds, args.repeats)
+    del nncf_model, fp32
+    api.quantize(unet, get_preset("w8a8").replace(calibrator="mse"))
+    with torch.no_grad(), api.calibrate(unet):
+        for x in calib:
+            unet(*x)
+    api.freeze(unet)
+    manifest = export_runtime(unet, "openvino", work / "diffusia", check=False)
+    model = core.read_model(str(work / "diffusia" / manifest["files"][0]))
+    model.reshape({k: v.shape for k, v in feeds.items()})
+    for precision in ("f32", "bf16"):
+        results[f"diffusia_w8a8_mse_{precision}"] = profile(
+            core.compile_model(model, "CPU", {**config, "INFERENCE_PRECISION_HINT": precision}), feeds, args.repeats)
+    res = {"model": args.model, "latent": latent, "threads": args.threads, "cpu": cpu.cpu_model(),
+           "class": machine_class(), "openvino": ov.__version__, "nncf": nncf.__version__,
+           "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "rows": results}
+    lines = [f"# OpenVINO profile of one U-Net step: {args.model}, latent {latent}x{latent}, batch 2", "",
+             f"{res['cpu']} (class `{res['class']}`), {args.threads} threads, openvino {res['openvino']}, nncf "
+             f"{res['nncf']}, {res['date']}. Median of {args.repeats} profiled calls; float parts in the precision "
+             "the row names (NNCF: f32).", ""]
+    for name, r in results.items():
+        lines += [f"## {name}: {r['wall_ms']:.0f} ms wall", "", "| node type / kernel | ms |", "|---|---|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in list(r["by_exec_ms"].items())[:15]]
+        lines.append("")
+    stem = args.out / f"openvino_profile_{args.model}"
+    write_json(stem.with_suffix(".json"), res)
+    write_text(stem.with_suffix(".md"), "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
