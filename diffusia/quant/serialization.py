@@ -78,13 +78,27 @@ def read_meta(folder: str | Path) -> dict:
 
 
 def verify_checksums(folder: Path, meta: dict) -> None:
-    for rel, digest in meta.get("sha256", {}).items():
+    """Every component tensor file and runtime graph of the folder must be listed in diffusia.json's `sha256` and match it: a
+    missing block, a file it does not list or one that differs is refused (never a silently skipped check)."""
+    from diffusia.runtime.artifact import EXPORTED
+
+    digests = meta.get("sha256")
+    fix = "re-run `diffusia quantize`"
+    if not (isinstance(digests, dict) and digests and all(isinstance(v, str) for v in digests.values())):
+        raise DiffusiaError(f"{folder / 'diffusia.json'} has no valid sha256 block, so the folder cannot be verified: "
+                            f"{fix}")
+    # what loading reads: the components' tensor files and the runtime graphs (not, e.g., QAT checkpoints)
+    present = [*folder.glob("*/*.safetensors"), *(p for r in EXPORTED for p in (folder / r).rglob("*") if p.is_file())]
+    unlisted = sorted(str(p.relative_to(folder)) for p in present if str(p.relative_to(folder)) not in digests)
+    if unlisted:
+        raise DiffusiaError(f"{folder / unlisted[0]} is not listed in diffusia.json's sha256 (added after saving?): "
+                            f"remove it or {fix}")
+    for rel, digest in digests.items():
         path = folder / rel
         if not path.is_file():
-            raise DiffusiaError(f"{path} is missing: the quantized folder is incomplete, re-run `diffusia quantize`")
+            raise DiffusiaError(f"{path} is missing: the quantized folder is incomplete, {fix}")
         if _sha256(path) != digest:
-            raise DiffusiaError(f"{path} does not match its sha256 in diffusia.json (truncated or altered): "
-                                "re-run `diffusia quantize`")
+            raise DiffusiaError(f"{path} does not match its sha256 in diffusia.json (truncated or altered): {fix}")
 
 
 def _graph_fits_host(meta: dict, runtime: str) -> bool:

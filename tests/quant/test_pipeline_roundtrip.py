@@ -77,3 +77,18 @@ def test_w8a8_requires_calibration_prompts(micro_pipeline_dir):
     pipe = load_pipeline(micro_pipeline_dir, progress=False)
     with pytest.raises(DiffusiaError, match="calibration prompts"):
         quantize_pipeline(pipe, get_preset("w8a8"), [], progress=False)
+
+
+def test_integrity_check_cannot_be_switched_off(micro_pipeline_dir, tmp_path):
+    out = serialization.save_quantized_pipeline(_quantized(micro_pipeline_dir, "w8"), tmp_path / "q")
+    meta_path = out / "diffusia.json"
+    meta = json.loads(meta_path.read_text())
+    stray = out / "unet" / "extra.safetensors"
+    stray.write_bytes((out / serialization.UNET_FILE).read_bytes())
+    with pytest.raises(DiffusiaError, match="extra.safetensors is not listed in diffusia.json's sha256"):
+        load_pipeline(out)
+    stray.unlink()
+    for broken in ({k: v for k, v in meta.items() if k != "sha256"}, {**meta, "sha256": {}}, {**meta, "sha256": [1]}):
+        meta_path.write_text(json.dumps(broken))
+        with pytest.raises(DiffusiaError, match="no valid sha256 block"):
+            load_pipeline(out)
