@@ -338,6 +338,15 @@ def compare_codes(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) ->
     return {"layers": len(layers), "identical_before_first_difference": identical, "first_difference": first}
 
 
+def merge_quantizer_checks(total: dict | None, part: dict) -> dict:
+    """Sum of two `compare_quantizers` results (the first difference kept)."""
+    if total is None:
+        return part
+    merged = {k: total.get(k, 0) + part.get(k, 0)
+              for k in ("quantizers", "codes", "tie_differences", "other_differences", "unmatched")}
+    return {**merged, "first_other_difference": total["first_other_difference"] or part["first_other_difference"]}
+
+
 def same_codes(codes: dict, max_fraction: float = 5e-3) -> bool:
     """True if `compare_codes` found the same computation: all codes equal, or the first difference is rounding
     ties (one step, on at most `max_fraction` of that layer's codes). Measured on the micro test model: 0.12 % at

@@ -143,15 +143,7 @@ def check_against_openvino(unet: nn.Module, files: list[Path], timesteps: list[i
                 y = request.get_tensor(y_name).data.astype(np.float64)
                 codes = np.clip(np.rint(y / scale) + zp, 0, 255).astype(np.uint8)
                 theirs[(layer, digit)] = (request.get_tensor(x_name).data.copy(), codes)
-            compared = _merge(compared, {**qdq.compare_quantizers(unet, theirs), "unmatched": unmatched})
+            part = {**qdq.compare_quantizers(unet, theirs), "unmatched": unmatched}
+            compared = qdq.merge_quantizer_checks(compared, part)
     return {"relative_l2_vs_diffusia": worst, "per_group": per_group, "quantizers": compared,
             "openvino": ov.__version__}
-
-
-def _merge(total: dict | None, part: dict) -> dict:
-    """Sum of two `compare_quantizers` results (the first difference kept)."""
-    if total is None:
-        return part
-    merged = {k: total.get(k, 0) + part.get(k, 0)
-              for k in ("quantizers", "codes", "tie_differences", "other_differences", "unmatched")}
-    return {**merged, "first_other_difference": total["first_other_difference"] or part["first_other_difference"]}

@@ -96,15 +96,13 @@ def _version(runtime: str) -> str:
 
 
 def _check_onnxruntime(unet: nn.Module, paths: list[Path], timesteps: list[int]) -> dict:
-    from diffusia.export.openvino import _merge
-
     worst, per_group, quantizers, codes = 0.0, [], None, None
     for path, t in zip(paths, timesteps):
         check = qdq.check_against_onnxruntime(unet, path, timestep=t)
         per_group.append(check["relative_l2_vs_diffusia"])
         worst = max(worst, check["relative_l2_vs_diffusia"])
         if check["quantizers"] is not None:
-            quantizers = _merge(quantizers, check["quantizers"])
+            quantizers = qdq.merge_quantizer_checks(quantizers, check["quantizers"])
             if codes is None or qdq.same_codes(codes):  # keep the first group that differs
                 codes = check["codes"]
     return {"relative_l2_vs_diffusia": worst, "per_group": per_group, "quantizers": quantizers, "codes": codes,
