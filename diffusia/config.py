@@ -191,3 +191,35 @@ def get_preset(name: str) -> Recipe:
     if name not in _PRESETS:
         raise DiffusiaError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
     return copy.deepcopy(_PRESETS[name])
+
+
+def load_recipe(recipe: "str | Recipe", timestep_groups: int | None = None, rules: list[str] | None = None) -> Recipe:
+    """A recipe from a preset name or a recipe .json file (a Recipe passes through), with optional overrides:
+    `timestep_groups` and extra `rules` written PATTERN=PRECISION (appended: they override the recipe's)."""
+    from pathlib import Path
+
+    if isinstance(recipe, Recipe):
+        r = copy.deepcopy(recipe)
+    elif recipe in _PRESETS:
+        r = get_preset(recipe)
+    elif str(recipe).endswith(".json") and Path(recipe).is_file():
+        try:
+            r = Recipe.from_json(Path(recipe).read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise DiffusiaError(f"recipe {recipe} is not UTF-8 text: save it as UTF-8 JSON") from None
+        except OSError as e:
+            raise DiffusiaError(f"cannot read recipe {recipe}: {e.strerror or e}") from None
+    else:
+        raise DiffusiaError(f"unknown recipe {recipe!r}: use a preset ({', '.join(PRESETS)}) or a recipe .json file")
+    changes: dict[str, Any] = {}
+    if timestep_groups is not None:
+        changes["timestep_groups"] = timestep_groups
+    if rules:
+        parsed = []
+        for text in rules:
+            pattern, sep, precision = text.rpartition("=")
+            if not sep:
+                raise DiffusiaError(f"rule {text!r} must look like PATTERN=PRECISION, e.g. '*attn2*=fp16'")
+            parsed.append(Rule(pattern, precision))
+        changes["rules"] = list(r.rules) + parsed
+    return r.replace(**changes) if changes else r

@@ -84,7 +84,7 @@ def generate(pipe, prompts: list[str] | str, num_images: int = 1, config: Genera
         image = out.images[0]
         if not np.isfinite(image).all():
             raise DiffusiaError(f"the pipeline produced NaN/Inf for {prompt!r} (seed {seed}) on {device}: "
-                                "run `diffusia validate` on the model to find the layer")
+                                "find the layer with diffusia.quant.api.check_finite(pipe.unet, ...)")
         images.append(image)
     if output_type == "np":
         return np.stack(images)

@@ -85,3 +85,32 @@ def test_unknown_preset_lists_names():
 def test_replace_validates():
     with pytest.raises(DiffusiaError):
         get_preset("w8").replace(weights="w2")
+
+
+def test_load_recipe_from_preset_file_and_overrides(tmp_path):
+    from diffusia.config import load_recipe
+
+    assert load_recipe("w8a8") == get_preset("w8a8")
+    path = tmp_path / "r.json"
+    path.write_text(get_preset("mixed").replace(name="mine").to_json())
+    r = load_recipe(str(path), timestep_groups=4, rules=["*conv_in*=fp16", "re:.*attn2.*=w8"])
+    assert r.name == "mine" and r.timestep_groups == 4
+    assert r.rules[-2:] == [Rule("*conv_in*", "fp16"), Rule("re:.*attn2.*", "w8")]  # after the file's: they win
+    assert r.rules[:-2] == get_preset("mixed").rules
+
+
+@pytest.mark.parametrize("recipe, rules, words", [
+    ("int8", None, "unknown recipe 'int8': use a preset"),
+    ("missing.json", None, "unknown recipe 'missing.json'"),
+    ("w8a8", ["*attn2*"], "must look like PATTERN=PRECISION"),
+    ("w8a8", ["*attn2*=int3"], "precision 'int3'"),
+    ("latin1.json", None, "is not UTF-8 text"),
+])
+def test_load_recipe_errors_are_one_line(tmp_path, monkeypatch, recipe, rules, words):
+    from diffusia.config import load_recipe
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "latin1.json").write_bytes('{"name": "café"}'.encode("latin-1"))
+    with pytest.raises(DiffusiaError, match=words) as e:
+        load_recipe(recipe, rules=rules)
+    assert "\n" not in str(e.value)

@@ -8,6 +8,8 @@ One CPU process by default; several processes or GPUs with no code change:
 
     accelerate launch --multi_gpu --num_processes 2 -m diffusia.qat.train --model tiny --out DIR --steps 100
 
+(`python -m diffusia.qat.train` takes the options of `diffusia qat`, defined once in diffusia/cli/qat.py)
+
 (on a machine without GPUs this starts 2 CPU processes over gloo; with accelerate 1.x `--cpu --num_processes N`
 starts one process unless MPI is configured).
 
@@ -17,7 +19,6 @@ kill reproduces the losses of an uninterrupted run.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -39,7 +40,7 @@ from diffusia.fileio import QUANTIZED, atomic_dir, check_output_dir, mark_output
 from diffusia.qat.checkpoints import (check_resumable, checkpoint_dir, latest_checkpoint, load_checkpoint,
                                       restoring, rng_state, save_checkpoint, set_rng_state)
 from diffusia.qat.config import QATConfig, QATResult
-from diffusia.qat.data import SOURCES, Batch, DistillData, FashionMNISTData
+from diffusia.qat.data import Batch, DistillData, FashionMNISTData
 from diffusia.qat.lsq import LearnableActScales, QATModel
 
 log = logging.getLogger(__name__)
@@ -59,18 +60,10 @@ def _make_accelerator(device: str):
 
 
 def _resolve_recipe(cfg: QATConfig):
-    """A preset name or a recipe .json file (as `diffusia quantize --recipe`), with the timestep-groups override."""
-    from diffusia.config import PRESETS, Recipe, get_preset
+    """The recipe as `diffusia quantize --recipe` reads it, with the timestep-groups override."""
+    from diffusia.config import load_recipe
 
-    path = Path(cfg.recipe)
-    if cfg.recipe in PRESETS:
-        recipe = get_preset(cfg.recipe)
-    elif path.suffix == ".json" and path.is_file():
-        recipe = Recipe.from_json(path.read_text())
-    else:
-        raise DiffusiaError(f"unknown recipe {cfg.recipe!r}: use a preset ({', '.join(PRESETS)}) or a recipe .json file")
-    if cfg.timestep_groups is not None:
-        recipe = recipe.replace(timestep_groups=cfg.timestep_groups)
+    recipe = load_recipe(cfg.recipe, cfg.timestep_groups)
     if recipe.weights in ("fp32", "keep") and not recipe.rules:
         raise DiffusiaError(f"recipe {recipe.name!r} quantizes nothing: QAT needs quantized layers (e.g. w8a8)")
     return recipe
@@ -298,60 +291,7 @@ def run_qat(cfg: QATConfig) -> QATResult | None:
 
 
 # ----------------------------------------------------------------------------------------------- entry point
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m diffusia.qat.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="output folder (checkpoints in OUT/checkpoints)")
-    p.add_argument("--model", default="tiny")
-    p.add_argument("--recipe", default="w8a8")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--data", choices=[s for s in SOURCES if s != "distill"], default=None,
-                     help="noise-prediction loss on this image-caption data set")
-    src.add_argument("--distill", action="store_true", help="data-free distillation from the FP32 U-Net (default)")
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-5)
-    p.add_argument("--batch", type=int, default=16, help="per process")
-    p.add_argument("--lsq", action=argparse.BooleanOptionalAction, default=True,
-                   help="learn the activation step sizes too (LSQ; default on)")
-    p.add_argument("--lsq-lr", type=float, default=1e-3)
-    p.add_argument("--checkpoint-every", type=int, default=50)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier diffusia output at OUT")
-    p.add_argument("--calib-size", type=int, default=32)
-    p.add_argument("--calib-prompts", default="calibration")
-    p.add_argument("--calib-steps", type=int, default=25)
-    p.add_argument("--timestep-groups", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
-    p.add_argument("--keep-checkpoints", action="store_true")
-    p.add_argument("--no-validate", dest="validate", action="store_false")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    p.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)
-    return p
+if __name__ == "__main__":  # `python -m diffusia.qat.train ARGS` is `diffusia qat ARGS` (one command line)
+    from diffusia.cli import main
 
-
-def config_from_args(args: argparse.Namespace) -> QATConfig:
-    d = vars(args).copy()
-    d.pop("distill")
-    d["source"] = d.pop("data") or "distill"
-    return QATConfig(**d)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point for `python -m diffusia.qat.train` and `accelerate launch -m diffusia.qat.train`."""
-    args = build_parser().parse_args(argv)
-    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s")
-    try:
-        result = run_qat(config_from_args(args))
-    except DiffusiaError as e:
-        print(f"diffusia: error: {e}", file=sys.stderr)
-        return 2
-    if result is not None:
-        print(f"{result.out}: {len(result.losses)} steps, loss {result.losses[0]:.5f} -> {result.losses[-1]:.5f}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    main(["qat", *sys.argv[1:]])

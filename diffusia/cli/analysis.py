@@ -1,4 +1,4 @@
-"""CLI commands of the analysis package (sensitivity, search, pareto, recommend), registered on the main app."""
+"""The analysis commands: `diffusia sensitivity`, `search`, `pareto` and `recommend`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +6,15 @@ from typing import Optional
 
 import typer
 
+from diffusia.cli import options as o
 from diffusia.errors import DiffusiaError
-from diffusia.fileio import OVERWRITE_HELP, check_output_file, output_dir
+from diffusia.fileio import check_output_file, output_dir
+
+
+def _methods() -> tuple[str, ...]:
+    from diffusia.analysis.search import METHODS
+
+    return METHODS
 
 
 def _csv(text: str) -> list[str]:
@@ -16,28 +23,28 @@ def _csv(text: str) -> list[str]:
 
 def sensitivity(
     out: Path = typer.Option(..., help="Output folder: sensitivity.json, sensitivity.md, sensitivity_by_type.png."),
-    model: str = typer.Option("tiny", help="`tiny`, `sd15-arch`, a pipeline folder or a hub id (float model)."),
+    model: str = o.model(help="`tiny`, `sd15-arch`, a pipeline folder or a hub id (float model)."),
     recipe: str = typer.Option("w8a8", help="Preset or recipe .json: which layers, at which precision."),
     calib_prompts: str = typer.Option("calibration", help="Prompt set name or file for calibration."),
-    calib_size: int = typer.Option(8, help="Calibration prompts (trajectories recorded once)."),
-    steps: int = typer.Option(25, help="Sampler steps per calibration prompt."),
-    top: int = typer.Option(5, help="Image LPIPS vs FP32 for the K most sensitive layers (0: none)."),
-    lpips_prompts: int = typer.Option(2, help="Prompts (from the eval set) generated per top layer."),
-    eval_timesteps: int = typer.Option(8, help="Recorded timesteps (evenly spaced) the SQNR is measured at."),
+    calib_size: int = o.calib_size(8, "Calibration prompts (trajectories recorded once)."),
+    steps: int = o.calib_steps(),
+    top: int = o.integer(5, 0, 10_000, "Image LPIPS vs FP32 for the K most sensitive layers (0: none)."),
+    lpips_prompts: int = o.integer(2, 0, 1000, "Prompts (from the eval set) generated per top layer."),
+    eval_timesteps: int = o.integer(8, 1, o.MAX_STEPS, "Recorded timesteps (evenly spaced) the SQNR is measured at."),
     precisions: str = typer.Option("w8a8,w8,w4,fp16", help="Also simulate each layer alone at these precisions."),
     timing: bool = typer.Option(True, help="Microbenchmark each layer's real kernels (search latency model)."),
-    device: str = typer.Option("cpu"),
-    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+    device: str = o.device(),
+    overwrite: bool = o.overwrite(),
 ):
     """Per-layer sensitivity (SIMULATED fake quant): SQNR of the noise prediction with only / all but each layer
     quantized, LPIPS for the top layers, aggregated by layer type."""
     from diffusia import load_pipeline
     from diffusia.analysis.sensitivity import run_sensitivity
     from diffusia.analysis.sensitivity_report import write_sensitivity
-    from diffusia.cli import resolve_recipe
+    from diffusia.config import load_recipe
     from diffusia.prompts import load_prompts, take
 
-    r = resolve_recipe(recipe)
+    r = load_recipe(recipe)
     prompts = take(load_prompts(calib_prompts, model=model), calib_size)
     eval_texts = [p.text for p in load_prompts("eval", model=model)][: max(lpips_prompts, 0)]
     with output_dir(out, "sensitivity", overwrite, (model, recipe, calib_prompts)):
@@ -55,12 +62,12 @@ def sensitivity(
 def search(
     sensitivity: Path = typer.Option(..., help="Folder (or sensitivity.json) from `diffusia sensitivity`."),
     out: Path = typer.Option(..., help="Recipe JSON to write (estimates go to <stem>.search.json)."),
-    budget_mb: Optional[float] = typer.Option(None, help="U-Net size limit in MB (MiB)."),
-    quality_floor: Optional[float] = typer.Option(None, help="Minimum estimated SQNR (dB, simulated)."),
-    latency_s: Optional[float] = typer.Option(None, help="Latency limit, s/image (per-layer cost model)."),
+    budget_mb: Optional[float] = o.positive(None, "U-Net size limit in MB (MiB).", example=500),
+    quality_floor: Optional[float] = o.number(None, help="Minimum estimated SQNR (dB, simulated).", example=20),
+    latency_s: Optional[float] = o.positive(None, "Latency limit, s/image (per-layer cost model).", example=2),
     precisions: str = typer.Option("w8a8,w8,w4,fp16,keep", help="Allowed per-layer precisions."),
-    method: str = typer.Option("auto", help="auto (best of both), milp or greedy."),
-    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+    method: str = o.choice("auto", _methods, "auto (best of both), milp or greedy."),
+    overwrite: bool = o.overwrite(),
 ):
     """Choose per-layer precisions under a size / quality / latency target; writes a recipe for `quantize`."""
     from diffusia.analysis.search import check_recipe_names, search as run_search
@@ -86,7 +93,7 @@ def pareto(
     results: list[Path] = typer.Option(..., help="Evaluation run folder or results.json (repeat the option; a "
                                                  "folder is searched recursively)."),
     out: Path = typer.Option(..., help="Output folder: pareto.md, pareto.json, pareto_*.png."),
-    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
+    overwrite: bool = o.overwrite(),
 ):
     """Pareto fronts of quality vs size, latency and peak memory across evaluation runs."""
     from diffusia.analysis.pareto import write_pareto
@@ -101,11 +108,11 @@ def pareto(
 
 
 def recommend(
-    memory_mb: float = typer.Option(..., help="Memory budget of the device (MB), compared with measured peak."),
+    memory_mb: float = o.positive(..., "Memory budget of the device (MB), compared with measured peak.", 4096),
     results: list[Path] = typer.Option(..., help="Evaluation run folder(s) or results.json (repeatable)."),
-    latency_s: Optional[float] = typer.Option(None, help="Latency limit, s/image."),
-    quality_tolerance: float = typer.Option(0.0, help="Quality differences up to this count as ties (then "
-                                                      "smaller/faster wins)."),
+    latency_s: Optional[float] = o.positive(None, "Latency limit, s/image.", example=2),
+    quality_tolerance: float = o.number(0.0, 0, help="Quality differences up to this count as ties (then "
+                                        "smaller/faster wins).", example=0.01),
     report: bool = typer.Option(False, help="Also print the device-class report."),
 ):
     """Recommend the best measured variant for a device profile, with the reason in numbers."""
@@ -121,7 +128,4 @@ def recommend(
         typer.echo(device_report(variants, latency_s=latency_s))
 
 
-def register(app: typer.Typer) -> None:
-    """Add the analysis commands to the `diffusia` app."""
-    for fn in (sensitivity, search, pareto, recommend):
-        app.command(name=fn.__name__)(fn)
+COMMANDS = {f.__name__: f for f in (sensitivity, search, pareto, recommend)}

@@ -26,9 +26,9 @@ def test_search_writes_a_recipe_quantize_accepts(tmp_path):
     assert any(p != "keep" for p in plan(unet, recipe).values())
     summary = json.loads((tmp_path / "recipe.search.json").read_text())
     assert summary["size_mb"] <= 2.5 and summary["simulated"] is True
-    from diffusia.cli import resolve_recipe
+    from diffusia.config import load_recipe
 
-    assert resolve_recipe(str(out)).rules == recipe.rules  # what `diffusia quantize --recipe` does
+    assert load_recipe(str(out)).rules == recipe.rules  # what `diffusia quantize --recipe` does
 
 
 def test_pareto_and_recommend(tmp_path):

@@ -1,0 +1,4 @@
+"""`python -m diffusia`: the `diffusia` command."""
+from diffusia.cli import main
+
+main()

@@ -1,0 +1,166 @@
+"""Every number, device and choice of the command line, checked while the arguments are parsed, before any model
+work: a bad value is a one-line DiffusiaError naming the option, the value and a valid example.
+
+Options are built with the factories below (`integer`, `number`, `choice`, `device` and the shared ones: `steps`,
+`guidance`, `seed`, ...). A new option takes one line in its command and, if it is new in kind, a factory here.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Callable, Optional, Sequence, Union
+
+import typer
+
+from diffusia.errors import DiffusiaError
+from diffusia.fileio import OVERWRITE_HELP
+
+MODEL_HELP = "`tiny` (embedded), `sd15-arch` (random weights), a pipeline folder, a diffusia folder or a hub id."
+RUNTIME_HELP = ("Where the U-Net runs: torch (diffusia's kernels in PyTorch), openvino, onnxruntime, or auto (the "
+                "runtime measured fastest on this CPU class). A folder saved for it loads its graph; otherwise the "
+                "U-Net is exported and checked first.")
+MAX_STEPS = 1000  # sampler steps: the schedulers' training timesteps; a typo beyond runs for hours
+MAX_SEED = 2**32 - 1  # numpy's (and so accelerate's set_seed) range
+Choices = Union[Sequence[str], Callable[[], Sequence[str]]]
+
+
+def flag(param: typer.CallbackParam) -> str:
+    """The option's long name, e.g. `--steps`."""
+    return max(param.opts, key=len)
+
+
+def bad(param: typer.CallbackParam, value: Any, rule: str, example: Any) -> DiffusiaError:
+    """The one-line error for a bad value: `--steps 0: must be an integer from 1 to 1000, e.g. --steps 25`."""
+    return DiffusiaError(f"{flag(param)} {value}: {rule}, e.g. {flag(param)} {example}")
+
+
+def _range(lo: Any, hi: Any, above: Any = None) -> str:
+    low = f"above {above}" if above is not None else None if lo is None else f"from {lo}"
+    if low and hi is not None:
+        return f"{low} to {hi}"
+    if low:
+        return f"> {above}" if above is not None else f">= {lo}"
+    return "" if hi is None else f"<= {hi}"
+
+
+def _example(example: Any, default: Any, lo: Any) -> Any:
+    if example is not None:
+        return example
+    return default if isinstance(default, (int, float)) else lo if lo is not None else 1
+
+
+def integer(default: Optional[int], lo: int = 1, hi: Optional[int] = None, help: Optional[str] = None,
+            example: Optional[int] = None) -> Any:
+    """An int option in [lo, hi] (None passes: an unset optional)."""
+    example = _example(example, default, lo)
+
+    def check(param: typer.CallbackParam, value: Optional[int]) -> Optional[int]:
+        if value is not None and not (lo <= value and (hi is None or value <= hi)):
+            raise bad(param, value, f"must be an integer {_range(lo, hi)}", example)
+        return value
+
+    return typer.Option(default, help=help, callback=check)
+
+
+def number(default: Optional[float], lo: Optional[float] = None, hi: Optional[float] = None,
+           above: Optional[float] = None, help: Optional[str] = None, example: Optional[float] = None) -> Any:
+    """A finite float option in [lo, hi] (or (above, hi]); nan and inf are refused (None passes)."""
+    example = _example(example, default, lo)
+
+    def check(param: typer.CallbackParam, value: Optional[float]) -> Optional[float]:
+        if value is None:
+            return value
+        ok = math.isfinite(value) and (lo is None or value >= lo) and (hi is None or value <= hi)
+        if not ok or (above is not None and value <= above):
+            raise bad(param, value, f"must be a finite number {_range(lo, hi, above)}".rstrip(), example)
+        return value
+
+    return typer.Option(default, help=help, callback=check)
+
+
+def positive(default: Optional[float], help: Optional[str] = None, example: Optional[float] = None) -> Any:
+    """A finite number > 0: budgets, limits, tolerances."""
+    return number(default, above=0, help=help, example=example)
+
+
+def choice(default: Optional[str], choices: Choices, help: Optional[str] = None, sep: Optional[str] = None) -> Any:
+    """One of `choices` (a tuple, or a function giving it, called only for a value other than the default);
+    with `sep`, a `sep`-separated list of them."""
+
+    def check(param: typer.CallbackParam, value: Optional[str]) -> Optional[str]:
+        if value is None or value == default:
+            return value
+        valid = tuple(choices() if callable(choices) else choices)
+        items = [x.strip() for x in value.split(sep)] if sep else [value]
+        for item in items:
+            if item not in valid:
+                raise bad(param, repr(value), f"{item!r} is not one of {', '.join(valid)}", valid[0])
+        return value
+
+    return typer.Option(default, help=help, callback=check)
+
+
+_CUDA = re.compile(r"cuda(:(\d+))?")
+
+
+def device(default: str = "cpu", auto: bool = False, help: Optional[str] = None) -> Any:
+    """cpu, cuda or cuda:N (and `auto`: CUDA when available, where the command takes it); CUDA must be present."""
+    valid = "cpu, cuda, cuda:N" + (" or auto" if auto else "")
+
+    def check(param: typer.CallbackParam, value: str) -> str:
+        if value == "cpu" or (auto and value == "auto"):
+            return value
+        m = _CUDA.fullmatch(value)
+        if m is None or (auto and m.group(1)):
+            raise bad(param, repr(value), f"unknown device; valid: {valid if not auto else 'cpu, cuda or auto'}",
+                      "cpu")
+        import torch
+
+        index = int(m.group(2) or 0)
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise bad(param, value, f"no such CUDA device on this machine ({torch.cuda.device_count()} found)", "cpu")
+        return value
+
+    return typer.Option(default, help=help or f"Device: {valid}.", callback=check)
+
+
+# ------------------------------------------------------------------------------------- options shared by commands
+def steps(default: int = 25, help: str = "DPM-Solver multistep steps.") -> Any:
+    return integer(default, 1, MAX_STEPS, help)
+
+
+def guidance(default: float = 7.5, help: str = "Classifier-free guidance scale (<= 1: no guidance).") -> Any:
+    return number(default, 0, 100, help=help)
+
+
+def seed(default: int, help: Optional[str] = None) -> Any:
+    return integer(default, 0, MAX_SEED, help)
+
+
+def calib_size(default: int, help: str = "Calibration prompts (the set is cycled if smaller).") -> Any:
+    return integer(default, 1, 10_000, help)
+
+
+def calib_steps(default: int = 25, help: str = "Sampler steps per calibration prompt.") -> Any:
+    return integer(default, 1, MAX_STEPS, help)
+
+
+def timestep_groups(help: str = "Separate activation ranges per K timestep groups.") -> Any:
+    return integer(None, 1, 1000, help, example=4)
+
+
+def runtime(default: Optional[str] = "torch", help: str = RUNTIME_HELP, sep: Optional[str] = None) -> Any:
+    def choices() -> tuple[str, ...]:
+        from diffusia.runtime import CHOICES
+
+        return ("torch", *CHOICES)
+
+    return choice(default, choices, help, sep)
+
+
+def model(default: Optional[str] = "tiny", help: str = MODEL_HELP) -> Any:
+    return typer.Option(default, help=help)
+
+
+def overwrite() -> Any:
+    return typer.Option(False, help=OVERWRITE_HELP)
