@@ -81,7 +81,7 @@ def _diffusia(preset: str, calibrator: str | None = None) -> Callable[[nn.Module
         recipe = get_preset(preset)
         if (calibrator or ctx.calibrator) != "preset":
             recipe = recipe.replace(calibrator=calibrator or ctx.calibrator)
-        from diffusia.quant.modules import INT8_WEIGHTS
+        from diffusia.quant.precisions import get_precision, precision_names
         from diffusia.quant.pipeline import needs_calibration
 
         plan = api.quantize(unet, recipe)
@@ -93,7 +93,7 @@ def _diffusia(preset: str, calibrator: str | None = None) -> Callable[[nn.Module
             cal = recipe.calibrator + (f" {recipe.percentile:g}" if recipe.calibrator == "percentile" else "")
             notes.append(f"calibrated on {len(ctx.calib)} inputs ({cal})")
         api.freeze(unet)
-        counts = Counter(p for p in plan.values() if p in INT8_WEIGHTS + ("w4",))
+        counts = Counter(p for p in plan.values() if p in precision_names() and get_precision(p).weight_bits <= 8)
         notes.insert(0, f"{', '.join(f'{n} {p}' for p, n in counts.items())} of {len(plan)} Conv2d/Linear "
                         "(default policy)")
         path = _safetensors(unet, ctx.out / "diffusia_unet.safetensors")  # as save_quantized_pipeline writes it

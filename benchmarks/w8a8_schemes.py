@@ -24,7 +24,7 @@ from diffusia.config import get_preset
 from diffusia.fileio import write_json, write_text
 from diffusia.models.architectures import SD15_UNET
 from diffusia.quant import api, cpu
-from diffusia.quant.modules import ACT_DIGITS, QModuleMixin
+from diffusia.quant.modules import QModuleMixin
 
 from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
 
@@ -128,9 +128,9 @@ def run(latent: int) -> tuple[list[dict], list[dict]]:
         with torch.no_grad():
             y = q(*test).sample
         outputs[name] = y
-        m = next(m for m in q.modules() if isinstance(m, QModuleMixin) and m.precision in ACT_DIGITS)
+        m = next(m for m in q.modules() if isinstance(m, QModuleMixin) and m.spec.act_digits)
         row = {"scheme": name, "act_qmax": m.settings.act_qmax, "weight_qmax": m.settings.weight_qmax,
-               "act_digits": ACT_DIGITS[m.precision],
+               "act_digits": m.spec.act_digits,
                "rel_l2_vs_fp32": rel(y, ref)}
         if channels_last:
             row["rel_l2_vs_nchw_same_scheme"] = rel(y, outputs["a8w7 minmax"])

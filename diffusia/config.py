@@ -14,12 +14,17 @@ from typing import Any
 
 from diffusia.errors import DiffusiaError
 from diffusia.quant.cpu import TARGETS
+from diffusia.quant.precisions import precision_names
 
 RECIPE_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "bf16", "w8a8", "w8a8x2", "w8", "w4", "keep")
 ACTIVATIONS = ("auto", "uint8", "uint7")  # auto = uint8, with 7-bit weights where the target has no VNNI
 CALIBRATORS = ("percentile", "minmax", "mse")
 KEEP_AS = ("fp32", "fp16", "bf16")  # storage of the policy's high-precision layers (time embedding, conv_in/out)
+
+
+def precisions() -> tuple[str, ...]:
+    """Plan values a recipe accepts: fp32, keep and every registered precision (see diffusia.quant.precisions)."""
+    return ("fp32", *precision_names(), "keep")
 
 
 def _fail(msg: str) -> None:
@@ -54,8 +59,8 @@ class Rule:
                 re.compile(self.pattern[3:])
             except re.error as exc:
                 _fail(f"rule pattern {self.pattern!r} is not a valid regex: {exc}")
-        if self.precision not in PRECISIONS:
-            _fail(f"rule {self.pattern!r} has precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if self.precision not in precisions():
+            _fail(f"rule {self.pattern!r} has precision {self.precision!r}; valid: {', '.join(precisions())}")
 
     def matches(self, layer_name: str) -> bool:
         """True if `layer_name` matches this rule's pattern."""
@@ -101,9 +106,9 @@ class Recipe:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             _fail(f"recipe field 'name' must be a non-empty string, got {self.name!r}")
-        _check_choice("weights", self.weights, PRECISIONS)
+        _check_choice("weights", self.weights, precisions())
         if self.full_res_weights is not None:
-            _check_choice("full_res_weights", self.full_res_weights, PRECISIONS)
+            _check_choice("full_res_weights", self.full_res_weights, precisions())
         _check_choice("keep_as", self.keep_as, KEEP_AS)
         _check_choice("activations", self.activations, ACTIVATIONS)
         _check_choice("target", self.target, TARGETS)

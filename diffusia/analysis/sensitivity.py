@@ -27,7 +27,8 @@ from diffusia.errors import DiffusiaError
 from diffusia.generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, GenerationConfig, generate
 from diffusia.prompts import Prompt
 from diffusia.quant import api
-from diffusia.quant.modules import QUANT_PRECISIONS, QModuleMixin, QSettings, qclass_for
+from diffusia.quant.modules import QModuleMixin, QSettings, qclass_for
+from diffusia.quant.precisions import get_precision, precision_names
 from diffusia.quant.policy import layer_names, plan
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def time_layer(module: nn.Module, calibrated: QModuleMixin, shape: Sequence[int]
     out = {"keep": _median_time(module, x, reps)}
     for p in precisions:
         q = qclass_for(module).from_module(module, _settings_for(calibrated.settings, p), None)
-        if p == "w8a8":
+        if get_precision(p).act_digits:
             q.act_range.copy_(calibrated.act_range)
             q.act_scale.copy_(calibrated.act_scale)
             q.act_zero_point.copy_(calibrated.act_zero_point)
@@ -180,12 +181,12 @@ def run_sensitivity(pipe, recipe: Recipe, prompts: Sequence[Prompt], steps: int 
     t_start = time.perf_counter()
     recipe = recipe.replace(keep_as="fp32")  # the policy's high-precision layers stay float and out of the analysis
     layer_plan = plan(unet, recipe)
-    cands = [n for n, p in layer_plan.items() if p in QUANT_PRECISIONS]
+    cands = [n for n, p in layer_plan.items() if p in precision_names()]
     if not cands:
         raise DiffusiaError(f"recipe {recipe.name!r} quantizes no layer: nothing to analyse")
     for p in precisions:
-        if p not in QUANT_PRECISIONS:
-            raise DiffusiaError(f"precision {p!r} cannot be simulated; valid: {', '.join(QUANT_PRECISIONS)}")
+        if p not in precision_names():
+            raise DiffusiaError(f"precision {p!r} cannot be simulated; valid: {', '.join(precision_names())}")
     float_bytes = next(unet.parameters()).element_size()
     total_bytes = sum(t.numel() * t.element_size() for t in list(unet.parameters()) + list(unet.buffers()))
     originals = {n: unet.get_submodule(n) for n in cands}

@@ -19,7 +19,6 @@ from diffusia.errors import DiffusiaError
 from diffusia.fileio import atomic_path
 from diffusia.quant import api, qmath
 from diffusia.quant.kernels import quantize_act_u8
-from diffusia.quant.modules import ACT_DIGITS, INT8_WEIGHTS
 
 log = logging.getLogger(__name__)
 OPSET = 17  # the legacy exporter quantizes reliably at 17 (see ../shared/CPU_INT8_NOTES.md)
@@ -35,29 +34,26 @@ def _fake_quant(x: torch.Tensor, scale: float, zp: int, qmax: int) -> torch.Tens
 
 def _qdq_forward(m) -> callable:
     """A forward for a frozen quantized module, written with fake-quant ops that export as QDQ pairs."""
-    precision = m.precision
-    # Unpacking happens here, outside the traced graph: the graph sees one constant per weight.
-    if precision in INT8_WEIGHTS:
+    spec = m.spec
+    # Unpacking happens here, outside the traced graph: the graph sees one constant per weight. Weights without an
+    # int8 form (int4: opset 17 has none, fp16/bf16) are exported dequantized (float) and flagged in the report.
+    w_float = spec.dequantize(m.frozen_buffers(), m.weight_shape)
+    if spec.onnx_int8_weight:
         scale = m.weight_scale.float()
-        w_float = qmath.dequantize_weight_int8(m.weight_int8, scale)
         zeros = torch.zeros_like(scale, dtype=torch.int32)
-    elif precision == "w4":  # opset 17 has no int4: exported dequantized (float) and flagged in the report
-        w_float = qmath.dequantize_weight_int4(m.weight_int4, m.weight_scale, m.weight_shape)
-    else:
-        w_float = getattr(m, f"weight_{precision}").float()
 
     def weight() -> torch.Tensor:
-        if precision in INT8_WEIGHTS:
+        if spec.onnx_int8_weight:
             return torch.fake_quantize_per_channel_affine(w_float, scale, zeros, 0, -128, 127)
         return w_float
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        if precision not in ACT_DIGITS:
+        if not spec.act_digits:
             return m._float_op(x, weight(), m.bias)
         (scale, zp), qmax = m.act_qparams(m.group), int(m.settings.act_qmax)
         x1 = _fake_quant(x, scale, zp, qmax)
         y = m._float_op(x1, weight(), m.bias)
-        if ACT_DIGITS[precision] == 2:  # w8a8x2: the residual's digit through the same weight, no bias
+        if spec.act_digits == 2:  # w8a8x2: the residual's digit through the same weight, no bias
             s2, zp2 = qmath.residual_qparams(scale, qmax)
             y = y + m._float_op(_fake_quant(x - x1, s2, zp2, qmax), weight(), None)
         return y
@@ -235,7 +231,7 @@ def _qdq_run(unet: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[np.ndar
         return hook
 
     handles = [m.register_forward_pre_hook(record(n)) for n, m in api.qmodules(unet).items()
-               if m.precision in ACT_DIGITS]
+               if m.spec.act_digits]
     try:
         with torch.no_grad(), qdq_mode(unet):
             out = unet(*inputs).sample.numpy()

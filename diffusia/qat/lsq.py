@@ -1,23 +1,35 @@
-"""LSQ (learned step size quantization) for QAT: learnable activation step sizes of the W8A8 layers, and the
-module that holds them with the U-Net so data-parallel training synchronises both."""
+"""LSQ (learned step size quantization) for QAT: learnable activation step sizes of the layers with quantized
+activations (one or two digits), and the module that holds them with the U-Net so data-parallel training
+synchronises both."""
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from diffusia.quant import qmath
+
+
+def _lsq_quant(x: Tensor, s: Tensor, zp: Tensor, qmax: int) -> Tensor:
+    """Quantize-dequantize onto the grid of step s with a straight-through round (LSQ gradient to s and x)."""
+    q = x / s + zp
+    q = torch.clamp(q + (torch.round(q) - q).detach(), 0, qmax)
+    return (q - zp) * s
+
 
 class LearnableActScales(nn.Module):
-    """LSQ-style learnable activation step sizes of the W8A8 layers (zero points fixed at their calibrated values).
+    """LSQ-style learnable activation step sizes of the layers with quantized activations (zero points fixed at
+    their calibrated values).
 
-    A forward pre-hook quantizes each W8A8 input onto the grid of exp(log_scale) with a straight-through round, so
-    the step size gets the LSQ gradient; the layer's own fake quantization then re-quantizes onto the same grid
-    (its scale buffer is kept equal by `sync_buffers`), which changes nothing but passes the gradient through."""
+    A forward pre-hook quantizes each such input onto the grid of exp(log_scale) with a straight-through round, so
+    the step size gets the LSQ gradient; a two-digit layer (`w8a8x2`) adds its residual's digit, whose step derives
+    from the same scale. The layer's own fake quantization then re-quantizes onto the same grid (its scale buffer is
+    kept equal by `sync_buffers`), which changes nothing but passes the gradient through."""
 
     def __init__(self, unet: nn.Module) -> None:
         super().__init__()
         from diffusia.quant import api
 
-        self.layers = {n: m for n, m in api.qmodules(unet).items() if m.precision == "w8a8"}
+        self.layers = {n: m for n, m in api.qmodules(unet).items() if m.spec.act_digits}
         self.log_scale = nn.ParameterDict(
             {self._key(n): nn.Parameter(m.act_scale.detach().clone().clamp_min(1e-12).log()) for n, m in self.layers.items()})
         self._handles = [m.register_forward_pre_hook(self._hook(n)) for n, m in self.layers.items()]
@@ -31,12 +43,13 @@ class LearnableActScales(nn.Module):
         def pre(module: nn.Module, args: tuple) -> tuple | None:
             if module.mode != "fake":
                 return None
-            x, g = args[0], module.group
+            x, g, qmax = args[0], module.group, module.settings.act_qmax
             s = self.log_scale[self._key(name)][g].exp()
-            zp = module.act_zero_point[g].to(x.dtype)
-            q = x / s + zp
-            q = torch.clamp(q + (torch.round(q) - q).detach(), 0, module.settings.act_qmax)
-            return ((q - zp) * s,) + tuple(args[1:])
+            y = _lsq_quant(x, s, module.act_zero_point[g].to(x.dtype), qmax)
+            if module.spec.act_digits == 2:
+                s2, zp2 = qmath.residual_qparams(1.0, qmax)  # the residual's step, relative to s
+                y = y + _lsq_quant(x - y, s * s2, torch.tensor(zp2, dtype=x.dtype, device=x.device), qmax)
+            return (y,) + tuple(args[1:])
         return pre
 
     @torch.no_grad()

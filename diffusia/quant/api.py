@@ -15,7 +15,8 @@ from diffusia.config import Recipe
 from diffusia.errors import DiffusiaError
 from diffusia.quant import cpu, qmath
 from diffusia.quant import timestep as ts
-from diffusia.quant.modules import ACT_DIGITS, WEIGHT_BITS, QModuleMixin, QSettings, qclass_for
+from diffusia.quant.modules import QModuleMixin, QSettings, qclass_for
+from diffusia.quant.precisions import get_precision
 from diffusia.quant.policy import plan as make_plan
 
 log = logging.getLogger(__name__)
@@ -37,30 +38,16 @@ def _require_quantized(model: nn.Module) -> dict[str, QModuleMixin]:
     return qmodules(model)
 
 
-def act_qmax_for(activations: str) -> int:
-    """Top of the uint activation range: 127 for uint7; 255 for uint8 and auto (saturation on CPUs without VNNI
-    is avoided by narrowing the weights instead, see `cpu.weight_qmax`)."""
-    return 127 if activations == "uint7" else 255
-
-
 def layer_settings(precision: str, recipe: Recipe, cpu_class: str | None = None) -> QSettings:
-    """A layer's QSettings under `recipe`, for the INT8 layout of `cpu_class` (default: the recipe's target).
-
-    w8a8: activations 0..act_qmax_for(recipe.activations), weights narrowed where int16 pair sums could saturate.
-    w8a8x2: two activation digits of 7 bits where pair sums could saturate (8 elsewhere) with 8-bit weights; its
-    range is min-max (with ~14-16 bits of resolution nothing is gained by clipping the calibration outliers).
-    """
+    """A layer's QSettings under `recipe`, for the INT8 layout of `cpu_class` (default: the recipe's target): the
+    recipe's calibration and grouping, with what the precision derives from them (see `Precision.settings`)."""
     cpu_class = cpu_class or cpu.resolve_target(recipe.target)
-    calibrator, qmax, wqmax = recipe.calibrator, 127, 127
-    if precision == "w8a8":
-        qmax = act_qmax_for(recipe.activations)
-        wqmax = cpu.weight_qmax(qmax, cpu_class)  # 7-bit weights if 8-bit activations could saturate int16 pairs
-    elif precision == "w8a8x2":
-        qmax = 127 if recipe.activations == "uint7" or cpu_class == "avx2" else 255
-        calibrator = "minmax"
-    return QSettings(precision, act_qmax=qmax, weight_qmax=wqmax, calibrator=calibrator,
-                     percentile=recipe.percentile, bins=recipe.histogram_bins, group_size=recipe.int4_group_size,
-                     timestep_groups=recipe.timestep_groups)
+    spec = get_precision(precision)
+    derived = spec.settings(recipe, cpu_class) if spec.settings else {}
+    return QSettings(precision, **{**dict(act_qmax=127, weight_qmax=127, calibrator=recipe.calibrator,
+                                          percentile=recipe.percentile, bins=recipe.histogram_bins,
+                                          group_size=recipe.int4_group_size, timestep_groups=recipe.timestep_groups),
+                                   **derived})
 
 
 def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -160,7 +147,7 @@ def target_of(unet: nn.Module) -> dict[str, Any] | None:
 def _fit_to_host(settings: QSettings) -> QSettings:
     """Settings whose INT8 kernels do not saturate on this host: activations narrowed to 7 bits where a layout made
     for int32 accumulation (VNNI) meets int16 pair sums; unchanged otherwise."""
-    if settings.precision not in ACT_DIGITS or not cpu.saturates(settings.act_qmax, settings.weight_qmax):
+    if not get_precision(settings.precision).act_digits or not cpu.saturates(settings.act_qmax, settings.weight_qmax):
         return settings
     return dataclasses.replace(settings, act_qmax=127)
 
@@ -237,10 +224,12 @@ def summary(unet: nn.Module) -> str:
     """A text table of every quantized layer: precision, weight/activation bits, mode, activation range."""
     rows = [("layer", "precision", "w bits", "a bits", "mode", "activation range")]
     for n, m in _require_quantized(unet).items():
-        abits, rng, wbits = "-", "-", WEIGHT_BITS[m.precision]
-        if m.precision in ACT_DIGITS:
-            wbits = 8 if m.settings.weight_qmax >= 127 else int(m.settings.weight_qmax).bit_length()  # +-64: 7
-            abits = "+".join([str(int(m.settings.act_qmax).bit_length())] * ACT_DIGITS[m.precision])  # 7+7: two digits
+        spec = m.spec
+        abits, rng, wbits = "-", "-", spec.weight_bits
+        if spec.act_digits:
+            if m.settings.weight_qmax < 127:  # narrowed int8 weights: +-64 is 7 bits
+                wbits = int(m.settings.weight_qmax).bit_length()
+            abits = "+".join([str(int(m.settings.act_qmax).bit_length())] * spec.act_digits)  # 7+7: two digits
             lo, hi = m.act_range[:, 0], m.act_range[:, 1]
             rng = "uncalibrated" if not m.calibrated else (
                 f"[{float(lo[0]):.4g}, {float(hi[0]):.4g}]" if len(lo) == 1

@@ -7,7 +7,6 @@ Modes: `float` (as the original layer), `calibrate` (observe input activations, 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -18,19 +17,15 @@ from torch import Tensor, nn
 
 from diffusia.calib.base import Calibrator, get_calibrator
 from diffusia.errors import DiffusiaError
-from diffusia.quant.residency import release_pages
 from diffusia.quant import qmath
+from diffusia.quant.precisions import Precision, get_precision
+from diffusia.quant.residency import release_pages
 from diffusia.quant.timestep import TimestepState
 
 log = logging.getLogger(__name__)
 
 MODES = ("float", "calibrate", "fake", "real")
-QUANT_PRECISIONS = ("fp16", "bf16", "w8a8", "w8a8x2", "w8", "w4")
-WEIGHT_BITS = {"fp16": 16, "bf16": 16, "w8a8": 8, "w8a8x2": 8, "w8": 8, "w4": 4}
-# Precisions with calibrated static activations, and how many uint8 digits each activation is quantized to.
-ACT_DIGITS = {"w8a8": 1, "w8a8x2": 2}
-INT8_WEIGHTS = ("w8a8", "w8a8x2", "w8")
-_HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
+KERNEL_DEVICES = ("cpu", "cuda")  # where the frozen kernels can live
 _REGISTRY: dict[type[nn.Module], type["QModuleMixin"]] = {}
 
 
@@ -67,9 +62,7 @@ class QSettings:
     timestep_groups: int = 1
 
     def __post_init__(self) -> None:
-        if self.precision not in QUANT_PRECISIONS:
-            raise DiffusiaError(f"precision {self.precision!r} is not a quantized precision; "
-                                f"valid: {', '.join(QUANT_PRECISIONS)}")
+        get_precision(self.precision)  # a one-line error naming the valid ones
 
     def new_calibrator(self) -> Calibrator:
         return get_calibrator(self.calibrator, percentile=self.percentile, bins=self.bins, qmax=self.act_qmax)
@@ -98,7 +91,7 @@ class QModuleMixin:
         self.mode = "float"
         self._kernels: list[Callable[[Tensor], Tensor]] = []
         self._calibrators: list[Calibrator] = []
-        if settings.precision in ACT_DIGITS:
+        if self.spec.act_digits:
             k = settings.timestep_groups
             self._calibrators = [settings.new_calibrator() for _ in range(k)]
             self.register_buffer("act_range", torch.zeros(k, 2))
@@ -113,7 +106,7 @@ class QModuleMixin:
     def _float_op(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         raise NotImplementedError
 
-    def _make_kernel(self, group: int) -> Callable[[Tensor], Tensor]:
+    def _kernel_factory(self) -> Callable[[Any, int], Callable[[Tensor], Tensor]] | None:
         raise NotImplementedError
 
     # ----- state
@@ -122,12 +115,16 @@ class QModuleMixin:
         return self.settings.precision
 
     @property
+    def spec(self) -> Precision:
+        return get_precision(self.settings.precision)
+
+    @property
     def group(self) -> int:
         return 0 if self._ts is None else min(self._ts.group, self.settings.timestep_groups - 1)
 
     @property
     def calibrated(self) -> bool:
-        return self.precision not in ACT_DIGITS or bool((self.act_scale > 0).all())
+        return not self.spec.act_digits or bool((self.act_scale > 0).all())
 
     def act_qparams(self, group: int) -> tuple[float, int]:
         return float(self.act_scale[group]), int(self.act_zero_point[group])
@@ -141,7 +138,7 @@ class QModuleMixin:
             self.freeze()
             return
         if mode == "fake" and not self.calibrated:
-            raise DiffusiaError("w8a8 layer has no activation range: calibrate before enabling fake quantization")
+            raise DiffusiaError(f"{self.precision} layer has no activation range: calibrate before enabling fake quantization")
         self.mode = mode
 
     # ----- calibration
@@ -166,28 +163,19 @@ class QModuleMixin:
     # ----- freezing
     def frozen_buffer_specs(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
         """Names, shapes and dtypes of the buffers that replace the float weight when frozen."""
-        p, shape, o = self.precision, self.weight_shape, self.weight_shape[0]
-        if p in _HALF:
-            return {f"weight_{p}": (shape, _HALF[p])}
-        if p in INT8_WEIGHTS:
-            return {"weight_int8": (shape, torch.int8), "weight_scale": ((o,), torch.float32)}
-        cols = qmath.int4_padded_cols(int(torch.Size(shape[1:]).numel()), self.settings.group_size)
-        return {"weight_int4": ((o, cols // 2), torch.uint8),
-                "weight_scale": ((o, cols // self.settings.group_size), torch.float16)}
+        return self.spec.buffers(self.weight_shape, self.settings)
+
+    def frozen_buffers(self) -> dict[str, Tensor]:
+        """The frozen weight buffers by name (as `frozen_buffer_specs` lists them)."""
+        return {name: getattr(self, name) for name in self.frozen_buffer_specs()}
 
     def freeze(self) -> None:
         """Quantize the weight into plain buffers, drop the float weight, build the real kernels."""
         if self.mode == "real":
             return
         if not self.calibrated:
-            raise DiffusiaError("w8a8 layer has no activation range: calibrate before freeze")
-        w, p = self.weight.detach(), self.precision
-        if p in _HALF:
-            tensors = {f"weight_{p}": w.to(_HALF[p]).contiguous()}
-        elif p in INT8_WEIGHTS:
-            tensors = dict(zip(("weight_int8", "weight_scale"), qmath.quantize_weight_int8(w, self.settings.weight_qmax)))
-        else:
-            tensors = dict(zip(("weight_int4", "weight_scale"), qmath.quantize_weight_int4(w, self.settings.group_size)))
+            raise DiffusiaError(f"{self.precision} layer has no activation range: calibrate before freeze")
+        tensors = self.spec.quantize(self.weight.detach(), self.settings)
         self.register_parameter("weight", None)
         for name, t in tensors.items():
             self.register_buffer(name, t)
@@ -205,10 +193,33 @@ class QModuleMixin:
         self.mode = "real"
 
     def build_kernels(self) -> None:
-        """(Re)build the kernel objects from the buffers; one per timestep group for W8A8."""
-        n = self.settings.timestep_groups if self.precision in ACT_DIGITS else 1
-        self._kernels = [] if self.precision in _HALF else [self._make_kernel(g) for g in range(n)]
+        """(Re)build the kernel objects from the buffers; one per timestep group with static activations, none for
+        a precision computed in float from its dequantized weight."""
+        factory = self._kernel_factory()
+        n = self.settings.timestep_groups if self.spec.act_digits else 1
+        self._kernels = [] if factory is None else [factory(self, g) for g in range(n)]
         self.mode = "real"
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "QModuleMixin":
+        """`.to()`, `.half()`, `.cuda()` ... of a frozen layer: its kernels hold its buffers, so a dtype change is
+        refused (the buffers are the quantized format) and a move or new layout rebuilds the kernels."""
+        if getattr(self, "mode", None) != "real":
+            return super()._apply(fn, recurse)
+        own = [t for t in (*self._parameters.values(), *self._buffers.values()) if t is not None]
+        for t in own:  # probe on empty tensors first: refuse before anything moves
+            probe = fn(torch.empty(0, dtype=t.dtype, device=t.device))
+            if probe.dtype != t.dtype:
+                raise DiffusiaError(f"a frozen quantized layer cannot change dtype ({t.dtype} -> {probe.dtype}): "
+                                    "set the dtype before quantizing, or load the quantized model again")
+            if probe.device.type not in KERNEL_DEVICES:
+                raise DiffusiaError(f"frozen quantized layers run on {' or '.join(KERNEL_DEVICES)}, not "
+                                    f"{probe.device.type}: keep the U-Net there or load the float model")
+        before = [(t.device, t.data_ptr()) for t in own]
+        super()._apply(fn, recurse)
+        after = [(t.device, t.data_ptr()) for t in (*self._parameters.values(), *self._buffers.values()) if t is not None]
+        if after != before:
+            self.build_kernels()
+        return self
 
     def release_packed_source(self) -> bool:
         """Once oneDNN holds its own packed copy of the int8 weight, give back the source's resident pages (a
@@ -225,15 +236,15 @@ class QModuleMixin:
         if self.mode == "calibrate" and self._calibrators:
             self._calibrators[self.group].collect(x)
         elif self.mode == "fake":
-            w = qmath.fake_quant_weight(w, self.precision, self.settings.group_size, self.settings.weight_qmax)
-            if self.precision in ACT_DIGITS:
-                x = qmath.fake_quant_act(x, *self.act_qparams(self.group), self.settings.act_qmax,
-                                         ACT_DIGITS[self.precision])
+            spec = self.spec
+            w = spec.fake_quant_weight(w, self.settings)
+            if spec.act_digits:
+                x = spec.fake_quant_act(x, *self.act_qparams(self.group), self.settings.act_qmax)
         return self._float_op(x, w, self.bias)
 
     def _real_forward(self, x: Tensor) -> Tensor:
-        if self.precision in _HALF:  # a storage format on CPU: upcast and compute in fp32
-            w = getattr(self, f"weight_{self.precision}").float()
+        if not self._kernels:  # a storage format (fp16/bf16 on CPU): dequantize and compute in fp32
+            w = self.spec.dequantize(self.frozen_buffers(), self.weight_shape)
             bias = None if self.bias is None else self.bias.float()
             return self._float_op(x.float(), w, bias).to(x.dtype)
         kernel = self._kernels[self.group if len(self._kernels) > 1 else 0]
@@ -247,15 +258,11 @@ class QModuleMixin:
 
     def extra_repr(self) -> str:
         s = f"{super().extra_repr()}, precision={self.precision}, mode={self.mode}"
-        if self.precision in ACT_DIGITS:
+        if self.spec.act_digits:
             s += f", act_qmax={self.settings.act_qmax}, timestep_groups={self.settings.timestep_groups}"
-        if self.precision == "w4":
+        if self.spec.grouped:
             s += f", group_size={self.settings.group_size}"
         return s
-
-
-def _kernels_module() -> Any:
-    return importlib.import_module("diffusia.quant.kernels")  # imported when the first kernel is built
 
 
 @register(nn.Conv2d)
@@ -272,17 +279,8 @@ class QConv2d(QModuleMixin, nn.Conv2d):
     def _float_op(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
-    def _make_kernel(self, group: int) -> Callable[[Tensor], Tensor]:
-        k, conv = _kernels_module(), (self.stride, self.padding, self.dilation, self.groups)
-        if self.precision in ACT_DIGITS:
-            scale, zp = self.act_qparams(group)
-            return k.Int8Conv2d(self.weight_int8, self.weight_scale, self._bias(), *conv,
-                                act_scale=scale, act_zero_point=zp, act_qmax=self.settings.act_qmax,
-                                act_digits=ACT_DIGITS[self.precision])
-        if self.precision == "w8":
-            return k.WeightInt8Conv2d(self.weight_int8, self.weight_scale, self._bias(), *conv)
-        return k.WeightInt4Conv2d(self.weight_int4, self.weight_scale, self._bias(), *conv,
-                                  group_size=self.settings.group_size, weight_shape=self.weight_shape)
+    def _kernel_factory(self) -> Callable[[Any, int], Callable[[Tensor], Tensor]] | None:
+        return self.spec.conv_kernel
 
 
 @register(nn.Linear)
@@ -300,14 +298,5 @@ class QLinear(QModuleMixin, nn.Linear):
         y = kernel(x.reshape(-1, x.shape[-1]))
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
-    def _make_kernel(self, group: int) -> Callable[[Tensor], Tensor]:
-        k = _kernels_module()
-        if self.precision in ACT_DIGITS:
-            scale, zp = self.act_qparams(group)
-            return k.Int8Linear(self.weight_int8, self.weight_scale, self._bias(),
-                                act_scale=scale, act_zero_point=zp, act_qmax=self.settings.act_qmax,
-                                act_digits=ACT_DIGITS[self.precision])
-        if self.precision == "w8":
-            return k.WeightInt8Linear(self.weight_int8, self.weight_scale, self._bias())
-        return k.WeightInt4Linear(self.weight_int4, self.weight_scale, self._bias(),
-                                  group_size=self.settings.group_size, in_features=self.in_features)
+    def _kernel_factory(self) -> Callable[[Any, int], Callable[[Tensor], Tensor]] | None:
+        return self.spec.linear_kernel

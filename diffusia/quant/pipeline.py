@@ -14,7 +14,7 @@ from diffusia.config import Recipe
 from diffusia.errors import DiffusiaError
 from diffusia.prompts import Prompt, take
 from diffusia.quant import api
-from diffusia.quant.modules import ACT_DIGITS
+from diffusia.quant.precisions import act_digits
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ CALIBRATION_BATCH = 4  # prompts per calibration call: fewer, larger U-Net calls
 
 
 def needs_calibration(plan: dict[str, str]) -> bool:
-    return any(p in ACT_DIGITS for p in plan.values())
+    return any(act_digits(p) for p in plan.values())
 
 
 def quantize_pipeline(pipe, recipe: Recipe, calib_prompts: list[Prompt] | None = None, calib_size: int = 100,

@@ -69,12 +69,18 @@ def unpack_int4(packed: Tensor) -> Tensor:
     return torch.stack([lo, hi], dim=-1).reshape(packed.shape[0], -1)
 
 
+def dequantize_int4(packed: Tensor, scale: Tensor, cols: int) -> Tensor:
+    """float32 [O, cols] from packed int4 [O, padded/2] and group scales [O, padded/group] (one fused pass)."""
+    o, ngroups = scale.shape
+    q = torch.stack([packed & 0x0F, packed >> 4], dim=-1).reshape(o, ngroups, -1).to(torch.float32)
+    s = scale.to(torch.float32)[..., None]
+    w = torch.addcmul(s * float(W4_QMIN), q, s)  # (nibble - 8) * s in one pass
+    return w.reshape(o, -1)[:, :cols]
+
+
 def dequantize_weight_int4(packed: Tensor, scale: Tensor, shape: tuple[int, ...]) -> Tensor:
     """Float weight of `shape` from packed int4 and group scales."""
-    o, ngroups = scale.shape
-    q = unpack_int4(packed).float().reshape(o, ngroups, -1) * scale.float()[..., None]
-    cols = int(torch.Size(shape[1:]).numel())
-    return q.reshape(o, -1)[:, :cols].reshape(shape)
+    return dequantize_int4(packed, scale, int(torch.Size(shape[1:]).numel())).reshape(shape)
 
 
 def residual_qparams(scale: float, qmax: int) -> tuple[float, int]:
@@ -99,30 +105,18 @@ def ste(x: Tensor, y: Tensor) -> Tensor:
     return x + (y - x).detach()
 
 
-def _quant_dequant_act(x: Tensor, scale: float, zero_point: int, qmax: int) -> Tensor:
-    q = torch.clamp(torch.round(x.detach() / scale) + zero_point, 0, qmax)
-    return (q - zero_point) * scale
+def quantize_dequantize_act(x: Tensor, scale: float, zero_point: int, qmax: int, digits: int = 1) -> Tensor:
+    """(clamp(round(x * (1 / scale)) + zero_point, 0, qmax) - zero_point) * scale, rounding half to even as the
+    real kernels' quantizer does (torch.quantize_per_tensor multiplies by the float32 inverse scale); digits=2 adds
+    the first digit's residual quantized as a second digit (`w8a8x2`)."""
+    inv = torch.tensor(1.0 / scale, dtype=torch.float32)
+    q = torch.clamp(torch.round(x * inv) + zero_point, 0, qmax)
+    y = (q - zero_point) * scale
+    if digits == 2:
+        y = y + quantize_dequantize_act(x - y, *residual_qparams(scale, qmax), qmax)
+    return y
 
 
 def fake_quant_act(x: Tensor, scale: float, zero_point: int, qmax: int, digits: int = 1) -> Tensor:
-    """Simulated affine uint quantize-dequantize of activations (straight-through gradient); digits=2 adds the
-    first digit's residual quantized as a second digit (`w8a8x2`)."""
-    y = _quant_dequant_act(x, scale, zero_point, qmax)
-    if digits == 2:
-        y = y + _quant_dequant_act(x.detach() - y, *residual_qparams(scale, qmax), qmax)
-    return ste(x, y)
-
-
-def fake_quant_weight(w: Tensor, precision: str, group_size: int = 64, int8_qmax: int = W8_QMAX) -> Tensor:
-    """Simulated quantize-dequantize of a weight for `precision` (straight-through gradient)."""
-    if precision in ("w8a8", "w8a8x2", "w8"):
-        y = dequantize_weight_int8(*quantize_weight_int8(w, int8_qmax))
-    elif precision == "w4":
-        y = dequantize_weight_int4(*quantize_weight_int4(w, group_size), tuple(w.shape))
-    elif precision == "fp16":
-        y = w.detach().to(torch.float16).float()
-    elif precision == "bf16":
-        y = w.detach().to(torch.bfloat16).float()
-    else:
-        return w
-    return ste(w, y.to(w.dtype))
+    """Simulated affine uint quantize-dequantize of activations with a straight-through gradient."""
+    return ste(x, quantize_dequantize_act(x.detach(), scale, zero_point, qmax, digits))

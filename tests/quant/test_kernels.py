@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from diffusia.quant import cpu
 from diffusia.quant import kernels as K
+from diffusia.quant import qmath
 
 REAL = K.onednn_int8_available()
 needs_onednn = pytest.mark.skipif(not REAL, reason="oneDNN INT8 ops not in this torch build")
@@ -207,7 +208,7 @@ def test_weight_int4_linear(group):
     packed, scale = quantize_int4(w, group)
     kern = K.WeightInt4Linear(packed, scale, b, group_size=group, in_features=200)
     assert kern.weight_int4.dtype == torch.uint8 and kern.weight_int4.numel() * 2 >= 48 * 200
-    wd = K.reference_weight_int4(packed, scale, (48, 200))
+    wd = qmath.dequantize_weight_int4(packed, scale, (48, 200))
     y = kern(x)
     assert rel(y, F.linear(x, wd, b)) < 1e-5
     assert rel(y, F.linear(x, w, b)) < 0.15
@@ -218,7 +219,7 @@ def test_weight_int4_conv2d_padded_groups():
     packed, scale = quantize_int4(w, 64)
     assert packed.shape == (16, 32)
     kern = K.WeightInt4Conv2d(packed, scale, b, 1, 1, 1, 1, group_size=64, weight_shape=tuple(w.shape))
-    wd = K.reference_weight_int4(packed, scale, tuple(w.shape))
+    wd = qmath.dequantize_weight_int4(packed, scale, tuple(w.shape))
     y = kern(x)
     assert rel(y, F.conv2d(x, wd, b, 1, 1)) < 1e-5
     assert rel(y, F.conv2d(x, w, b, 1, 1)) < 0.15

@@ -1,4 +1,4 @@
-"""Shared pieces of the kernels: activation quantization to uint8, int4 dequantization, availability checks."""
+"""Shared pieces of the kernels: activation quantization to uint8, weight checks, availability checks."""
 from __future__ import annotations
 
 import functools
@@ -8,7 +8,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from diffusia.quant.qmath import W4_QMIN, residual_qparams
+from diffusia.quant.qmath import residual_qparams
 
 logger = logging.getLogger("diffusia.quant.kernels")
 
@@ -16,9 +16,6 @@ logger = logging.getLogger("diffusia.quant.kernels")
 # the fastest single-pass float -> uint8 quantizer and reinterpret its bytes, so silence exactly that warning.
 warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel",
                         category=UserWarning)
-
-W4_OFFSET = -W4_QMIN  # int4 values in [-8, 7] are stored as value + 8 in a nibble
-
 
 @functools.lru_cache(maxsize=1)
 def onednn_int8_available() -> bool:
@@ -76,17 +73,6 @@ def quantize_act_digits(x: Tensor, scale: float, zero_point: int, qmax: int, dig
     # the in-place clamp above wrote through to qt, so dequantize sees the clamped codes
     x1 = torch.dequantize(qt) if qt is not None else (q1.float() - zero_point) * scale
     return [q1, quantize_act_u8(x - x1, *residual_qparams(scale, qmax), qmax)]
-
-
-def dequantize_int4(packed: Tensor, scale: Tensor, cols: int) -> Tensor:
-    """float32 [O, cols] from packed int4 [O, padded/2] and group scales [O, padded/group]."""
-    o, ngroups = scale.shape
-    lo = packed & 0x0F
-    hi = packed >> 4
-    q = torch.stack([lo, hi], dim=-1).reshape(o, ngroups, -1).to(torch.float32)
-    s = scale.to(torch.float32)[..., None]
-    w = torch.addcmul(s * -float(W4_OFFSET), q, s)  # (q - 8) * s in one pass
-    return w.reshape(o, -1)[:, :cols]
 
 
 def check_weight(weight: Tensor, scale: Tensor, dtype: torch.dtype, dims: int, name: str) -> None:

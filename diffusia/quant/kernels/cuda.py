@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffusia.quant.kernels.reference import fake_quant_act
+from diffusia.quant.qmath import quantize_dequantize_act
 
 
 def prepare_w8a8_linear(weight_int8: Tensor, weight_scale: Tensor) -> dict[str, Tensor]:
@@ -56,7 +56,7 @@ def w8a8_linear_int_mm(x: Tensor, k: Any, prep: dict[str, Tensor]) -> Tensor:
 
 def w8a8_conv2d_fp16(x: Tensor, k: Any) -> Tensor:
     """W8A8 conv numerics computed in fp16 (simulated, not an INT8 kernel)."""
-    xd = fake_quant_act(x, k.act_scale, k.act_zero_point, k.act_qmax, k.act_digits).half()
+    xd = quantize_dequantize_act(x.float(), k.act_scale, k.act_zero_point, k.act_qmax, k.act_digits).half()
     w = (k.weight_int8.float() * k.weight_scale.to(x.device)[:, None, None, None]).half()
     b = None if k.bias is None else k.bias.to(x.device).half()
     return F.conv2d(xd, w, b, k.stride, k.padding, k.dilation, k.groups).float()

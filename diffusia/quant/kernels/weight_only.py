@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffusia.quant.kernels._common import check_weight, dequantize_int4
+from diffusia.quant.kernels._common import check_weight
+from diffusia.quant.qmath import dequantize_int4
 
 IntPair = int | tuple[int, int]
 
