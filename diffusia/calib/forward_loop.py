@@ -1,5 +1,6 @@
 """Calibration data for diffusion: run the pipeline over prompts with its real scheduler, so the U-Net sees
-every timestep of the sampling trajectory and both classifier-free-guidance branches."""
+every timestep of the sampling trajectory and both classifier-free-guidance branches. Any text-to-image
+UNet2DCondition pipeline works (SD 1.x, 2.x, SDXL): only the common call arguments are used."""
 from __future__ import annotations
 
 from typing import Callable
@@ -7,13 +8,14 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from diffusia.errors import DiffusiaError
 from diffusia.generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, use_dpm_solver
 from diffusia.prompts import Prompt
 
 CALIBRATION_SEED = 1000  # calibration images use seeds 1000 + i, evaluation uses 42 + i
 
 
-def sampling_forward_loop(pipe, prompts: list[Prompt], steps: int = DEFAULT_STEPS,
+def sampling_forward_loop(pipe, prompts: list[Prompt | str], steps: int = DEFAULT_STEPS,
                           guidance: float = DEFAULT_GUIDANCE, seed: int = CALIBRATION_SEED,
                           progress: bool = True, batch: int = 1) -> Callable[[], None]:
     """A callable that runs the pipeline over the prompts, `batch` prompts per call (prompt i always starts from
@@ -29,7 +31,7 @@ def sampling_forward_loop(pipe, prompts: list[Prompt], steps: int = DEFAULT_STEP
             for start in tqdm(starts, desc="calibrate", disable=not progress, unit="batch"):
                 chunk = prompts[start:start + batch]
                 generators = [torch.Generator("cpu").manual_seed(seed + start + j) for j in range(len(chunk))]
-                pipe([p.text for p in chunk], num_inference_steps=steps, guidance_scale=guidance,
+                pipe([getattr(p, "text", p) for p in chunk], num_inference_steps=steps, guidance_scale=guidance,
                      output_type="latent", generator=generators)
         finally:
             pipe.set_progress_bar_config(**previous)
@@ -47,6 +49,9 @@ def record_unet_inputs(pipe, prompts: list[Prompt], steps: int = DEFAULT_STEPS, 
         sample = args[0] if args else kwargs["sample"]
         t = args[1] if len(args) > 1 else kwargs["timestep"]
         ehs = args[2] if len(args) > 2 else kwargs["encoder_hidden_states"]
+        if kwargs.get("added_cond_kwargs"):
+            raise DiffusiaError("recording U-Net inputs keeps sample, timestep and text embeddings only, and this "
+                                "U-Net (SDXL) also takes added conditioning: use an SD 1.x/2.x model here")
         calls.append((sample.detach().cpu(), torch.as_tensor(t).detach().cpu(), ehs.detach().cpu()))
 
     handle = pipe.unet.register_forward_pre_hook(hook, with_kwargs=True)

@@ -47,8 +47,12 @@ def clip_vocab_and_merges() -> tuple[dict[str, int], list[str]]:
     return {tok: i for i, tok in enumerate(vocab)}, merges
 
 
-def write_clip_tokenizer(folder: str | Path) -> Path:
-    """Write a transformers `CLIPTokenizer` folder (vocab.json, merges.txt, configs) equal to SD v1.5's."""
+EOS = "<|endoftext|>"
+
+
+def write_clip_tokenizer(folder: str | Path, pad_token: str = EOS) -> Path:
+    """Write a transformers `CLIPTokenizer` folder (vocab.json, merges.txt, configs) equal to SD v1.5's; SD 2.x and
+    SDXL's second tokenizer pad with "!" instead of the end token."""
     from transformers import CLIPTokenizer
 
     folder = Path(folder)
@@ -58,8 +62,18 @@ def write_clip_tokenizer(folder: str | Path) -> Path:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     tok = CLIPTokenizer(
         str(folder / "vocab.json"), str(folder / "merges.txt"),
-        bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>",
+        bos_token="<|startoftext|>", eos_token=EOS, pad_token=pad_token, unk_token=EOS,
         model_max_length=77,
     )
     tok.save_pretrained(folder)
     return folder
+
+
+def clip_tokenizer(pad_token: str = EOS):
+    """An in-memory `CLIPTokenizer` (written to and read back from a temporary folder)."""
+    import tempfile
+
+    from transformers import CLIPTokenizer
+
+    with tempfile.TemporaryDirectory(prefix="diffusia-tok-") as tmp:
+        return CLIPTokenizer.from_pretrained(write_clip_tokenizer(tmp, pad_token))

@@ -85,16 +85,14 @@ def validate_pipeline(pipe, prompt: str = "a red sneaker", steps: int = 4) -> di
         for bname, buf in m.named_buffers(recurse=False):
             if bname == "weight_int8" and buf.dtype != torch.int8:
                 raise DiffusiaError(f"layer {name!r} should hold int8 weights, holds {buf.dtype}")
-    cfg = unet.config
-    dtype = next(unet.parameters()).dtype
-    sample = torch.randn(2, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=torch.Generator().manual_seed(0))
-    ehs = torch.randn(2, 77, cfg.cross_attention_dim, generator=torch.Generator().manual_seed(1))
+    from diffusia.models.unet_inputs import example_unet_inputs
+
     device = unet.device
+    inputs = example_unet_inputs(unet.config, dtype=next(unet.parameters()).dtype, device=device)
     rss_before = _peak_rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    out = api.check_finite(unet, sample.to(device, dtype), torch.tensor([500], device=device),
-                           ehs.to(device, dtype))
+    out = api.check_finite(unet, **inputs)
     peak = (torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else _peak_rss_mb()
     from diffusia.generate import GenerationConfig, generate
 

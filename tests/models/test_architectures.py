@@ -1,0 +1,95 @@
+"""SD 2.x (v-prediction) and SDXL pipelines, as tiny seeded random models: load, quantize W8A8, generate."""
+import numpy as np
+import pytest
+import torch
+
+from diffusia import load_pipeline
+from diffusia.config import get_preset
+from diffusia.generate import GenerationConfig, generate
+from diffusia.models import architectures, loading
+from diffusia.models.unet_inputs import example_unet_inputs, text_embeds_dim
+from diffusia.prompts import Prompt
+from diffusia.quant import api
+from diffusia.quant.pipeline import quantize_pipeline
+from tests.models._support import TINY, save_tiny
+
+PROMPTS = [Prompt("a red sneaker"), Prompt("a lighthouse at dusk")]
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("arch")
+    return {name: save_tiny(name, root / name) for name in TINY}
+
+
+@pytest.mark.parametrize("name, cls, prediction", [("sd2-v", "StableDiffusionPipeline", "v_prediction"),
+                                                    ("sdxl", "StableDiffusionXLPipeline", "epsilon")])
+def test_quantize_and_generate(tiny_dirs, one_thread, name, cls, prediction):
+    pipe = load_pipeline(tiny_dirs[name], progress=False)
+    assert type(pipe).__name__ == cls and pipe.scheduler.config.prediction_type == prediction
+    reference = pipe.unet(**example_unet_inputs(pipe.unet.config)).sample
+    quantize_pipeline(pipe, get_preset("w8a8"), PROMPTS, calib_size=2, steps=2, progress=False)
+    assert pipe.diffusia_calibration.unet_calls == 2  # 2 steps, both prompts and guidance branches in one batch
+    assert pipe.diffusia_validation["quantized_layers"] == len(api.qmodules(pipe.unet)) > 0
+    out = pipe.unet(**example_unet_inputs(pipe.unet.config)).sample
+    rel = float((out - reference).norm() / reference.norm())
+    assert rel < 0.2, f"W8A8 U-Net output {rel:.3f} away from FP32"
+    image = generate(pipe, "a dog on a beach", 1, GenerationConfig(steps=2), progress=False, output_type="np")[0]
+    assert image.shape == (16, 16, 3) and np.isfinite(image).all() and image.std() > 1e-3
+
+
+def test_sdxl_added_conditioning_kept_in_high_precision(tiny_dirs):
+    pipe = load_pipeline(tiny_dirs["sdxl"], progress=False)
+    plan = api.quantize(pipe.unet, get_preset("w8a8"))
+    assert plan["add_embedding.linear_1"] == plan["add_embedding.linear_2"] == plan["time_embedding.linear_1"] == "fp16"
+    inputs = example_unet_inputs(pipe.unet.config, batch=3)
+    assert inputs["added_cond_kwargs"]["text_embeds"].shape == (3, text_embeds_dim(pipe.unet.config)) == (3, 32)
+    assert inputs["added_cond_kwargs"]["time_ids"].shape == (3, 6)
+    assert inputs["encoder_hidden_states"].shape == (3, 77, 64)
+
+
+def test_arch_specs_are_real_configs_labelled_random(monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    for arch, unet_params in ((architectures.SD21, 865_910_724), (architectures.SDXL, 2_567_463_684)):
+        with torch.device("meta"):
+            unet = UNet2DConditionModel(**arch.unet)
+        assert sum(p.numel() for p in unet.parameters()) == unet_params
+    assert architectures.SDXL.text_2["hidden_size"] == 1280 and architectures.SD21.scheduler["prediction_type"] == \
+        "v_prediction"
+    built = []
+    monkeypatch.setattr(architectures, "build_pipeline", lambda arch, seed=0, dtype=None: built.append(arch) or _Stub())
+    for spec in ("sd21-arch", "sdxl-arch"):
+        assert "random weights" in load_pipeline(spec).diffusia_spec
+    assert built == [architectures.SD21, architectures.SDXL]
+
+
+class _Stub:
+    def to(self, *a, **k):
+        return self
+
+    def set_progress_bar_config(self, **k):
+        pass
+
+
+def test_folder_of_another_pipeline_kind_is_refused(tiny_dirs, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "pipe"
+    shutil.copytree(tiny_dirs["sd2-v"], folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["unet"] = ["diffusers", "UNet2DModel"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(loading.DiffusiaError, match="without a UNet2DConditionModel"):
+        load_pipeline(folder)
+
+
+def test_sdxl_folder_needs_its_second_text_encoder(tiny_dirs, tmp_path):
+    import shutil
+
+    folder = tmp_path / "pipe"
+    shutil.copytree(tiny_dirs["sdxl"], folder)
+    shutil.rmtree(folder / "text_encoder_2")
+    with pytest.raises(loading.DiffusiaError, match="no text_encoder_2/"):
+        load_pipeline(folder)
