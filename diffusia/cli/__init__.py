@@ -61,6 +61,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("diffusia: interrupted", err=True)
         sys.exit(130)
+    if code == 130:  # typer turns Ctrl-C into exit code 130
+        typer.echo("diffusia: interrupted", err=True)
     if isinstance(code, int) and code:
         sys.exit(code)
 

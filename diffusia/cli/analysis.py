@@ -17,6 +17,12 @@ def _methods() -> tuple[str, ...]:
     return METHODS
 
 
+def _search_precisions() -> tuple[str, ...]:
+    from diffusia.analysis.search import SEARCH_PRECISIONS
+
+    return SEARCH_PRECISIONS
+
+
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -65,7 +71,7 @@ def search(
     budget_mb: Optional[float] = o.positive(None, "U-Net size limit in MB (MiB).", example=500),
     quality_floor: Optional[float] = o.number(None, help="Minimum estimated SQNR (dB, simulated).", example=20),
     latency_s: Optional[float] = o.positive(None, "Latency limit, s/image (per-layer cost model).", example=2),
-    precisions: str = typer.Option("w8a8,w8,w4,fp16,keep", help="Allowed per-layer precisions."),
+    precisions: str = o.choice("w8a8,w8,w4,fp16,keep", _search_precisions, "Allowed per-layer precisions.", sep=","),
     method: str = o.choice("auto", _methods, "auto (best of both), milp or greedy."),
     overwrite: bool = o.overwrite(),
 ):

@@ -71,6 +71,7 @@ CASES = [
     ("search", "--latency-s", "0", "> 0"),
     ("search", "--quality-floor", "nan", "finite"),
     ("search", "--method", "simplex", "not one of auto, milp, greedy"),
+    ("search", "--precisions", "w8a8,int3", "'int3' is not one of w8a8"),
     ("recommend", "--memory-mb", "-5", "> 0"),
     ("recommend", "--memory-mb", "nan", "finite"),
     ("recommend", "--latency-s", "-1", "> 0"),
