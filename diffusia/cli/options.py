@@ -104,16 +104,16 @@ _CUDA = re.compile(r"cuda(:(\d+))?")
 
 
 def device(default: str = "cpu", auto: bool = False, help: Optional[str] = None) -> Any:
-    """cpu, cuda or cuda:N (and `auto`: CUDA when available, where the command takes it); CUDA must be present."""
-    valid = "cpu, cuda, cuda:N" + (" or auto" if auto else "")
+    """cpu, cuda or cuda:N; with `auto` (QAT, where accelerate gives each process its GPU): cpu, cuda or auto.
+    A CUDA device must exist on this machine."""
+    valid = "cpu, cuda or auto (CUDA when available)" if auto else "cpu, cuda or cuda:N"
 
     def check(param: typer.CallbackParam, value: str) -> str:
         if value == "cpu" or (auto and value == "auto"):
             return value
         m = _CUDA.fullmatch(value)
         if m is None or (auto and m.group(1)):
-            raise bad(param, repr(value), f"unknown device; valid: {valid if not auto else 'cpu, cuda or auto'}",
-                      "cpu")
+            raise bad(param, repr(value), f"unknown device; valid: {valid}", "cpu")
         import torch
 
         index = int(m.group(2) or 0)

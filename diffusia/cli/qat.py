@@ -31,8 +31,8 @@ def qat(
     calib_steps: int = o.calib_steps(),
     timestep_groups: Optional[int] = o.timestep_groups(),
     seed: int = o.seed(0, "Seed of the batch stream (batch k depends on seed and k only)."),
-    device: str = o.device("auto", auto=True, help="cpu, cuda or auto (CUDA when available); several processes or "
-                           "GPUs: `accelerate launch -m diffusia.qat.train ...` with these options."),
+    device: str = o.device("auto", auto=True, help="cpu, cuda or auto (CUDA when available). Several processes or "
+                           "GPUs: `accelerate launch ... -m diffusia.qat.train` with these options."),
     keep_checkpoints: bool = typer.Option(False, help="Keep the last checkpoint inside the finished folder."),
     validate: bool = typer.Option(True, help="Validate the frozen U-Net (a forward pass) before saving."),
     progress: bool = typer.Option(True),
