@@ -153,7 +153,7 @@ def runtime(default: Optional[str] = "torch", help: str = RUNTIME_HELP, sep: Opt
     def choices() -> tuple[str, ...]:
         from diffusia.runtime import CHOICES
 
-        return ("torch", *CHOICES)
+        return CHOICES
 
     return choice(default, choices, help, sep)
 
