@@ -85,11 +85,13 @@ class _UNetOnly(nn.Module):
 
 
 def example_inputs(unet: nn.Module, batch: int = 2, seed: int = 0, timestep: int = 500) -> tuple[torch.Tensor, ...]:
-    cfg = unet.config
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(batch, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=g),
-            torch.tensor([timestep] * batch, dtype=torch.int64),
-            torch.randn(batch, 77, cfg.cross_attention_dim, generator=g))
+    from diffusia.models.unet_inputs import example_unet_inputs
+
+    inputs = example_unet_inputs(unet.config, batch, timestep, seed)
+    if "added_cond_kwargs" in inputs:
+        raise DiffusiaError("the exported graph takes sample, timestep and text embeddings only, and this U-Net (SDXL) "
+                            "also takes added conditioning: run it with --runtime torch")
+    return tuple(inputs[k] for k in INPUTS)
 
 
 INPUTS = ("sample", "timestep", "encoder_hidden_states")

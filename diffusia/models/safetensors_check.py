@@ -8,8 +8,8 @@ from pathlib import Path
 from diffusia.errors import DiffusiaError
 
 
-def check_safetensors(path: str | Path) -> None:
-    """Raise a one-line DiffusiaError if `path` is not a complete safetensors file."""
+def read_header(path: str | Path) -> tuple[int, dict]:
+    """(header length, header) of a safetensors file: tensor names, dtypes, shapes and offsets, no tensor data."""
     path = Path(path)
     size = path.stat().st_size
     try:
@@ -18,8 +18,18 @@ def check_safetensors(path: str | Path) -> None:
             if n > size - 8:
                 raise ValueError("header longer than file")
             header = json.loads(f.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
     except (struct.error, ValueError, UnicodeDecodeError) as e:
         raise DiffusiaError(f"{path} is not a valid safetensors file ({e}): re-save or re-download it") from None
+    return n, header
+
+
+def check_safetensors(path: str | Path) -> None:
+    """Raise a one-line DiffusiaError if `path` is not a complete safetensors file."""
+    path = Path(path)
+    size = path.stat().st_size
+    n, header = read_header(path)
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end != size:
         raise DiffusiaError(

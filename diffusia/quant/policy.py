@@ -14,7 +14,9 @@ log = logging.getLogger(__name__)
 
 LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
 
-# Kept in the compute dtype: sensitive, tiny, or both (checked before QUANTIZABLE, so they win).
+# Kept in the compute dtype: sensitive, tiny, or both (checked before QUANTIZABLE, so they win). Patterns, not
+# rules: one that matches nothing on an architecture is fine. `add_embedding` is SDXL's conditioning on pooled text
+# and size/crop ids, the twin of the time embedding (its `add_time_proj` sinusoids have no weights).
 HIGH_PRECISION = (
     "conv_in", "conv_out", "time_embedding.*", "*time_emb_proj*", "add_embedding*", "class_embedding*",
     "*norm*",

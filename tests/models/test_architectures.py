@@ -38,6 +38,21 @@ def test_quantize_and_generate(tiny_dirs, one_thread, name, cls, prediction):
     assert image.shape == (16, 16, 3) and np.isfinite(image).all() and image.std() > 1e-3
 
 
+@pytest.mark.parametrize("name", list(TINY))
+def test_every_preset_plans_every_layer(name):
+    from diffusers import UNet2DConditionModel
+
+    from diffusia.config import PRESETS
+    from diffusia.quant.policy import plan
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**TINY[name].unet)
+    for preset in PRESETS:  # a recipe rule that matched no layer would raise
+        p = plan(unet, get_preset(preset))
+        if get_preset(preset).keep_as == "fp16":
+            assert "keep" not in p.values(), [n for n, v in p.items() if v == "keep"]  # no layer left unclassified
+
+
 def test_sdxl_added_conditioning_kept_in_high_precision(tiny_dirs):
     pipe = load_pipeline(tiny_dirs["sdxl"], progress=False)
     plan = api.quantize(pipe.unet, get_preset("w8a8"))
@@ -93,3 +108,15 @@ def test_sdxl_folder_needs_its_second_text_encoder(tiny_dirs, tmp_path):
     shutil.rmtree(folder / "text_encoder_2")
     with pytest.raises(loading.DiffusiaError, match="no text_encoder_2/"):
         load_pipeline(folder)
+
+
+def test_runtime_export_refuses_sdxl_in_one_line():
+    from diffusers import UNet2DConditionModel
+
+    from diffusia.export.onnx import INPUTS, example_inputs
+
+    with torch.device("meta"):
+        sd2, sdxl = (UNet2DConditionModel(**TINY[n].unet) for n in ("sd2-v", "sdxl"))
+    assert [t.shape[0] for t in example_inputs(sd2, batch=3)] == [3] * len(INPUTS)
+    with pytest.raises(loading.DiffusiaError, match="added conditioning: run it with --runtime torch"):
+        example_inputs(sdxl)
