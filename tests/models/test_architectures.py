@@ -11,6 +11,7 @@ from diffusia.models.unet_inputs import example_unet_inputs, text_embeds_dim
 from diffusia.prompts import Prompt
 from diffusia.quant import api
 from diffusia.quant.pipeline import quantize_pipeline
+from diffusia.quant.serialization import save_quantized_pipeline
 from tests.models._support import TINY, save_tiny
 
 PROMPTS = [Prompt("a red sneaker"), Prompt("a lighthouse at dusk")]
@@ -24,7 +25,7 @@ def tiny_dirs(tmp_path_factory):
 
 @pytest.mark.parametrize("name, cls, prediction", [("sd2-v", "StableDiffusionPipeline", "v_prediction"),
                                                     ("sdxl", "StableDiffusionXLPipeline", "epsilon")])
-def test_quantize_and_generate(tiny_dirs, one_thread, name, cls, prediction):
+def test_quantize_generate_save_load(tiny_dirs, one_thread, tmp_path, name, cls, prediction):
     pipe = load_pipeline(tiny_dirs[name], progress=False)
     assert type(pipe).__name__ == cls and pipe.scheduler.config.prediction_type == prediction
     reference = pipe.unet(**example_unet_inputs(pipe.unet.config)).sample
@@ -36,6 +37,11 @@ def test_quantize_and_generate(tiny_dirs, one_thread, name, cls, prediction):
     assert rel < 0.2, f"W8A8 U-Net output {rel:.3f} away from FP32"
     image = generate(pipe, "a dog on a beach", 1, GenerationConfig(steps=2), progress=False, output_type="np")[0]
     assert image.shape == (16, 16, 3) and np.isfinite(image).all() and image.std() > 1e-3
+    save_quantized_pipeline(pipe, tmp_path / "q")
+    again = load_pipeline(tmp_path / "q", progress=False)
+    assert type(again).__name__ == cls and len(api.qmodules(again.unet)) == len(api.qmodules(pipe.unet))
+    assert np.array_equal(generate(again, "a dog on a beach", 1, GenerationConfig(steps=2), progress=False,
+                                   output_type="np")[0], image)
 
 
 @pytest.mark.parametrize("name", list(TINY))
