@@ -2,6 +2,8 @@
 them: every architectural feature of the real model, a few thousand parameters per block."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from diffusia.models.architectures import EOS, SD_BETAS, Architecture, build_pipeline
 
 TINY_VAE = dict(
@@ -30,7 +32,7 @@ TINY_SDXL = Architecture(
          projection_class_embeddings_input_dim=80, norm_num_groups=32),
     TINY_VAE, TINY_TEXT, TINY_TEXT, pad_tokens=(EOS, "!"),
 )
-TINY = {"sd2-v": TINY_SD2, "sdxl": TINY_SDXL}
+TINY = {"sd2-v": TINY_SD2, "sd2-eps": replace(TINY_SD2, scheduler=dict(SD_BETAS, steps_offset=1)), "sdxl": TINY_SDXL}
 
 
 def save_tiny(name: str, folder, seed: int = 0):

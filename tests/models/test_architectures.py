@@ -24,6 +24,7 @@ def tiny_dirs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name, cls, prediction", [("sd2-v", "StableDiffusionPipeline", "v_prediction"),
+                                                    ("sd2-eps", "StableDiffusionPipeline", "epsilon"),
                                                     ("sdxl", "StableDiffusionXLPipeline", "epsilon")])
 def test_quantize_generate_save_load(tiny_dirs, one_thread, tmp_path, name, cls, prediction):
     pipe = load_pipeline(tiny_dirs[name], progress=False)
