@@ -6,9 +6,9 @@ from diffusia.quant import api
 from tests.conftest import build_micro_pipeline
 
 
-def _fake_quantized_unet():
+def _fake_quantized_unet(preset: str = "w8a8"):
     unet = build_micro_pipeline().unet
-    api.quantize(unet, get_preset("w8a8"))
+    api.quantize(unet, get_preset(preset))
     inputs = (torch.randn(2, 4, 8, 8), torch.tensor([500, 500]), torch.randn(2, 77, 32))
     with api.calibrate(unet):
         unet(*inputs)
@@ -32,3 +32,16 @@ def test_step_sizes_get_gradients_and_reach_the_layers():
     assert torch.allclose(layer.act_scale, lsq.log_scale[lsq._key(name)].exp())
     lsq.remove()
     assert not lsq._handles
+
+
+def test_two_digit_layers_learn_their_step_too():
+    torch.manual_seed(0)
+    unet, inputs = _fake_quantized_unet("w8a8x2")
+    x2 = {n for n, m in api.qmodules(unet).items() if m.precision == "w8a8x2"}
+    lsq = LearnableActScales(unet)
+    assert x2 and x2 <= set(lsq.layers)
+    with torch.no_grad():
+        before = unet(*inputs).sample
+    assert torch.allclose(QATModel(unet, lsq)(*inputs), before, atol=1e-4)  # same grids: the hook changes nothing
+    QATModel(unet, lsq)(*inputs).square().mean().backward()
+    assert any(float(lsq.log_scale[lsq._key(n)].grad.abs().sum()) > 0 for n in x2)
