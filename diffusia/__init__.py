@@ -11,4 +11,24 @@ def load_pipeline(spec, device="cpu", dtype=None, **kwargs):
     return _load(spec, device=device, dtype=dtype, **kwargs)
 
 
-__all__ = ["__version__", "load_pipeline"]
+_VERBS = ("quantize", "calibrate", "freeze", "dequantize", "summary", "save")
+
+
+def __getattr__(name):  # the verbs import torch and diffusers: only when first used
+    if name in _VERBS:
+        from diffusia import verbs
+
+        return getattr(verbs, name)
+    raise AttributeError(f"module 'diffusia' has no attribute {name!r}")
+
+
+def _register_with_diffusers() -> None:
+    """`quant_method: "diffusia"` for diffusers' from_pretrained, registered when diffusers loads its quantizers."""
+    from diffusia.integrations import install
+
+    install()
+
+
+_register_with_diffusers()
+
+__all__ = ["__version__", "load_pipeline", *_VERBS]

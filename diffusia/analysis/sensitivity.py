@@ -97,23 +97,6 @@ def _settings_for(base: QSettings, precision: str) -> QSettings:
     return dataclasses.replace(base, precision=precision, weight_qmax=127)
 
 
-def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
-def _restore(unet: nn.Module, originals: dict[str, nn.Module]) -> None:
-    """Put the float layers back and drop what `quantize()` attached, so the pipeline is float again."""
-    for name, module in originals.items():
-        _swap(unet, name, module)
-    hook = getattr(unet, "_diffusia_timestep_hook", None)
-    if hook is not None:
-        hook.remove()
-    for attr in ("_diffusia_timestep_hook", "_diffusia_timestep_state", "_diffusia_recipe"):
-        if hasattr(unet, attr):
-            delattr(unet, attr)
-
-
 # ------------------------------------------------------------------ latency microbenchmark (measured)
 def _median_time(fn, x: Tensor, reps: int) -> float:
     with torch.no_grad():
@@ -293,7 +276,7 @@ def run_sensitivity(pipe, recipe: Recipe, prompts: Sequence[Prompt], steps: int 
     finally:
         for h in hooks:
             h.remove()
-        _restore(unet, originals)
+        api.dequantize(unet)  # the float layers back, so the pipeline is float again
     noise_sum = sum(10 ** (-r["sqnr_only_db"] / 10) for r in rows)
     additive = -10 * math.log10(noise_sum) if noise_sum > 0 else SQNR_CAP_DB
     return {

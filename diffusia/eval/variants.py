@@ -100,23 +100,18 @@ def parse_variants(spec: str | Sequence[str], device: str = "cpu") -> list[Varia
 
 
 def _public(config: dict[str, Any]) -> dict[str, Any]:
-    """A U-Net config without diffusers' private keys, JSON-normalised (tuples -> lists)."""
-    return json.loads(json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}, default=str))
+    """A U-Net config without diffusers' private keys and the quantization, JSON-normalised (tuples -> lists)."""
+    return json.loads(json.dumps({k: v for k, v in dict(config).items()
+                                  if not k.startswith("_") and k != "quantization_config"}, default=str))
 
 
 def check_compatible(folder: str | Path, base_unet_config: dict[str, Any], model: str) -> None:
-    """Fail if the quantized folder's U-Net (from diffusia.json, else unet/config.json) differs from the base's."""
-    folder = Path(folder)
+    """Fail if the quantized folder's U-Net (its unet/config.json) differs from the base's."""
+    path = Path(folder) / "unet" / "config.json"
     try:
-        meta = json.loads((folder / "diffusia.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DiffusiaError(f"{folder}/diffusia.json is unreadable ({e}): re-run `diffusia quantize`") from None
-    recorded = meta.get("unet_config")
-    if recorded is None:
-        try:
-            recorded = json.loads((folder / "unet" / "config.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            raise DiffusiaError(f"{folder} records no U-Net config: re-run `diffusia quantize`") from None
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise DiffusiaError(f"{path} is missing or unreadable: re-run `diffusia quantize`") from None
     theirs, ours = _public(recorded), _public(base_unet_config)
     diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
     if diff:

@@ -123,7 +123,15 @@ def freeze(unet: nn.Module) -> None:
     _check_calibrated(qm, "freeze")
     for m in qm.values():
         m.freeze()
+    _mark_frozen(unet, True)
     log.info("froze %d quantized layer(s)", len(qm))
+
+
+def _mark_frozen(unet: nn.Module, frozen: bool) -> None:
+    """diffusers' flags on a model holding real kernels: its `to(dtype)`, `half()` and `float()` then refuse before
+    any layer is cast (the layers refuse too, but only once the casting reaches them)."""
+    unet.is_quantized = frozen
+    unet.quantization_method = "diffusia" if frozen else None
 
 
 def quantization_map(unet: nn.Module) -> dict[str, Any]:
@@ -161,62 +169,126 @@ def _narrow_act_qparams(m: QModuleMixin, old_qmax: int) -> None:
         m.act_scale[g], m.act_zero_point[g] = qmath.act_qparams(lo, hi, m.settings.act_qmax)
 
 
-def load_quantized_state(unet: nn.Module, qmap: Mapping[str, Any], state_dict: Mapping[str, Tensor]) -> nn.Module:
-    """Rebuild a quantized (frozen or not) U-Net from a float skeleton, its quantization map and a state dict."""
-    if qmap.get("format") != QMAP_FORMAT or qmap.get("version") != QMAP_VERSION:
-        raise DiffusiaError(f"not a diffusia quantization map (format {QMAP_FORMAT!r} version {QMAP_VERSION})")
+@dataclasses.dataclass
+class _Skeleton:
+    """What `rebuild_skeleton` leaves for `finish_loading`: the state, layer modes and layers fitted to this host."""
+
+    state: ts.TimestepState
+    modes: dict[str, str]
+    frozen: list[QModuleMixin]
+    narrowed: dict[str, int]  # layer -> its saved act_qmax, for layers fitted to this host
+
+
+def _check_map(qmap: Mapping[str, Any]) -> None:
+    if not isinstance(qmap, Mapping) or qmap.get("format") != QMAP_FORMAT or qmap.get("version") != QMAP_VERSION \
+            or not isinstance(qmap.get("layers"), Mapping):
+        raise DiffusiaError(f"not a diffusia quantization map (format {QMAP_FORMAT!r} version {QMAP_VERSION}): "
+                            "re-run `diffusia quantize`")
+
+
+def rebuild_skeleton(unet: nn.Module, qmap: Mapping[str, Any]) -> _Skeleton:
+    """Swap in the quantized modules a map describes, frozen ones with empty buffers to be filled by a state dict
+    (the first half of loading; `finish_loading` is the second)."""
+    _check_map(qmap)
     if qmodules(unet) or ts.get_state(unet) is not None:
         raise DiffusiaError("the skeleton is already quantized: pass the float model")
     layers = qmap["layers"]
     groups = {int(spec["timestep_groups"]) for spec in layers.values()} or {1}
-    state = ts.TimestepState(max(groups), int(qmap["num_train_timesteps"]))
-    frozen: list[QModuleMixin] = []
-    modes: dict[str, str] = {}
-    narrowed: dict[str, int] = {}  # layer -> its saved act_qmax, for layers fitted to this host
+    skeleton = _Skeleton(ts.TimestepState(max(groups), int(qmap["num_train_timesteps"])), {}, [], {})
     for name, spec in layers.items():
         try:
             module = unet.get_submodule(name)
         except AttributeError:
-            raise DiffusiaError(f"quantization map names layer {name!r}, absent from the skeleton") from None
+            raise DiffusiaError(f"quantization map names layer {name!r}, absent from the U-Net: the folder was "
+                                "quantized from another model") from None
         if list(module.weight.shape) != list(spec["weight_shape"]):
-            raise DiffusiaError(f"layer {name!r}: skeleton weight {list(module.weight.shape)} != map {spec['weight_shape']}")
+            raise DiffusiaError(f"layer {name!r}: the U-Net's weight is {list(module.weight.shape)}, the quantization "
+                                f"map's {spec['weight_shape']}: the folder was quantized from another model")
         if type(module).__name__ != spec["type"]:
             raise DiffusiaError(f"layer {name!r}: skeleton has {type(module).__name__}, map says {spec['type']}")
         saved = QSettings(**{k: v for k, v in spec.items() if k in QSettings.__dataclass_fields__})
         settings = _fit_to_host(saved)
         if settings != saved:
-            narrowed[name] = saved.act_qmax
-        q = qclass_for(module).from_module(module, settings, state)
+            skeleton.narrowed[name] = saved.act_qmax
+        q = qclass_for(module).from_module(module, settings, skeleton.state)
         if spec.get("mode") == "real":
             q.prepare_frozen()
-            frozen.append(q)
+            skeleton.frozen.append(q)
         _swap(unet, name, q)
-        modes[name] = spec.get("mode", "float")
+        skeleton.modes[name] = spec.get("mode", "float")
+    return skeleton
+
+
+def finish_loading(unet: nn.Module, qmap: Mapping[str, Any], skeleton: _Skeleton) -> nn.Module:
+    """Once the state dict is in: fit narrowed layers, build the kernels, attach the timestep state and recipe."""
+    qm = qmodules(unet)
+    for name, old_qmax in skeleton.narrowed.items():
+        _narrow_act_qparams(qm[name], old_qmax)
+    if skeleton.narrowed:
+        made_for = (qmap.get("target") or {}).get("cpu_class", "a CPU with VNNI")
+        log.warning("%d layer(s) were quantized for %s (8-bit activations with 8-bit weights); on this CPU (%s) their "
+                    "int16 pair sums would saturate, so they run with 7-bit activations. For full precision here, "
+                    "re-quantize with `diffusia quantize --target auto`", len(skeleton.narrowed), made_for,
+                    cpu.host_class())
+    for q in skeleton.frozen:
+        q.build_kernels()
+        q.release_packed_source()
+    if skeleton.frozen:
+        _mark_frozen(unet, True)
+    for name, q in qm.items():
+        if skeleton.modes[name] == "fake":
+            q.set_mode("fake")
+    ts.attach(unet, skeleton.state)
+    if qmap.get("recipe"):
+        setattr(unet, _RECIPE_ATTR, Recipe.from_dict(qmap["recipe"]))
+    target = dict(qmap.get("target") or {})
+    if skeleton.narrowed:
+        target["converted_on_load"] = {"to": cpu.host_class(), "layers": len(skeleton.narrowed), "act_qmax": 127}
+    setattr(unet, _TARGET_ATTR, target or None)
+    return unet
+
+
+def load_quantized_state(unet: nn.Module, qmap: Mapping[str, Any], state_dict: Mapping[str, Tensor]) -> nn.Module:
+    """Rebuild a quantized (frozen or not) U-Net from a float skeleton, its quantization map and a state dict."""
+    skeleton = rebuild_skeleton(unet, qmap)
     result = unet.load_state_dict(dict(state_dict), strict=False, assign=any(p.is_meta for p in unet.parameters()))
     if result.missing_keys or result.unexpected_keys:
         raise DiffusiaError(f"state dict does not fit the quantization map: missing {result.missing_keys[:3]}, "
                             f"unexpected {result.unexpected_keys[:3]}")
-    qm = qmodules(unet)
-    for name, old_qmax in narrowed.items():
-        _narrow_act_qparams(qm[name], old_qmax)
-    if narrowed:
-        made_for = (qmap.get("target") or {}).get("cpu_class", "a CPU with VNNI")
-        log.warning("%d layer(s) were quantized for %s (8-bit activations with 8-bit weights); on this CPU (%s) their "
-                    "int16 pair sums would saturate, so they run with 7-bit activations. For full precision here, "
-                    "re-quantize with `diffusia quantize --target auto`", len(narrowed), made_for, cpu.host_class())
-    for q in frozen:
-        q.build_kernels()
-        q.release_packed_source()
-    for name, q in qmodules(unet).items():
-        if modes[name] == "fake":
-            q.set_mode("fake")
-    ts.attach(unet, state)
-    if qmap.get("recipe"):
-        setattr(unet, _RECIPE_ATTR, Recipe.from_dict(qmap["recipe"]))
-    target = dict(qmap.get("target") or {})
-    if narrowed:
-        target["converted_on_load"] = {"to": cpu.host_class(), "layers": len(narrowed), "act_qmax": 127}
-    setattr(unet, _TARGET_ATTR, target or None)
+    return finish_loading(unet, qmap, skeleton)
+
+
+def _float_weight(m: QModuleMixin) -> Tensor:
+    """The layer's weight in float: its own float weight, or the frozen buffers dequantized."""
+    if m.mode != "real":
+        return m.weight.detach()
+    return get_precision(m.precision).dequantize(m.frozen_buffers(), tuple(m.weight_shape)).float()
+
+
+def _float_module(m: QModuleMixin) -> nn.Module:
+    """A plain Conv2d/Linear computing what `m` computes in float (its quantized weight, dequantized)."""
+    with torch.device("meta"):
+        if isinstance(m, nn.Conv2d):
+            f = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
+                          dilation=m.dilation, groups=m.groups, bias=m.bias is not None)
+        else:
+            f = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
+    weight = _float_weight(m)
+    f.weight = nn.Parameter(weight, requires_grad=weight.requires_grad) if m.mode == "real" else m.weight
+    f.bias = m.bias
+    return f.train(m.training)
+
+
+def dequantize(unet: nn.Module) -> nn.Module:
+    """Undo `quantize`: every quantized layer becomes a plain float layer again (the very float weight if it was
+    not frozen, the dequantized weight if it was), and the timestep state and recipe are dropped."""
+    for name, m in _require_quantized(unet).items():
+        _swap(unet, name, _float_module(m))
+    ts.detach(unet)
+    _mark_frozen(unet, False)
+    for attr in (_RECIPE_ATTR, _TARGET_ATTR):
+        if hasattr(unet, attr):
+            delattr(unet, attr)
     return unet
 
 

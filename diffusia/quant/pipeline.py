@@ -5,12 +5,13 @@ import logging
 import resource
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 
 from diffusia.calib.forward_loop import CALIBRATION_SEED, sampling_forward_loop
-from diffusia.config import Recipe
+from diffusia.config import Recipe, load_recipe
 from diffusia.errors import DiffusiaError
 from diffusia.prompts import Prompt, take
 from diffusia.quant import api
@@ -38,32 +39,36 @@ def needs_calibration(plan: dict[str, str]) -> bool:
     return any(act_digits(p) for p in plan.values())
 
 
-def quantize_pipeline(pipe, recipe: Recipe, calib_prompts: list[Prompt] | None = None, calib_size: int = 100,
+def quantize_pipeline(pipe, recipe: Recipe | str, calib_prompts: list[Prompt] | None = None, calib_size: int = 100,
                       steps: int = 25, guidance: float = 7.5, progress: bool = True, validate: bool = True,
-                      batch: int = CALIBRATION_BATCH):
+                      batch: int = CALIBRATION_BATCH, forward_loop: Callable[[object], None] | None = None):
     """Quantize `pipe.unet` in place with `recipe` and return the pipeline (real kernels, frozen).
 
     W8A8 layers are calibrated on `calib_size` prompts (cycled from `calib_prompts`), over every U-Net call of
-    the sampler: all timesteps, both guidance branches, `batch` prompts per pipeline call."""
+    the sampler: all timesteps, both guidance branches, `batch` prompts per pipeline call; or on whatever
+    `forward_loop(pipe)` runs instead."""
+    recipe = load_recipe(recipe)
     info = CalibrationInfo(steps=steps, guidance=guidance)
     if recipe.weights == "fp32" and not recipe.rules:
         pipe.diffusia_recipe, pipe.diffusia_calibration = recipe, info
         return pipe
     plan = api.quantize(pipe.unet, recipe)
     if needs_calibration(plan):
-        if not calib_prompts:
+        if forward_loop is None and not calib_prompts:
             raise DiffusiaError(f"recipe {recipe.name!r} has W8A8 layers and needs calibration prompts: pass --calib-prompts")
-        prompts = take(calib_prompts, calib_size)
+        prompts = [] if forward_loop is not None else take(calib_prompts, calib_size)
+        run = forward_loop or (lambda p: sampling_forward_loop(p, prompts, steps, guidance, progress=progress,
+                                                               batch=batch)())
         calls = [0]
         counter = pipe.unet.register_forward_pre_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
         t0 = time.perf_counter()
         try:
             with api.calibrate(pipe.unet):
-                sampling_forward_loop(pipe, prompts, steps, guidance, progress=progress, batch=batch)()
+                run(pipe)
         finally:
             counter.remove()
         info = CalibrationInfo([p.text for p in prompts], len(prompts), steps, guidance, CALIBRATION_SEED, calls[0],
-                               time.perf_counter() - t0, batch)
+                               time.perf_counter() - t0, batch if forward_loop is None else 0)
         log.info("calibrated on %d prompts, %d U-Net calls, %.1f s", info.size, info.unet_calls, info.seconds)
     api.freeze(pipe.unet)
     pipe.diffusia_recipe, pipe.diffusia_calibration = recipe, info

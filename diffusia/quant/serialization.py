@@ -17,8 +17,12 @@ from diffusia.versions import package_versions
 
 log = logging.getLogger(__name__)
 
-FORMAT, VERSION = "diffusia.quantized_pipeline", 1
-UNET_FILE = "unet/diffusia_unet.safetensors"
+FORMAT, VERSION = "diffusia.quantized_pipeline", 2
+# Version 2: the U-Net is a diffusers folder (config.json with `quantization_config`, diffusion_pytorch_model.safetensors)
+# that DiffusionPipeline.from_pretrained loads after `import diffusia`. Version 1 kept the quantization map in
+# diffusia.json and the tensors in unet/diffusia_unet.safetensors; it still loads.
+UNET_FILE = "unet/diffusion_pytorch_model.safetensors"
+UNET_FILE_V1 = "unet/diffusia_unet.safetensors"
 
 
 def _sha256(path: Path) -> str:
@@ -29,12 +33,26 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _save_quantized_unet(unet, folder: Path) -> None:
+    """The U-Net as diffusers saves a quantized model: config.json with `quantization_config`, tensors in
+    safetensors."""
+    from safetensors.torch import save_file
+
+    from diffusia.integrations.diffusers import DiffusiaQuantizationConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    unet.save_config(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["quantization_config"] = DiffusiaQuantizationConfig.from_model(unet).to_dict()
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    state = {k: v.detach().contiguous().cpu() for k, v in unet.state_dict().items()}
+    save_file(state, str(folder.parent / UNET_FILE), metadata={"format": "pt"})
+
+
 def save_quantized_pipeline(pipe, out_dir: str | Path, base_model: str | None = None,
                             runtimes: tuple[str, ...] = ()) -> Path:
     """Write the pipeline atomically: a killed save leaves no folder that looks complete. Each of `runtimes`
     (openvino, onnxruntime) adds the U-Net exported and checked for it, in `<out_dir>/<runtime>/`."""
-    from safetensors.torch import save_file
-
     from diffusia.runtime import artifact
 
     out_dir = Path(out_dir)
@@ -48,12 +66,9 @@ def save_quantized_pipeline(pipe, out_dir: str | Path, base_model: str | None = 
                 component.save_pretrained(tmp / name, **kwargs)
         pipe.save_config(tmp)  # model_index.json
         meta = {"format": FORMAT, "version": VERSION, "base_model": base_model or getattr(pipe, "diffusia_spec", None),
-                **describe(pipe), "packages": package_versions(), "unet_config": dict(pipe.unet.config)}
+                **describe(pipe), "packages": package_versions()}
         if has_q:
-            pipe.unet.save_config(tmp / "unet")
-            state = {k: v.detach().contiguous().cpu() for k, v in pipe.unet.state_dict().items()}
-            save_file(state, str(tmp / UNET_FILE), metadata={"format": FORMAT})
-            meta["quantization_map"] = api.quantization_map(pipe.unet)
+            _save_quantized_unet(pipe.unet, tmp / "unet")
             meta["target"] = api.target_of(pipe.unet)  # the CPU class the INT8 layout is for, and the CPU it was made on
         meta["runtimes"] = {}
         for runtime in runtimes:
@@ -72,9 +87,21 @@ def read_meta(folder: str | Path) -> dict:
         meta = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise DiffusiaError(f"{path} is unreadable ({e}): re-run `diffusia quantize`") from None
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise DiffusiaError(f"{path} is not a diffusia v{VERSION} quantized pipeline: re-run `diffusia quantize`")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") not in (1, VERSION):
+        raise DiffusiaError(f"{path} is not a diffusia quantized pipeline (format {FORMAT!r} version 1 or {VERSION}): "
+                            "re-run `diffusia quantize`")
     return meta
+
+
+def quantization_config(folder: str | Path) -> dict | None:
+    """The U-Net's `quantization_config` (recipe, target, quantization map), or None for a float U-Net."""
+    path = Path(folder) / "unet" / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DiffusiaError(f"{path} is unreadable ({e}): re-run `diffusia quantize`") from None
+    q = config.get("quantization_config") if isinstance(config, dict) else None
+    return q if isinstance(q, dict) else None
 
 
 def verify_checksums(folder: Path, meta: dict) -> None:
@@ -113,33 +140,49 @@ def _graph_fits_host(meta: dict, runtime: str) -> bool:
     return False
 
 
-def load_quantized_pipeline(folder: str | Path, dtype=None, runtime: str = "torch", threads: int | None = None):
-    """Load a folder written by `save_quantized_pipeline`; the U-Net is rebuilt around a meta-device skeleton so
-    FP32 weights are never materialised. With a `runtime` the folder was saved for, the U-Net is that runtime's
-    graph and no PyTorch U-Net is built (other runtimes are deployed by the caller)."""
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-    from diffusers.configuration_utils import FrozenDict
+def _pipeline_kwargs(folder: Path, dtype) -> dict:
+    """from_pretrained arguments: the components' dtype, and no safety checker for the classes that take one."""
+    from diffusia.models.loading import pipeline_class, pipeline_kwargs, read_model_index
+
+    return dict(torch_dtype=dtype, use_safetensors=True, **pipeline_kwargs(pipeline_class(read_model_index(folder))))
+
+
+def _load_v1_unet(folder: Path, meta: dict):
+    """A version-1 folder's U-Net: quantization map in diffusia.json, tensors in unet/diffusia_unet.safetensors."""
+    from diffusers import UNet2DConditionModel
     from safetensors.torch import load_file
 
+    config = UNet2DConditionModel.load_config(folder / "unet")
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(config)
+    return api.load_quantized_state(unet, meta["quantization_map"], load_file(str(folder / UNET_FILE_V1)))
+
+
+def load_quantized_pipeline(folder: str | Path, dtype=None, runtime: str = "torch", threads: int | None = None):
+    """Load a folder written by `save_quantized_pipeline` with diffusers' `DiffusionPipeline.from_pretrained` (the
+    pipeline class from model_index.json; diffusia's quantizer rebuilds the U-Net on the meta device, so FP32
+    weights are never materialised). With a `runtime` the folder was saved for, the U-Net is that runtime's graph
+    and no PyTorch U-Net is built (other runtimes are deployed by the caller)."""
+    from diffusers import DiffusionPipeline, UNet2DConditionModel
+    from diffusers.configuration_utils import FrozenDict
+
     from diffusia import runtime as runtimes
+    from diffusia.integrations import register_diffusers
 
     folder = Path(folder)
     meta = read_meta(folder)
     verify_checksums(folder, meta)
-    qmap = meta.get("quantization_map")
-    kwargs = dict(torch_dtype=dtype, use_safetensors=True, safety_checker=None, requires_safety_checker=False)
+    register_diffusers()
+    kwargs = _pipeline_kwargs(folder, dtype)
     if runtime != "torch" and (folder / runtime / runtimes.MANIFEST).is_file() and _graph_fits_host(meta, runtime):
-        pipe = StableDiffusionPipeline.from_pretrained(folder, unet=None, **kwargs)
-        config = FrozenDict(UNet2DConditionModel.load_config(folder / "unet"))
-        runtimes.install(pipe, runtimes.load_unet(runtime, folder / runtime, config, threads=threads))
-    elif qmap is None:
-        pipe = StableDiffusionPipeline.from_pretrained(folder, **kwargs)
-    else:
+        pipe = DiffusionPipeline.from_pretrained(folder, unet=None, **kwargs)
         config = UNet2DConditionModel.load_config(folder / "unet")
-        with torch.device("meta"):
-            unet = UNet2DConditionModel.from_config(config)
-        api.load_quantized_state(unet, qmap, load_file(str(folder / UNET_FILE)))
-        pipe = StableDiffusionPipeline.from_pretrained(folder, unet=unet, **kwargs)
+        config = FrozenDict({k: v for k, v in config.items() if k != "quantization_config"})
+        runtimes.install(pipe, runtimes.load_unet(runtime, folder / runtime, config, threads=threads))
+    elif meta["version"] == 1 and meta.get("quantization_map"):
+        pipe = DiffusionPipeline.from_pretrained(folder, unet=_load_v1_unet(folder, meta), **kwargs)
+    else:
+        pipe = DiffusionPipeline.from_pretrained(folder, **kwargs)
     from diffusia.config import Recipe
     from diffusia.quant.pipeline import CalibrationInfo
 

@@ -57,6 +57,16 @@ def attach(model: nn.Module, state: TimestepState) -> None:
     setattr(model, _HOOK_ATTR, model.register_forward_pre_hook(_hook, with_kwargs=True))
 
 
+def detach(model: nn.Module) -> None:
+    """Remove what `attach` added (the state and its pre-hook)."""
+    hook = getattr(model, _HOOK_ATTR, None)
+    if hook is not None:
+        hook.remove()
+    for attr in (_HOOK_ATTR, _STATE_ATTR):
+        if hasattr(model, attr):
+            delattr(model, attr)
+
+
 def set_timestep(model: nn.Module, t: Any) -> int:
     """Select the activation-range group for timestep `t` on a quantized model; returns the group index."""
     state = get_state(model)

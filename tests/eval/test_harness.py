@@ -136,14 +136,14 @@ def test_missing_or_empty_prompt_file(micro_pipeline_dir, tmp_path, content):
 
 def test_incompatible_quantized_folder(micro_pipeline_dir, micro_pipe, prompt_file, tmp_path):
     folder = tmp_path / "other"
-    folder.mkdir()
+    (folder / "unet").mkdir(parents=True)
+    (folder / "diffusia.json").write_text("{}")
     config = dict(micro_pipe.unet.config)
-    (folder / "diffusia.json").write_text(json.dumps({"unet_config": {**config, "cross_attention_dim": 768}},
-                                                     default=str))
+    (folder / "unet" / "config.json").write_text(json.dumps({**config, "cross_attention_dim": 768}, default=str))
     with pytest.raises(DiffusiaError, match="another base model.*cross_attention_dim is 768 there and 32 here"):
         evaluate(str(micro_pipeline_dir), f"fp32,{folder}", prompts=str(prompt_file), out=tmp_path / "o",
                  progress=False)
-    (folder / "diffusia.json").write_text(json.dumps({"unet_config": config}, default=str))
+    (folder / "unet" / "config.json").write_text(json.dumps({**config, "quantization_config": {}}, default=str))
     check_compatible(folder, config, "micro")  # the same base: no error
     assert parse_variants(f"fp32,{folder}")[1].name == "other"
     with pytest.raises(DiffusiaError, match="has no diffusia.json"):

@@ -41,7 +41,7 @@ def test_each_target_gets_its_layout_on_any_host(micro_pipeline_dir, tmp_path, t
     meta = json.loads((folder / "diffusia.json").read_text())
     assert meta["target"]["requested"] == target and meta["target"]["cpu_class"] == cls
     assert meta["target"]["made_on"]["class"] == cpu.host_class(cpu.detected_features())
-    layers = meta["quantization_map"]["layers"].values()
+    layers = serialization.quantization_config(folder)["quantization_map"]["layers"].values()
     one = [s for s in layers if s["precision"] == "w8a8"]
     two = [s for s in layers if s["precision"] == "w8a8x2"]
     assert one and two
