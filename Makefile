@@ -27,6 +27,7 @@ run: $(STAMP)
 	$(BIN)/diffusia study --model tiny --out out/study --overwrite
 
 test: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/python -m pytest tests
 
 clean:

@@ -9,16 +9,17 @@ NNCF recipes, as optimum-intel applies them to diffusion U-Nets (optimum/intel/o
 - `nncf_hybrid`: weight-only INT8 for every MatMul, then full INT8 (`model_type=TRANSFORMER`) for the rest, the
   convolutions: optimum-intel's hybrid mode for diffusion.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from torch import nn
-
 from _backends_peers import Built, Ctx, Inputs, _diffusia, _export_fp32
+from torch import nn
 
 FEEDS = ("sample", "timestep", "encoder_hidden_states")
 
@@ -35,6 +36,7 @@ def _compiled(model, threads: int, precision: str = "f32") -> Callable[[Inputs],
     def run(x: Inputs) -> torch.Tensor:
         request.infer(_feeds(x))
         return torch.from_numpy(request.get_output_tensor(0).data.copy())
+
     return run
 
 
@@ -60,6 +62,7 @@ def _ov(precision: str) -> Callable[[nn.Module, Ctx], Built]:
         files = _save_ir(model, ctx.out)
         note = f"INFERENCE_PRECISION_HINT {precision}; IR converted from the FP32 ONNX export"
         return Built(_compiled(files[0], ctx.threads, precision), files, [note], {"export_s": round(secs, 1)})
+
     return build
 
 
@@ -96,27 +99,37 @@ def _nncf(recipe: str) -> Callable[[nn.Module, Ctx], Built]:
             kwargs: dict[str, Any] = {"subset_size": len(ctx.calib)}
             if recipe in ("transformer", "hybrid"):
                 kwargs["model_type"] = nncf.ModelType.TRANSFORMER
-            note = f"nncf.quantize on {len(ctx.calib)} inputs" + (", model_type=TRANSFORMER" if "model_type" in kwargs
-                                                                   else " (defaults)")
+            note = f"nncf.quantize on {len(ctx.calib)} inputs" + (
+                ", model_type=TRANSFORMER" if "model_type" in kwargs else " (defaults)"
+            )
             if recipe == "hybrid":
                 matmuls = _weighted_matmuls(model)
                 model = nncf.compress_weights(model, ignored_scope=nncf.IgnoredScope(types=["Convolution"]))
                 kwargs["ignored_scope"] = nncf.IgnoredScope(names=matmuls, validate=False)
-                note = (f"compress_weights on {len(matmuls)} MatMuls (INT8_ASYM), then {note} for the rest "
-                        "(optimum-intel's hybrid mode)")
+                note = (
+                    f"compress_weights on {len(matmuls)} MatMuls (INT8_ASYM), then {note} for the rest "
+                    "(optimum-intel's hybrid mode)"
+                )
             model = nncf.quantize(model, _dataset(ctx), **kwargs)
         qsecs = time.perf_counter() - t0
         files = _save_ir(model, ctx.out)
-        return Built(_compiled(files[0], ctx.threads), files, [f"{note}; {qsecs:.0f} s"],
-                     {"export_s": round(secs, 1), "quantize_s": round(qsecs, 1)})
+        return Built(
+            _compiled(files[0], ctx.threads),
+            files,
+            [f"{note}; {qsecs:.0f} s"],
+            {"export_s": round(secs, 1), "quantize_s": round(qsecs, 1)},
+        )
+
     return build
 
 
-def _diffusia_on(runtime: str, preset: str, calibrator: str | None = None,
-                 precision: str = "f32") -> Callable[[nn.Module, Ctx], Built]:
+def _diffusia_on(
+    runtime: str, preset: str, calibrator: str | None = None, precision: str = "f32"
+) -> Callable[[nn.Module, Ctx], Built]:
     """diffusia's preset (quantized and calibrated exactly as its torch row) exported with `diffusia.runtime` and
     run by the product's runtime U-Net (static shapes compiled on first call); `precision` of OpenVINO's float
     layers (the quantized ones are INT8 either way)."""
+
     def build(unet: nn.Module, ctx: Ctx) -> Built:
         from diffusia.runtime import load_unet
         from diffusia.runtime.artifact import export_runtime
@@ -128,17 +141,22 @@ def _diffusia_on(runtime: str, preset: str, calibrator: str | None = None,
         secs = time.perf_counter() - t0
         config = unet.config
         del unet
-        ru = load_unet(runtime, folder, config, threads=ctx.threads,
-                       **({"precision": precision} if runtime == "openvino" else {}))
+        ru = load_unet(
+            runtime, folder, config, threads=ctx.threads, **({"precision": precision} if runtime == "openvino" else {})
+        )
         files = [p for p in folder.iterdir() if p.name != "runtime.json"]
         notes = list(built.notes)
-        notes.append(f"exported for {runtime} {manifest['runtime_version'].split('-')[0]} in {secs:.0f} s "
-                     "(diffusia.runtime, not re-checked here)"
-                     + (f"; float layers in {precision}" if runtime == "openvino" else ""))
+        notes.append(
+            f"exported for {runtime} {manifest['runtime_version'].split('-')[0]} in {secs:.0f} s "
+            "(diffusia.runtime, not re-checked here)"
+            + (f"; float layers in {precision}" if runtime == "openvino" else "")
+        )
 
         def run(x: Inputs) -> torch.Tensor:
             return ru(*x, return_dict=False)[0]
+
         return Built(run, files, notes, {**built.info, "export_s": round(secs, 1)})
+
     return build
 
 
@@ -152,10 +170,16 @@ BACKENDS = {
     "diffusia_w8a8_ov": (_diffusia_on("openvino", "w8a8"), "diffusia W8A8 on OpenVINO"),
     "diffusia_w8a8_mse_ov": (_diffusia_on("openvino", "w8a8", "mse"), "diffusia W8A8 (MSE calibrator) on OpenVINO"),
     "diffusia_w8a8x2_ov": (_diffusia_on("openvino", "w8a8x2"), "diffusia w8a8x2 on OpenVINO"),
-    "diffusia_w8a8_mse_ov_bf16": (_diffusia_on("openvino", "w8a8", "mse", "bf16"),
-                                  "diffusia W8A8 (MSE calibrator) on OpenVINO, float layers in bf16"),
-    "diffusia_w8a8x2_ov_bf16": (_diffusia_on("openvino", "w8a8x2", precision="bf16"),
-                                "diffusia w8a8x2 on OpenVINO, float layers in bf16"),
-    "diffusia_w8a8_mse_ort": (_diffusia_on("onnxruntime", "w8a8", "mse"),
-                              "diffusia W8A8 (MSE calibrator) on ONNX Runtime"),
+    "diffusia_w8a8_mse_ov_bf16": (
+        _diffusia_on("openvino", "w8a8", "mse", "bf16"),
+        "diffusia W8A8 (MSE calibrator) on OpenVINO, float layers in bf16",
+    ),
+    "diffusia_w8a8x2_ov_bf16": (
+        _diffusia_on("openvino", "w8a8x2", precision="bf16"),
+        "diffusia w8a8x2 on OpenVINO, float layers in bf16",
+    ),
+    "diffusia_w8a8_mse_ort": (
+        _diffusia_on("onnxruntime", "w8a8", "mse"),
+        "diffusia W8A8 (MSE calibrator) on ONNX Runtime",
+    ),
 }

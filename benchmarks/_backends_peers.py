@@ -4,13 +4,15 @@ saves it the way that backend would ship it. Used inside one fresh worker proces
 A builder takes the float U-Net (which it may convert in place) and a `Ctx`, and returns a `Built`: a callable
 for one U-Net call on (sample, timestep, encoder_hidden_states) returning a float32 tensor, and the files it saved.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,6 +43,7 @@ def _eager(unet: nn.Module, dtype: torch.dtype | None = None) -> Callable[[Input
         if dtype is not None:
             s, e = s.to(dtype), e.to(dtype)
         return unet(s, t, e, return_dict=False)[0].float()
+
     return run
 
 
@@ -62,18 +65,25 @@ def fp32_eager(unet: nn.Module, ctx: Ctx) -> Built:
 
 def fp32_compile(unet: nn.Module, ctx: Ctx) -> Built:
     compiled = torch.compile(unet)
-    return Built(_eager(compiled), [_safetensors(unet, ctx.out / "unet.safetensors")],
-                 ["torch.compile(inductor, default mode); ships the FP32 weights; first call = compile"])
+    return Built(
+        _eager(compiled),
+        [_safetensors(unet, ctx.out / "unet.safetensors")],
+        ["torch.compile(inductor, default mode); ships the FP32 weights; first call = compile"],
+    )
 
 
 def bf16(unet: nn.Module, ctx: Ctx) -> Built:
     unet.to(torch.bfloat16)
-    return Built(_eager(unet, torch.bfloat16), [_safetensors(unet, ctx.out / "unet.safetensors")],
-                 ["weights, activations and compute in bfloat16, eager"])
+    return Built(
+        _eager(unet, torch.bfloat16),
+        [_safetensors(unet, ctx.out / "unet.safetensors")],
+        ["weights, activations and compute in bfloat16, eager"],
+    )
 
 
 def _diffusia(preset: str, calibrator: str | None = None) -> Callable[[nn.Module, Ctx], Built]:
     """diffusia's preset; the calibrator is `calibrator` if given, else the run's --calibrator."""
+
     def build(unet: nn.Module, ctx: Ctx) -> Built:
         from diffusia.config import get_preset
         from diffusia.quant import api
@@ -81,8 +91,8 @@ def _diffusia(preset: str, calibrator: str | None = None) -> Callable[[nn.Module
         recipe = get_preset(preset)
         if (calibrator or ctx.calibrator) != "preset":
             recipe = recipe.replace(calibrator=calibrator or ctx.calibrator)
-        from diffusia.quant.precisions import get_precision, precision_names
         from diffusia.quant.pipeline import needs_calibration
+        from diffusia.quant.precisions import get_precision, precision_names
 
         plan = api.quantize(unet, recipe)
         notes = []
@@ -94,12 +104,14 @@ def _diffusia(preset: str, calibrator: str | None = None) -> Callable[[nn.Module
             notes.append(f"calibrated on {len(ctx.calib)} inputs ({cal})")
         api.freeze(unet)
         counts = Counter(p for p in plan.values() if p in precision_names() and get_precision(p).weight_bits <= 8)
-        notes.insert(0, f"{', '.join(f'{n} {p}' for p, n in counts.items())} of {len(plan)} Conv2d/Linear "
-                        "(default policy)")
+        notes.insert(
+            0, f"{', '.join(f'{n} {p}' for p, n in counts.items())} of {len(plan)} Conv2d/Linear (default policy)"
+        )
         path = _safetensors(unet, ctx.out / "diffusia_unet.safetensors")  # as save_quantized_pipeline writes it
         qmap = ctx.out / "quantization_map.json"
         qmap.write_text(json.dumps(api.quantization_map(unet)))
         return Built(_eager(unet), [path, qmap], notes, {"recipe": recipe.to_dict()})
+
     return build
 
 
@@ -107,8 +119,11 @@ def torch_dynamic_int8(unet: nn.Module, ctx: Ctx) -> Built:
     from torch.ao.quantization import quantize_dynamic
 
     quantize_dynamic(unet, {nn.Linear}, dtype=torch.qint8, inplace=True)
-    return Built(_eager(unet), [_torch_save(unet, ctx.out / "unet.pt")],
-                 [f"Linear only, engine {torch.backends.quantized.engine}; convs stay FP32"])
+    return Built(
+        _eager(unet),
+        [_torch_save(unet, ctx.out / "unet.pt")],
+        [f"Linear only, engine {torch.backends.quantized.engine}; convs stay FP32"],
+    )
 
 
 def _torchao(weight_only: bool, compile_: bool) -> Callable[[nn.Module, Ctx], Built]:
@@ -123,6 +138,7 @@ def _torchao(weight_only: bool, compile_: bool) -> Callable[[nn.Module, Ctx], Bu
         if compile_:
             notes.append("torch.compile; first call = compile")
         return Built(_eager(model), [path], notes)
+
     return build
 
 
@@ -146,10 +162,12 @@ def _quanto(activations: bool) -> Callable[[nn.Module, Ctx], Built]:
             path = _torch_save(unet, ctx.out / "unet.pt")
             notes.append(f"torch.save (safetensors failed: {type(e).__name__})")
         return Built(_eager(unet), [path, qmap], notes)
+
     return build
 
 
 # ---------------------------------------------------------------- ONNX Runtime
+
 
 def _onnx_files(path: Path) -> list[Path]:
     return [p for p in path.parent.iterdir() if p.is_file()]
@@ -170,9 +188,16 @@ def _export_fp32(unet: nn.Module, x: Inputs, folder: Path) -> tuple[Path, float]
     raw = folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        torch.onnx.export(_UNetOnly(unet).eval(), x, str(raw / "unet.onnx"), dynamo=False, opset_version=OPSET,
-                          input_names=["sample", "timestep", "encoder_hidden_states"], output_names=["noise_pred"],
-                          do_constant_folding=True)
+        torch.onnx.export(
+            _UNetOnly(unet).eval(),
+            x,
+            str(raw / "unet.onnx"),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["sample", "timestep", "encoder_hidden_states"],
+            output_names=["noise_pred"],
+            do_constant_folding=True,
+        )
     model = onnx.load(str(raw / "unet.onnx"))
     big = sum(p.stat().st_size for p in raw.iterdir()) > 1.8e9  # protobuf's limit is 2 GB
     onnx.save(model, str(path), save_as_external_data=big, all_tensors_to_one_file=True, location="unet.onnx.data")
@@ -193,6 +218,7 @@ def _session(path: Path, threads: int) -> Callable[[Inputs], torch.Tensor]:
     def run(x: Inputs) -> torch.Tensor:
         feeds = {"sample": x[0].numpy(), "timestep": x[1].numpy(), "encoder_hidden_states": x[2].numpy()}
         return torch.from_numpy(sess.run(None, feeds)[0])
+
     return run
 
 
@@ -205,8 +231,13 @@ def ort_fp32(unet: nn.Module, ctx: Ctx) -> Built:
 def ort_int8_static(unet: nn.Module, ctx: Ctx) -> Built:
     import time
 
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     fp32, secs = _export_fp32(unet, ctx.calib[0], ctx.cache / "onnx_fp32")
     feeds = [{"sample": s.numpy(), "timestep": t.numpy(), "encoder_hidden_states": e.numpy()} for s, t, e in ctx.calib]
@@ -221,14 +252,26 @@ def ort_int8_static(unet: nn.Module, ctx: Ctx) -> Built:
     out = ctx.out / "unet_int8.onnx"
     big = (fp32.parent / "unet.onnx.data").is_file()
     t0 = time.perf_counter()
-    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    reduce_range=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax, use_external_data_format=big)
+    quantize_static(
+        str(fp32),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        reduce_range=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        use_external_data_format=big,
+    )
     qsecs = time.perf_counter() - t0
-    notes = [f"QDQ, per-channel, reduce_range (7-bit), u8 act / s8 weights, MinMax on {len(feeds)} inputs, "
-             f"quantize_static {qsecs:.0f} s"]
-    return Built(_session(out, ctx.threads), _onnx_files(out), notes,
-                 {"export_s": round(secs, 1), "quantize_s": round(qsecs, 1)})
+    notes = [
+        f"QDQ, per-channel, reduce_range (7-bit), u8 act / s8 weights, MinMax on {len(feeds)} inputs, "
+        f"quantize_static {qsecs:.0f} s"
+    ]
+    return Built(
+        _session(out, ctx.threads), _onnx_files(out), notes, {"export_s": round(secs, 1), "quantize_s": round(qsecs, 1)}
+    )
 
 
 # name -> (builder, kind)
@@ -239,8 +282,10 @@ BACKENDS: dict[str, tuple[Callable[[nn.Module, Ctx], Built], str]] = {
     "bf16": (bf16, "eager BF16"),
     "diffusia_w8a8": (_diffusia("w8a8"), "real INT8 kernels (oneDNN, static)"),
     "diffusia_w8a8_mse": (_diffusia("w8a8", "mse"), "real INT8 kernels (oneDNN, static), MSE calibrator"),
-    "diffusia_w8a8x2": (_diffusia("w8a8x2"), "real INT8 kernels (oneDNN, static), MSE calibrator, full-resolution "
-                        "blocks' activations in two INT8 digits"),
+    "diffusia_w8a8x2": (
+        _diffusia("w8a8x2"),
+        "real INT8 kernels (oneDNN, static), MSE calibrator, full-resolution blocks' activations in two INT8 digits",
+    ),
     "diffusia_w8": (_diffusia("w8"), "weight-only INT8 (dequant per call)"),
     "diffusia_w4": (_diffusia("w4"), "weight-only INT4 (dequant per call)"),
     "torch_dynamic_int8": (torch_dynamic_int8, "real INT8 kernels (dynamic, Linear only)"),

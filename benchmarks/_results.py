@@ -2,6 +2,7 @@
 machine classes never mix: `avx2` (x86 without VNNI), `vnni` (AVX-512 VNNI / AVX-VNNI, no AMX) and `amx` (VNNI
 and AMX tiles, e.g. Intel Sapphire Rapids: the same INT8 layout as `vnni`, but oneDNN and OpenVINO run INT8 and
 BF16 matmuls on the tile units, so its timings are a class of their own)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -22,6 +22,7 @@ the FP32 eager output. Calibrated backends (diffusia W8A8, quanto W8A8, ONNX Run
 over 980..20. The last backend, `fp32_eager_end`, runs FP32 eager again: its difference from the first row shows
 how much the machine's load drifted during the run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,9 +48,14 @@ log = logging.getLogger("bench_backends")
 
 FP32_PATHS = ("fp32_eager", "fp32_compile", "ort_fp32", "ov_fp32")
 NNCF_INT8 = ("nncf_int8", "nncf_int8_transformer", "nncf_hybrid")  # the INT8 peers of diffusia on OpenVINO
-PREIMPORT = {"ort_": ("onnx", "onnxruntime", "onnxruntime.quantization"), "torchao": ("torchao.quantization",),
-             "quanto": ("optimum.quanto",), "diffusia": ("diffusia.quant.api", "diffusia.quant.kernels"),
-             "ov_": ("openvino",), "nncf": ("openvino", "nncf")}
+PREIMPORT = {
+    "ort_": ("onnx", "onnxruntime", "onnxruntime.quantization"),
+    "torchao": ("torchao.quantization",),
+    "quanto": ("optimum.quanto",),
+    "diffusia": ("diffusia.quant.api", "diffusia.quant.kernels"),
+    "ov_": ("openvino",),
+    "nncf": ("openvino", "nncf"),
+}
 VERSIONS = ("torch", "diffusers", "onnxruntime", "onnx", "torchao", "optimum-quanto", "openvino", "nncf")
 
 
@@ -60,6 +66,7 @@ def backend_names() -> list[str]:
 
 
 # ---------------------------------------------------------------- inputs and model
+
 
 def load_unet(model: str, workdir: Path):
     import torch
@@ -88,9 +95,8 @@ def make_inputs(model: str, latent: int, n_calib: int, workdir: Path) -> dict[st
     if model == "tiny":
         import diffusia
         from diffusia.calib.forward_loop import record_unet_inputs
-        from diffusia.prompts import load_prompts
-
         from diffusia.models.loading import TINY_DIR
+        from diffusia.prompts import load_prompts
 
         shutil.copytree(TINY_DIR, workdir / "tiny")
         pipe = diffusia.load_pipeline(str(workdir / "tiny"), progress=False)
@@ -100,21 +106,29 @@ def make_inputs(model: str, latent: int, n_calib: int, workdir: Path) -> dict[st
         calib = [batch2(*calls[i]) for i in idx]
         timed = batch2(*record_unet_inputs(pipe, [prompts[-1]], steps=8, seed=42, progress=False)[4])
     else:
+
         def gauss(seed: int, t: int):
             g = torch.Generator().manual_seed(seed)
-            return (torch.randn(2, 4, latent, latent, generator=g), torch.tensor([t, t]),
-                    torch.randn(2, 77, 768, generator=g))
+            return (
+                torch.randn(2, 4, latent, latent, generator=g),
+                torch.tensor([t, t]),
+                torch.randn(2, 77, 768, generator=g),
+            )
+
         timed = gauss(0, 500)
         calib = [gauss(100 + i, round(980 - i * 960 / max(n_calib - 1, 1))) for i in range(n_calib)]
     torch.save({"timed": timed, "calib": calib}, workdir / "inputs.pt")
     if model != "tiny":
         return {"weights": "random, torch.manual_seed(0) before UNet2DConditionModel(**SD15_UNET)"}
     weights = next((workdir / "tiny" / "unet").glob("*.safetensors"))
-    return {"weights": f"diffusia/assets/tiny/unet/{weights.name}",
-            "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    return {
+        "weights": f"diffusia/assets/tiny/unet/{weights.name}",
+        "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+    }
 
 
 # ---------------------------------------------------------------- worker (fresh process per backend)
+
 
 def worker(task_path: Path) -> None:
     task = json.loads(task_path.read_text())
@@ -141,8 +155,13 @@ def worker(task_path: Path) -> None:
         data = torch.load(task["inputs"])
         out_dir = Path(task["workdir"]) / name
         out_dir.mkdir(parents=True, exist_ok=True)
-        ctx = Ctx(calib=data["calib"], out=out_dir, cache=Path(task["workdir"]), threads=threads,
-                  calibrator=task["calibrator"])
+        ctx = Ctx(
+            calib=data["calib"],
+            out=out_dir,
+            cache=Path(task["workdir"]),
+            threads=threads,
+            calibrator=task["calibrator"],
+        )
         t0 = time.perf_counter()
         unet = load_unet(task["model"], Path(task["workdir"]))
         with torch.no_grad():
@@ -203,9 +222,14 @@ def run_worker(task: dict[str, Any], timeout: float) -> dict[str, Any]:
     task_path, result_path = wd / f"{task['name']}.task.json", wd / f"{task['name']}.result.json"
     task["result"] = str(result_path)
     task_path.write_text(json.dumps(task))
-    env = {**os.environ, "OMP_NUM_THREADS": str(task["threads"]), "MKL_NUM_THREADS": str(task["threads"]),
-           "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1",
-           "TORCHINDUCTOR_CACHE_DIR": str(wd / f"inductor_{task['name']}")}  # cold compile every run
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(task["threads"]),
+        "MKL_NUM_THREADS": str(task["threads"]),
+        "PYTHONUNBUFFERED": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TORCHINDUCTOR_CACHE_DIR": str(wd / f"inductor_{task['name']}"),
+    }  # cold compile every run
     logf = wd / f"{task['name']}.log"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(task_path)]
     try:
@@ -216,11 +240,15 @@ def run_worker(task: dict[str, Any], timeout: float) -> dict[str, Any]:
     if result_path.is_file():
         return json.loads(result_path.read_text())
     lines = [ln for ln in logf.read_text(errors="replace").splitlines() if ln.strip()]
-    return {"name": task["name"], "status": "failed",
-            "reason": f"worker died (exit {proc.returncode}): {lines[-1] if lines else 'no output'}"}
+    return {
+        "name": task["name"],
+        "status": "failed",
+        "reason": f"worker died (exit {proc.returncode}): {lines[-1] if lines else 'no output'}",
+    }
 
 
 # ---------------------------------------------------------------- summary and report
+
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add ratios vs FP32 eager / the fastest FP32 path and size vs FP32 to the successful rows."""
@@ -245,12 +273,17 @@ def versus_nncf(rows: list[dict[str, Any]]) -> list[str]:
     if not peers:
         return []
     best = min(peers, key=lambda r: r["median_ms"])
-    lines = [f"Against the fastest NNCF INT8 row (`{best['name']}`, {best['median_ms']:,.0f} ms, "
-             f"{100 * best['rel_l2']:.2f} % rel-L2):", ""]
+    lines = [
+        f"Against the fastest NNCF INT8 row (`{best['name']}`, {best['median_ms']:,.0f} ms, "
+        f"{100 * best['rel_l2']:.2f} % rel-L2):",
+        "",
+    ]
     for r in ok.values():
         if r["name"].startswith("diffusia") and "_ov" in r["name"]:
-            lines.append(f"- `{r['name']}`: step {r['median_ms'] / best['median_ms']:.2f}x, error "
-                         f"{r['rel_l2'] / best['rel_l2']:.2f}x ({100 * r['rel_l2']:.2f} %)")
+            lines.append(
+                f"- `{r['name']}`: step {r['median_ms'] / best['median_ms']:.2f}x, error "
+                f"{r['rel_l2'] / best['rel_l2']:.2f}x ({100 * r['rel_l2']:.2f} %)"
+            )
     return lines + [""]
 
 
@@ -259,14 +292,26 @@ def _fmt(v: Any, spec: str, scale: float = 1.0) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ["backend", "kind", "step ms (median)", "vs FP32 eager", "CPU ms/call", "CPU vs FP32 eager",
-            "vs fastest FP32", "disk MB", "% of FP32",
-            "peak RSS MB", "rel-L2 vs FP32", "notes"]
+    head = [
+        "backend",
+        "kind",
+        "step ms (median)",
+        "vs FP32 eager",
+        "CPU ms/call",
+        "CPU vs FP32 eager",
+        "vs fastest FP32",
+        "disk MB",
+        "% of FP32",
+        "peak RSS MB",
+        "rel-L2 vs FP32",
+        "notes",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if r.get("status") != "ok":
-            lines.append(f"| {r['name']} | {r.get('kind', '')} | failed |" + " |" * (len(head) - 4)
-                         + f" {r.get('reason', '')} |")
+            lines.append(
+                f"| {r['name']} | {r.get('kind', '')} | failed |" + " |" * (len(head) - 4) + f" {r.get('reason', '')} |"
+            )
             continue
         n = len(r["times_s"])
         notes = [f"{n} run{'s' * (n != 1)}"]
@@ -277,12 +322,26 @@ def table(rows: list[dict[str, Any]]) -> str:
             notes.append(f"load+convert+save {r['convert_s']:.0f} s, peak RSS {r['peak_rss_convert_mb']:,.0f} MB")
         if not r.get("finite", True):
             notes.append("NON-FINITE output")
-        lines.append("| " + " | ".join([
-            r["name"], r["kind"], f"{r['median_ms']:,.0f}", _fmt(r.get("vs_fp32_eager"), ".2f"),
-            _fmt(r.get("cpu_ms"), ",.0f"), _fmt(r.get("cpu_vs_fp32_eager"), ".2f"),
-            _fmt(r.get("vs_fastest_fp32"), ".2f"), f"{r['bytes'] / 1e6:,.1f}", _fmt(r.get("size_pct_fp32"), ".0f"),
-            f"{r['peak_rss_mb']:,.0f}", "-" if r.get("rel_l2") is None else f"{100 * r['rel_l2']:.2f}%",
-            "; ".join(notes)]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["name"],
+                    r["kind"],
+                    f"{r['median_ms']:,.0f}",
+                    _fmt(r.get("vs_fp32_eager"), ".2f"),
+                    _fmt(r.get("cpu_ms"), ",.0f"),
+                    _fmt(r.get("cpu_vs_fp32_eager"), ".2f"),
+                    _fmt(r.get("vs_fastest_fp32"), ".2f"),
+                    f"{r['bytes'] / 1e6:,.1f}",
+                    _fmt(r.get("size_pct_fp32"), ".0f"),
+                    f"{r['peak_rss_mb']:,.0f}",
+                    "-" if r.get("rel_l2") is None else f"{100 * r['rel_l2']:.2f}%",
+                    "; ".join(notes),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -297,34 +356,51 @@ def markdown(result: dict[str, Any]) -> str:
     env, m = result["environment"], result["model"]
     flags = ", ".join(k for k, v in env["cpu_features"].items() if v) or "none"
     vers = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
-    return "\n".join([
-        f"# Backend benchmark: {m['label']} U-Net step, latent {m['latent']}x{m['latent']}, batch 2"
-        + (" (quick smoke run)" if result["quick"] else ""), "",
-        f"Machine: {env['cpu_model']}, CPU class **{env.get('cpu_class') or _class_of(env)}** "
-        f"(flags: {flags}; {env['cores']} cores), "
-        f"{env['threads']} thread{'s' * (env['threads'] != 1)}, "
-        f"{vers}. Load average {env['load_avg_start']:.2f} at start, {env['load_avg_end']:.2f} at end "
-        f"(the machine is shared: treat differences under ~10 % as noise). {env['date']}, "
-        f"total {result['total_s']:.0f} s.", "",
-        f"One fresh process per backend; median of up to {result['repeats']} calls after warm-up, stopped after "
-        f"{result['budget_s']:.0f} s (the notes say how many). Disk = the files the backend ships (safetensors, "
-        "torch.save for tensor subclasses/packed params, .onnx + external data); % of FP32 = of the FP32 "
-        "safetensors. Peak RSS = growth over the post-import baseline while running (model resident + step peak); "
-        "the notes give the peak while loading, converting and saving. "
-        "rel-L2 = ||y - y_fp32|| / ||y_fp32|| of the U-Net output on the same seeded input. CPU ms/call = "
-        "the process's CPU time per call over all its threads (less sensitive to other jobs than wall time, "
-        "inflated by spinning threads at > 1 thread). "
-        f"Calibration: {result['calibration']}.", "",
-        *([f"Weights: `{m['weights']}`, sha256 {m['weights_sha256'][:16]}...", ""] if m.get("weights_sha256") else []),
-        *(["**Random weights**: latency, disk and memory are those of the SD v1.5 U-Net; output errors are measured "
-           "on random weights and Gaussian inputs, not on a trained model.", ""] if m.get("random_weights") else []),
-        table(result["rows"]), "",
-        *versus_nncf(result["rows"]),
-        "Kinds: *real INT8 kernels* compute integer products; *weight-only* stores int8/int4 weights and "
-        "dequantizes them for a float matmul/conv; *dequantized* = quantize-dequantize in float (no integer "
-        "arithmetic). torchao and torch dynamic quantization touch Linear layers only (their defaults).",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# Backend benchmark: {m['label']} U-Net step, latent {m['latent']}x{m['latent']}, batch 2"
+            + (" (quick smoke run)" if result["quick"] else ""),
+            "",
+            f"Machine: {env['cpu_model']}, CPU class **{env.get('cpu_class') or _class_of(env)}** "
+            f"(flags: {flags}; {env['cores']} cores), "
+            f"{env['threads']} thread{'s' * (env['threads'] != 1)}, "
+            f"{vers}. Load average {env['load_avg_start']:.2f} at start, {env['load_avg_end']:.2f} at end "
+            f"(the machine is shared: treat differences under ~10 % as noise). {env['date']}, "
+            f"total {result['total_s']:.0f} s.",
+            "",
+            f"One fresh process per backend; median of up to {result['repeats']} calls after warm-up, stopped after "
+            f"{result['budget_s']:.0f} s (the notes say how many). Disk = the files the backend ships (safetensors, "
+            "torch.save for tensor subclasses/packed params, .onnx + external data); % of FP32 = of the FP32 "
+            "safetensors. Peak RSS = growth over the post-import baseline while running (model resident + step peak); "
+            "the notes give the peak while loading, converting and saving. "
+            "rel-L2 = ||y - y_fp32|| / ||y_fp32|| of the U-Net output on the same seeded input. CPU ms/call = "
+            "the process's CPU time per call over all its threads (less sensitive to other jobs than wall time, "
+            "inflated by spinning threads at > 1 thread). "
+            f"Calibration: {result['calibration']}.",
+            "",
+            *(
+                [f"Weights: `{m['weights']}`, sha256 {m['weights_sha256'][:16]}...", ""]
+                if m.get("weights_sha256")
+                else []
+            ),
+            *(
+                [
+                    "**Random weights**: latency, disk and memory are those of the SD v1.5 U-Net; output errors are measured "
+                    "on random weights and Gaussian inputs, not on a trained model.",
+                    "",
+                ]
+                if m.get("random_weights")
+                else []
+            ),
+            table(result["rows"]),
+            "",
+            *versus_nncf(result["rows"]),
+            "Kinds: *real INT8 kernels* compute integer products; *weight-only* stores int8/int4 weights and "
+            "dequantizes them for a float matmul/conv; *dequantized* = quantize-dequantize in float (no integer "
+            "arithmetic). torchao and torch dynamic quantization touch Linear layers only (their defaults).",
+            "",
+        ]
+    )
 
 
 def environment(threads: int) -> dict[str, Any]:
@@ -334,9 +410,16 @@ def environment(threads: int) -> dict[str, Any]:
     from diffusia.versions import package_versions
 
     vers = package_versions(VERSIONS)
-    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cpu_model": cpu.cpu_model(),
-            "cpu_features": cpu.detected_features(), "cpu_class": cpu.host_class(cpu.detected_features()), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cores": os.cpu_count(), "threads": threads, "versions": vers}
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cpu_model": cpu.cpu_model(),
+        "cpu_features": cpu.detected_features(),
+        "cpu_class": cpu.host_class(cpu.detected_features()),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "versions": vers,
+    }
 
 
 def run_model(model: str, args: argparse.Namespace, names: list[str]) -> Path:
@@ -352,27 +435,53 @@ def run_model(model: str, args: argparse.Namespace, names: list[str]) -> Path:
     weights = make_inputs(model, latent, args.calib, workdir)
     rows = []
     for name in names:
-        task = {"name": name, "model": model, "threads": args.threads, "workdir": str(workdir),
-                "inputs": str(workdir / "inputs.pt"), "repeats": args.repeats, "budget": args.budget,
-                "calibrator": args.calibrator}
+        task = {
+            "name": name,
+            "model": model,
+            "threads": args.threads,
+            "workdir": str(workdir),
+            "inputs": str(workdir / "inputs.pt"),
+            "repeats": args.repeats,
+            "budget": args.budget,
+            "calibrator": args.calibrator,
+        }
         log.info("[%s] %s ...", model, name)
         row = run_worker(task, args.timeout)
         rows.append(row)
-        log.info("[%s] %s: %s", model, name, f"{row['median_ms']:.0f} ms, rel-L2 {row['rel_l2']}"
-                 if row.get("status") == "ok" else row.get("reason"))
+        log.info(
+            "[%s] %s: %s",
+            model,
+            name,
+            f"{row['median_ms']:.0f} ms, rel-L2 {row['rel_l2']}" if row.get("status") == "ok" else row.get("reason"),
+        )
         shutil.rmtree(workdir / name, ignore_errors=True)  # artifacts measured: free the disk (FP32 ONNX cache stays)
     env["load_avg_end"] = os.getloadavg()[0]
-    calib = ("tiny: U-Net inputs recorded along DPM-Solver trajectories (2 prompts, 8 steps, cfg 7.5)"
-             if model == "tiny" else "seeded Gaussian latents and text embeddings at timesteps 980..20")
+    calib = (
+        "tiny: U-Net inputs recorded along DPM-Solver trajectories (2 prompts, 8 steps, cfg 7.5)"
+        if model == "tiny"
+        else "seeded Gaussian latents and text embeddings at timesteps 980..20"
+    )
     preset = get_preset("w8a8")
-    cal_name = (args.calibrator if args.calibrator != "preset"
-                else f"the preset's ({preset.calibrator} {preset.percentile:g})")
-    result = {"model": {"spec": model, "label": describe(model), "latent": latent,
-                        "random_weights": model == "sd15-arch", **weights},
-              "environment": env, "quick": args.quick, "repeats": args.repeats, "budget_s": args.budget,
-              "calibration": f"{args.calib} inputs, {calib}; diffusia calibrator {cal_name}, quanto "
-                             "Calibration(), ONNX Runtime MinMax",
-              "total_s": time.perf_counter() - t_start, "rows": summarize(rows)}
+    cal_name = (
+        args.calibrator if args.calibrator != "preset" else f"the preset's ({preset.calibrator} {preset.percentile:g})"
+    )
+    result = {
+        "model": {
+            "spec": model,
+            "label": describe(model),
+            "latent": latent,
+            "random_weights": model == "sd15-arch",
+            **weights,
+        },
+        "environment": env,
+        "quick": args.quick,
+        "repeats": args.repeats,
+        "budget_s": args.budget,
+        "calibration": f"{args.calib} inputs, {calib}; diffusia calibrator {cal_name}, quanto "
+        "Calibration(), ONNX Runtime MinMax",
+        "total_s": time.perf_counter() - t_start,
+        "rows": summarize(rows),
+    }
     out = args.out / f"backends_{model}_{latent}"
     write_json(out.with_suffix(".json"), result)
     write_text(out.with_suffix(".md"), markdown(result))
@@ -383,8 +492,10 @@ def run_model(model: str, args: argparse.Namespace, names: list[str]) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Backend benchmark: one U-Net step per backend (FP32, BF16, diffusia, "
-                                 "peers), each in a fresh process; see the module docstring for the protocol.")
+    ap = argparse.ArgumentParser(
+        description="Backend benchmark: one U-Net step per backend (FP32, BF16, diffusia, "
+        "peers), each in a fresh process; see the module docstring for the protocol."
+    )
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--model", action="append", help="tiny, sd15-arch, or a comma list (repeatable); default both")
     ap.add_argument("--latent", type=int, choices=(32, 64), default=32, help="sd15-arch latent size (tiny: 16)")
@@ -392,10 +503,18 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=300.0, help="seconds of timed calls per backend (>= 1 call)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calib", type=int, default=4, help="calibration inputs (batch 2 each)")
-    ap.add_argument("--calibrator", default="preset", choices=("preset", "minmax", "percentile", "mse"),
-                    help="diffusia W8A8 calibrator (preset = the recipe's)")
-    ap.add_argument("--only", default="", help="comma list of backends (fp32_eager always runs); the result "
-                    "files of the model/latent are overwritten: use --out to keep a full run")
+    ap.add_argument(
+        "--calibrator",
+        default="preset",
+        choices=("preset", "minmax", "percentile", "mse"),
+        help="diffusia W8A8 calibrator (preset = the recipe's)",
+    )
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma list of backends (fp32_eager always runs); the result "
+        "files of the model/latent are overwritten: use --out to keep a full run",
+    )
     ap.add_argument("--quick", action="store_true", help="3 timed calls, 60 s budget: a smoke run")
     ap.add_argument("--timeout", type=float, default=7200.0, help="seconds per backend before it is a failed row")
     ap.add_argument("--out", type=Path, default=RESULTS)

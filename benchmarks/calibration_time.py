@@ -7,6 +7,7 @@ Each variant is a fresh `diffusia quantize` process; the calibration seconds com
 the wall time includes loading, calibration, validation and saving. Writes
 benchmarks/results/<class>/calibration_time_<model>.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,15 +26,36 @@ from _results import machine_class, results_dir  # noqa: E402
 
 def run(model: str, batch: int, args: argparse.Namespace, work: Path) -> dict:
     out = work / f"batch{batch}"
-    cmd = [sys.executable, "-m", "diffusia.cli", "quantize", "--model", model, "--recipe", "w8a8", "--out", str(out),
-           "--calib-size", str(args.calib_size), "--calib-steps", str(args.calib_steps), "--calib-batch", str(batch)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "diffusia.cli",
+        "quantize",
+        "--model",
+        model,
+        "--recipe",
+        "w8a8",
+        "--out",
+        str(out),
+        "--calib-size",
+        str(args.calib_size),
+        "--calib-steps",
+        str(args.calib_steps),
+        "--calib-batch",
+        str(batch),
+    ]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     wall = time.perf_counter() - t0
     cal = json.loads((out / "diffusia.json").read_text())["calibration"]
-    return {"batch": batch, "wall_s": round(wall, 1), "calibration_s": round(cal["seconds"], 1),
-            "calibration_s_per_prompt": round(cal["seconds"] / cal["size"], 2), "unet_calls": cal["unet_calls"],
-            "load_avg_end": os.getloadavg()[0]}
+    return {
+        "batch": batch,
+        "wall_s": round(wall, 1),
+        "calibration_s": round(cal["seconds"], 1),
+        "calibration_s_per_prompt": round(cal["seconds"] / cal["size"], 2),
+        "unet_calls": cal["unet_calls"],
+        "load_avg_end": os.getloadavg()[0],
+    }
 
 
 def main() -> None:
@@ -50,15 +72,29 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="diffusia-caltime-") as tmp:
         rows = [run(args.model, int(b), args, Path(tmp)) for b in args.batches.split(",")]
-    res = {"model": args.model, "calib_size": args.calib_size, "calib_steps": args.calib_steps, "rows": rows,
-           "cpu": cpu.cpu_model(), "class": machine_class(), "load_avg_start": load_start,
-           "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    lines = [f"# Calibration cost: `diffusia quantize --model {args.model} --recipe w8a8`", "",
-             f"{args.calib_size} prompts x {args.calib_steps} steps; {res['cpu']} (class `{res['class']}`), load "
-             f"average {load_start:.2f} at start; {res['date']}. One run per row (a fresh process each).", "",
-             "| prompts per call | wall s | calibration s | s per prompt | U-Net calls |", "|---|---|---|---|---|"]
-    lines += [f"| {r['batch']} | {r['wall_s']} | {r['calibration_s']} | {r['calibration_s_per_prompt']} | "
-              f"{r['unet_calls']} |" for r in rows]
+    res = {
+        "model": args.model,
+        "calib_size": args.calib_size,
+        "calib_steps": args.calib_steps,
+        "rows": rows,
+        "cpu": cpu.cpu_model(),
+        "class": machine_class(),
+        "load_avg_start": load_start,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    lines = [
+        f"# Calibration cost: `diffusia quantize --model {args.model} --recipe w8a8`",
+        "",
+        f"{args.calib_size} prompts x {args.calib_steps} steps; {res['cpu']} (class `{res['class']}`), load "
+        f"average {load_start:.2f} at start; {res['date']}. One run per row (a fresh process each).",
+        "",
+        "| prompts per call | wall s | calibration s | s per prompt | U-Net calls |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['batch']} | {r['wall_s']} | {r['calibration_s']} | {r['calibration_s_per_prompt']} | {r['unet_calls']} |"
+        for r in rows
+    ]
     stem = args.out / f"calibration_time_{args.model}"
     write_json(stem.with_suffix(".json"), res)
     write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")

@@ -7,6 +7,7 @@ every variant; W8A8 calibrated (MSE) on 4 Gaussian inputs, never the timed one. 
 (`diffusia/quant/kernels/cuda.py`): linears on `torch._int_mm` (real INT8), convolutions in FP16 on dequantized
 values (simulated numerics, FP16 speed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,11 @@ def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def inputs(latent: int, seed: int, device: str):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(2, 4, latent, latent, generator=g).to(device), torch.tensor([500, 500], device=device),
-            torch.randn(2, 77, 768, generator=g).to(device))
+    return (
+        torch.randn(2, 4, latent, latent, generator=g).to(device),
+        torch.tensor([500, 500], device=device),
+        torch.randn(2, 77, 768, generator=g).to(device),
+    )
 
 
 def build(variant: str, latent: int):
@@ -94,22 +98,43 @@ def main() -> int:
         out = out.float().cpu()
         ref = out if variant == "fp32" else ref
         q1, med, q3 = statistics.quantiles(times, n=4, method="inclusive")
-        rows.append({"variant": variant, "median_ms": med, "q1_ms": q1, "q3_ms": q3, "n": len(times),
-                     "peak_allocated_mb": torch.cuda.max_memory_allocated() / 2**20, "prepare_s": prepare_s,
-                     "rel_l2_vs_fp32": None if ref is None else rel_l2(out, ref)})
+        rows.append(
+            {
+                "variant": variant,
+                "median_ms": med,
+                "q1_ms": q1,
+                "q3_ms": q3,
+                "n": len(times),
+                "peak_allocated_mb": torch.cuda.max_memory_allocated() / 2**20,
+                "prepare_s": prepare_s,
+                "rel_l2_vs_fp32": None if ref is None else rel_l2(out, ref),
+            }
+        )
         del unet, out
         gc.collect()
-    res = {"gpu": torch.cuda.get_device_name(0), "latent": args.latent, "batch": 2, "weights": "random (sd15-arch)",
-           "packages": package_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "rows": rows}
+    res = {
+        "gpu": torch.cuda.get_device_name(0),
+        "latent": args.latent,
+        "batch": 2,
+        "weights": "random (sd15-arch)",
+        "packages": package_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "rows": rows,
+    }
     stem = args.out / f"cuda_step_{args.latent}"
     write_json(stem.with_suffix(".json"), res)
-    lines = [f"# sd15-arch U-Net step on {res['gpu']} ({args.latent}x{args.latent} latent, batch 2, random weights)",
-             "", "| variant | step ms (median) | IQR ms | peak allocated MB | rel-L2 vs FP32 |", "|---|---|---|---|---|"]
+    lines = [
+        f"# sd15-arch U-Net step on {res['gpu']} ({args.latent}x{args.latent} latent, batch 2, random weights)",
+        "",
+        "| variant | step ms (median) | IQR ms | peak allocated MB | rel-L2 vs FP32 |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         err = "-" if r["rel_l2_vs_fp32"] is None else f"{r['rel_l2_vs_fp32']:.2%}"
-        lines.append(f"| {r['variant']} | {r['median_ms']:.1f} | {r['q1_ms']:.1f}-{r['q3_ms']:.1f} | "
-                     f"{r['peak_allocated_mb']:.0f} | {err} |")
+        lines.append(
+            f"| {r['variant']} | {r['median_ms']:.1f} | {r['q1_ms']:.1f}-{r['q3_ms']:.1f} | "
+            f"{r['peak_allocated_mb']:.0f} | {err} |"
+        )
     write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     print(stem.with_suffix(".md"))
     return 0

@@ -6,14 +6,16 @@ diffusia/assets/tiny exists, else random 32x32 images: metric time depends on im
 Writes benchmarks/results/<class>/eval_speed.json and .md. Run from the repo root:
     python benchmarks/eval_speed.py
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,42 +88,73 @@ def run(n: int, source: str, steps: int, compare_sqrtm: bool = False) -> dict[st
     sqrtm = None
     if compare_sqrtm:
         fd_sqrtm, t_sqrtm = _timed(lambda: frechet_distance(feats["fp32"], feats["variant"], method="sqrtm"))
-        sqrtm = {"seconds": round(t_sqrtm, 3), "fd": fd_sqrtm,
-                 "relative_difference": abs(fd_sqrtm - fd_ref) / max(abs(fd_sqrtm), 1e-12)}
+        sqrtm = {
+            "seconds": round(t_sqrtm, 3),
+            "fd": fd_sqrtm,
+            "relative_difference": abs(fd_sqrtm - fd_ref) / max(abs(fd_sqrtm), 1e-12),
+        }
     return {
-        "images": n, "source": label, "fd_name": fd_name, "target_seconds": TARGET_SECONDS,
-        "seconds": {k: round(v, 3) for k, v in seconds.items()}, "total_seconds": round(total, 3),
-        "cpu_seconds": dict(CPU_SECONDS), "total_cpu_seconds": round(sum(CPU_SECONDS.values()), 3),
+        "images": n,
+        "source": label,
+        "fd_name": fd_name,
+        "target_seconds": TARGET_SECONDS,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "total_seconds": round(total, 3),
+        "cpu_seconds": dict(CPU_SECONDS),
+        "total_cpu_seconds": round(sum(CPU_SECONDS.values()), 3),
         "within_target": total < TARGET_SECONDS,
-        "one_off_seconds": {"feature_net_load": round(t_fd_load, 3), "lpips_load": round(t_lpips_load, 3),
-                            "real_images_load": round(t_real_load, 3), "tiny_generation": round(t_gen, 3)},
+        "one_off_seconds": {
+            "feature_net_load": round(t_fd_load, 3),
+            "lpips_load": round(t_lpips_load, 3),
+            "real_images_load": round(t_real_load, 3),
+            "tiny_generation": round(t_gen, 3),
+        },
         "frechet_sqrtm_path": sqrtm,
-        "values": {"ssim": agg["overall"]["ssim"]["mean"], "lpips": agg["overall"].get("lpips", {}).get("mean"),
-                   "psnr": agg["overall"]["psnr"]["mean"], "fd_vs_fp32": fd_ref, "fd_vs_real": fd_real},
+        "values": {
+            "ssim": agg["overall"]["ssim"]["mean"],
+            "lpips": agg["overall"].get("lpips", {}).get("mean"),
+            "psnr": agg["overall"]["psnr"]["mean"],
+            "fd_vs_fp32": fd_ref,
+            "fd_vs_real": fd_real,
+        },
     }
 
 
 def markdown(data: dict[str, Any]) -> str:
     s, m, v, sq = data["seconds"], data["machine"], data["values"], data["frechet_sqrtm_path"]
     rows = "\n".join(f"| {k} | {t} | {data['cpu_seconds'].get(k, '-')} |" for k, t in s.items())
-    return "\n".join([
-        "# Evaluation speed (quality step, one variant)", "",
-        f"{data['images']} images: {data['source']}. {m['cpu_model']}, {m['cpu_cores']} cores, torch {m['torch']}, "
-        f"{data['threads']} threads, load average {data['loadavg_before'][0]:.1f} before / "
-        f"{data['loadavg_after'][0]:.1f} after.", "",
-        "| step | wall s | CPU s (all threads) |", "|---|---|---|", rows,
-        f"| **total** | **{data['total_seconds']}** ({'within' if data['within_target'] else 'OVER'} the "
-        f"{data['target_seconds']:.0f} s target) | {data['total_cpu_seconds']} |", "",
-        "Wall time is what the harness waits; CPU time is the work itself. When the load average exceeds the "
-        "core count, other processes take the cores and wall time grows beyond the CPU time.", "",
-        f"Values: SSIM {v['ssim']:.4f}, LPIPS {v['lpips']:.4f}, PSNR {v['psnr']:.2f} dB, {data['fd_name']} vs FP32 "
-        f"{v['fd_vs_fp32']:.4f}, vs Fashion-MNIST test {v['fd_vs_real']:.3f}.", "",
-        "Frechet distance: the exact low-rank path (SVD of the N x N cross product, used when N < D)"
-        + (f"; scipy's sqrtm on the D x D product instead: {sq['seconds']} s, relative difference "
-           f"{sq['relative_difference']:.1e}." if sq else " (run with --compare-sqrtm to time the sqrtm path)."), "",
-        f"One-off costs (not in the total): {', '.join(f'{k} {t} s' for k, t in data['one_off_seconds'].items())}.",
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Evaluation speed (quality step, one variant)",
+            "",
+            f"{data['images']} images: {data['source']}. {m['cpu_model']}, {m['cpu_cores']} cores, torch {m['torch']}, "
+            f"{data['threads']} threads, load average {data['loadavg_before'][0]:.1f} before / "
+            f"{data['loadavg_after'][0]:.1f} after.",
+            "",
+            "| step | wall s | CPU s (all threads) |",
+            "|---|---|---|",
+            rows,
+            f"| **total** | **{data['total_seconds']}** ({'within' if data['within_target'] else 'OVER'} the "
+            f"{data['target_seconds']:.0f} s target) | {data['total_cpu_seconds']} |",
+            "",
+            "Wall time is what the harness waits; CPU time is the work itself. When the load average exceeds the "
+            "core count, other processes take the cores and wall time grows beyond the CPU time.",
+            "",
+            f"Values: SSIM {v['ssim']:.4f}, LPIPS {v['lpips']:.4f}, PSNR {v['psnr']:.2f} dB, {data['fd_name']} vs FP32 "
+            f"{v['fd_vs_fp32']:.4f}, vs Fashion-MNIST test {v['fd_vs_real']:.3f}.",
+            "",
+            "Frechet distance: the exact low-rank path (SVD of the N x N cross product, used when N < D)"
+            + (
+                f"; scipy's sqrtm on the D x D product instead: {sq['seconds']} s, relative difference "
+                f"{sq['relative_difference']:.1e}."
+                if sq
+                else " (run with --compare-sqrtm to time the sqrtm path)."
+            ),
+            "",
+            f"One-off costs (not in the total): {', '.join(f'{k} {t} s' for k, t in data['one_off_seconds'].items())}.",
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -137,9 +170,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     before = os.getloadavg()
     data = run(args.images, args.source, args.steps, args.compare_sqrtm)
-    data.update(threads=torch.get_num_threads(), loadavg_before=[round(x, 2) for x in before],
-                loadavg_after=[round(x, 2) for x in os.getloadavg()], machine=machine_info(),
-                packages=package_versions())
+    data.update(
+        threads=torch.get_num_threads(),
+        loadavg_before=[round(x, 2) for x in before],
+        loadavg_after=[round(x, 2) for x in os.getloadavg()],
+        machine=machine_info(),
+        packages=package_versions(),
+    )
     write_json(args.out / "eval_speed.json", data)
     write_text(args.out / "eval_speed.md", markdown(data))
     log.info("total %.1f s: %s", data["total_seconds"], data["seconds"])

@@ -10,6 +10,7 @@ size are measured here, not quality).
     python benchmarks/generation_memory.py --model tiny
 Writes benchmarks/results/<class>/generation_memory_<model>.json and .md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,12 @@ from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when
 
 RESULTS = results_dir()
 # name -> (preset, extra rules); the last shows what the default policy's FP16 time_emb_proj layers cost in bytes
-VARIANTS = {"fp32": ("fp32", ()), "w8a8": ("w8a8", ()), "w8": ("w8", ()),
-            "w8a8-temb-int8": ("w8a8", ("*time_emb_proj=w8",))}
+VARIANTS = {
+    "fp32": ("fp32", ()),
+    "w8a8": ("w8a8", ()),
+    "w8": ("w8", ()),
+    "w8a8-temb-int8": ("w8a8", ("*time_emb_proj=w8",)),
+}
 TARGET_RSS_RATIO = 0.55
 
 
@@ -60,8 +65,7 @@ def materialise(model: str, variant: str, work: Path, calib_steps: int, calib_si
     recipe = get_preset(preset)
     recipe = recipe.replace(rules=[*recipe.rules, *(r.split("=") for r in rules)])
     prompts = take(load_prompts("calibration", model), calib_size)
-    quantize_pipeline(pipe, recipe, prompts, calib_size=calib_size, steps=calib_steps, progress=False,
-                      validate=False)
+    quantize_pipeline(pipe, recipe, prompts, calib_size=calib_size, steps=calib_steps, progress=False, validate=False)
     save_quantized_pipeline(pipe, out, base_model=model)
     return out
 
@@ -73,14 +77,27 @@ def measure(model: str, work: Path, steps: int, threads: int, calib_steps: int, 
         t0 = time.perf_counter()
         folder = materialise(model, variant, work, calib_steps, calib_size)
         build_s = time.perf_counter() - t0
-        task = {"name": variant, "folder": str(folder), "steps": steps, "guidance": 7.5, "seed": 42,
-                "threads": threads, "runs": 0, "images_dir": str(work / f"{variant}-images"),
-                "jobs": [{"index": 0, "prompt": prompt.text, "category": prompt.category, "seed": 42}]}
+        task = {
+            "name": variant,
+            "folder": str(folder),
+            "steps": steps,
+            "guidance": 7.5,
+            "seed": 42,
+            "threads": threads,
+            "runs": 0,
+            "images_dir": str(work / f"{variant}-images"),
+            "jobs": [{"index": 0, "prompt": prompt.text, "category": prompt.category, "seed": 42}],
+        }
         res = run_isolated(task, workdir=work / "tasks")
-        rows[variant] = {"peak_rss_mb": res["memory"]["peak_mb"], "peak_after_load_mb": res["memory"]["peak_load_mb"],
-                         "unet_mb": folder_mb(folder, "unet"), "pipeline_mb": folder_mb(folder),
-                         "image_shape": res["images"]["shape"], "build_seconds": build_s,
-                         "hwm_reset": res["memory"]["peak_reset_after_imports"]}
+        rows[variant] = {
+            "peak_rss_mb": res["memory"]["peak_mb"],
+            "peak_after_load_mb": res["memory"]["peak_load_mb"],
+            "unet_mb": folder_mb(folder, "unet"),
+            "pipeline_mb": folder_mb(folder),
+            "image_shape": res["images"]["shape"],
+            "build_seconds": build_s,
+            "hwm_reset": res["memory"]["peak_reset_after_imports"],
+        }
         log.info("%s: %s", variant, rows[variant])
     base = rows["fp32"]
     for r in rows.values():
@@ -91,21 +108,32 @@ def measure(model: str, work: Path, steps: int, threads: int, calib_steps: int, 
 
 def to_markdown(res: dict) -> str:
     m = res["machine"]
-    lines = [f"# Generation memory: {res['model']}{' (random weights)' if res['model'] == 'sd15-arch' else ''}", "",
-             f"One image at {res['rows']['fp32']['image_shape'][0]}x{res['rows']['fp32']['image_shape'][1]} px, "
-             f"{res['steps']} DPM-Solver steps, batch 1 with guidance, each variant loaded and run in a fresh process; "
-             f"peak RSS growth over the baseline after imports (loading included). W8A8 calibrated on "
-             f"{res['calib_size']} prompt(s) x {res['calib_steps']} sampler steps (memory only, not quality).", "",
-             f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}, {m['date']}.", "",
-             "| variant | peak RSS MB | vs FP32 | peak after load MB | U-Net MB on disk | vs FP32 | pipeline MB on disk |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Generation memory: {res['model']}{' (random weights)' if res['model'] == 'sd15-arch' else ''}",
+        "",
+        f"One image at {res['rows']['fp32']['image_shape'][0]}x{res['rows']['fp32']['image_shape'][1]} px, "
+        f"{res['steps']} DPM-Solver steps, batch 1 with guidance, each variant loaded and run in a fresh process; "
+        f"peak RSS growth over the baseline after imports (loading included). W8A8 calibrated on "
+        f"{res['calib_size']} prompt(s) x {res['calib_steps']} sampler steps (memory only, not quality).",
+        "",
+        f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}, {m['date']}.",
+        "",
+        "| variant | peak RSS MB | vs FP32 | peak after load MB | U-Net MB on disk | vs FP32 | pipeline MB on disk |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in res["rows"].items():
-        lines.append(f"| {name} | {r['peak_rss_mb']:.0f} | {r['peak_rss_vs_fp32']:.1%} | {r['peak_after_load_mb']:.0f} | "
-                     f"{r['unet_mb']:.1f} | {r['unet_bytes_vs_fp32']:.1%} | {r['pipeline_mb']:.1f} |")
-    lines += ["", "w8a8-temb-int8 = w8a8 with the rule `*time_emb_proj=w8`: the resnets' time-embedding projections, "
-              "which the default policy keeps in high precision (FP16 storage), as weight-only INT8.",
-              "", f"Target: peak RSS of an INT8 generation <= {TARGET_RSS_RATIO:.0%} of FP32's; "
-              "INT8 U-Net bytes <= 25.5 % of FP32."]
+        lines.append(
+            f"| {name} | {r['peak_rss_mb']:.0f} | {r['peak_rss_vs_fp32']:.1%} | {r['peak_after_load_mb']:.0f} | "
+            f"{r['unet_mb']:.1f} | {r['unet_bytes_vs_fp32']:.1%} | {r['pipeline_mb']:.1f} |"
+        )
+    lines += [
+        "",
+        "w8a8-temb-int8 = w8a8 with the rule `*time_emb_proj=w8`: the resnets' time-embedding projections, "
+        "which the default policy keeps in high precision (FP16 storage), as weight-only INT8.",
+        "",
+        f"Target: peak RSS of an INT8 generation <= {TARGET_RSS_RATIO:.0%} of FP32's; "
+        "INT8 U-Net bytes <= 25.5 % of FP32.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -127,10 +155,20 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    res = {"model": args.model, "steps": args.steps, "calib_steps": args.calib_steps, "calib_size": args.calib_size,
-           "rows": rows, "machine": {"cpu": cpu.cpu_model(), "threads": args.threads, "torch": torch.__version__,
-                                     "python": platform.python_version(),
-                                     "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}}
+    res = {
+        "model": args.model,
+        "steps": args.steps,
+        "calib_steps": args.calib_steps,
+        "calib_size": args.calib_size,
+        "rows": rows,
+        "machine": {
+            "cpu": cpu.cpu_model(),
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+    }
     stem = Path(args.out) / f"generation_memory_{args.model}"
     write_json(stem.with_suffix(".json"), res)
     write_text(stem.with_suffix(".md"), to_markdown(res))

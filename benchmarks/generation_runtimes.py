@@ -16,6 +16,7 @@ load the pipeline, put the row's U-Net in it, one warm-up generation of 2 steps 
 then `--runs` timed generations of `--steps` steps; peak RSS = VmHWM growth over the post-import baseline (load
 included). Text encoder, scheduler and VAE are PyTorch FP32 in every row.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,6 +50,7 @@ ROWS = {
 
 # ---------------------------------------------------------------- build phase
 
+
 def build(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import torch
 
@@ -74,17 +76,28 @@ def build(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     info["nncf_calibration_calls"] = len(calls)
     del calls
     t0 = time.perf_counter()
-    quantize_pipeline(pipe, get_preset(args.preset), prompts, calib_size=args.calib_size, steps=args.calib_steps,
-                      progress=False, validate=False)
+    quantize_pipeline(
+        pipe,
+        get_preset(args.preset),
+        prompts,
+        calib_size=args.calib_size,
+        steps=args.calib_steps,
+        progress=False,
+        validate=False,
+    )
     info["diffusia_quantize_s"] = round(time.perf_counter() - t0, 1)
     info["diffusia_calibration_s_per_prompt"] = round(info["diffusia_quantize_s"] / len(prompts), 1)
     t0 = time.perf_counter()
     save_quantized_pipeline(pipe, work / "diffusia", base_model=args.model, runtimes=("openvino", "onnxruntime"))
     info["diffusia_save_and_export_s"] = round(time.perf_counter() - t0, 1)
     meta = json.loads((work / "diffusia" / "diffusia.json").read_text())
-    info["diffusia_checks"] = {rt: {"relative_l2_vs_diffusia": v["check"]["relative_l2_vs_diffusia"],
-                                    "tie_differences": (v["check"]["quantizers"] or {}).get("tie_differences")}
-                               for rt, v in meta["runtimes"].items()}
+    info["diffusia_checks"] = {
+        rt: {
+            "relative_l2_vs_diffusia": v["check"]["relative_l2_vs_diffusia"],
+            "tie_differences": (v["check"]["quantizers"] or {}).get("tie_differences"),
+        }
+        for rt, v in meta["runtimes"].items()
+    }
     del pipe
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return info
@@ -103,13 +116,23 @@ def _nncf_folder(unet, calls: list[tuple], folder: Path) -> None:
     model = ov.convert_model(str(onnx_path))
     for f in onnx_files(onnx_path):
         f.unlink()
-    feeds = [{"sample": s.numpy(), "timestep": torch_int64(t, s.shape[0]), "encoder_hidden_states": e.numpy()}
-             for s, t, e in calls]
+    feeds = [
+        {"sample": s.numpy(), "timestep": torch_int64(t, s.shape[0]), "encoder_hidden_states": e.numpy()}
+        for s, t, e in calls
+    ]
     model = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds), model_type=nncf.ModelType.TRANSFORMER)
     ov.save_model(model, str(folder / "unet-g0.xml"), compress_to_fp16=False)
-    manifest = {"format": FORMAT, "version": VERSION, "runtime": "openvino", "runtime_version": ov.__version__,
-                "files": ["unet-g0.xml"], "timestep_groups": 1, "num_train_timesteps": 1000, "quantized": True,
-                "made_by": "nncf.quantize(model_type=TRANSFORMER)"}
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "runtime": "openvino",
+        "runtime_version": ov.__version__,
+        "files": ["unet-g0.xml"],
+        "timestep_groups": 1,
+        "num_train_timesteps": 1000,
+        "quantized": True,
+        "made_by": "nncf.quantize(model_type=TRANSFORMER)",
+    }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -120,6 +143,7 @@ def torch_int64(t, batch: int):
 
 
 # ---------------------------------------------------------------- measure phase (fresh process per row)
+
 
 def worker(task_path: Path) -> None:
     task = json.loads(task_path.read_text())
@@ -140,12 +164,12 @@ def worker(task_path: Path) -> None:
     if rt_folder is None:
         pipe = load_pipeline(work / folder, progress=False, runtime=rt, threads=task["threads"])
     else:
-        from diffusers import StableDiffusionPipeline
+        from diffusers import StableDiffusionPipeline, UNet2DConditionModel
         from diffusers.configuration_utils import FrozenDict
-        from diffusers import UNet2DConditionModel
 
-        pipe = StableDiffusionPipeline.from_pretrained(work / folder, unet=None, safety_checker=None,
-                                                       requires_safety_checker=False)
+        pipe = StableDiffusionPipeline.from_pretrained(
+            work / folder, unet=None, safety_checker=None, requires_safety_checker=False
+        )
         config = FrozenDict(UNet2DConditionModel.load_config(work / folder / "unet"))
         runtime.install(pipe, runtime.load_unet(rt, work / rt_folder, config, threads=task["threads"]))
     load_s = time.perf_counter() - t0
@@ -156,9 +180,16 @@ def worker(task_path: Path) -> None:
         t0 = time.perf_counter()
         image = generate(pipe, PROMPT, 1, GenerationConfig(steps=task["steps"]), progress=False, output_type="np")
         times.append(time.perf_counter() - t0)
-    result = {"name": task["name"], "runtime": rt, "load_s": round(load_s, 1), "times_s": [round(t, 2) for t in times],
-              "median_s": statistics.median(times), "peak_rss_mb": round(mem.peak_mb(), 1),
-              "image_shape": list(image.shape[1:]), "load_avg_end": os.getloadavg()[0]}
+    result = {
+        "name": task["name"],
+        "runtime": rt,
+        "load_s": round(load_s, 1),
+        "times_s": [round(t, 2) for t in times],
+        "median_s": statistics.median(times),
+        "peak_rss_mb": round(mem.peak_mb(), 1),
+        "image_shape": list(image.shape[1:]),
+        "load_avg_end": os.getloadavg()[0],
+    }
     import numpy as np
 
     np.save(Path(task["result"]).with_suffix(".npy"), image[0])
@@ -167,12 +198,23 @@ def worker(task_path: Path) -> None:
 
 def measure(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     task_path, result_path = work / f"{name}.task.json", work / f"{name}.result.json"
-    task_path.write_text(json.dumps({"name": name, "work": str(work), "threads": args.threads, "runs": args.runs,
-                                     "steps": args.steps, "result": str(result_path)}))
+    task_path.write_text(
+        json.dumps(
+            {
+                "name": name,
+                "work": str(work),
+                "threads": args.threads,
+                "runs": args.runs,
+                "steps": args.steps,
+                "result": str(result_path),
+            }
+        )
+    )
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
     with open(work / f"{name}.log", "w") as f:
-        proc = subprocess.run([sys.executable, __file__, "--worker", str(task_path)], env=env, stdout=f,
-                              stderr=subprocess.STDOUT)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--worker", str(task_path)], env=env, stdout=f, stderr=subprocess.STDOUT
+        )
     if not result_path.is_file():
         lines = (work / f"{name}.log").read_text(errors="replace").strip().splitlines()
         return {"name": name, "status": "failed", "reason": f"exit {proc.returncode}: {lines[-1] if lines else ''}"}
@@ -183,16 +225,22 @@ def to_markdown(res: dict[str, Any]) -> str:
     m, b = res["machine"], res["build"]
     ok = {r["name"]: r for r in res["rows"] if r["status"] == "ok"}
     base = ok.get("fp32_torch")
-    lines = [f"# A whole generation per runtime: {res['model']}{' (random weights)' if res['random'] else ''}", "",
-             f"One image, {res['image']} px, {res['steps']} DPM-Solver steps, guidance 7.5, batch 1 (U-Net batch 2); "
-             f"{res['runs']} timed generation(s) per row after a 2-step warm-up, each row in a fresh process. "
-             f"Machine: {m['cpu']} (class `{m['class']}`), {m['threads']} threads, load average "
-             f"{m['load_start']:.2f} at start; {m['date']}; {', '.join(f'{k} {v}' for k, v in m['versions'].items())}.",
-             "", f"diffusia preset `{res['preset']}`, calibrated on {res['calib_size']} prompt(s) x "
-             f"{res['calib_steps']} sampler steps ({b['diffusia_calibration_s_per_prompt']} s per prompt); NNCF "
-             f"calibrated on the {b['nncf_calibration_calls']} U-Net inputs of the same trajectories.", "",
-             "| row | U-Net runtime | s/image (median) | runs (s) | vs FP32 eager | peak RSS MB | vs FP32 eager | "
-             "load s | image vs FP32 eager (mean abs) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# A whole generation per runtime: {res['model']}{' (random weights)' if res['random'] else ''}",
+        "",
+        f"One image, {res['image']} px, {res['steps']} DPM-Solver steps, guidance 7.5, batch 1 (U-Net batch 2); "
+        f"{res['runs']} timed generation(s) per row after a 2-step warm-up, each row in a fresh process. "
+        f"Machine: {m['cpu']} (class `{m['class']}`), {m['threads']} threads, load average "
+        f"{m['load_start']:.2f} at start; {m['date']}; {', '.join(f'{k} {v}' for k, v in m['versions'].items())}.",
+        "",
+        f"diffusia preset `{res['preset']}`, calibrated on {res['calib_size']} prompt(s) x "
+        f"{res['calib_steps']} sampler steps ({b['diffusia_calibration_s_per_prompt']} s per prompt); NNCF "
+        f"calibrated on the {b['nncf_calibration_calls']} U-Net inputs of the same trajectories.",
+        "",
+        "| row | U-Net runtime | s/image (median) | runs (s) | vs FP32 eager | peak RSS MB | vs FP32 eager | "
+        "load s | image vs FP32 eager (mean abs) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in res["rows"]:
         if r["status"] != "ok":
             lines.append(f"| {r['name']} | | failed: {r['reason']} | | | | | | |")
@@ -200,12 +248,18 @@ def to_markdown(res: dict[str, Any]) -> str:
         vs = f"{r['median_s'] / base['median_s']:.2f}" if base else "-"
         mem = f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}" if base else "-"
         diff = "-" if r.get("image_diff") is None else f"{r['image_diff']:.4f}"
-        lines.append(f"| {r['name']} | {r['runtime']} | {r['median_s']:.2f} | "
-                     f"{', '.join(f'{t:.2f}' for t in r['times_s'])} | {vs} | {r['peak_rss_mb']:,.0f} | {mem} | "
-                     f"{r['load_s']:.0f} | {diff} |")
-    lines += ["", f"Build: FP32 OpenVINO export {b['fp32_openvino_export_s']} s; NNCF {b['nncf_build_s']} s; diffusia "
-              f"quantize {b['diffusia_quantize_s']} s, save + export + check {b['diffusia_save_and_export_s']} s "
-              f"(checks: {json.dumps(b['diffusia_checks'])}).", ""]
+        lines.append(
+            f"| {r['name']} | {r['runtime']} | {r['median_s']:.2f} | "
+            f"{', '.join(f'{t:.2f}' for t in r['times_s'])} | {vs} | {r['peak_rss_mb']:,.0f} | {mem} | "
+            f"{r['load_s']:.0f} | {diff} |"
+        )
+    lines += [
+        "",
+        f"Build: FP32 OpenVINO export {b['fp32_openvino_export_s']} s; NNCF {b['nncf_build_s']} s; diffusia "
+        f"quantize {b['diffusia_quantize_s']} s, save + export + check {b['diffusia_save_and_export_s']} s "
+        f"(checks: {json.dumps(b['diffusia_checks'])}).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -240,8 +294,11 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     load_start = os.getloadavg()[0]
     try:
-        info = build(args, work) if not (work / "diffusia" / "diffusia.json").is_file() else \
-            json.loads((work / "build.json").read_text())
+        info = (
+            build(args, work)
+            if not (work / "diffusia" / "diffusia.json").is_file()
+            else json.loads((work / "build.json").read_text())
+        )
         (work / "build.json").write_text(json.dumps(info))
         rows = []
         for name in names:
@@ -251,19 +308,35 @@ def main() -> None:
         ref = work / "fp32_torch.result.npy"
         for r in rows:
             npy = work / f"{r['name']}.result.npy"
-            r["image_diff"] = float(np.abs(np.load(npy) - np.load(ref)).mean()) if r["status"] == "ok" and \
-                ref.is_file() and npy.is_file() else None
+            r["image_diff"] = (
+                float(np.abs(np.load(npy) - np.load(ref)).mean())
+                if r["status"] == "ok" and ref.is_file() and npy.is_file()
+                else None
+            )
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
     latent = 64 if args.model == "sd15-arch" else 16
-    res = {"model": args.model, "random": args.model == "sd15-arch", "preset": args.preset, "steps": args.steps,
-           "runs": args.runs, "calib_size": args.calib_size, "calib_steps": args.calib_steps,
-           "image": f"{latent * 8}x{latent * 8}", "build": info, "rows": rows,
-           "machine": {"cpu": cpu.cpu_model(), "class": machine_class(), "threads": args.threads,
-                       "load_start": load_start, "versions": package_versions(("torch", "openvino", "nncf",
-                                                                              "onnxruntime", "diffusers")),
-                       "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}}
+    res = {
+        "model": args.model,
+        "random": args.model == "sd15-arch",
+        "preset": args.preset,
+        "steps": args.steps,
+        "runs": args.runs,
+        "calib_size": args.calib_size,
+        "calib_steps": args.calib_steps,
+        "image": f"{latent * 8}x{latent * 8}",
+        "build": info,
+        "rows": rows,
+        "machine": {
+            "cpu": cpu.cpu_model(),
+            "class": machine_class(),
+            "threads": args.threads,
+            "load_start": load_start,
+            "versions": package_versions(("torch", "openvino", "nncf", "onnxruntime", "diffusers")),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+    }
     stem = args.out / f"generation_runtimes_{args.model}"
     write_json(stem.with_suffix(".json"), res)
     write_text(stem.with_suffix(".md"), to_markdown(res))

@@ -10,6 +10,7 @@ t(candidate) / t(FP32 NCHW) measured in the same round, next to each candidate's
 Errors are relative L2 (||y - y_ref|| / ||y_ref||) vs the FP32 op and vs the float simulation of the same
 quantization (`reference_int8_*`). Activation qparams: min/max of the very input (best case calibration).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,9 @@ import datetime as dt
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -78,8 +80,7 @@ def int4_group(w: torch.Tensor, group: int = 64) -> tuple[torch.Tensor, torch.Te
     return K.pack_int4(q), scale
 
 
-def bench(fns: dict[str, Callable[[], Any]], reps: int, slow: set[str],
-          warmup: int = 2) -> dict[str, dict[str, float]]:
+def bench(fns: dict[str, Callable[[], Any]], reps: int, slow: set[str], warmup: int = 2) -> dict[str, dict[str, float]]:
     """Round-robin timing; candidates in `slow` run only 2 rounds (they are >10x slower)."""
     for name, fn in fns.items():
         for _ in range(1 if name in slow else warmup):
@@ -96,8 +97,13 @@ def bench(fns: dict[str, Callable[[], Any]], reps: int, slow: set[str],
     out = {}
     for name, ts in times.items():
         ratios = [t / base[i] for i, t in enumerate(ts)]
-        out[name] = {"min_ms": min(ts) * 1e3, "median_ms": statistics.median(ts) * 1e3,
-                     "ratio": statistics.median(ratios), "ratio_of_mins": min(ts) / min(base), "rounds": len(ts)}
+        out[name] = {
+            "min_ms": min(ts) * 1e3,
+            "median_ms": statistics.median(ts) * 1e3,
+            "ratio": statistics.median(ratios),
+            "ratio_of_mins": min(ts) / min(base),
+            "rounds": len(ts),
+        }
     return out
 
 
@@ -138,9 +144,12 @@ def conv_case(name: str, spec: tuple[int, ...], reps: int) -> dict[str, Any]:
     ref = K.reference_int8_conv2d(x, wq, ws, b, *conv, s, zp, 127)
     y = kern(x)
     errors = {
-        "w8a8_onednn_vs_fp32": rel(y, fp32), "w8a8_onednn_vs_ref": rel(y, ref), "ref_vs_fp32": rel(ref, fp32),
+        "w8a8_onednn_vs_fp32": rel(y, fp32),
+        "w8a8_onednn_vs_ref": rel(y, ref),
+        "ref_vs_fp32": rel(ref, fp32),
         "w8a8_fbgemm_requant_vs_fp32": rel(fb_run(x, s, zp), fp32),
-        "w8_vs_fp32": rel(w8(x), fp32), "w4_g64_vs_fp32": rel(w4(x), fp32),
+        "w8_vs_fp32": rel(w8(x), fp32),
+        "w4_g64_vs_fp32": rel(w4(x), fp32),
     }
     errors.update(_saturation_errors(x, w, b, conv))
     return {"name": name, "kind": "conv", "shape": list(spec), "timing": timing, "errors": errors}
@@ -148,8 +157,24 @@ def conv_case(name: str, spec: tuple[int, ...], reps: int) -> dict[str, Any]:
 
 def _onednn_conv_u8(kern: K.Int8Conv2d, u8: torch.Tensor) -> torch.Tensor:
     return torch.ops.onednn.qconv_pointwise(
-        u8, kern.act_scale, kern.act_zero_point, kern._packed, kern.weight_scale, kern._w_zp, kern.bias,
-        kern.stride, kern.padding, kern.dilation, kern.groups, 1.0, 0, torch.float32, "none", [], "")
+        u8,
+        kern.act_scale,
+        kern.act_zero_point,
+        kern._packed,
+        kern.weight_scale,
+        kern._w_zp,
+        kern.bias,
+        kern.stride,
+        kern.padding,
+        kern.dilation,
+        kern.groups,
+        1.0,
+        0,
+        torch.float32,
+        "none",
+        [],
+        "",
+    )
 
 
 def _fbgemm_conv(wq: torch.Tensor, ws: torch.Tensor, b: torch.Tensor, conv: tuple, fp32: torch.Tensor):
@@ -172,8 +197,9 @@ def _fbgemm_conv(wq: torch.Tensor, ws: torch.Tensor, b: torch.Tensor, conv: tupl
     return packed, run
 
 
-def _saturation_errors(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
-                       conv: tuple | None) -> dict[str, float]:
+def _saturation_errors(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, conv: tuple | None
+) -> dict[str, float]:
     """Real-kernel error vs its own reference and vs FP32 for a8w8 / a7w8 / a8w7 (7-bit = saturation-free)."""
     out = {}
     fp32 = F.conv2d(x, w, b, *conv) if conv else F.linear(x, w, b)
@@ -196,7 +222,7 @@ def linear_case(name: str, spec: tuple[int, int, int], reps: int) -> dict[str, A
     tokens, i, o = spec
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, tokens, i, generator=g)  # LayerNorm / attention outputs: roughly Gaussian
-    w = torch.randn(o, i, generator=g) / i ** 0.5
+    w = torch.randn(o, i, generator=g) / i**0.5
     b = torch.randn(o, generator=g) * 0.05
     wq, ws = qweight(w, 127)
     s, zp = act_qparams(x, 127)
@@ -226,10 +252,12 @@ def linear_case(name: str, spec: tuple[int, int, int], reps: int) -> dict[str, A
         "w8a8_onednn": lambda: kern(x),
         "a8w7_onednn": lambda: kern_a8w7(x),
         "w8a8_kernel_only_u8": lambda: torch.ops.onednn.qlinear_pointwise(
-            u8, s, zp, kern._packed, kern.weight_scale, kern._w_zp, b, 1.0, 0, torch.float32, "none", [], ""),
+            u8, s, zp, kern._packed, kern.weight_scale, kern._w_zp, b, 1.0, 0, torch.float32, "none", [], ""
+        ),
         "quantize_only": lambda: K.quantize_act_u8(x2, s, zp, 127),
         "w8a8_fbgemm_fused_q": lambda: torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
-            x2.clamp(lo, hi), s, zp, fb),
+            x2.clamp(lo, hi), s, zp, fb
+        ),
         "w8a8_dynamic_fbgemm": lambda: torch.ops.quantized.linear_dynamic(x2, fb, True),
         "w8_dequant": lambda: w8(x),
         "w8_int8pack_mm": lambda: w8pack(x),
@@ -242,11 +270,15 @@ def linear_case(name: str, spec: tuple[int, int, int], reps: int) -> dict[str, A
     y = kern(x)
     y4p = (torch._weight_int4pack_mm_for_cpu(x2, w4pack, 64, sz) + b).reshape(fp32.shape)
     errors = {
-        "w8a8_onednn_vs_fp32": rel(y, fp32), "w8a8_onednn_vs_ref": rel(y, ref), "ref_vs_fp32": rel(ref, fp32),
+        "w8a8_onednn_vs_fp32": rel(y, fp32),
+        "w8a8_onednn_vs_ref": rel(y, ref),
+        "ref_vs_fp32": rel(ref, fp32),
         "w8a8_fbgemm_fused_q_vs_ref": rel(fns["w8a8_fbgemm_fused_q"]().reshape(fp32.shape), ref),
         "w8a8_dynamic_fbgemm_vs_fp32": rel(fns["w8a8_dynamic_fbgemm"]().reshape(fp32.shape), fp32),
-        "w8_vs_fp32": rel(w8(x), fp32), "w8_int8pack_mm_vs_fp32": rel(w8pack(x), fp32),
-        "w4_g64_vs_fp32": rel(w4(x), fp32), "w4_g64_int4pack_mm_vs_w4_dequant": rel(y4p, w4(x)),
+        "w8_vs_fp32": rel(w8(x), fp32),
+        "w8_int8pack_mm_vs_fp32": rel(w8pack(x), fp32),
+        "w4_g64_vs_fp32": rel(w4(x), fp32),
+        "w4_g64_int4pack_mm_vs_w4_dequant": rel(y4p, w4(x)),
     }
     errors.update(_saturation_errors(x, w, b, None))
     return {"name": name, "kind": "linear", "shape": [2, *spec], "timing": timing, "errors": errors}
@@ -276,10 +308,12 @@ def _int8_layers(unet: torch.nn.Module, calib: tuple, act_qmax: int, w_qmax: int
     hooks = []
     for name, m in unet.named_modules():
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+
             def hook(mod: torch.nn.Module, args: tuple, name: str = name) -> None:
                 lo, hi = float(args[0].min()), float(args[0].max())
                 r = ranges.setdefault(name, [lo, hi])
                 r[0], r[1] = min(r[0], lo), max(r[1], hi)
+
             hooks.append(m.register_forward_pre_hook(hook))
     unet(*calib)
     for h in hooks:
@@ -321,14 +355,20 @@ def unet_case(latent: int, reps: int, only: list[str] | None = None) -> dict[str
 
     def inputs(seed: int) -> tuple:
         g.manual_seed(seed)
-        return (torch.randn(2, 4, latent, latent, generator=g), torch.tensor([500, 500]),
-                torch.randn(2, 77, 768, generator=g))
+        return (
+            torch.randn(2, 4, latent, latent, generator=g),
+            torch.tensor([500, 500]),
+            torch.randn(2, 77, 768, generator=g),
+        )
 
     calib, evalx = inputs(1), inputs(2)
     x_cl = (evalx[0].contiguous(memory_format=torch.channels_last), *evalx[1:])
     fp32_layers = {n: m for n, m in unet.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
-    variants = {"fp32": fp32_layers, "a7w8": _int8_layers(unet, calib, 127, 127),
-                "a8w7": _int8_layers(unet, calib, 255, 64)}
+    variants = {
+        "fp32": fp32_layers,
+        "a7w8": _int8_layers(unet, calib, 127, 127),
+        "a8w7": _int8_layers(unet, calib, 255, 64),
+    }
 
     def run(variant: str, x: tuple) -> torch.Tensor:
         _swap(unet, variants[variant])
@@ -345,25 +385,52 @@ def unet_case(latent: int, reps: int, only: list[str] | None = None) -> dict[str
     ref = fns["fp32"]()
     errors = {f"{k}_vs_fp32": rel(f(), ref) for k, f in fns.items() if k != "fp32"}
     timing = bench(fns, reps, slow=set(), warmup=0)  # the error pass above warmed every variant
-    return {"name": f"SD v1.5 U-Net step, latent {latent}x{latent}, batch 2 (random weights)", "kind": "unet",
-            "shape": [2, 4, latent, latent], "timing": timing, "errors": errors}
+    return {
+        "name": f"SD v1.5 U-Net step, latent {latent}x{latent}, batch 2 (random weights)",
+        "kind": "unet",
+        "shape": [2, 4, latent, latent],
+        "timing": timing,
+        "errors": errors,
+    }
 
 
 def environment() -> dict[str, Any]:
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "cpu_model": cpu.cpu_model(), "cpu_features": cpu.cpu_features(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cpu_model": cpu.cpu_model(),
+        "cpu_features": cpu.cpu_features(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_class": cpu.host_class(cpu.detected_features()),
-        "weight_qmax_for_uint8": cpu.weight_qmax(255, cpu.host_class(cpu.detected_features())), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "onednn_int8": K.onednn_int8_available(),
+        "weight_qmax_for_uint8": cpu.weight_qmax(255, cpu.host_class(cpu.detected_features())),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "onednn_int8": K.onednn_int8_available(),
     }
 
 
-CONV_COLS = ["fp32_cl", "w8a8_onednn", "w8a8_onednn_cl", "a8w7_onednn_cl", "w8a8_kernel_only_u8cl", "quantize_only",
-             "w8a8_fbgemm_requant", "w8_dequant", "w4_g64_dequant"]
-LIN_COLS = ["w8a8_onednn", "a8w7_onednn", "w8a8_kernel_only_u8", "quantize_only", "w8a8_fbgemm_fused_q",
-            "w8a8_dynamic_fbgemm", "w8_dequant", "w8_int8pack_mm", "w4_g64_dequant", "w4_g64_int4pack_mm"]
+CONV_COLS = [
+    "fp32_cl",
+    "w8a8_onednn",
+    "w8a8_onednn_cl",
+    "a8w7_onednn_cl",
+    "w8a8_kernel_only_u8cl",
+    "quantize_only",
+    "w8a8_fbgemm_requant",
+    "w8_dequant",
+    "w4_g64_dequant",
+]
+LIN_COLS = [
+    "w8a8_onednn",
+    "a8w7_onednn",
+    "w8a8_kernel_only_u8",
+    "quantize_only",
+    "w8a8_fbgemm_fused_q",
+    "w8a8_dynamic_fbgemm",
+    "w8_dequant",
+    "w8_int8pack_mm",
+    "w4_g64_dequant",
+    "w4_g64_int4pack_mm",
+]
 
 
 def _table(cases: list[dict[str, Any]], cols: list[str], errs: list[str]) -> str:
@@ -381,43 +448,86 @@ def markdown(result: dict[str, Any]) -> str:
     env = result["environment"]
     convs = [c for c in result["cases"] if c["kind"] == "conv"]
     lins = [c for c in result["cases"] if c["kind"] == "linear"]
-    sat = ["a8w8_kernel_vs_ref", "a7w8_kernel_vs_ref", "a8w7_kernel_vs_ref",
-           "a8w8_kernel_vs_fp32", "a7w8_kernel_vs_fp32", "a8w7_kernel_vs_fp32"]
+    sat = [
+        "a8w8_kernel_vs_ref",
+        "a7w8_kernel_vs_ref",
+        "a8w7_kernel_vs_ref",
+        "a8w8_kernel_vs_fp32",
+        "a7w8_kernel_vs_fp32",
+        "a8w7_kernel_vs_fp32",
+    ]
     parts = [
-        "# Kernel benchmark: INT8 / INT4 candidates vs FP32 on SD-U-Net layer shapes (batch 2)", "",
+        "# Kernel benchmark: INT8 / INT4 candidates vs FP32 on SD-U-Net layer shapes (batch 2)",
+        "",
         f"{env['cpu_model']}, flags {', '.join(k for k, v in env['cpu_features'].items() if v) or 'none'} "
         f"(torch capability {env['torch_cpu_capability']}), torch {env['torch']}, {env['threads']} threads, "
-        f"{result['reps']} rounds, {env['date']}.", "",
+        f"{result['reps']} rounds, {env['date']}.",
+        "",
         "Cells are median per-round time ratios vs FP32 `F.conv2d`/`F.linear` on NCHW/contiguous input "
         "(< 1 = faster); errors are relative L2. W8A8 = 7-bit activations (0..127), int8 weights, min/max "
         "qparams of the input. `*_kernel_only*` = the INT8 op on an already-quantized uint8 input (the floor "
         "if quantization were fused into the previous op); `quantize_only` = float -> uint8 cost; `a8w7` = the "
-        "other saturation-free scheme, 8-bit activations (one-pass quantize, no clamp) with weights in +-64.", "",
+        "other saturation-free scheme, 8-bit activations (one-pass quantize, no clamp) with weights in +-64.",
+        "",
         "Machine load: the FP32 min times in the tables below are the contention indicator (conv3x3 320->320 @64x64 took "
         "~93 ms on a quiet moment of the same machine); ratios from the same round are robust to slow drift but "
         "a heavily loaded machine penalizes ops made of several parallel regions (quantize + clamp + conv) more "
-        "than one big op. Treat differences under ~10 % as noise.", "",
-        "## Conv2d", "", _table(convs, CONV_COLS, ["w8a8_onednn_vs_fp32", "w8a8_onednn_vs_ref",
-                                                     "w8a8_fbgemm_requant_vs_fp32", "w8_vs_fp32", "w4_g64_vs_fp32"]),
-        "", "## Linear", "", _table(lins, LIN_COLS, ["w8a8_onednn_vs_fp32", "w8a8_onednn_vs_ref",
-                                                       "w8a8_fbgemm_fused_q_vs_ref", "w8a8_dynamic_fbgemm_vs_fp32",
-                                                       "w8_vs_fp32", "w4_g64_vs_fp32"]),
-        "", "## Saturation check: real oneDNN kernel vs its own reference and vs FP32", "",
-        "a8w8 = activations 0..255 with weights +-127; a7w8 = 0..127 with +-127; a8w7 = 0..255 with +-64.", "",
-        _sat_table([c for c in result["cases"] if c["kind"] != "unet"], sat), "",
+        "than one big op. Treat differences under ~10 % as noise.",
+        "",
+        "## Conv2d",
+        "",
+        _table(
+            convs,
+            CONV_COLS,
+            [
+                "w8a8_onednn_vs_fp32",
+                "w8a8_onednn_vs_ref",
+                "w8a8_fbgemm_requant_vs_fp32",
+                "w8_vs_fp32",
+                "w4_g64_vs_fp32",
+            ],
+        ),
+        "",
+        "## Linear",
+        "",
+        _table(
+            lins,
+            LIN_COLS,
+            [
+                "w8a8_onednn_vs_fp32",
+                "w8a8_onednn_vs_ref",
+                "w8a8_fbgemm_fused_q_vs_ref",
+                "w8a8_dynamic_fbgemm_vs_fp32",
+                "w8_vs_fp32",
+                "w4_g64_vs_fp32",
+            ],
+        ),
+        "",
+        "## Saturation check: real oneDNN kernel vs its own reference and vs FP32",
+        "",
+        "a8w8 = activations 0..255 with weights +-127; a7w8 = 0..127 with +-127; a8w7 = 0..255 with +-64.",
+        "",
+        _sat_table([c for c in result["cases"] if c["kind"] != "unet"], sat),
+        "",
     ]
     for c in result["cases"]:
         if c["kind"] == "unet":
-            parts += [f"## {c['name']}", "", "Every Conv2d and Linear on the kernel (min/max calibrated on another "
-                      "input); attention matmuls, norms and activations stay FP32. Error = rel-L2 of the output. "
-                      f"{c['timing']['fp32']['rounds']} rounds; `_cl` = channels_last input (the kernels keep it).",
-                      "",
-                      "| variant | min s | median ratio vs FP32 NCHW | ratio of mins | rel-L2 vs FP32 |",
-                      "|---|---|---|---|---|"]
+            parts += [
+                f"## {c['name']}",
+                "",
+                "Every Conv2d and Linear on the kernel (min/max calibrated on another "
+                "input); attention matmuls, norms and activations stay FP32. Error = rel-L2 of the output. "
+                f"{c['timing']['fp32']['rounds']} rounds; `_cl` = channels_last input (the kernels keep it).",
+                "",
+                "| variant | min s | median ratio vs FP32 NCHW | ratio of mins | rel-L2 vs FP32 |",
+                "|---|---|---|---|---|",
+            ]
             for k, t in c["timing"].items():
                 err = c["errors"].get(f"{k}_vs_fp32", 0.0)
-                parts.append(f"| {k} | {t['min_ms'] / 1e3:.2f} | {t['ratio']:.2f} | {t['ratio_of_mins']:.2f} | "
-                             f"{100 * err:.2f}% |")
+                parts.append(
+                    f"| {k} | {t['min_ms'] / 1e3:.2f} | {t['ratio']:.2f} | {t['ratio_of_mins']:.2f} | "
+                    f"{100 * err:.2f}% |"
+                )
             parts.append("")
     return "\n".join(parts)
 
@@ -442,8 +552,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="3 rounds and the first shape of each kind")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--unet", type=int, default=32, metavar="LATENT",
-                    help="also time a whole SD v1.5 U-Net step at this latent size (0 = skip)")
+    ap.add_argument(
+        "--unet",
+        type=int,
+        default=32,
+        metavar="LATENT",
+        help="also time a whole SD v1.5 U-Net step at this latent size (0 = skip)",
+    )
     ap.add_argument("--unet-only", action="store_true", help="only the U-Net step; merged into existing results")
     ap.add_argument("--unet-variants", default="", help="comma-separated subset, e.g. w8a8_a7w8_cl,w8a8_a8w7_cl")
     ap.add_argument("--render", action="store_true", help="only rewrite kernels.md from kernels.json")
@@ -465,13 +580,18 @@ def main() -> None:
             import json
 
             layer_reps = json.loads(old.read_text())["reps"]
-            cases = [c for c in json.loads(old.read_text())["cases"]
-                     if c["kind"] != "unet" or c["shape"][-1] != args.unet]
+            cases = [
+                c for c in json.loads(old.read_text())["cases"] if c["kind"] != "unet" or c["shape"][-1] != args.unet
+            ]
     with torch.inference_mode():
         for name, spec in convs:
             cases.append(conv_case(name, spec, reps))
-            log.info("%s: w8a8 %.2f (cl %.2f)", name, cases[-1]["timing"]["w8a8_onednn"]["ratio"],
-                     cases[-1]["timing"]["w8a8_onednn_cl"]["ratio"])
+            log.info(
+                "%s: w8a8 %.2f (cl %.2f)",
+                name,
+                cases[-1]["timing"]["w8a8_onednn"]["ratio"],
+                cases[-1]["timing"]["w8a8_onednn_cl"]["ratio"],
+            )
         for name, spec in lins:
             cases.append(linear_case(name, spec, reps))
             log.info("%s: w8a8 %.2f", name, cases[-1]["timing"]["w8a8_onednn"]["ratio"])

@@ -3,6 +3,7 @@
 Writes benchmarks/results/<class>/metrics_speed.json and .md. Run from the repo root:
     python benchmarks/metrics_speed.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,9 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -49,8 +51,14 @@ def run_size(size: int, n: int, extract: Callable[[torch.Tensor], Any]) -> dict[
     seconds = {k: round(v, 3) for k, v in seconds.items()}
     total = round(sum(seconds.values()), 3)
     return {
-        "size": size, "pairs": n, "ssim_mean": round(s, 5), "lpips_mean": round(lp, 5), "fd": round(fd, 4),
-        "seconds": seconds, "total_seconds": total, "within_target": total < TARGET_SECONDS,
+        "size": size,
+        "pairs": n,
+        "ssim_mean": round(s, 5),
+        "lpips_mean": round(lp, 5),
+        "fd": round(fd, 4),
+        "seconds": seconds,
+        "total_seconds": total,
+        "within_target": total < TARGET_SECONDS,
     }
 
 
@@ -96,12 +104,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         log.info("%dx%d: %s", size, size, results[-1]["seconds"])
 
     data = {
-        "pairs": args.pairs, "fd_name": fd_name, "target_seconds": TARGET_SECONDS,
+        "pairs": args.pairs,
+        "fd_name": fd_name,
+        "target_seconds": TARGET_SECONDS,
         "load_seconds": {"lpips": round(t_lpips_load, 3), "fd_model": round(t_fd_load, 3)},
         "results": results,
         "environment": {
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "machine": platform.machine(), "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
             "loadavg_before": [round(v, 2) for v in loadavg_before],
             "loadavg_after": [round(v, 2) for v in os.getloadavg()],
         },

@@ -8,12 +8,12 @@ Writes benchmarks/results/<class>/openvino_profile_<model>.{json,md}. Same U-Net
 `backends.py` (4 seeded Gaussian calibration inputs for sd15-arch); diffusia's preset with the MSE calibrator,
 NNCF with its defaults. Profiling adds a little overhead to every node, so the totals exceed the plain step times.
 """
+
 from __future__ import annotations
 
 import argparse
 import collections
 import datetime as dt
-import json
 import statistics
 import sys
 import tempfile
@@ -54,9 +54,11 @@ def profile(compiled, feeds: dict, repeats: int) -> dict:
             by_exec[f"{info.node_type} / {info.exec_type}"] += us
         totals.append({"type": by_type, "exec": by_exec})
     pick = totals[len(totals) // 2]
-    return {"wall_ms": statistics.median(walls) * 1e3, "by_type_ms": {k: v / 1e3 for k, v in sorted(
-        pick["type"].items(), key=lambda kv: -kv[1])}, "by_exec_ms": {k: v / 1e3 for k, v in sorted(
-        pick["exec"].items(), key=lambda kv: -kv[1])}}
+    return {
+        "wall_ms": statistics.median(walls) * 1e3,
+        "by_type_ms": {k: v / 1e3 for k, v in sorted(pick["type"].items(), key=lambda kv: -kv[1])},
+        "by_exec_ms": {k: v / 1e3 for k, v in sorted(pick["exec"].items(), key=lambda kv: -kv[1])},
+    }
 
 
 def main() -> None:
@@ -70,8 +72,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     import nncf
     import openvino as ov
-
     from backends import load_unet
+
     from diffusia.config import get_preset
     from diffusia.export.onnx import export_unet
     from diffusia.fileio import write_json, write_text
@@ -81,15 +83,20 @@ def main() -> None:
     latent = 16 if args.model == "tiny" else args.latent
     work, timed, calib = inputs(args.model, latent, 4)
     feeds = dict(zip(("sample", "timestep", "encoder_hidden_states"), (t.numpy() for t in timed)))
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": args.threads, "PERF_COUNT": True,
-              "INFERENCE_PRECISION_HINT": "f32"}
+    config = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": args.threads,
+        "PERF_COUNT": True,
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
     core = ov.Core()
     results = {}
     unet = load_unet(args.model, work)
     fp32 = ov.convert_model(str(export_unet(unet, work / "fp32.onnx", dynamic=True, float_ok=True)))
     fp32.reshape({k: v.shape for k, v in feeds.items()})
-    nncf_model = nncf.quantize(fp32, nncf.Dataset([dict(zip(feeds, (t.numpy() for t in x))) for x in calib]),
-                               subset_size=len(calib))
+    nncf_model = nncf.quantize(
+        fp32, nncf.Dataset([dict(zip(feeds, (t.numpy() for t in x))) for x in calib]), subset_size=len(calib)
+    )
     results["nncf_int8"] = profile(core.compile_model(nncf_model, "CPU", config), feeds, args.repeats)
     del nncf_model, fp32
     api.quantize(unet, get_preset("w8a8").replace(calibrator="mse"))
@@ -102,14 +109,27 @@ def main() -> None:
     model.reshape({k: v.shape for k, v in feeds.items()})
     for precision in ("f32", "bf16"):
         results[f"diffusia_w8a8_mse_{precision}"] = profile(
-            core.compile_model(model, "CPU", {**config, "INFERENCE_PRECISION_HINT": precision}), feeds, args.repeats)
-    res = {"model": args.model, "latent": latent, "threads": args.threads, "cpu": cpu.cpu_model(),
-           "class": machine_class(), "openvino": ov.__version__, "nncf": nncf.__version__,
-           "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "rows": results}
-    lines = [f"# OpenVINO profile of one U-Net step: {args.model}, latent {latent}x{latent}, batch 2", "",
-             f"{res['cpu']} (class `{res['class']}`), {args.threads} threads, openvino {res['openvino']}, nncf "
-             f"{res['nncf']}, {res['date']}. Median of {args.repeats} profiled calls; float parts in the precision "
-             "the row names (NNCF: f32).", ""]
+            core.compile_model(model, "CPU", {**config, "INFERENCE_PRECISION_HINT": precision}), feeds, args.repeats
+        )
+    res = {
+        "model": args.model,
+        "latent": latent,
+        "threads": args.threads,
+        "cpu": cpu.cpu_model(),
+        "class": machine_class(),
+        "openvino": ov.__version__,
+        "nncf": nncf.__version__,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "rows": results,
+    }
+    lines = [
+        f"# OpenVINO profile of one U-Net step: {args.model}, latent {latent}x{latent}, batch 2",
+        "",
+        f"{res['cpu']} (class `{res['class']}`), {args.threads} threads, openvino {res['openvino']}, nncf "
+        f"{res['nncf']}, {res['date']}. Median of {args.repeats} profiled calls; float parts in the precision "
+        "the row names (NNCF: f32).",
+        "",
+    ]
     for name, r in results.items():
         lines += [f"## {name}: {r['wall_ms']:.0f} ms wall", "", "| node type / kernel | ms |", "|---|---|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in list(r["by_exec_ms"].items())[:15]]

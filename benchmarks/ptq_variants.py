@@ -12,6 +12,7 @@ prompts, 1 image each, seed 42, DPM-Solver 25 steps, guidance 7.5); every varian
     python benchmarks/ptq_variants.py [--num 32] [--calib-size 16]     # ~15 min on 2 cores
 Writes benchmarks/results/<class>/ptq_variants.json and .md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,21 +59,36 @@ def main(argv: list[str] | None = None) -> dict:
     rows = {}
     for name, (preset, changes) in VARIANTS.items():
         recipe = get_preset(preset).replace(**changes)
-        pipe = quantize_pipeline(load_pipeline("tiny", progress=False), recipe, calib, calib_size=args.calib_size,
-                                 progress=False)
+        pipe = quantize_pipeline(
+            load_pipeline("tiny", progress=False), recipe, calib, calib_size=args.calib_size, progress=False
+        )
         rows[name] = compare(images_of(pipe, prompts), reference)
         print(name, rows[name], flush=True)
-    res = {"model": "tiny", "num": len(prompts), "calib_size": args.calib_size, "threads": args.threads,
-           "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-           "seconds": round(time.time() - t0), "rows": rows}
+    res = {
+        "model": "tiny",
+        "num": len(prompts),
+        "calib_size": args.calib_size,
+        "threads": args.threads,
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "seconds": round(time.time() - t0),
+        "rows": rows,
+    }
     write_json(args.out + ".json", res)
-    lines = ["# W8A8 PTQ variants and image quality on `tiny` (real INT8 kernels)", "",
-             f"{res['num']} class x colour prompts, 1 image each, seed 42, DPM-Solver 25 steps, guidance 7.5; "
-             f"calibration on {args.calib_size} prompts; against the FP32 images. {args.threads} threads, "
-             f"torch {res['torch']}, {res['seconds']} s.", "",
-             "| variant | SSIM mean (min) | LPIPS mean (max) |", "|---|---|---|"]
-    lines += [f"| {n} | {r['ssim']:.4f} ({r['ssim_min']:.3f}) | {r['lpips']:.4f} ({r['lpips_max']:.3f}) |"
-              for n, r in rows.items()]
+    lines = [
+        "# W8A8 PTQ variants and image quality on `tiny` (real INT8 kernels)",
+        "",
+        f"{res['num']} class x colour prompts, 1 image each, seed 42, DPM-Solver 25 steps, guidance 7.5; "
+        f"calibration on {args.calib_size} prompts; against the FP32 images. {args.threads} threads, "
+        f"torch {res['torch']}, {res['seconds']} s.",
+        "",
+        "| variant | SSIM mean (min) | LPIPS mean (max) |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {n} | {r['ssim']:.4f} ({r['ssim_min']:.3f}) | {r['lpips']:.4f} ({r['lpips_max']:.3f}) |"
+        for n, r in rows.items()
+    ]
     write_text(args.out + ".md", "\n".join(lines) + "\n")
     return res
 

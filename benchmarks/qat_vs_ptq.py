@@ -8,6 +8,7 @@ PTQ and QAT share the calibration (same prompts, trajectories and seeds), so QAT
 Writes benchmarks/results/<class>/qat_vs_ptq.json and .md; QAT folders and each variant's images are kept under --work,
 so a rerun with the same settings skips the variants already done.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,21 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
 
 from diffusia import load_pipeline
+from diffusia.calib.forward_loop import sampling_forward_loop
 from diffusia.config import get_preset
 from diffusia.eval.metrics import lpips_distance, ssim
 from diffusia.fileio import atomic_path, write_json, write_text
 from diffusia.generate import GenerationConfig, generate
-from diffusia.prompts import load_prompts
-from diffusia.calib.forward_loop import sampling_forward_loop
-from diffusia.prompts import take
+from diffusia.prompts import load_prompts, take
 from diffusia.qat.checkpoints import latest_checkpoint
 from diffusia.qat.train import QATConfig, run_qat
 from diffusia.quant import api
 from diffusia.quant.pipeline import quantize_pipeline
-
-from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
 
 OUT = results_dir()
 TARGETS = {"ssim_min": 0.97, "lpips_max": 0.04}
@@ -83,7 +82,7 @@ def fake_quant_pipeline(model: str, folder: Path):
     pipe = load_pipeline(model, progress=False)
     api.quantize(pipe.unet, Recipe.from_dict(read_meta(folder)["recipe"]))
     state = load_file(str(latest_checkpoint(folder) / "model.safetensors"))
-    pipe.unet.load_state_dict({k[len("unet."):]: v for k, v in state.items() if k.startswith("unet.")})
+    pipe.unet.load_state_dict({k[len("unet.") :]: v for k, v in state.items() if k.startswith("unet.")})
     api.enable_fake_quant(pipe.unet)
     pipe.unet.eval()
     return pipe
@@ -98,8 +97,13 @@ def finished_qat(folder: Path, cfg: QATConfig) -> dict | None:
     except Exception:
         return None
     same = {k: qat.get(k) for k in ("source", "steps", "lr", "lsq", "calib_size", "seed")} == {
-        "source": cfg.source, "steps": cfg.steps, "lr": cfg.lr, "lsq": cfg.lsq, "calib_size": cfg.calib_size,
-        "seed": cfg.seed} and qat.get("batch_per_process", 0) * qat.get("processes", 1) == cfg.batch
+        "source": cfg.source,
+        "steps": cfg.steps,
+        "lr": cfg.lr,
+        "lsq": cfg.lsq,
+        "calib_size": cfg.calib_size,
+        "seed": cfg.seed,
+    } and qat.get("batch_per_process", 0) * qat.get("processes", 1) == cfg.batch
     return qat if same and latest_checkpoint(folder) is not None else None
 
 
@@ -107,7 +111,12 @@ def compare(images: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
     y = torch.from_numpy(reference).permute(0, 3, 1, 2).float()
     s, lp = ssim(x, y).numpy(), lpips_distance(x, y).numpy()
-    return {"ssim": float(s.mean()), "ssim_min": float(s.min()), "lpips": float(lp.mean()), "lpips_max": float(lp.max())}
+    return {
+        "ssim": float(s.mean()),
+        "ssim_min": float(s.min()),
+        "lpips": float(lp.mean()),
+        "lpips_max": float(lp.max()),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -117,16 +126,24 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=400, help="QAT steps per variant (~1 s each with LSQ on 2 idle cores)")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lsq", action=argparse.BooleanOptionalAction, default=True,
-                   help="learnable activation step sizes (LSQ), as `diffusia qat` by default")
+    p.add_argument(
+        "--lsq",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="learnable activation step sizes (LSQ), as `diffusia qat` by default",
+    )
     p.add_argument("--calib-size", type=int, default=32)
     p.add_argument("--sources", default="distill,fashion-mnist")
     p.add_argument("--work", default="out/qat_vs_ptq", help="QAT pipelines and cached images of every variant")
     p.add_argument("--out", default=str(OUT / "qat_vs_ptq"))
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--kernels", choices=["real", "fake"], default="real",
-                   help="real INT8 kernels, or simulated INT8 (same weights and ranges; for CPUs where the INT8 "
-                        "kernels are slow on tiny layers); `fake` also checks the agreement on --agree images")
+    p.add_argument(
+        "--kernels",
+        choices=["real", "fake"],
+        default="real",
+        help="real INT8 kernels, or simulated INT8 (same weights and ranges; for CPUs where the INT8 "
+        "kernels are slow on tiny layers); `fake` also checks the agreement on --agree images",
+    )
     p.add_argument("--agree", type=int, default=2, help="images for the real-vs-fake agreement check")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -154,24 +171,54 @@ def main(argv: list[str] | None = None) -> dict:
     log.info("ptq: %s", variants["ptq-w8a8"])
     for source in [s for s in args.sources.split(",") if s]:
         folder = work / f"qat-{source}"
-        cfg = QATConfig(out=str(folder), model=args.model, source=source, steps=args.steps, lr=args.lr,
-                        batch=args.batch, lsq=args.lsq, calib_size=args.calib_size, checkpoint_every=100,
-                        keep_checkpoints=True, progress=False, overwrite=True)
+        cfg = QATConfig(
+            out=str(folder),
+            model=args.model,
+            source=source,
+            steps=args.steps,
+            lr=args.lr,
+            batch=args.batch,
+            lsq=args.lsq,
+            calib_size=args.calib_size,
+            checkpoint_every=100,
+            keep_checkpoints=True,
+            progress=False,
+            overwrite=True,
+        )
 
         def qat(cfg=cfg, folder=folder, source=source):
             info = finished_qat(folder, cfg)  # e.g. trained beforehand with `diffusia qat` in another process
             if info is None:
                 info = run_qat(cfg).info
-            facts = {"method": "QAT", "source": source, "steps": cfg.steps, "lr": cfg.lr, "batch": cfg.batch,
-                     "lsq": cfg.lsq, "train_seconds": info["train_seconds_this_run"],
-                     "train_cpu_seconds": info.get("train_cpu_seconds_this_run"),
-                     "loss_first": info["loss_first"], "loss_last_mean20": info["loss_last_mean20"],
-                     "folder": str(folder)}
-            pipe = load_pipeline(folder, progress=False) if args.kernels == "real" else fake_quant_pipeline(args.model, folder)
+            facts = {
+                "method": "QAT",
+                "source": source,
+                "steps": cfg.steps,
+                "lr": cfg.lr,
+                "batch": cfg.batch,
+                "lsq": cfg.lsq,
+                "train_seconds": info["train_seconds_this_run"],
+                "train_cpu_seconds": info.get("train_cpu_seconds_this_run"),
+                "loss_first": info["loss_first"],
+                "loss_last_mean20": info["loss_last_mean20"],
+                "folder": str(folder),
+            }
+            pipe = (
+                load_pipeline(folder, progress=False)
+                if args.kernels == "real"
+                else fake_quant_pipeline(args.model, folder)
+            )
             return images_of(pipe, prompts), facts
 
-        key = {**base, "calib_size": args.calib_size, "steps": args.steps, "lr": args.lr, "batch": args.batch,
-               "lsq": args.lsq, "kernels": args.kernels}
+        key = {
+            **base,
+            "calib_size": args.calib_size,
+            "steps": args.steps,
+            "lr": args.lr,
+            "batch": args.batch,
+            "lsq": args.lsq,
+            "kernels": args.kernels,
+        }
         images, facts = cached(work, f"qat-w8a8-{source}", key, qat)
         variants[f"qat-w8a8-{source}"] = {**facts, **compare(images, reference)}
         log.info("qat %s: %s", source, variants[f"qat-w8a8-{source}"])
@@ -187,17 +234,26 @@ def main(argv: list[str] | None = None) -> dict:
         log.info("real vs simulated INT8: %s", agreement)
 
     ptq_row = variants["ptq-w8a8"]
-    for name, v in variants.items():
+    for _name, v in variants.items():
         v["meets_targets"] = v["ssim"] >= TARGETS["ssim_min"] and v["lpips"] <= TARGETS["lpips_max"]
         if v["method"] == "QAT":
             v["beats_ptq"] = v["ssim"] > ptq_row["ssim"] and v["lpips"] < ptq_row["lpips"]
     result = {
-        "model": args.model, "images": len(prompts), "reference": "FP32 images of the same prompts and seeds",
-        "sampler": "DPMSolverMultistep", "steps": 25, "guidance": 7.5, "seed": 42, "calib_size": args.calib_size,
-        "targets": TARGETS, "kernels": args.kernels, "real_vs_simulated": agreement, "variants": variants,
+        "model": args.model,
+        "images": len(prompts),
+        "reference": "FP32 images of the same prompts and seeds",
+        "sampler": "DPMSolverMultistep",
+        "steps": 25,
+        "guidance": 7.5,
+        "seed": 42,
+        "calib_size": args.calib_size,
+        "targets": TARGETS,
+        "kernels": args.kernels,
+        "real_vs_simulated": agreement,
+        "variants": variants,
         "total_seconds": round(time.time() - t0, 1),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                   f"torch {torch.__version__}",
+        f"torch {torch.__version__}",
     }
     out = Path(args.out)
     write_json(out.with_suffix(".json"), result)
@@ -207,23 +263,37 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def report(r: dict) -> str:
-    lines = [f"# PTQ vs QAT (W8A8) on `{r['model']}`", "",
-             f"{r['images']} prompts x 1 image (seed {r['seed']}, DPM-Solver {r['steps']} steps, guidance "
-             f"{r['guidance']}), compared with the FP32 images of the same prompts and seeds. Calibration: "
-             f"{r['calib_size']} prompts on their sampling trajectories (shared by PTQ and QAT). "
-             f"Targets: SSIM >= {r['targets']['ssim_min']}, LPIPS <= {r['targets']['lpips_max']}.", "",
-             "| variant | QAT steps | train s (wall / CPU) | SSIM mean (min) | LPIPS mean (max) | beats PTQ | meets targets |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# PTQ vs QAT (W8A8) on `{r['model']}`",
+        "",
+        f"{r['images']} prompts x 1 image (seed {r['seed']}, DPM-Solver {r['steps']} steps, guidance "
+        f"{r['guidance']}), compared with the FP32 images of the same prompts and seeds. Calibration: "
+        f"{r['calib_size']} prompts on their sampling trajectories (shared by PTQ and QAT). "
+        f"Targets: SSIM >= {r['targets']['ssim_min']}, LPIPS <= {r['targets']['lpips_max']}.",
+        "",
+        "| variant | QAT steps | train s (wall / CPU) | SSIM mean (min) | LPIPS mean (max) | beats PTQ | meets targets |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, v in r["variants"].items():
-        lines.append(f"| {name} | {v.get('steps', '-')} | {v.get('train_seconds', '-')} / {v.get('train_cpu_seconds', '-')} | {v['ssim']:.4f} "
-                     f"({v['ssim_min']:.3f}) | {v['lpips']:.4f} ({v['lpips_max']:.3f}) | "
-                     f"{'yes' if v.get('beats_ptq') else ('-' if v['method'] == 'PTQ' else 'no')} | "
-                     f"{'yes' if v['meets_targets'] else 'no'} |")
+        lines.append(
+            f"| {name} | {v.get('steps', '-')} | {v.get('train_seconds', '-')} / {v.get('train_cpu_seconds', '-')} | {v['ssim']:.4f} "
+            f"({v['ssim_min']:.3f}) | {v['lpips']:.4f} ({v['lpips_max']:.3f}) | "
+            f"{'yes' if v.get('beats_ptq') else ('-' if v['method'] == 'PTQ' else 'no')} | "
+            f"{'yes' if v['meets_targets'] else 'no'} |"
+        )
     if r["kernels"] == "fake":
         a = r.get("real_vs_simulated") or {}
-        lines += ["", "Images computed in simulated INT8 (fake quantization with the saved weights and ranges: the same "
-                  "integer grid as the INT8 kernels)" + (f"; on {a['images']} images the simulated and the real INT8 "
-                  f"kernels' images agree to SSIM {a['ssim']:.4f}, LPIPS {a['lpips']:.4f}." if a else ".")]
+        lines += [
+            "",
+            "Images computed in simulated INT8 (fake quantization with the saved weights and ranges: the same "
+            "integer grid as the INT8 kernels)"
+            + (
+                f"; on {a['images']} images the simulated and the real INT8 "
+                f"kernels' images agree to SSIM {a['ssim']:.4f}, LPIPS {a['lpips']:.4f}."
+                if a
+                else "."
+            ),
+        ]
     lines += ["", f"Machine: {r['machine']}; whole benchmark {r['total_seconds']:.0f} s.", ""]
     return "\n".join(lines)
 

@@ -8,16 +8,17 @@
     python benchmarks/tiny_quality.py [--model tiny] [--per-prompt 2]
 Writes benchmarks/results/<class>/tiny_quality.json and .md.
 """
+
 from __future__ import annotations
 
 import argparse
 import platform
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import torch
+from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
 
 from diffusia import load_pipeline
 from diffusia.data.classifier import load_classifier
@@ -26,8 +27,6 @@ from diffusia.eval.metrics import frechet_distance, get_feature_extractor
 from diffusia.fileio import write_json, write_text
 from diffusia.generate import GenerationConfig, generate
 from diffusia.prompts import load_prompts
-
-from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
 
 OUT = results_dir()
 
@@ -72,35 +71,45 @@ def main(argv=None):
     real, _, _, _ = coloured_split("test", seed=7, limit=args.real)
     fd = frechet_distance(feats(x), feats(torch.from_numpy(real)))
     result = {
-        "model": getattr(pipe, "diffusia_spec", args.model), "images": len(images), "per_prompt": args.per_prompt,
-        "sampler": "DPMSolverMultistep", "steps": 25, "guidance": 7.5, "seeds": f"42..{41 + args.per_prompt}",
-        "class_accuracy": float(np.mean(pred == truth)), "colour_accuracy": float(np.mean(colour_pred == colour_truth)),
+        "model": getattr(pipe, "diffusia_spec", args.model),
+        "images": len(images),
+        "per_prompt": args.per_prompt,
+        "sampler": "DPMSolverMultistep",
+        "steps": 25,
+        "guidance": 7.5,
+        "seeds": f"42..{41 + args.per_prompt}",
+        "class_accuracy": float(np.mean(pred == truth)),
+        "colour_accuracy": float(np.mean(colour_pred == colour_truth)),
         "class_accuracy_by_category": {k: float(np.mean(v)) for k, v in by_cat.items()},
         "class_accuracy_by_class": {k: float(np.mean(v)) for k, v in by_class.items()},
         "frechet": {"metric": name, "value": fd, "real_images": len(real)},
         "classifier_test_accuracy_on_real": _real_accuracy(clf),
-        "generation_seconds": gen_seconds, "machine": f"{platform.processor() or platform.machine()}, "
+        "generation_seconds": gen_seconds,
+        "machine": f"{platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}",
     }
     write_json(args.out + ".json", result)
     rows = "\n".join(f"| {k} | {v:.1%} |" for k, v in result["class_accuracy_by_category"].items())
-    write_text(args.out + ".md", f"""# Embedded `tiny` pipeline quality
+    write_text(
+        args.out + ".md",
+        f"""# Embedded `tiny` pipeline quality
 
 {len(images)} images ({args.per_prompt} per class x colour prompt), DPM-Solver multistep, 25 steps, guidance 7.5.
 
 | metric | value |
 |---|---|
-| class accuracy (Fashion-MNIST classifier) | {result['class_accuracy']:.1%} |
-| colour accuracy | {result['colour_accuracy']:.1%} |
+| class accuracy (Fashion-MNIST classifier) | {result["class_accuracy"]:.1%} |
+| colour accuracy | {result["colour_accuracy"]:.1%} |
 | {name} to {len(real)} real test images | {fd:.2f} |
-| classifier accuracy on real test images | {result['classifier_test_accuracy_on_real']:.1%} |
+| classifier accuracy on real test images | {result["classifier_test_accuracy_on_real"]:.1%} |
 
 | category | class accuracy |
 |---|---|
 {rows}
 
-Machine: {result['machine']}; generation took {gen_seconds:.0f} s.
-""")
+Machine: {result["machine"]}; generation took {gen_seconds:.0f} s.
+""",
+    )
     print(open(args.out + ".md").read())
 
 

@@ -5,20 +5,19 @@ different attention-head layouts, and the share of attention in it (torch.profil
     python benchmarks/train_step.py        # ~2 min on 2 cores
 Writes benchmarks/results/<class>/train_step.json and .md.
 """
+
 from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
+from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
 from torch.profiler import profile
 
 from diffusia.fileio import write_json, write_text
 from diffusia.models.architectures import TINY_TEXT, TINY_UNET, TINY_VAE, build_components
 from diffusia.quant import cpu
-
-from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
 
 RESULTS = results_dir()
 HEADS = {"8 heads everywhere (SD v1.5's setting; width 4-16)": 8, "width 16 (2, 4, 6, 8 heads; shipped)": (2, 4, 6, 8)}
@@ -57,12 +56,22 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = {name: measure(h, args.batch, args.reps) for name, h in HEADS.items()}
-    res = {"batch": args.batch, "threads": args.threads, "cpu": cpu.cpu_model(), "torch": torch.__version__,
-           "load_average": list(__import__("os").getloadavg()), "rows": rows}
+    res = {
+        "batch": args.batch,
+        "threads": args.threads,
+        "cpu": cpu.cpu_model(),
+        "torch": torch.__version__,
+        "load_average": list(__import__("os").getloadavg()),
+        "rows": rows,
+    }
     write_json(args.out + ".json", res)
-    lines = [f"# `tiny` training step (batch {args.batch}, {args.threads} threads, {res['cpu']}, torch {res['torch']}, "
-             f"load average {res['load_average'][0]:.1f})", "", "| attention heads | s/step | attention share |",
-             "|---|---|---|"]
+    lines = [
+        f"# `tiny` training step (batch {args.batch}, {args.threads} threads, {res['cpu']}, torch {res['torch']}, "
+        f"load average {res['load_average'][0]:.1f})",
+        "",
+        "| attention heads | s/step | attention share |",
+        "|---|---|---|",
+    ]
     lines += [f"| {n} | {r['seconds_per_step']:.2f} | {r['attention_share']:.0%} |" for n, r in rows.items()]
     write_text(args.out + ".md", "\n".join(lines) + "\n")
 

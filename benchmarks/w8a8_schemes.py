@@ -10,14 +10,15 @@ network amplifies tiny perturbations. Errors only: timings are in backends.py.
     python benchmarks/w8a8_schemes.py          # ~10 min on 2 cores
 Writes benchmarks/results/<class>/w8a8_schemes.json and .md.
 """
+
 from __future__ import annotations
 
 import argparse
 import copy
 import dataclasses
-from pathlib import Path
 
 import torch
+from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
 from diffusers import UNet2DConditionModel
 
 from diffusia.config import get_preset
@@ -25,8 +26,6 @@ from diffusia.fileio import write_json, write_text
 from diffusia.models.architectures import SD15_UNET
 from diffusia.quant import api, cpu
 from diffusia.quant.modules import QModuleMixin
-
-from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
 
 RESULTS = results_dir()
 # name, recipe changes, weight_qmax override (None: the CPU's rule), channels_last
@@ -39,22 +38,45 @@ SCHEMES = [
     ("a8w8 minmax (saturating without VNNI)", {"calibrator": "minmax"}, 127, False),
     ("a8w7 minmax, channels_last", {"calibrator": "minmax"}, None, True),
     ("a8w7 mse, ff.net.2 in FP16 (rule)", {"calibrator": "mse", "rules": [("*ff.net.2", "fp16")]}, None, False),
-    ("preset w8a8x2: a8w7 mse, full-resolution blocks a7+7 w8 minmax",
-     {"calibrator": "mse", "full_res_weights": "w8a8x2"}, None, False),
-    ("a8w7 mse, full-resolution convolutions only a7+7 w8 minmax", {"calibrator": "mse", "rules": [
-        ("re:(down_blocks\\.0|up_blocks\\.3)\\..*(conv\\d?|conv_shortcut|proj_in|proj_out)", "w8a8x2")]}, None, False),
-    ("a8w7 mse, every convolution a7+7 w8 minmax", {"calibrator": "mse", "rules": [
-        ("*resnets.*.conv?", "w8a8x2"), ("*conv_shortcut", "w8a8x2"), ("*samplers.*.conv", "w8a8x2"),
-        ("*.proj_in", "w8a8x2"), ("*.proj_out", "w8a8x2")]}, None, False),
+    (
+        "preset w8a8x2: a8w7 mse, full-resolution blocks a7+7 w8 minmax",
+        {"calibrator": "mse", "full_res_weights": "w8a8x2"},
+        None,
+        False,
+    ),
+    (
+        "a8w7 mse, full-resolution convolutions only a7+7 w8 minmax",
+        {
+            "calibrator": "mse",
+            "rules": [("re:(down_blocks\\.0|up_blocks\\.3)\\..*(conv\\d?|conv_shortcut|proj_in|proj_out)", "w8a8x2")],
+        },
+        None,
+        False,
+    ),
+    (
+        "a8w7 mse, every convolution a7+7 w8 minmax",
+        {
+            "calibrator": "mse",
+            "rules": [
+                ("*resnets.*.conv?", "w8a8x2"),
+                ("*conv_shortcut", "w8a8x2"),
+                ("*samplers.*.conv", "w8a8x2"),
+                ("*.proj_in", "w8a8x2"),
+                ("*.proj_out", "w8a8x2"),
+            ],
+        },
+        None,
+        False,
+    ),
     ("a7+7 w8 minmax everywhere (w8a8x2 on every layer)", {"weights": "w8a8x2"}, None, False),
 ]
 PROFILED = "a8w7 minmax"  # the scheme whose per-layer activation error is estimated
 
 
 def layer_kind(name: str) -> str:
-    """"...transformer_blocks.0.ff.net.0.proj" -> "ff.net.0.proj", "...attn1.to_out.0" -> "to_out.0", else the last part."""
+    """ "...transformer_blocks.0.ff.net.0.proj" -> "ff.net.0.proj", "...attn1.to_out.0" -> "to_out.0", else the last part."""
     if ".ff." in name:
-        return name[name.index(".ff.") + 1:]
+        return name[name.index(".ff.") + 1 :]
     parts = name.split(".")
     return ".".join(parts[-2:]) if parts[-1].isdigit() else parts[-1]
 
@@ -68,7 +90,9 @@ def profile_hooks(q) -> tuple[dict, list]:
             p = power.setdefault(name, [0.0, 0])
             p[0] += float(args[0].double().square().sum())
             p[1] += args[0].numel()
+
         return h
+
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in api.qmodules(q).items() if m.precision == "w8a8"]
     return power, handles
 
@@ -84,12 +108,19 @@ def activation_errors(q, power: dict) -> list[dict]:
             continue
         lo, hi = (float(v) for v in m.act_range[0])
         rms = (power[n][0] / power[n][1]) ** 0.5
-        act = (max(hi, 0) - min(lo, 0)) / m.settings.act_qmax / 12 ** 0.5 / rms
+        act = (max(hi, 0) - min(lo, 0)) / m.settings.act_qmax / 12**0.5 / rms
         w = m.weight.detach()
         wq = qmath.dequantize_weight_int8(*qmath.quantize_weight_int8(w, m.settings.weight_qmax))
         kinds.setdefault(layer_kind(n), []).append((act, float((wq - w).norm() / w.norm())))
-    rows = [{"kind": k, "layers": len(v), "act_error": sum(a for a, _ in v) / len(v),
-             "weight_error": sum(w for _, w in v) / len(v)} for k, v in kinds.items()]
+    rows = [
+        {
+            "kind": k,
+            "layers": len(v),
+            "act_error": sum(a for a, _ in v) / len(v),
+            "weight_error": sum(w for _, w in v) / len(v),
+        }
+        for k, v in kinds.items()
+    ]
     return sorted(rows, key=lambda r: -r["act_error"])
 
 
@@ -101,8 +132,10 @@ def run(latent: int) -> tuple[list[dict], list[dict]]:
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD15_UNET).eval()
     g = torch.Generator().manual_seed(1)
-    calib = [(torch.randn(2, 4, latent, latent, generator=g), t, torch.randn(2, 77, 768, generator=g))
-             for t in (950, 700, 450, 200, 20)]
+    calib = [
+        (torch.randn(2, 4, latent, latent, generator=g), t, torch.randn(2, 77, 768, generator=g))
+        for t in (950, 700, 450, 200, 20)
+    ]
     test = (torch.randn(2, 4, latent, latent, generator=g), 600, torch.randn(2, 77, 768, generator=g))
     with torch.no_grad():
         ref = unet(*test).sample
@@ -129,9 +162,13 @@ def run(latent: int) -> tuple[list[dict], list[dict]]:
             y = q(*test).sample
         outputs[name] = y
         m = next(m for m in q.modules() if isinstance(m, QModuleMixin) and m.spec.act_digits)
-        row = {"scheme": name, "act_qmax": m.settings.act_qmax, "weight_qmax": m.settings.weight_qmax,
-               "act_digits": m.spec.act_digits,
-               "rel_l2_vs_fp32": rel(y, ref)}
+        row = {
+            "scheme": name,
+            "act_qmax": m.settings.act_qmax,
+            "weight_qmax": m.settings.weight_qmax,
+            "act_digits": m.spec.act_digits,
+            "rel_l2_vs_fp32": rel(y, ref),
+        }
         if channels_last:
             row["rel_l2_vs_nchw_same_scheme"] = rel(y, outputs["a8w7 minmax"])
         rows.append(row)
@@ -147,23 +184,43 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows, profile = run(args.latent)
-    res = {"model": "sd15-arch (random weights)", "latent": args.latent, "batch": 2, "cpu": cpu.cpu_model(),
-           "saturation_risk": not cpu.has_vnni(cpu.detected_features()), "torch": torch.__version__, "rows": rows,
-           "error_sources": profile}
+    res = {
+        "model": "sd15-arch (random weights)",
+        "latent": args.latent,
+        "batch": 2,
+        "cpu": cpu.cpu_model(),
+        "saturation_risk": not cpu.has_vnni(cpu.detected_features()),
+        "torch": torch.__version__,
+        "rows": rows,
+        "error_sources": profile,
+    }
     write_json(args.out + ".json", res)
-    lines = [f"# W8A8 schemes on the SD v1.5 U-Net (random weights), latent {args.latent}x{args.latent}, batch 2", "",
-             f"{res['cpu']}, saturation risk (no VNNI): {res['saturation_risk']}, torch {res['torch']}. "
-             "Calibrated on 5 Gaussian inputs, error on a sixth. Errors only.", "",
-             "| scheme | act levels | weight max | rel-L2 vs FP32 | vs the NCHW run |", "|---|---|---|---|---|"]
+    lines = [
+        f"# W8A8 schemes on the SD v1.5 U-Net (random weights), latent {args.latent}x{args.latent}, batch 2",
+        "",
+        f"{res['cpu']}, saturation risk (no VNNI): {res['saturation_risk']}, torch {res['torch']}. "
+        "Calibrated on 5 Gaussian inputs, error on a sixth. Errors only.",
+        "",
+        "| scheme | act levels | weight max | rel-L2 vs FP32 | vs the NCHW run |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         other = r.get("rel_l2_vs_nchw_same_scheme")
         digits = " x2" if r.get("act_digits", 1) == 2 else ""
-        lines.append(f"| {r['scheme']} | 0..{r['act_qmax']}{digits} | +-{r['weight_qmax']} | {r['rel_l2_vs_fp32']:.2%} | "
-                     f"{'-' if other is None else f'{other:.2%}'} |")
-    lines += ["", f"## Where the error comes from ({PROFILED})", "",
-              "Per kind of layer: the estimated relative rounding error of its input activations (quantization step "
-              "/ sqrt(12) over the RMS of the calibration inputs) and the measured relative error of its weights.", "",
-              "| layer kind | layers | activations | weights |", "|---|---|---|---|"]
+        lines.append(
+            f"| {r['scheme']} | 0..{r['act_qmax']}{digits} | +-{r['weight_qmax']} | {r['rel_l2_vs_fp32']:.2%} | "
+            f"{'-' if other is None else f'{other:.2%}'} |"
+        )
+    lines += [
+        "",
+        f"## Where the error comes from ({PROFILED})",
+        "",
+        "Per kind of layer: the estimated relative rounding error of its input activations (quantization step "
+        "/ sqrt(12) over the RMS of the calibration inputs) and the measured relative error of its weights.",
+        "",
+        "| layer kind | layers | activations | weights |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {r['kind']} | {r['layers']} | {r['act_error']:.2%} | {r['weight_error']:.2%} |" for r in profile]
     write_text(args.out + ".md", "\n".join(lines) + "\n")
 

@@ -1,4 +1,5 @@
 """diffusia: quantize the U-Net of Stable-Diffusion-class pipelines for edge hardware."""
+
 from __future__ import annotations
 
 __version__ = "0.1.0"  # importing diffusia changes no process state: the CLI's set-up is diffusia.cli.setup_process

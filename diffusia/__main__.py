@@ -1,4 +1,5 @@
 """`python -m diffusia`: the `diffusia` command."""
+
 from diffusia.cli import main
 
 main()

@@ -3,6 +3,7 @@
 A `Recipe` names a default precision for the quantizable layers of the U-Net, the activation range and
 calibrator used by W8A8 layers, and an ordered list of `Rule`s (later rules override earlier ones).
 """
+
 from __future__ import annotations
 
 import copy
@@ -71,7 +72,7 @@ class Rule:
         return fnmatch.fnmatchcase(layer_name, self.pattern)
 
     @classmethod
-    def coerce(cls, value: Any) -> "Rule":
+    def coerce(cls, value: Any) -> Rule:
         """Accept a Rule, a (pattern, precision) pair or a {"pattern", "precision"} dict."""
         if isinstance(value, Rule):
             return value
@@ -137,7 +138,7 @@ class Recipe:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Recipe":
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
         """Build from `to_dict()` output; unknown keys are an error."""
         if not isinstance(data, dict):
             _fail(f"a recipe must be a JSON object, got {type(data).__name__}")
@@ -151,14 +152,14 @@ class Recipe:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_json(cls, text: str) -> "Recipe":
+    def from_json(cls, text: str) -> Recipe:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DiffusiaError(f"recipe is not valid JSON: {exc}") from None
         return cls.from_dict(data)
 
-    def replace(self, **changes: Any) -> "Recipe":
+    def replace(self, **changes: Any) -> Recipe:
         """A validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
@@ -198,7 +199,7 @@ def get_preset(name: str) -> Recipe:
     return copy.deepcopy(_PRESETS[name])
 
 
-def load_recipe(recipe: "str | Recipe", timestep_groups: int | None = None, rules: list[str] | None = None) -> Recipe:
+def load_recipe(recipe: str | Recipe, timestep_groups: int | None = None, rules: list[str] | None = None) -> Recipe:
     """A recipe from a preset name or a recipe .json file (a Recipe passes through), with optional overrides:
     `timestep_groups` and extra `rules` written PATTERN=PRECISION (appended: they override the recipe's)."""
     from pathlib import Path

@@ -1,4 +1,5 @@
 """Text-to-image generation with the reference study's defaults and the memory options of constrained devices."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,14 +32,18 @@ class MemoryOptions:
             try:
                 pipe.enable_xformers_memory_efficient_attention()
             except (ImportError, ModuleNotFoundError, ValueError) as e:
-                raise DiffusiaError(f"--xformers needs the xformers package ({e}); drop the flag to use PyTorch SDPA") from None
+                raise DiffusiaError(
+                    f"--xformers needs the xformers package ({e}); drop the flag to use PyTorch SDPA"
+                ) from None
         if self.vae_slicing:
             pipe.vae.enable_slicing()
         if self.vae_tiling:
             pipe.vae.enable_tiling()
         if self.cpu_offload:
             if not torch.cuda.is_available():
-                raise DiffusiaError("--cpu-offload moves models between GPU and CPU and needs CUDA: drop the flag on CPU")
+                raise DiffusiaError(
+                    "--cpu-offload moves models between GPU and CPU and needs CUDA: drop the flag on CPU"
+                )
             pipe.enable_model_cpu_offload()
 
 
@@ -60,8 +65,14 @@ def use_dpm_solver(pipe) -> None:
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
 
 
-def generate(pipe, prompts: list[str] | str, num_images: int = 1, config: GenerationConfig | None = None,
-             progress: bool = True, output_type: str = "pil"):
+def generate(
+    pipe,
+    prompts: list[str] | str,
+    num_images: int = 1,
+    config: GenerationConfig | None = None,
+    progress: bool = True,
+    output_type: str = "pil",
+):
     """One image per (prompt, i): image i of a prompt uses seed `config.seed + i`, batch 1, so every image is
     reproducible on its own. Returns a flat list in prompt-major order."""
     config = config or GenerationConfig()
@@ -79,12 +90,21 @@ def generate(pipe, prompts: list[str] | str, num_images: int = 1, config: Genera
     device = pipe._execution_device
     for prompt, seed in tqdm(jobs, desc="generate", disable=not progress or len(jobs) == 1):
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        out = pipe(prompt, num_inference_steps=config.steps, guidance_scale=config.guidance, generator=gen,
-                   height=config.height, width=config.width, output_type="np")
+        out = pipe(
+            prompt,
+            num_inference_steps=config.steps,
+            guidance_scale=config.guidance,
+            generator=gen,
+            height=config.height,
+            width=config.width,
+            output_type="np",
+        )
         image = out.images[0]
         if not np.isfinite(image).all():
-            raise DiffusiaError(f"the pipeline produced NaN/Inf for {prompt!r} (seed {seed}) on {device}: "
-                                "find the layer with diffusia.quant.api.check_finite(pipe.unet, ...)")
+            raise DiffusiaError(
+                f"the pipeline produced NaN/Inf for {prompt!r} (seed {seed}) on {device}: "
+                "find the layer with diffusia.quant.api.check_finite(pipe.unet, ...)"
+            )
         images.append(image)
     if output_type == "np":
         return np.stack(images)

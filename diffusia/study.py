@@ -4,6 +4,7 @@ Sensitivity (simulated) -> mixed-precision search under a size budget -> QAT -> 
 real kernels (tables I-IV, per category, image grid) -> Pareto fronts -> device recommendations, gathered into
 report.md and a self-contained report.html.
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,9 +38,10 @@ class StudyConfig:
     runtime: str = "torch"  # where the evaluated U-Nets run (diffusia.runtime)
 
     @classmethod
-    def quick_config(cls, model: str, out: str) -> "StudyConfig":
-        return cls(model=model, out=out, num=2, runs=1, steps=3, calib_size=2, sensitivity_calib=1, qat_steps=2,
-                   quick=True)
+    def quick_config(cls, model: str, out: str) -> StudyConfig:
+        return cls(
+            model=model, out=out, num=2, runs=1, steps=3, calib_size=2, sensitivity_calib=1, qat_steps=2, quick=True
+        )
 
 
 def _sensitivity(cfg: StudyConfig, out: Path) -> dict:
@@ -52,9 +54,18 @@ def _sensitivity(cfg: StudyConfig, out: Path) -> dict:
     pipe = load_pipeline(cfg.model, progress=False)
     prompts = take(load_prompts("calibration", cfg.model), cfg.sensitivity_calib)
     lpips_prompts = [p.text for p in load_prompts("eval", cfg.model)][: 1 if cfg.quick else 2]
-    sens = run_sensitivity(pipe, get_preset("w8a8"), prompts, steps=cfg.steps, top=1 if cfg.quick else 5,
-                           lpips_prompts=lpips_prompts, eval_timesteps=1 if cfg.quick else cfg.sensitivity_timesteps, timing=False,
-                           precisions=("w8a8",) if cfg.quick else ("w8a8", "w8", "fp16"), progress=not cfg.quick)
+    sens = run_sensitivity(
+        pipe,
+        get_preset("w8a8"),
+        prompts,
+        steps=cfg.steps,
+        top=1 if cfg.quick else 5,
+        lpips_prompts=lpips_prompts,
+        eval_timesteps=1 if cfg.quick else cfg.sensitivity_timesteps,
+        timing=False,
+        precisions=("w8a8",) if cfg.quick else ("w8a8", "w8", "fp16"),
+        progress=not cfg.quick,
+    )
     write_sensitivity(sens, out / "sensitivity")
     return sens
 
@@ -73,17 +84,30 @@ def _searched_variant(cfg: StudyConfig, sens: dict, out: Path) -> Path:
     write_text(out / "searched_recipe.json", recipe.to_json() + "\n")
     write_json(out / "searched_recipe.search.json", res.to_dict())
     pipe = load_pipeline(cfg.model, progress=False)
-    quantize_pipeline(pipe, recipe, load_prompts("calibration", cfg.model), calib_size=cfg.calib_size,
-                      steps=cfg.steps, progress=not cfg.quick)
+    quantize_pipeline(
+        pipe,
+        recipe,
+        load_prompts("calibration", cfg.model),
+        calib_size=cfg.calib_size,
+        steps=cfg.steps,
+        progress=not cfg.quick,
+    )
     return save_quantized_pipeline(pipe, out / "sources" / "searched", base_model=cfg.model)
 
 
 def _qat_variant(cfg: StudyConfig, out: Path) -> Path:
     from diffusia.qat.train import QATConfig, run_qat
 
-    qcfg = QATConfig(out=str(out / "sources" / "w8a8-qat"), model=cfg.model, recipe="w8a8", steps=cfg.qat_steps,
-                     calib_size=cfg.calib_size, calib_steps=cfg.steps, checkpoint_every=0,
-                     progress=not cfg.quick)
+    qcfg = QATConfig(
+        out=str(out / "sources" / "w8a8-qat"),
+        model=cfg.model,
+        recipe="w8a8",
+        steps=cfg.qat_steps,
+        calib_size=cfg.calib_size,
+        calib_steps=cfg.steps,
+        checkpoint_every=0,
+        progress=not cfg.quick,
+    )
     result = run_qat(qcfg)
     if result is None:
         raise DiffusiaError("QAT did not finish: see the log above")
@@ -112,8 +136,9 @@ def _embed_images(markdown: str, folder: Path) -> str:
         elif line.strip():
             body.append(f"<p>{html.escape(line)}</p>")
     text = "\n".join(body)
-    text = re.sub(r"(?:<tr>.*?</tr>\n?)+", lambda m: "<table border=1 cellspacing=0>" + m.group(0) + "</table>",
-                  text, flags=re.S)
+    text = re.sub(
+        r"(?:<tr>.*?</tr>\n?)+", lambda m: "<table border=1 cellspacing=0>" + m.group(0) + "</table>", text, flags=re.S
+    )
     return f"<!doctype html><meta charset=utf-8><title>diffusia study</title><body>{text}</body>"
 
 
@@ -134,9 +159,20 @@ def run_study(cfg: StudyConfig) -> Path:
     qat = _qat_variant(cfg, out)
     timings["qat_s"] = time.perf_counter() - t0 - sum(timings.values())
     variants = BASE_VARIANTS[:4] + [str(qat)] + BASE_VARIANTS[4:5] + [str(searched)] + BASE_VARIANTS[5:]
-    evaluate(cfg.model, variants, prompts="eval", num=cfg.num, out=out / "eval", runs=cfg.runs,
-             warmup=0 if cfg.quick else 1, steps=cfg.steps, calib_size=cfg.calib_size, processes=cfg.processes,
-             progress=not cfg.quick, runtime=cfg.runtime)
+    evaluate(
+        cfg.model,
+        variants,
+        prompts="eval",
+        num=cfg.num,
+        out=out / "eval",
+        runs=cfg.runs,
+        warmup=0 if cfg.quick else 1,
+        steps=cfg.steps,
+        calib_size=cfg.calib_size,
+        processes=cfg.processes,
+        progress=not cfg.quick,
+        runtime=cfg.runtime,
+    )
     timings["eval_s"] = time.perf_counter() - t0 - sum(timings.values())
     results = load_results(out / "eval" / "results.json")
     write_pareto(results, out / "pareto")

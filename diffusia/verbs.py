@@ -2,12 +2,14 @@
 freeze to real kernels); U-Net users get the lifecycle one verb at a time: quantize -> calibrate -> freeze
 (QAT trains between quantize and freeze), plus dequantize and summary. Every verb takes a pipeline or its U-Net and
 returns what it was given."""
+
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from torch import nn
 
@@ -42,8 +44,15 @@ def _prompts(calib_prompts: Iterable[str | Prompt] | None, pipe: Any) -> list[Pr
     return prompts
 
 
-def quantize(model: Any, recipe: str | Recipe = "w8a8", *, calib_prompts: Iterable[str | Prompt] | None = None,
-             calib_size: int = 100, forward_loop: Callable[[Any], None] | None = None, **options: Any) -> Any:
+def quantize(
+    model: Any,
+    recipe: str | Recipe = "w8a8",
+    *,
+    calib_prompts: Iterable[str | Prompt] | None = None,
+    calib_size: int = 100,
+    forward_loop: Callable[[Any], None] | None = None,
+    **options: Any,
+) -> Any:
     """Quantize a pipeline's U-Net or a bare U-Net with `recipe` (a preset name, a recipe .json or a Recipe).
 
     A pipeline is quantized, calibrated and frozen in one call: W8A8 layers see every U-Net call of the sampler on
@@ -60,8 +69,10 @@ def quantize(model: Any, recipe: str | Recipe = "w8a8", *, calib_prompts: Iterab
         prompts = None if forward_loop is not None else _prompts(calib_prompts, model)
         return quantize_pipeline(model, recipe, prompts, calib_size=calib_size, forward_loop=forward_loop, **options)
     if options or calib_prompts is not None:
-        raise DiffusiaError("calib_prompts and pipeline options need a pipeline; for a bare U-Net pass "
-                            "forward_loop=fn(unet) or use `with diffusia.calibrate(unet): ...`")
+        raise DiffusiaError(
+            "calib_prompts and pipeline options need a pipeline; for a bare U-Net pass "
+            "forward_loop=fn(unet) or use `with diffusia.calibrate(unet): ...`"
+        )
     unet = _unet(model)
     api.quantize(unet, recipe)
     if forward_loop is not None:
@@ -103,7 +114,9 @@ def save(pipe: Any, out_dir: str | os.PathLike, *, runtimes: tuple[str, ...] = (
     from diffusia.quant.serialization import save_quantized_pipeline
 
     if not _is_pipeline(pipe):
-        raise DiffusiaError(f"save takes a pipeline, got {type(pipe).__name__}: put the U-Net in its pipeline "
-                            "(pipe.unet = unet) and save that")
+        raise DiffusiaError(
+            f"save takes a pipeline, got {type(pipe).__name__}: put the U-Net in its pipeline "
+            "(pipe.unet = unet) and save that"
+        )
     check_output_dir(out_dir, QUANTIZED, overwrite, [getattr(pipe, "name_or_path", None)])
     return save_quantized_pipeline(pipe, out_dir, runtimes=tuple(runtimes))

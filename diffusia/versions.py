@@ -1,4 +1,5 @@
 """Installed versions of the packages a result depends on, recorded with every saved model and report."""
+
 from __future__ import annotations
 
 import platform

@@ -1,7 +1,8 @@
 """Train the Fashion-MNIST classifier that benchmarks/tiny_quality.py uses to judge generated images.
 
-    python scripts/train_classifier.py   # writes diffusia/assets/fmnist_classifier.safetensors
+python scripts/train_classifier.py   # writes diffusia/assets/fmnist_classifier.safetensors
 """
+
 import argparse
 import json
 import logging

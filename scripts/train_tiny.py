@@ -7,6 +7,7 @@ Writes a diffusers `StableDiffusionPipeline` folder (safetensors only). Reproduc
 
     python scripts/train_tiny.py --out diffusia/assets/tiny
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,14 @@ def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet, scheduler) -> N
     from diffusia.fileio import atomic_dir
 
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     with atomic_dir(out) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
@@ -80,14 +87,16 @@ def train_unet(unet, text_encoder, tokenizer, latents, captions, args, gen, snap
 
     noise_sched = DDPMScheduler(**SD_BETAS)
     alphas = noise_sched.alphas_cumprod
-    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
+    ids = tokenizer(
+        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     empty = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
     warm = 100
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))
+    )
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     unet.train(), text_encoder.train()
     losses = []
@@ -136,11 +145,19 @@ def main(argv=None):
     p.add_argument("--ema", type=float, default=0.995)
     p.add_argument("--caption-dropout", type=float, default=0.1)
     p.add_argument("--min-snr-gamma", type=float, default=5.0)
-    p.add_argument("--stop-at", type=int, default=None,
-                   help="end after this many steps, keeping the learning-rate schedule of --steps")
-    p.add_argument("--snapshot-every", type=int, default=500, help="write the EMA pipeline to OUT-snapshot every N steps")
+    p.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        help="end after this many steps, keeping the learning-rate schedule of --steps",
+    )
+    p.add_argument(
+        "--snapshot-every", type=int, default=500, help="write the EMA pipeline to OUT-snapshot every N steps"
+    )
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--init", default=None, help="continue from this pipeline folder (keeps its VAE; trains U-Net + text)")
+    p.add_argument(
+        "--init", default=None, help="continue from this pipeline folder (keeps its VAE; trains U-Net + text)"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -175,21 +192,31 @@ def main(argv=None):
         log.info("latent channel means %s, stds %s folded into the VAE", mean.tolist(), std.tolist())
         latents = (latents - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)  # what the whitened VAE encodes
         scale = parts["vae"].config.scaling_factor
-    log.info("vae loss %.4f, latent mean %.3f std %.3f, scaling_factor %.4f", vae_loss, latents.mean(), latents.std(),
-             scale)
+    log.info(
+        "vae loss %.4f, latent mean %.3f std %.3f, scaling_factor %.4f", vae_loss, latents.mean(), latents.std(), scale
+    )
     t_vae = time.time() - t_start
 
     def snapshot(ema_unet, ema_text, step):  # EMA weights so far, to evaluate or keep if the run is cut short
-        save_pipeline(out.parent / f"{out.name}-snapshot", parts["vae"], ema_text, tokenizer, ema_unet,
-                      parts["scheduler"])
+        save_pipeline(
+            out.parent / f"{out.name}-snapshot", parts["vae"], ema_text, tokenizer, ema_unet, parts["scheduler"]
+        )
         log.info("snapshot after %d steps written to %s-snapshot", step, out)
 
-    unet, text_encoder, losses = train_unet(parts["unet"], parts["text_encoder"], tokenizer, latents * scale,
-                                            captions, args, gen, snapshot)
+    unet, text_encoder, losses = train_unet(
+        parts["unet"], parts["text_encoder"], tokenizer, latents * scale, captions, args, gen, snapshot
+    )
     save_pipeline(out, parts["vae"], text_encoder, tokenizer, unet, parts["scheduler"])
     minutes = (time.time() - t_start) / 60
-    record = dict(vars(args), vae_loss=vae_loss, vae_minutes=t_vae / 60, total_minutes=minutes,
-                  final_loss=float(np.mean(losses[-100:])), torch=torch.__version__, threads=torch.get_num_threads())
+    record = dict(
+        vars(args),
+        vae_loss=vae_loss,
+        vae_minutes=t_vae / 60,
+        total_minutes=minutes,
+        final_loss=float(np.mean(losses[-100:])),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+    )
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     log.info("done in %.1f min: %s", minutes, record)
 

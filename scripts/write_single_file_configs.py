@@ -1,4 +1,5 @@
 """Regenerate diffusia/assets/single_file/<arch>/: the config folders single-file checkpoints are loaded with."""
+
 import shutil
 
 from diffusia.models.single_file import ARCHITECTURES, SINGLE_FILE_DIR, write_config

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny seeded pipelines built on the fly (no downloads, seconds on a CPU)."""
+
 from __future__ import annotations
 
 import os
@@ -11,17 +12,39 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(2)
 
 MICRO_UNET = dict(
-    sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=1,
+    block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=32,
+    attention_head_dim=8,
+    norm_num_groups=32,
 )
 MICRO_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4, sample_size=16, layers_per_block=1, block_out_channels=(8, 16),
-    down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8,
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    sample_size=16,
+    layers_per_block=1,
+    block_out_channels=(8, 16),
+    down_block_types=("DownEncoderBlock2D",) * 2,
+    up_block_types=("UpDecoderBlock2D",) * 2,
+    norm_num_groups=8,
 )
 MICRO_TEXT = dict(
-    vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-    max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, projection_dim=32,
+    vocab_size=49408,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    max_position_embeddings=77,
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=49407,
+    projection_dim=32,
 )
 
 
@@ -35,8 +58,9 @@ def build_micro_pipeline(seed: int = 0):
     parts = build_components(MICRO_UNET, MICRO_VAE, MICRO_TEXT, seed=seed)
     with tempfile.TemporaryDirectory(prefix="diffusia-tok-") as tmp:  # the tokenizer is in memory once loaded
         tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(tmp))
-    return StableDiffusionPipeline(**parts, tokenizer=tokenizer, safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    return StableDiffusionPipeline(
+        **parts, tokenizer=tokenizer, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
 
 
 @pytest.fixture(scope="module")

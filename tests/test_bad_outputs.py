@@ -1,6 +1,7 @@
 """Bad --out paths for every command that writes: each is refused with one line and exit code 2 before any work,
 and nothing on disk changes; --overwrite replaces an earlier output of the same command, and a failed check
 removes what it wrote."""
+
 from __future__ import annotations
 
 import json
@@ -50,9 +51,31 @@ def ctx(tmp_path, micro_pipeline_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
     results = tmp_path / "runs" / "run"
     results.mkdir(parents=True)
-    (results / "results.json").write_text(json.dumps({"device": "cpu", "variants": [
-        {"name": "fp32", "precision": "fp32", "size_mb": 10, "peak_mb": 300, "latency_s": 1.0, "lpips": 0.0},
-        {"name": "w8a8", "precision": "w8a8", "size_mb": 3, "peak_mb": 200, "latency_s": 0.7, "lpips": 0.05}]}))
+    (results / "results.json").write_text(
+        json.dumps(
+            {
+                "device": "cpu",
+                "variants": [
+                    {
+                        "name": "fp32",
+                        "precision": "fp32",
+                        "size_mb": 10,
+                        "peak_mb": 300,
+                        "latency_s": 1.0,
+                        "lpips": 0.0,
+                    },
+                    {
+                        "name": "w8a8",
+                        "precision": "w8a8",
+                        "size_mb": 3,
+                        "peak_mb": 200,
+                        "latency_s": 0.7,
+                        "lpips": 0.05,
+                    },
+                ],
+            }
+        )
+    )
     (tmp_path / "notes.txt").write_text("the user's notes")
     (tmp_path / "mydata").mkdir()
     (tmp_path / "mydata" / "thesis.tex").write_text("the user's thesis")
@@ -92,8 +115,10 @@ FOLDER_CASES = {
     "containing the input": (lambda c, kind, given: (given.parent, ["--overwrite"]), "contains the input"),
     "current directory": (lambda c, kind, given: (Path("."), ["--overwrite"]), "current directory"),
     "earlier output": (lambda c, kind, given: (_earlier(c, kind), []), "pass --overwrite to replace it"),
-    "another command's output": (lambda c, kind, given: (_earlier(c, "pareto" if kind != "pareto" else "eval"),
-                                                         ["--overwrite"]), "output, not a"),
+    "another command's output": (
+        lambda c, kind, given: (_earlier(c, "pareto" if kind != "pareto" else "eval"), ["--overwrite"]),
+        "output, not a",
+    ),
 }
 
 
@@ -192,8 +217,19 @@ def test_quantize_replaces_its_own_output_only_with_overwrite(ctx, monkeypatch, 
 
 
 def test_generate_marks_its_images_and_replaces_them_only_with_overwrite(ctx, monkeypatch, capsys):
-    args = ["generate", "--prompt", "a bag", "--model", ctx.model, "--steps", "1", "--num-images", "2",
-            "--out", ctx.tmp / "img.png"]
+    args = [
+        "generate",
+        "--prompt",
+        "a bag",
+        "--model",
+        ctx.model,
+        "--steps",
+        "1",
+        "--num-images",
+        "2",
+        "--out",
+        ctx.tmp / "img.png",
+    ]
     assert diffusia(monkeypatch, capsys, *args)[0] == 0
     paths = [ctx.tmp / "img-0.png", ctx.tmp / "img-1.png"]
     assert all(b"Software\x00diffusia" in p.read_bytes()[:200] for p in paths)
@@ -233,11 +269,19 @@ def test_pareto_and_search_replace_their_own_outputs_with_overwrite(ctx, monkeyp
 def test_failed_eval_restores_the_earlier_output(ctx, monkeypatch, capsys):
     earlier = _earlier(ctx, "eval")
     before = snapshot(ctx.tmp)
-    refused(monkeypatch, capsys, ["eval", "--model", ctx.model, "--variants", "fp32,nope", "--out", earlier,
-                                  "--overwrite"], "unknown variant 'nope'")
+    refused(
+        monkeypatch,
+        capsys,
+        ["eval", "--model", ctx.model, "--variants", "fp32,nope", "--out", earlier, "--overwrite"],
+        "unknown variant 'nope'",
+    )
     assert snapshot(ctx.tmp) == before
-    refused(monkeypatch, capsys, ["eval", "--model", ctx.model, "--variants", "fp32,nope", "--out",
-                                  ctx.tmp / "new" / "eval"], "unknown variant 'nope'")
+    refused(
+        monkeypatch,
+        capsys,
+        ["eval", "--model", ctx.model, "--variants", "fp32,nope", "--out", ctx.tmp / "new" / "eval"],
+        "unknown variant 'nope'",
+    )
     assert snapshot(ctx.tmp) == before  # no half-made folders either
 
 
@@ -249,8 +293,15 @@ def quantized(micro_pipeline_dir, tmp_path_factory):
     from diffusia.quant.pipeline import quantize_pipeline
     from diffusia.quant.serialization import save_quantized_pipeline
 
-    pipe = quantize_pipeline(load_pipeline(micro_pipeline_dir, progress=False), get_preset("w8a8"),
-                             load_prompts("tiny"), calib_size=1, steps=1, progress=False, validate=False)
+    pipe = quantize_pipeline(
+        load_pipeline(micro_pipeline_dir, progress=False),
+        get_preset("w8a8"),
+        load_prompts("tiny"),
+        calib_size=1,
+        steps=1,
+        progress=False,
+        validate=False,
+    )
     return save_quantized_pipeline(pipe, tmp_path_factory.mktemp("q") / "q")
 
 
@@ -261,15 +312,37 @@ def test_export_that_fails_its_check_leaves_no_onnx(ctx, quantized, monkeypatch,
     earlier = ctx.tmp / "earlier.onnx"
     _onnx(earlier, ours=True)
     before = snapshot(ctx.tmp)
-    refused(monkeypatch, capsys, ["export", "--model", quantized, "--out", earlier, "--tolerance", "1e-9",
-                                  "--overwrite"], "ONNX Runtime")
+    refused(
+        monkeypatch,
+        capsys,
+        ["export", "--model", quantized, "--out", earlier, "--tolerance", "1e-9", "--overwrite"],
+        "ONNX Runtime",
+    )
     assert snapshot(ctx.tmp) == before  # the earlier file is intact and no temporary is left
 
 
 def test_qat_resumes_into_its_own_folder_without_overwrite(ctx, monkeypatch, capsys):
     out = ctx.tmp / "qat"
-    args = ["qat", "--model", ctx.model, "--calib-prompts", "tiny", "--calib-size", "1", "--calib-steps", "1",
-            "--batch", "1", "--steps", "2", "--checkpoint-every", "1", "--keep-checkpoints", "--out", out]
+    args = [
+        "qat",
+        "--model",
+        ctx.model,
+        "--calib-prompts",
+        "tiny",
+        "--calib-size",
+        "1",
+        "--calib-steps",
+        "1",
+        "--batch",
+        "1",
+        "--steps",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--keep-checkpoints",
+        "--out",
+        out,
+    ]
     assert diffusia(monkeypatch, capsys, *args)[0] == 0
     refused(monkeypatch, capsys, args, "pass --overwrite")
     code, err = diffusia(monkeypatch, capsys, *[a if a != "2" else "3" for a in args], "--resume")

@@ -1,4 +1,5 @@
 """The report helpers of benchmarks/backends.py (ratios, table, error metric); nothing is timed here."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -7,14 +8,27 @@ from pathlib import Path
 import torch
 
 SPEC = importlib.util.spec_from_file_location(
-    "bench_backends", Path(__file__).resolve().parent.parent / "benchmarks" / "backends.py")
+    "bench_backends", Path(__file__).resolve().parent.parent / "benchmarks" / "backends.py"
+)
 bb = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(bb)
 
 
 def _row(name, ms, nbytes, err=0.0, **kw):
-    return {"name": name, "kind": "k", "status": "ok", "median_ms": ms, "bytes": nbytes, "peak_rss_mb": 10.0,
-            "rel_l2": err, "cpu_ms": ms, "times_s": [ms / 1e3] * 3, "first_call_s": 1.0, "notes": [], **kw}
+    return {
+        "name": name,
+        "kind": "k",
+        "status": "ok",
+        "median_ms": ms,
+        "bytes": nbytes,
+        "peak_rss_mb": 10.0,
+        "rel_l2": err,
+        "cpu_ms": ms,
+        "times_s": [ms / 1e3] * 3,
+        "first_call_s": 1.0,
+        "notes": [],
+        **kw,
+    }
 
 
 def test_rel_l2():
@@ -24,16 +38,27 @@ def test_rel_l2():
 
 
 def test_summarize_ratios_use_fp32_eager_and_fastest_fp32_path():
-    rows = bb.summarize([_row("fp32_eager", 100, 400), _row("fp32_compile", 50, 400), _row("diffusia_w8a8", 75, 100),
-                         {"name": "quanto_w8a8", "status": "failed", "reason": "ImportError: x"}])
+    rows = bb.summarize(
+        [
+            _row("fp32_eager", 100, 400),
+            _row("fp32_compile", 50, 400),
+            _row("diffusia_w8a8", 75, 100),
+            {"name": "quanto_w8a8", "status": "failed", "reason": "ImportError: x"},
+        ]
+    )
     w8a8 = rows[2]
     assert w8a8["vs_fp32_eager"] == 0.75 and w8a8["vs_fastest_fp32"] == 1.5 and w8a8["size_pct_fp32"] == 25
     assert "vs_fp32_eager" not in rows[3]
 
 
 def test_table_has_one_row_per_backend_and_failure_reasons():
-    rows = bb.summarize([_row("fp32_eager", 100, 4e6), _row("fp32_compile", 50, 4e6, 1e-6),
-                         {"name": "ort_int8_static", "status": "failed", "reason": "RuntimeError: no"}])
+    rows = bb.summarize(
+        [
+            _row("fp32_eager", 100, 4e6),
+            _row("fp32_compile", 50, 4e6, 1e-6),
+            {"name": "ort_int8_static", "status": "failed", "reason": "RuntimeError: no"},
+        ]
+    )
     text = bb.table(rows)
     lines = text.splitlines()
     assert len(lines) == 2 + 3
@@ -42,8 +67,13 @@ def test_table_has_one_row_per_backend_and_failure_reasons():
 
 
 def test_versus_nncf_compares_diffusia_on_openvino_with_the_fastest_nncf_int8_row():
-    rows = [_row("nncf_int8", 200, 1, 0.08), _row("nncf_int8_transformer", 100, 1, 0.06), _row("nncf_w8", 50, 1, 0.01),
-            _row("diffusia_w8a8_ov", 90, 1, 0.03), _row("diffusia_w8a8", 300, 1, 0.03)]
+    rows = [
+        _row("nncf_int8", 200, 1, 0.08),
+        _row("nncf_int8_transformer", 100, 1, 0.06),
+        _row("nncf_w8", 50, 1, 0.01),
+        _row("diffusia_w8a8_ov", 90, 1, 0.03),
+        _row("diffusia_w8a8", 300, 1, 0.03),
+    ]
     lines = bb.versus_nncf(rows)
     assert "`nncf_int8_transformer`, 100 ms, 6.00 %" in lines[0]  # weight-only nncf_w8 is not an INT8 peer
     assert [ln for ln in lines if ln.startswith("- ")] == ["- `diffusia_w8a8_ov`: step 0.90x, error 0.50x (3.00 %)"]

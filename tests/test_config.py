@@ -42,25 +42,28 @@ def test_rule_matching():
     assert not Rule("re:attn1", "fp16").matches("x.attn1.to_q")  # full match
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    (dict(weights="int3"), "w8a8"),
-    (dict(calibrator="entropy"), "percentile, minmax, mse"),
-    (dict(activations="int8"), "uint7"),
-    (dict(percentile=30), "percentile"),
-    (dict(percentile="99"), "number"),
-    (dict(timestep_groups=0), "timestep_groups"),
-    (dict(timestep_groups=True), "integer"),
-    (dict(int4_group_size=33), "even"),
-    (dict(histogram_bins=4), "histogram_bins"),
-    (dict(version=2), "version"),
-    (dict(name=""), "name"),
-    (dict(rules=[("*.to_q", "int2")]), "int2"),
-    (dict(full_res_weights="int2"), "full_res_weights"),
-    (dict(rules=[("re:(", "fp16")]), "regex"),
-    (dict(rules=[("", "fp16")]), "pattern"),
-    (dict(rules=["x"]), "rule"),
-    (dict(rules="x"), "rules"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(weights="int3"), "w8a8"),
+        (dict(calibrator="entropy"), "percentile, minmax, mse"),
+        (dict(activations="int8"), "uint7"),
+        (dict(percentile=30), "percentile"),
+        (dict(percentile="99"), "number"),
+        (dict(timestep_groups=0), "timestep_groups"),
+        (dict(timestep_groups=True), "integer"),
+        (dict(int4_group_size=33), "even"),
+        (dict(histogram_bins=4), "histogram_bins"),
+        (dict(version=2), "version"),
+        (dict(name=""), "name"),
+        (dict(rules=[("*.to_q", "int2")]), "int2"),
+        (dict(full_res_weights="int2"), "full_res_weights"),
+        (dict(rules=[("re:(", "fp16")]), "regex"),
+        (dict(rules=[("", "fp16")]), "pattern"),
+        (dict(rules=["x"]), "rule"),
+        (dict(rules="x"), "rules"),
+    ],
+)
 def test_validation_errors_are_one_line(kwargs, words):
     with pytest.raises(DiffusiaError) as e:
         Recipe(**kwargs)
@@ -99,13 +102,16 @@ def test_load_recipe_from_preset_file_and_overrides(tmp_path):
     assert r.rules[:-2] == get_preset("mixed").rules
 
 
-@pytest.mark.parametrize("recipe, rules, words", [
-    ("int8", None, "unknown recipe 'int8': use a preset"),
-    ("missing.json", None, "unknown recipe 'missing.json'"),
-    ("w8a8", ["*attn2*"], "must look like PATTERN=PRECISION"),
-    ("w8a8", ["*attn2*=int3"], "precision 'int3'"),
-    ("latin1.json", None, "is not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "recipe, rules, words",
+    [
+        ("int8", None, "unknown recipe 'int8': use a preset"),
+        ("missing.json", None, "unknown recipe 'missing.json'"),
+        ("w8a8", ["*attn2*"], "must look like PATTERN=PRECISION"),
+        ("w8a8", ["*attn2*=int3"], "precision 'int3'"),
+        ("latin1.json", None, "is not UTF-8 text"),
+    ],
+)
 def test_load_recipe_errors_are_one_line(tmp_path, monkeypatch, recipe, rules, words):
     from diffusia.config import load_recipe
 

@@ -1,5 +1,6 @@
 """fileio: atomic writes with the user's umask, removal of the temporaries of killed saves (a real kill -9), and
 the output guard (kinds, --overwrite, inputs, the current directory, set-aside and restore of in-place outputs)."""
+
 import json
 import os
 import signal
@@ -11,8 +12,19 @@ from pathlib import Path
 import pytest
 
 from diffusia.errors import DiffusiaError
-from diffusia.fileio import (MARKER, QUANTIZED, QUANTIZED_FORMAT, atomic_dir, atomic_path, check_output_dir,
-                             check_output_file, mark_output_dir, output_dir, output_kind, write_text)
+from diffusia.fileio import (
+    MARKER,
+    QUANTIZED,
+    QUANTIZED_FORMAT,
+    atomic_dir,
+    atomic_path,
+    check_output_dir,
+    check_output_file,
+    mark_output_dir,
+    output_dir,
+    output_kind,
+    write_text,
+)
 
 ROOT = Path(__file__).parents[1]
 
@@ -65,10 +77,13 @@ def test_failed_block_keeps_the_earlier_output_and_leaves_no_temporaries(tmp_pat
 def test_stale_temporaries_of_the_same_output_are_removed_only_if_their_process_is_gone(tmp_path):
     dead, alive = _dead_pid(), os.getpid()
     stale = [f".out.{dead}.ab1_x.partial", f".out.{dead}.zz9.tmp", f".out.{dead}.q.old"]
-    kept = [f".out.{alive}.live.partial",  # a save in progress (this process)
-            f".other.{dead}.ab1.partial",  # another output's
-            f".out.5.{dead}.ab1.partial",  # the output `out.5`'s
-            ".out.nopid.partial", "user.partial"]
+    kept = [
+        f".out.{alive}.live.partial",  # a save in progress (this process)
+        f".other.{dead}.ab1.partial",  # another output's
+        f".out.5.{dead}.ab1.partial",  # the output `out.5`'s
+        ".out.nopid.partial",
+        "user.partial",
+    ]
     for name in stale + kept:
         (tmp_path / name).mkdir() if name.endswith((".partial", ".old")) else (tmp_path / name).write_text("")
     (tmp_path / stale[0] / "big").write_bytes(b"0" * 1000)
@@ -181,8 +196,11 @@ def test_check_output_file(tmp_path):
     (tmp_path / "dir.png").mkdir()
     check_output_file(tmp_path / "new.png", "png")
     check_output_file(ours, "png", overwrite=True)
-    for path, overwrite, message in [(ours, False, "pass --overwrite"), (theirs, True, "is not a PNG image generated"),
-                                     (tmp_path / "dir.png", True, "is an existing folder, not a file")]:
+    for path, overwrite, message in [
+        (ours, False, "pass --overwrite"),
+        (theirs, True, "is not a PNG image generated"),
+        (tmp_path / "dir.png", True, "is an existing folder, not a file"),
+    ]:
         with pytest.raises(DiffusiaError, match=message):
             check_output_file(path, "png", overwrite=overwrite)
     recipe = tmp_path / "r.json"

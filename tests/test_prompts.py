@@ -14,7 +14,9 @@ def test_shipped_sets():
     assert not {p.text for p in calib} & {p.text for p in evals}
     for s in (calib, evals):
         cats = [p.category for p in s]
-        assert {c: cats.count(c) for c in set(cats)} == dict.fromkeys(["landscape", "portrait", "abstract", "technical"], 25)
+        assert {c: cats.count(c) for c in set(cats)} == dict.fromkeys(
+            ["landscape", "portrait", "abstract", "technical"], 25
+        )
 
 
 def test_eval_alias_follows_model():

@@ -1,4 +1,5 @@
 """A --quick study end to end on the micro pipeline: every stage runs and the report holds every section."""
+
 import json
 
 from diffusia.study import StudyConfig, run_study

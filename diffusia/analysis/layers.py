@@ -1,4 +1,5 @@
 """Layer types of a diffusers U-Net (for aggregating per-layer analyses) and per-layer storage bytes."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -31,8 +32,9 @@ def layer_type(name: str) -> str:
     return "other"
 
 
-def weight_bytes(weight_shape: list[int] | tuple[int, ...], precision: str, float_bytes: int = 4,
-                 group_size: int = 64) -> float:
+def weight_bytes(
+    weight_shape: list[int] | tuple[int, ...], precision: str, float_bytes: int = 4, group_size: int = 64
+) -> float:
     """Bytes of a layer's weight stored at `precision` (its registered formula, see `quant.precisions`);
     fp32: 4 per weight, keep: `float_bytes`."""
     shape = tuple(int(d) for d in weight_shape)

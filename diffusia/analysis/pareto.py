@@ -4,11 +4,13 @@ over the variants of many evaluation runs; scatter plots with the front highligh
 Simulated (fake-quant) variants never enter a latency, throughput or peak-memory front: their speed and memory
 are those of the float model.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from diffusia.analysis.results import VariantResult
 from diffusia.errors import DiffusiaError
@@ -18,9 +20,16 @@ log = logging.getLogger(__name__)
 QUALITY: tuple[tuple[str, str], ...] = (("lpips", "min"), ("ssim", "max"), ("fd", "min"))
 COSTS: tuple[tuple[str, str], ...] = (("size_mb", "min"), ("latency_s", "min"), ("peak_mb", "min"))
 MEASURED_ONLY = frozenset({"latency_s", "throughput", "peak_mb"})  # simulated variants are never on these fronts
-LABELS = {"lpips": "LPIPS vs FP32 (lower better)", "ssim": "SSIM vs FP32 (higher better)",
-          "fd": "Frechet distance (lower better)", "size_mb": "U-Net size (MB)", "latency_s": "latency (s/image)",
-          "peak_mb": "peak memory (MB)", "throughput": "throughput (images/s)", "psnr": "PSNR (dB)"}
+LABELS = {
+    "lpips": "LPIPS vs FP32 (lower better)",
+    "ssim": "SSIM vs FP32 (higher better)",
+    "fd": "Frechet distance (lower better)",
+    "size_mb": "U-Net size (MB)",
+    "latency_s": "latency (s/image)",
+    "peak_mb": "peak memory (MB)",
+    "throughput": "throughput (images/s)",
+    "psnr": "PSNR (dB)",
+}
 
 
 def _get(p: Any, key: str) -> Any:
@@ -46,8 +55,9 @@ def dominates(a: Any, b: Any, objectives: Sequence[tuple[str, str]]) -> bool:
     return better
 
 
-def pareto_front(points: Sequence[Any], objectives: Sequence[tuple[str, str]] = (("lpips", "min"), ("size_mb", "min"))
-                 ) -> list[Any]:
+def pareto_front(
+    points: Sequence[Any], objectives: Sequence[tuple[str, str]] = (("lpips", "min"), ("size_mb", "min"))
+) -> list[Any]:
     """The non-dominated points (input order) for `objectives` [(attribute, "min" | "max")].
 
     Points (VariantResult or dicts) missing an objective are skipped; simulated points are skipped when an
@@ -80,16 +90,22 @@ def _fmt(x: float | None, d: int = 3) -> str:
 
 def to_markdown(variants: Sequence[VariantResult], fronts: dict[str, list[str]]) -> str:
     """A table of every variant with its numbers and the fronts it is on."""
-    lines = ["# Pareto fronts: quality vs size, latency, peak memory", "",
-             "Quality is measured against the FP32 pipeline's images. SIMULATED variants (fake quantization) are "
-             "never on a latency or peak-memory front.", "",
-             "| variant | simulated | size MB | peak MB | latency s/img | LPIPS | SSIM | FD | fronts |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "# Pareto fronts: quality vs size, latency, peak memory",
+        "",
+        "Quality is measured against the FP32 pipeline's images. SIMULATED variants (fake quantization) are "
+        "never on a latency or peak-memory front.",
+        "",
+        "| variant | simulated | size MB | peak MB | latency s/img | LPIPS | SSIM | FD | fronts |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for v in variants:
         on = [k.replace(":", " x ") for k, names in fronts.items() if v.name in names]
-        lines.append(f"| {v.name} | {'yes' if v.simulated else 'no'} | {_fmt(v.size_mb, 1)} | {_fmt(v.peak_mb, 0)} | "
-                     f"{_fmt(v.latency_s)} | {_fmt(v.lpips, 4)} | {_fmt(v.ssim, 4)} | {_fmt(v.fd, 2)} | "
-                     f"{', '.join(on) or '-'} |")
+        lines.append(
+            f"| {v.name} | {'yes' if v.simulated else 'no'} | {_fmt(v.size_mb, 1)} | {_fmt(v.peak_mb, 0)} | "
+            f"{_fmt(v.latency_s)} | {_fmt(v.lpips, 4)} | {_fmt(v.ssim, 4)} | {_fmt(v.fd, 2)} | "
+            f"{', '.join(on) or '-'} |"
+        )
     lines += ["", "## Fronts", ""]
     for k, names in fronts.items():
         lines.append(f"- **{k.replace(':', ' x ')}**: {', '.join(names) or '(none)'}")
@@ -108,8 +124,9 @@ def plot_fronts(variants: Sequence[VariantResult], out_dir: str | Path) -> list[
 
     written = []
     for c, cs in COSTS:
-        panels = [(q, qs) for q, qs in QUALITY
-                  if any(_get(v, c) is not None and _get(v, q) is not None for v in variants)]
+        panels = [
+            (q, qs) for q, qs in QUALITY if any(_get(v, c) is not None and _get(v, q) is not None for v in variants)
+        ]
         if not panels:
             continue
         fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False)
@@ -119,16 +136,33 @@ def plot_fronts(variants: Sequence[VariantResult], out_dir: str | Path) -> list[
             ids = {id(v) for v in front}
             for v in pts:
                 on, sim = id(v) in ids, v.simulated
-                ax.scatter(_get(v, c), _get(v, q), s=60 if on else 30, zorder=3,
-                           facecolors="none" if sim else ("tab:red" if on else "tab:blue"),
-                           edgecolors="tab:red" if on else ("gray" if sim else "tab:blue"),
-                           marker="s" if sim else "o")
-                ax.annotate(v.label if sim else v.name, (_get(v, c), _get(v, q)), fontsize=7,
-                            xytext=(4, 3), textcoords="offset points")
+                ax.scatter(
+                    _get(v, c),
+                    _get(v, q),
+                    s=60 if on else 30,
+                    zorder=3,
+                    facecolors="none" if sim else ("tab:red" if on else "tab:blue"),
+                    edgecolors="tab:red" if on else ("gray" if sim else "tab:blue"),
+                    marker="s" if sim else "o",
+                )
+                ax.annotate(
+                    v.label if sim else v.name,
+                    (_get(v, c), _get(v, q)),
+                    fontsize=7,
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                )
             if len(front) > 1:
                 f = sorted(front, key=lambda v: _get(v, c))
-                ax.step([_get(v, c) for v in f], [_get(v, q) for v in f], where="post", color="tab:red", lw=1,
-                        alpha=0.7, zorder=2)
+                ax.step(
+                    [_get(v, c) for v in f],
+                    [_get(v, q) for v in f],
+                    where="post",
+                    color="tab:red",
+                    lw=1,
+                    alpha=0.7,
+                    zorder=2,
+                )
             ax.set_xlabel(LABELS[c])
             ax.set_ylabel(LABELS[q])
             ax.grid(alpha=0.3)
@@ -153,9 +187,14 @@ def write_pareto(variants: Sequence[VariantResult], out_dir: str | Path) -> dict
     out.mkdir(parents=True, exist_ok=True)
     fronts = all_fronts(variants)
     pngs = plot_fronts(variants, out)
-    data = {"format": "diffusia.pareto", "version": 1, "fronts": fronts,
-            "variants": [v.to_dict() for v in variants], "plots": [p.name for p in pngs],
-            "note": "simulated variants are never on latency, throughput or peak-memory fronts"}
+    data = {
+        "format": "diffusia.pareto",
+        "version": 1,
+        "fronts": fronts,
+        "variants": [v.to_dict() for v in variants],
+        "plots": [p.name for p in pngs],
+        "note": "simulated variants are never on latency, throughput or peak-memory fronts",
+    }
     write_json(out / "pareto.json", data)
     write_text(out / "pareto.md", to_markdown(variants, fronts))
     return data

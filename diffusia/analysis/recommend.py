@@ -3,11 +3,12 @@ device-class report (phone, laptop GPU, workstation) including when quantization
 
 Every sentence is built from the results: nothing about a variant is asserted that its numbers do not show.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from diffusia.analysis.results import VariantResult
 
@@ -15,7 +16,10 @@ log = logging.getLogger(__name__)
 
 # metric -> (sense, label); the first metric that every candidate has ranks quality
 QUALITY_ORDER: tuple[tuple[str, str, str], ...] = (
-    ("lpips", "min", "LPIPS vs FP32"), ("ssim", "max", "SSIM vs FP32"), ("fd", "min", "Frechet distance"))
+    ("lpips", "min", "LPIPS vs FP32"),
+    ("ssim", "max", "SSIM vs FP32"),
+    ("fd", "min", "Frechet distance"),
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ def _q(v: VariantResult) -> str:
 
 
 def compare_latency(a: VariantResult, b: VariantResult) -> str | None:
-    """"faster" / "slower" if a's latency differs from b's beyond the runs' spread (interquartile ranges apart),
+    """ "faster" / "slower" if a's latency differs from b's beyond the runs' spread (interquartile ranges apart),
     "same" if the ranges overlap, "unknown" where a spread was not measured (too few runs), None without a
     latency: a speedup is never claimed from single figures."""
     if a.latency_s is None or b.latency_s is None:
@@ -100,13 +104,19 @@ def _metric(vs: Sequence[VariantResult]) -> tuple[str, str, str] | None:
 def _rank_key(metric: tuple[str, str, str] | None):
     def key(v: VariantResult) -> tuple:
         q = 0.0 if metric is None else float(getattr(v, metric[0])) * (1 if metric[1] == "min" else -1)
-        return (q, v.size_mb if v.size_mb is not None else float("inf"),
-                v.latency_s if v.latency_s is not None else float("inf"), v.name)
+        return (
+            q,
+            v.size_mb if v.size_mb is not None else float("inf"),
+            v.latency_s if v.latency_s is not None else float("inf"),
+            v.name,
+        )
+
     return key
 
 
-def recommend(results: Sequence[VariantResult], memory_mb: float, latency_s: float | None = None,
-              quality_tolerance: float = 0.0) -> Recommendation:
+def recommend(
+    results: Sequence[VariantResult], memory_mb: float, latency_s: float | None = None, quality_tolerance: float = 0.0
+) -> Recommendation:
     """Best measured variant whose peak memory fits `memory_mb` and whose latency meets `latency_s`.
 
     Best = best quality (LPIPS, else SSIM, else Frechet distance - the first all candidates have); variants within
@@ -135,36 +145,61 @@ def recommend(results: Sequence[VariantResult], memory_mb: float, latency_s: flo
     n_sim = sum(v.simulated for v in results)
     sim_note = f" {n_sim} simulated variant(s) were not considered." if n_sim else ""
     if not measured:
-        return Recommendation(None, f"No variant can be recommended for {limit}: none of the {len(results)} "
-                                    f"variant(s) has a measured peak memory{' and latency' if latency_s else ''}."
-                                    + sim_note, memory_mb, latency_s, rejected=rejected)
+        return Recommendation(
+            None,
+            f"No variant can be recommended for {limit}: none of the {len(results)} "
+            f"variant(s) has a measured peak memory{' and latency' if latency_s else ''}." + sim_note,
+            memory_mb,
+            latency_s,
+            rejected=rejected,
+        )
     if not fits:
         low = min(measured, key=lambda v: v.peak_mb)
-        return Recommendation(None, f"No measured variant fits {_mb(memory_mb)}: the smallest measured peak memory "
-                                    f"is {_mb(low.peak_mb)} ({low.name}), {_mb(low.peak_mb - memory_mb)} over the "
-                                    f"budget, among {len(measured)} measured variant(s).{sim_note}",
-                              memory_mb, latency_s, rejected=rejected)
+        return Recommendation(
+            None,
+            f"No measured variant fits {_mb(memory_mb)}: the smallest measured peak memory "
+            f"is {_mb(low.peak_mb)} ({low.name}), {_mb(low.peak_mb - memory_mb)} over the "
+            f"budget, among {len(measured)} measured variant(s).{sim_note}",
+            memory_mb,
+            latency_s,
+            rejected=rejected,
+        )
     if not ok:
         fast = min(fits, key=lambda v: v.latency_s)
-        return Recommendation(None, f"{len(fits)} measured variant(s) fit {_mb(memory_mb)} but none meets "
-                                    f"{_s(latency_s)}: the fastest of them, {fast.name}, takes {_s(fast.latency_s)} "
-                                    f"({fast.latency_s / latency_s:.2f}x the limit).{sim_note}",
-                              memory_mb, latency_s, rejected=rejected)
+        return Recommendation(
+            None,
+            f"{len(fits)} measured variant(s) fit {_mb(memory_mb)} but none meets "
+            f"{_s(latency_s)}: the fastest of them, {fast.name}, takes {_s(fast.latency_s)} "
+            f"({fast.latency_s / latency_s:.2f}x the limit).{sim_note}",
+            memory_mb,
+            latency_s,
+            rejected=rejected,
+        )
     metric = _metric(ok)
     ranked = sorted(ok, key=_rank_key(metric))
     best_q = ranked[0]
     if metric is not None and quality_tolerance > 0:
         sign = 1 if metric[1] == "min" else -1
         tied = [v for v in ok if sign * (getattr(v, metric[0]) - getattr(best_q, metric[0])) <= quality_tolerance]
-        choice = min(tied, key=lambda v: (v.size_mb if v.size_mb is not None else float("inf"),
-                                          v.latency_s if v.latency_s is not None else float("inf"), v.name))
+        choice = min(
+            tied,
+            key=lambda v: (
+                v.size_mb if v.size_mb is not None else float("inf"),
+                v.latency_s if v.latency_s is not None else float("inf"),
+                v.name,
+            ),
+        )
     else:
         choice = best_q
-    parts = [f"For {limit}, the recommended variant is {choice.name}: measured peak memory {_mb(choice.peak_mb)} "
-             f"({100 * choice.peak_mb / memory_mb:.0f}% of the budget), latency {_s(choice.latency_s)}, U-Net size "
-             f"{_mb(choice.size_mb)}, {_q(choice)}."]
-    parts.append(f"Of {len(measured)} measured variant(s), {_count(len(fits), 'fits', 'fit')} the memory"
-                 + (f" and {_count(len(ok), 'meets', 'meet')} {_s(latency_s)}." if latency_s is not None else "."))
+    parts = [
+        f"For {limit}, the recommended variant is {choice.name}: measured peak memory {_mb(choice.peak_mb)} "
+        f"({100 * choice.peak_mb / memory_mb:.0f}% of the budget), latency {_s(choice.latency_s)}, U-Net size "
+        f"{_mb(choice.size_mb)}, {_q(choice)}."
+    ]
+    parts.append(
+        f"Of {len(measured)} measured variant(s), {_count(len(fits), 'fits', 'fit')} the memory"
+        + (f" and {_count(len(ok), 'meets', 'meet')} {_s(latency_s)}." if latency_s is not None else ".")
+    )
     if metric is None:
         parts.append("No quality metric is shared by all candidates, so the smallest, then fastest, was chosen.")
     else:
@@ -172,16 +207,19 @@ def recommend(results: Sequence[VariantResult], memory_mb: float, latency_s: flo
         if len(ok) == 1:
             parts.append("It is the only one that does.")
         elif choice is best_q:
-            parts.append(f"It has the {'lowest' if sense == 'min' else 'highest'} {label} of those "
-                         f"({getattr(choice, k):.4g}).")
+            parts.append(
+                f"It has the {'lowest' if sense == 'min' else 'highest'} {label} of those ({getattr(choice, k):.4g})."
+            )
         else:
             why = []
             if choice.size_mb is not None and best_q.size_mb is not None and choice.size_mb < best_q.size_mb:
                 why.append(f"smaller ({_mb(choice.size_mb)} vs {_mb(best_q.size_mb)})")
             if compare_latency(choice, best_q) == "faster":
                 why.append(f"faster ({_s(choice.latency_s)} vs {_s(best_q.latency_s)})")
-            parts.append(f"Its {label} ({getattr(choice, k):.4g}) is within {quality_tolerance:g} of the best, "
-                         f"{best_q.name} ({getattr(best_q, k):.4g}), and it is {' and '.join(why) or 'no worse'}.")
+            parts.append(
+                f"Its {label} ({getattr(choice, k):.4g}) is within {quality_tolerance:g} of the best, "
+                f"{best_q.name} ({getattr(best_q, k):.4g}), and it is {' and '.join(why) or 'no worse'}."
+            )
         others = [v for v in ranked if v is not choice]
         if others:
             nxt = others[0]
@@ -191,11 +229,14 @@ def recommend(results: Sequence[VariantResult], memory_mb: float, latency_s: flo
                 save.append(f"{_mb(choice.size_mb - nxt.size_mb)} of size")
             if compare_latency(nxt, choice) == "faster":
                 save.append(f"{choice.latency_s - nxt.latency_s:.3g} s/image")
-            parts.append(f"The runner-up, {nxt.name}, has {label} {getattr(nxt, k):.4g} ({d:+.4g})"
-                         + (f" and would save {' and '.join(save)}." if save else "."))
+            parts.append(
+                f"The runner-up, {nxt.name}, has {label} {getattr(nxt, k):.4g} ({d:+.4g})"
+                + (f" and would save {' and '.join(save)}." if save else ".")
+            )
     text = " ".join(parts) + sim_note
-    return Recommendation(choice, text, memory_mb, latency_s, metric[0] if metric else None,
-                          [v.name for v in ok], rejected)
+    return Recommendation(
+        choice, text, memory_mb, latency_s, metric[0] if metric else None, [v.name for v in ok], rejected
+    )
 
 
 def _is_fp32(v: VariantResult) -> bool:
@@ -217,46 +258,65 @@ def quantization_verdicts(results: Sequence[VariantResult], memory_mb: float) ->
     if ref.peak_mb > memory_mb:
         smaller = [v for v in measured if v.peak_mb <= memory_mb]
         if smaller:
-            out.append(f"FP32 does not fit ({_mb(ref.peak_mb)} > {_mb(memory_mb)}); "
-                       f"{', '.join(v.name for v in smaller)} do{'es' if len(smaller) == 1 else ''}: here reduced "
-                       f"precision is what makes the model run at all.")
+            out.append(
+                f"FP32 does not fit ({_mb(ref.peak_mb)} > {_mb(memory_mb)}); "
+                f"{', '.join(v.name for v in smaller)} do{'es' if len(smaller) == 1 else ''}: here reduced "
+                f"precision is what makes the model run at all."
+            )
         return out
     for v in measured:
         if v is ref or v.latency_s is None:
             continue
         r = v.latency_s / ref.latency_s
-        size = (f"; it only saves U-Net size ({_mb(ref.size_mb)} -> {_mb(v.size_mb)})"
-                if v.size_mb is not None and ref.size_mb is not None and v.size_mb < ref.size_mb else "")
+        size = (
+            f"; it only saves U-Net size ({_mb(ref.size_mb)} -> {_mb(v.size_mb)})"
+            if v.size_mb is not None and ref.size_mb is not None and v.size_mb < ref.size_mb
+            else ""
+        )
         q = f" at {v.lpips:.4g} LPIPS" if v.lpips is not None else ""
         times = f"{_s(v.latency_s)}{_iqr(v)} vs FP32 {_s(ref.latency_s)}{_iqr(ref)}"
         verdict = compare_latency(v, ref)
         if verdict == "unknown":
-            out.append(f"{v.name}: {times} ({r:.2f}x); too few timed runs to tell a difference from FP32 (no "
-                       f"spread measured: use --runs 5 or more){size}{q}.")
+            out.append(
+                f"{v.name}: {times} ({r:.2f}x); too few timed runs to tell a difference from FP32 (no "
+                f"spread measured: use --runs 5 or more){size}{q}."
+            )
         elif verdict == "faster":
             out.append(f"{v.name} is {1 / r:.2f}x faster than FP32 ({times}){q}.")
         elif verdict == "same":
-            out.append(f"{v.name}: no measurable difference in latency from FP32 ({times}: the interquartile "
-                       f"ranges overlap){size}{q}.")
+            out.append(
+                f"{v.name}: no measurable difference in latency from FP32 ({times}: the interquartile "
+                f"ranges overlap){size}{q}."
+            )
         elif _is_half(v):  # with native half units or without, what the measurement shows is the same
-            out.append(f"{v.name} is slower than FP32 on {v.device or 'this device'}: {times} ({r:.2f}x); half "
-                       f"precision saves memory and size here, not time{size}.")
+            out.append(
+                f"{v.name} is slower than FP32 on {v.device or 'this device'}: {times} ({r:.2f}x); half "
+                f"precision saves memory and size here, not time{size}."
+            )
         else:
-            out.append(f"Quantization does not pay for speed with {v.name}: FP32 fits ({_mb(ref.peak_mb)}) and "
-                       f"{v.name} is slower ({times}, {r:.2f}x){size}{q}.")
+            out.append(
+                f"Quantization does not pay for speed with {v.name}: FP32 fits ({_mb(ref.peak_mb)}) and "
+                f"{v.name} is slower ({times}, {r:.2f}x){size}{q}."
+            )
     return out
 
 
-def device_report(results: Sequence[VariantResult], classes: Sequence[DeviceClass] = DEVICE_CLASSES,
-                  latency_s: float | None = None) -> str:
+def device_report(
+    results: Sequence[VariantResult], classes: Sequence[DeviceClass] = DEVICE_CLASSES, latency_s: float | None = None
+) -> str:
     """Markdown: per device class, the recommendation at each end of its memory budget and whether quantization
     pays there, all from the measurements."""
     devices = sorted({v.device for v in results if v.device and not v.simulated})
     n_meas = sum(not v.simulated for v in results)
-    lines = ["# Device report", "",
-             f"From {n_meas} measured variant(s)" + (f" on {', '.join(devices)}" if devices else "")
-             + f" ({len(results) - n_meas} simulated, not considered). Budgets are compared with the measured peak "
-               "memory; latencies are the measured ones.", ""]
+    lines = [
+        "# Device report",
+        "",
+        f"From {n_meas} measured variant(s)"
+        + (f" on {', '.join(devices)}" if devices else "")
+        + f" ({len(results) - n_meas} simulated, not considered). Budgets are compared with the measured peak "
+        "memory; latencies are the measured ones.",
+        "",
+    ]
     for dc in classes:
         lines += [f"## {dc.name}", ""]
         recs = [recommend(results, m, latency_s) for m in dc.budgets()]

@@ -3,12 +3,14 @@
 The loader is tolerant about field names (the evaluation harness may nest metrics or name them with units) and
 never invents a number: a missing field is None and the analyses skip it.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from diffusia.errors import DiffusiaError
 from diffusia.fileio import read_json_file
@@ -93,8 +95,9 @@ def _lookup(d: Mapping[str, Any], keys: Iterable[str]) -> Any:
     return None
 
 
-def variant_from_dict(d: Mapping[str, Any], name: str | None = None, run: str | None = None,
-                      defaults: Mapping[str, Any] | None = None) -> VariantResult:
+def variant_from_dict(
+    d: Mapping[str, Any], name: str | None = None, run: str | None = None, defaults: Mapping[str, Any] | None = None
+) -> VariantResult:
     """A VariantResult from one variant record (aliases and nesting tolerated)."""
     defaults = defaults or {}
     nm = name or d.get("name") or d.get("variant") or d.get("label")
@@ -125,9 +128,12 @@ def _dig(d: Any, *keys: str) -> Any:
 
 def is_harness_results(data: Any) -> bool:
     """True for the results.json of `diffusia.eval.harness.evaluate` (config + variants by name + quality)."""
-    return (isinstance(data, Mapping) and isinstance(data.get("config"), Mapping)
-            and isinstance(data.get("variants"), Mapping)
-            and all(isinstance(v, Mapping) and "size" in v for v in data["variants"].values()))
+    return (
+        isinstance(data, Mapping)
+        and isinstance(data.get("config"), Mapping)
+        and isinstance(data.get("variants"), Mapping)
+        and all(isinstance(v, Mapping) and "size" in v for v in data["variants"].values())
+    )
 
 
 def from_harness(data: Mapping[str, Any], run: str | None = None) -> list[VariantResult]:
@@ -146,16 +152,27 @@ def from_harness(data: Mapping[str, Any], run: str | None = None) -> list[Varian
         kind = v.get("kind")
         precision = {"fp32": "fp32", "dtype": v.get("dtype"), "storage": name, "preset": name}.get(kind)
         iph = _num(_dig(v, "latency", "images_per_hour"))
-        out.append(VariantResult(
-            name=str(name), size_mb=_num(_dig(v, "size", "unet_mb")), peak_mb=_num(_dig(v, "memory", "peak_mb")),
-            latency_s=_num(_dig(v, "latency", "end_to_end", "median") or _dig(v, "latency", "end_to_end", "mean")),
-            latency_q1_s=_num(_dig(v, "latency", "end_to_end", "q1")),
-            latency_q3_s=_num(_dig(v, "latency", "end_to_end", "q3")), lpips=_num(_dig(q, "overall", "lpips")),
-            ssim=_num(_dig(q, "overall", "ssim")), fd=_num(q.get("fd_vs_reference")),
-            simulated=bool(v.get("simulated", False)), note=str(v.get("description") or ""),
-            psnr=_num(_dig(q, "overall", "psnr")), throughput=None if iph is None else iph / 3600.0,
-            pipeline_size_mb=_num(_dig(v, "size", "pipeline_mb")), precision=precision, device=device or None,
-            run=run))
+        out.append(
+            VariantResult(
+                name=str(name),
+                size_mb=_num(_dig(v, "size", "unet_mb")),
+                peak_mb=_num(_dig(v, "memory", "peak_mb")),
+                latency_s=_num(_dig(v, "latency", "end_to_end", "median") or _dig(v, "latency", "end_to_end", "mean")),
+                latency_q1_s=_num(_dig(v, "latency", "end_to_end", "q1")),
+                latency_q3_s=_num(_dig(v, "latency", "end_to_end", "q3")),
+                lpips=_num(_dig(q, "overall", "lpips")),
+                ssim=_num(_dig(q, "overall", "ssim")),
+                fd=_num(q.get("fd_vs_reference")),
+                simulated=bool(v.get("simulated", False)),
+                note=str(v.get("description") or ""),
+                psnr=_num(_dig(q, "overall", "psnr")),
+                throughput=None if iph is None else iph / 3600.0,
+                pipeline_size_mb=_num(_dig(v, "size", "pipeline_mb")),
+                precision=precision,
+                device=device or None,
+                run=run,
+            )
+        )
     return out
 
 

@@ -9,12 +9,14 @@ Latency (optional, MEASURED per layer): FP32 image time + U-Net calls per image 
 Two solvers: a greedy descent along each layer's lower convex hull of (bytes, noise) - cheapest noise per byte
 saved first - and an exact integer program (scipy.optimize.milp). `auto` runs both and keeps the better plan.
 """
+
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,8 +59,10 @@ class SearchResult:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["recipe"] = self.recipe.to_dict()
-        d["note"] = ("est_sqnr_db is a SIMULATED estimate (additive per-layer fake-quant noise); size_mb is exact "
-                     "from the weight shapes; est_latency_s is a per-layer cost model from measured microbenchmarks")
+        d["note"] = (
+            "est_sqnr_db is a SIMULATED estimate (additive per-layer fake-quant noise); size_mb is exact "
+            "from the weight shapes; est_latency_s is a per-layer cost model from measured microbenchmarks"
+        )
         return d
 
 
@@ -70,8 +74,9 @@ def _db(noise: float) -> float:
     return SQNR_CAP_DB if noise <= 0 else max(-SQNR_CAP_DB, min(SQNR_CAP_DB, -10 * math.log10(noise)))
 
 
-def layer_options(sens: dict[str, Any], precisions: Sequence[str] = SEARCH_PRECISIONS,
-                  latency: bool = False) -> tuple[list[str], list[list[Option]], float]:
+def layer_options(
+    sens: dict[str, Any], precisions: Sequence[str] = SEARCH_PRECISIONS, latency: bool = False
+) -> tuple[list[str], list[list[Option]], float]:
     """Per candidate layer the allowed options, and the bytes that do not depend on the plan."""
     u = sens["unet"]
     fb, gs, tg = int(u["float_bytes"]), int(u["int4_group_size"]), int(u["timestep_groups"])
@@ -89,8 +94,14 @@ def layer_options(sens: dict[str, Any], precisions: Sequence[str] = SEARCH_PRECI
                 if p not in times or "keep" not in times:
                     continue
                 t = times[p] - times["keep"]
-            opts.append(Option(p, weight_bytes(r["weight_shape"], p, fb, gs) + extra_bytes(p, tg),
-                               0.0 if p == "keep" else _noise(by_p[p]), t))
+            opts.append(
+                Option(
+                    p,
+                    weight_bytes(r["weight_shape"], p, fb, gs) + extra_bytes(p, tg),
+                    0.0 if p == "keep" else _noise(by_p[p]),
+                    t,
+                )
+            )
         if latency and not opts:
             raise DiffusiaError(f"layer {r['name']!r} has no timing: rerun `diffusia sensitivity` with --timing")
         names.append(r["name"])
@@ -100,6 +111,7 @@ def layer_options(sens: dict[str, Any], precisions: Sequence[str] = SEARCH_PRECI
 
 def _prune(opts: list[Option], latency: bool) -> list[Option]:
     """Drop dominated options (no fewer bytes, no less noise, no less time than another)."""
+
     def dominated(a: Option, b: Option) -> bool:
         ta, tb = (a.time_s or 0.0), (b.time_s or 0.0)
         le = b.bytes <= a.bytes and b.noise <= a.noise and (not latency or tb <= ta)
@@ -138,8 +150,11 @@ def _totals(p: _Problem, pick: Sequence[int]) -> tuple[float, float, float]:
 
 def _feasible(p: _Problem, tot: tuple[float, float, float]) -> bool:
     b, n, t = tot
-    return ((p.budget is None or b <= p.budget * (1 + 1e-12)) and (p.noise_cap is None or n <= p.noise_cap * (1 + 1e-9))
-            and (p.time_cap is None or t <= p.time_cap + 1e-12))
+    return (
+        (p.budget is None or b <= p.budget * (1 + 1e-12))
+        and (p.noise_cap is None or n <= p.noise_cap * (1 + 1e-9))
+        and (p.time_cap is None or t <= p.time_cap + 1e-12)
+    )
 
 
 def _greedy(p: _Problem) -> list[int] | None:
@@ -232,8 +247,13 @@ def _milp(p: _Problem, noise_ref: float | None = None) -> list[int] | None:
         c = b / max(float(b.max()), 1e-30) + 1e-6 * n / nscale
     else:  # least noise, then fewest bytes
         c = n / nscale + 1e-9 * b / max(float(b.max()), 1e-30)
-    res = milp(c, integrality=np.ones(nv), bounds=Bounds(0, 1), constraints=cons,
-               options={"mip_rel_gap": 1e-9, "time_limit": 60.0})
+    res = milp(
+        c,
+        integrality=np.ones(nv),
+        bounds=Bounds(0, 1),
+        constraints=cons,
+        options={"mip_rel_gap": 1e-9, "time_limit": 60.0},
+    )
     if res.x is None:
         log.debug("milp: %s", res.message)
         return None
@@ -245,9 +265,15 @@ def _milp(p: _Problem, noise_ref: float | None = None) -> list[int] | None:
     return pick if _feasible(p, _totals(p, pick)) else None
 
 
-def search(sens: dict[str, Any], budget_mb: float | None = None, quality_floor_db: float | None = None,
-           latency_s: float | None = None, precisions: Sequence[str] = SEARCH_PRECISIONS, method: str = "auto",
-           name: str | None = None) -> SearchResult:
+def search(
+    sens: dict[str, Any],
+    budget_mb: float | None = None,
+    quality_floor_db: float | None = None,
+    latency_s: float | None = None,
+    precisions: Sequence[str] = SEARCH_PRECISIONS,
+    method: str = "auto",
+    name: str | None = None,
+) -> SearchResult:
     """Choose a precision per layer of `sens` (a sensitivity.json dict) under the targets; see module doc.
 
     budget_mb: U-Net size limit (MiB); quality_floor_db: minimum estimated SQNR of the noise prediction;
@@ -268,10 +294,14 @@ def search(sens: dict[str, Any], budget_mb: float | None = None, quality_floor_d
     k = calibration_factor(sens)
     calls = float(timing["unet_calls_per_image"]) if timing else 0.0
     base_s = float(timing["image_s_fp32"]) if timing else None
-    prob = _Problem(names, options, fixed,
-                    budget=None if budget_mb is None else budget_mb * MB,
-                    noise_cap=None if quality_floor_db is None else _noise(quality_floor_db) / max(k, 1e-300),
-                    time_cap=None if latency_s is None else (latency_s - base_s) / max(calls, 1e-9))
+    prob = _Problem(
+        names,
+        options,
+        fixed,
+        budget=None if budget_mb is None else budget_mb * MB,
+        noise_cap=None if quality_floor_db is None else _noise(quality_floor_db) / max(k, 1e-300),
+        time_cap=None if latency_s is None else (latency_s - base_s) / max(calls, 1e-9),
+    )
     candidates: list[tuple[str, list[int]]] = []
     g = _greedy(prob)
     if g is not None and method in ("auto", "greedy"):
@@ -280,39 +310,73 @@ def search(sens: dict[str, Any], budget_mb: float | None = None, quality_floor_d
         m = _milp(prob, _totals(prob, g)[1] if g is not None else None)
         if m is not None:
             candidates.append(("milp", m))
-    fp32_mb = (fixed + sum(weight_bytes(r["weight_shape"], "keep", int(sens["unet"]["float_bytes"]))
-                           for r in sens["layers"])) / MB
+    fp32_mb = (
+        fixed + sum(weight_bytes(r["weight_shape"], "keep", int(sens["unet"]["float_bytes"])) for r in sens["layers"])
+    ) / MB
     if not candidates:
         smallest = (fixed + sum(min(o.bytes for o in opts) for opts in options)) / MB
         raise DiffusiaError(
             f"no per-layer plan meets the targets (budget {budget_mb} MB, floor {quality_floor_db} dB, latency "
             f"{latency_s} s): the smallest plan is {smallest:.2f} MB (FP32 {fp32_mb:.2f} MB); "
-            f"all quantized measured {sens.get('sqnr_all_db', float('nan')):.1f} dB (simulated)")
+            f"all quantized measured {sens.get('sqnr_all_db', float('nan')):.1f} dB (simulated)"
+        )
     # budget mode: least noise; quality-floor mode: fewest bytes; ties: fewer bytes / less noise
-    key = (lambda c: (_totals(prob, c[1])[1], _totals(prob, c[1])[0])) if budget_mb is not None else \
-        (lambda c: (_totals(prob, c[1])[0], _totals(prob, c[1])[1]))
+    key = (
+        (lambda c: (_totals(prob, c[1])[1], _totals(prob, c[1])[0]))
+        if budget_mb is not None
+        else (lambda c: (_totals(prob, c[1])[0], _totals(prob, c[1])[1]))
+    )
     used, pick = min(candidates, key=key)
     size, noise, extra_t = _totals(prob, pick)
     choices = {n: o[i].precision for n, o, i in zip(names, options, pick)}
     r0 = sens["recipe"]
     label = name or "search-" + "-".join(
-        s for s in (f"{budget_mb:g}mb" if budget_mb is not None else "",
-                    f"{quality_floor_db:g}db" if quality_floor_db is not None else "",
-                    f"{latency_s:g}s" if latency_s is not None else "") if s)
-    recipe = Recipe(name=label, weights="keep", activations=r0["activations"], calibrator=r0["calibrator"],
-                    percentile=r0["percentile"], histogram_bins=r0["histogram_bins"],
-                    int4_group_size=r0["int4_group_size"], timestep_groups=r0["timestep_groups"],
-                    num_train_timesteps=r0["num_train_timesteps"],
-                    rules=[Rule(n, p) for n, p in choices.items() if p != "keep"])
+        s
+        for s in (
+            f"{budget_mb:g}mb" if budget_mb is not None else "",
+            f"{quality_floor_db:g}db" if quality_floor_db is not None else "",
+            f"{latency_s:g}s" if latency_s is not None else "",
+        )
+        if s
+    )
+    recipe = Recipe(
+        name=label,
+        weights="keep",
+        activations=r0["activations"],
+        calibrator=r0["calibrator"],
+        percentile=r0["percentile"],
+        histogram_bins=r0["histogram_bins"],
+        int4_group_size=r0["int4_group_size"],
+        timestep_groups=r0["timestep_groups"],
+        num_train_timesteps=r0["num_train_timesteps"],
+        rules=[Rule(n, p) for n, p in choices.items() if p != "keep"],
+    )
     counts: dict[str, int] = {}
     for p in choices.values():
         counts[p] = counts.get(p, 0) + 1
-    est_lat = None if base_s is None else base_s + calls * sum(
-        (o[i].time_s if o[i].time_s is not None else _time_of(sens, n, o[i].precision)) for n, o, i in
-        zip(names, options, pick))
+    est_lat = (
+        None
+        if base_s is None
+        else base_s
+        + calls
+        * sum(
+            (o[i].time_s if o[i].time_s is not None else _time_of(sens, n, o[i].precision))
+            for n, o, i in zip(names, options, pick)
+        )
+    )
     log.info("search (%s): %.2f MB, est. SQNR %.2f dB (simulated), %s", used, size / MB, _db(k * noise), counts)
-    return SearchResult(recipe, choices, size / MB, _db(k * noise), est_lat, used, fp32_mb, counts,
-                        dict(budget_mb=budget_mb, quality_floor_db=quality_floor_db, latency_s=latency_s), k)
+    return SearchResult(
+        recipe,
+        choices,
+        size / MB,
+        _db(k * noise),
+        est_lat,
+        used,
+        fp32_mb,
+        counts,
+        dict(budget_mb=budget_mb, quality_floor_db=quality_floor_db, latency_s=latency_s),
+        k,
+    )
 
 
 def _time_of(sens: dict[str, Any], name: str, precision: str) -> float:
@@ -324,8 +388,13 @@ def _time_of(sens: dict[str, Any], name: str, precision: str) -> float:
     return 0.0
 
 
-def search_recipe(sens: dict[str, Any], budget_mb: float | None = None, quality_floor_db: float | None = None,
-                  latency_s: float | None = None, **kwargs: Any) -> Recipe:
+def search_recipe(
+    sens: dict[str, Any],
+    budget_mb: float | None = None,
+    quality_floor_db: float | None = None,
+    latency_s: float | None = None,
+    **kwargs: Any,
+) -> Recipe:
     """The Recipe of `search(...)`: `weights="keep"` and one rule per quantized layer, by exact name."""
     return search(sens, budget_mb, quality_floor_db, latency_s, **kwargs).recipe
 

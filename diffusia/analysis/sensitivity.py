@@ -7,6 +7,7 @@ noise-prediction SQNR (dB) against the FP32 U-Net over a subset of the recorded 
 at other precisions (inputs for `diffusia search`), image LPIPS for the top-k sensitive layers and a per-layer
 latency microbenchmark of the real kernels (the search's cost model; MEASURED, unlike the SQNRs).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +16,8 @@ import math
 import statistics
 import time
 from collections import defaultdict
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -28,21 +30,24 @@ from diffusia.generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, GenerationConfig,
 from diffusia.prompts import Prompt
 from diffusia.quant import api
 from diffusia.quant.modules import QModuleMixin, QSettings, qclass_for
-from diffusia.quant.precisions import get_precision, precision_names
 from diffusia.quant.policy import layer_names, plan
+from diffusia.quant.precisions import get_precision, precision_names
 
 log = logging.getLogger(__name__)
 
 FORMAT, VERSION = "diffusia.sensitivity", 1
 SQNR_CAP_DB = 200.0  # |SQNR| is clipped here: identical outputs would be +inf, NaN outputs -inf
-SIMULATED_NOTE = ("SIMULATED: fake quantization (quantize-dequantize in float32) of the noise prediction; "
-                  "not measured on the real INT8/INT4 kernels")
+SIMULATED_NOTE = (
+    "SIMULATED: fake quantization (quantize-dequantize in float32) of the noise prediction; "
+    "not measured on the real INT8/INT4 kernels"
+)
 DEFAULT_PRECISIONS = ("w8a8", "w8", "w4", "fp16")
 
 
 # ------------------------------------------------------------------ inputs
-def batch_by_timestep(calls: Sequence[tuple[Tensor, Tensor, Tensor]], max_timesteps: int | None = None,
-                      max_batch: int = 16) -> list[tuple[Tensor, Tensor, Tensor]]:
+def batch_by_timestep(
+    calls: Sequence[tuple[Tensor, Tensor, Tensor]], max_timesteps: int | None = None, max_batch: int = 16
+) -> list[tuple[Tensor, Tensor, Tensor]]:
     """Concatenate recorded U-Net calls that share a timestep (one activation-range group per batch).
 
     `max_timesteps` keeps that many timesteps, evenly spaced along the trajectory; batches hold at most
@@ -68,8 +73,10 @@ def batch_by_timestep(calls: Sequence[tuple[Tensor, Tensor, Tensor]], max_timest
 def _forward(unet: nn.Module, batches: Sequence[tuple[Tensor, Tensor, Tensor]]) -> list[Tensor]:
     device, dtype = unet.device, unet.dtype
     with torch.no_grad():
-        return [unet(s.to(device, dtype), t.to(device), encoder_hidden_states=e.to(device, dtype)).sample.float().cpu()
-                for s, t, e in batches]
+        return [
+            unet(s.to(device, dtype), t.to(device), encoder_hidden_states=e.to(device, dtype)).sample.float().cpu()
+            for s, t, e in batches
+        ]
 
 
 def sqnr_db(refs: Sequence[Tensor], outs: Sequence[Tensor]) -> float:
@@ -109,8 +116,9 @@ def _median_time(fn, x: Tensor, reps: int) -> float:
     return statistics.median(times)
 
 
-def time_layer(module: nn.Module, calibrated: QModuleMixin, shape: Sequence[int], precisions: Sequence[str],
-               reps: int = 5) -> dict[str, float]:
+def time_layer(
+    module: nn.Module, calibrated: QModuleMixin, shape: Sequence[int], precisions: Sequence[str], reps: int = 5
+) -> dict[str, float]:
     """Median seconds of one forward of `module` at input `shape`: `keep` (float) and each precision's frozen
     real kernel (W8A8 with `calibrated`'s activation range)."""
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(module.weight.device, module.weight.dtype)
@@ -128,8 +136,9 @@ def time_layer(module: nn.Module, calibrated: QModuleMixin, shape: Sequence[int]
 
 # ------------------------------------------------------------------ images
 def _images(pipe, prompts: Sequence[str], steps: int, guidance: float) -> Tensor:
-    ims = generate(pipe, list(prompts), 1, GenerationConfig(steps=steps, guidance=guidance), progress=False,
-                   output_type="np")
+    ims = generate(
+        pipe, list(prompts), 1, GenerationConfig(steps=steps, guidance=guidance), progress=False, output_type="np"
+    )
     return torch.from_numpy(ims).permute(0, 3, 1, 2).float()
 
 
@@ -147,11 +156,22 @@ def lpips_vs(ref: Tensor, other: Tensor) -> tuple[float, int | None]:
 
 
 # ------------------------------------------------------------------ the analysis
-def run_sensitivity(pipe, recipe: Recipe, prompts: Sequence[Prompt], steps: int = DEFAULT_STEPS,
-                    guidance: float = DEFAULT_GUIDANCE, top: int = 5, lpips_prompts: Sequence[str] | None = None,
-                    lpips_steps: int | None = None, eval_timesteps: int | None = 8, eval_batch: int = 16,
-                    precisions: Sequence[str] = DEFAULT_PRECISIONS, timing: bool = True, timing_reps: int = 5,
-                    progress: bool = True) -> dict[str, Any]:
+def run_sensitivity(
+    pipe,
+    recipe: Recipe,
+    prompts: Sequence[Prompt],
+    steps: int = DEFAULT_STEPS,
+    guidance: float = DEFAULT_GUIDANCE,
+    top: int = 5,
+    lpips_prompts: Sequence[str] | None = None,
+    lpips_steps: int | None = None,
+    eval_timesteps: int | None = 8,
+    eval_batch: int = 16,
+    precisions: Sequence[str] = DEFAULT_PRECISIONS,
+    timing: bool = True,
+    timing_reps: int = 5,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Sensitivity of every layer the recipe quantizes; returns the sensitivity.json dict (see module doc).
 
     `pipe` must hold a float U-Net; it is float again on return. SQNRs are SIMULATED (fake quant); latencies
@@ -181,9 +201,11 @@ def run_sensitivity(pipe, recipe: Recipe, prompts: Sequence[Prompt], steps: int 
     try:
         qm = api.qmodules(unet)
         if timing:  # input shape of each layer in the first (batch-2, CFG) U-Net call
+
             def shape_hook(name: str):
                 def hook(module: nn.Module, args: tuple) -> None:
                     shapes.setdefault(name, list(args[0].shape))
+
                 return hook
 
             hooks = [qm[n].register_forward_pre_hook(shape_hook(n)) for n in cands]
@@ -200,8 +222,14 @@ def run_sensitivity(pipe, recipe: Recipe, prompts: Sequence[Prompt], steps: int 
         calib_s = time.perf_counter() - t0
         batches = batch_by_timestep(calls, eval_timesteps, eval_batch)
         n_eval = sum(len(b[0]) for b in batches)
-        log.info("calibrated on %d prompts (%d U-Net calls, %.1f s); SQNR over %d samples at %d timesteps",
-                 len(prompts), len(calls), calib_s, n_eval, len({float(b[1][0]) for b in batches}))
+        log.info(
+            "calibrated on %d prompts (%d U-Net calls, %.1f s); SQNR over %d samples at %d timesteps",
+            len(prompts),
+            len(calls),
+            calib_s,
+            n_eval,
+            len({float(b[1][0]) for b in batches}),
+        )
         # 2. reference and all-quantized outputs
         _set_fake(qm, ())
         refs = _forward(unet, batches)
@@ -222,12 +250,24 @@ def run_sensitivity(pipe, recipe: Recipe, prompts: Sequence[Prompt], steps: int 
             m.settings = _settings_for(base[n], rec_p)
             _set_fake(qm, [c for c in cands if c != n])
             all_but = sqnr_db(refs, _forward(unet, batches))
-            rows.append(dict(name=n, type=layer_type(n), module=type(originals[n]).__name__, precision=rec_p,
-                             weight_shape=list(m.weight_shape), params=int(m.weight.numel()),
-                             bias_params=0 if m.bias is None else int(m.bias.numel()),
-                             fp32_weight_bytes=weight_bytes(m.weight_shape, "keep", float_bytes),
-                             sqnr_only_db=by_p[rec_p], sqnr_all_but_db=all_but, gain_db=all_but - sqnr_all,
-                             sqnr_only_db_by_precision=by_p, lpips_only=None, time_s=None))
+            rows.append(
+                dict(
+                    name=n,
+                    type=layer_type(n),
+                    module=type(originals[n]).__name__,
+                    precision=rec_p,
+                    weight_shape=list(m.weight_shape),
+                    params=int(m.weight.numel()),
+                    bias_params=0 if m.bias is None else int(m.bias.numel()),
+                    fp32_weight_bytes=weight_bytes(m.weight_shape, "keep", float_bytes),
+                    sqnr_only_db=by_p[rec_p],
+                    sqnr_all_but_db=all_but,
+                    gain_db=all_but - sqnr_all,
+                    sqnr_only_db_by_precision=by_p,
+                    lpips_only=None,
+                    time_s=None,
+                )
+            )
         rows.sort(key=lambda r: r["sqnr_only_db"])
         for i, r in enumerate(rows, 1):
             r["rank"] = i
@@ -238,6 +278,7 @@ def run_sensitivity(pipe, recipe: Recipe, prompts: Sequence[Prompt], steps: int 
         if top > 0 or timing:
             isteps = lpips_steps or steps
             counter = [0]
+
             def count(*_: Any) -> None:
                 counter[0] += 1
 
@@ -253,8 +294,9 @@ def run_sensitivity(pipe, recipe: Recipe, prompts: Sequence[Prompt], steps: int 
             if top > 0:
                 _set_fake(qm, cands)
                 lp_all, side = lpips_vs(ref_images, _images(pipe, texts, isteps, guidance))
-                images.update(prompts=texts, steps=isteps, lpips_all=lp_all, upsampled_to=side,
-                              seed=GenerationConfig().seed)
+                images.update(
+                    prompts=texts, steps=isteps, lpips_all=lp_all, upsampled_to=side, seed=GenerationConfig().seed
+                )
                 for r in tqdm(rows[:top], desc="lpips", disable=not progress):
                     _set_fake(qm, [r["name"]])
                     r["lpips_only"], _ = lpips_vs(ref_images, _images(pipe, texts, isteps, guidance))
@@ -267,11 +309,17 @@ def run_sensitivity(pipe, recipe: Recipe, prompts: Sequence[Prompt], steps: int 
                         layer_times[n] = time_layer(originals[n], qm[n], shapes[n], ps, timing_reps)
                 for r in rows:
                     r["time_s"] = layer_times.get(r["name"])
-                timing_info = dict(measured=True, image_s_fp32=image_s, unet_calls_per_image=calls_per_image,
-                                   image_steps=isteps, reps=timing_reps, threads=torch.get_num_threads(),
-                                   device=str(unet.device),
-                                   note="MEASURED: median seconds of one layer forward at the batch-2 (CFG) input "
-                                        "shape, float and frozen real kernels; the pipeline image time is FP32")
+                timing_info = dict(
+                    measured=True,
+                    image_s_fp32=image_s,
+                    unet_calls_per_image=calls_per_image,
+                    image_steps=isteps,
+                    reps=timing_reps,
+                    threads=torch.get_num_threads(),
+                    device=str(unet.device),
+                    note="MEASURED: median seconds of one layer forward at the batch-2 (CFG) input "
+                    "shape, float and frozen real kernels; the pipeline image time is FP32",
+                )
         _set_fake(qm, ())
     finally:
         for h in hooks:
@@ -280,17 +328,37 @@ def run_sensitivity(pipe, recipe: Recipe, prompts: Sequence[Prompt], steps: int 
     noise_sum = sum(10 ** (-r["sqnr_only_db"] / 10) for r in rows)
     additive = -10 * math.log10(noise_sum) if noise_sum > 0 else SQNR_CAP_DB
     return {
-        "format": FORMAT, "version": VERSION, "simulated": True, "note": SIMULATED_NOTE,
-        "model": getattr(pipe, "diffusia_spec", None), "recipe": recipe.to_dict(),
-        "calibration": dict(prompts=[p.text for p in prompts], size=len(prompts), steps=steps, guidance=guidance,
-                            unet_calls=len(calls), eval_samples=n_eval, eval_batches=len(batches),
-                            eval_timesteps=sorted({float(b[1][0]) for b in batches}, reverse=True)),
-        "sqnr_all_db": sqnr_all, "sqnr_all_additive_estimate_db": additive,
+        "format": FORMAT,
+        "version": VERSION,
+        "simulated": True,
+        "note": SIMULATED_NOTE,
+        "model": getattr(pipe, "diffusia_spec", None),
+        "recipe": recipe.to_dict(),
+        "calibration": dict(
+            prompts=[p.text for p in prompts],
+            size=len(prompts),
+            steps=steps,
+            guidance=guidance,
+            unet_calls=len(calls),
+            eval_samples=n_eval,
+            eval_batches=len(batches),
+            eval_timesteps=sorted({float(b[1][0]) for b in batches}, reverse=True),
+        ),
+        "sqnr_all_db": sqnr_all,
+        "sqnr_all_additive_estimate_db": additive,
         "precisions": list(dict.fromkeys([*(r["precision"] for r in rows), *precisions])),
-        "unet": dict(total_bytes=total_bytes, float_bytes=float_bytes, layers=layer_names(unet),
-                     candidate_weight_bytes=sum(r["fp32_weight_bytes"] for r in rows),
-                     int4_group_size=recipe.int4_group_size, timestep_groups=recipe.timestep_groups),
-        "images": images, "timing": timing_info, "layers": rows, "by_type": aggregate_by_type(rows),
+        "unet": dict(
+            total_bytes=total_bytes,
+            float_bytes=float_bytes,
+            layers=layer_names(unet),
+            candidate_weight_bytes=sum(r["fp32_weight_bytes"] for r in rows),
+            int4_group_size=recipe.int4_group_size,
+            timestep_groups=recipe.timestep_groups,
+        ),
+        "images": images,
+        "timing": timing_info,
+        "layers": rows,
+        "by_type": aggregate_by_type(rows),
         "seconds": time.perf_counter() - t_start,
     }
 
@@ -305,10 +373,15 @@ def aggregate_by_type(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any
     out = {}
     for kind, rs in sorted(groups.items(), key=lambda kv: min(r["sqnr_only_db"] for r in kv[1])):
         s = [r["sqnr_only_db"] for r in rs]
-        out[kind] = dict(layers=len(rs), params=sum(r["params"] for r in rs), mean_sqnr_only_db=statistics.fmean(s),
-                         min_sqnr_only_db=min(s), mean_gain_db=statistics.fmean(r["gain_db"] for r in rs),
-                         noise_share=sum(10 ** (-x / 10) for x in s) / total,
-                         most_sensitive=min(rs, key=lambda r: r["sqnr_only_db"])["name"])
+        out[kind] = dict(
+            layers=len(rs),
+            params=sum(r["params"] for r in rs),
+            mean_sqnr_only_db=statistics.fmean(s),
+            min_sqnr_only_db=min(s),
+            mean_gain_db=statistics.fmean(r["gain_db"] for r in rs),
+            noise_share=sum(10 ** (-x / 10) for x in s) / total,
+            most_sensitive=min(rs, key=lambda r: r["sqnr_only_db"])["name"],
+        )
     return out
 
 

@@ -1,4 +1,5 @@
 """Sensitivity results on disk and on the page: JSON (atomic), a ranked Markdown table, a bar plot by layer type."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,40 +18,62 @@ def to_markdown(sens: dict[str, Any]) -> str:
     cal, im = sens["calibration"], sens["images"]
     alt = [p for p in sens["precisions"]]
     lines = [
-        f"# Layer sensitivity (SIMULATED) - {sens.get('model')}, recipe `{sens['recipe']['name']}`", "",
-        f"**{sens['note']}.**", "",
+        f"# Layer sensitivity (SIMULATED) - {sens.get('model')}, recipe `{sens['recipe']['name']}`",
+        "",
+        f"**{sens['note']}.**",
+        "",
         f"- calibration: {cal['size']} prompts x {cal['steps']} steps, {cal['unet_calls']} U-Net calls; SQNR over "
         f"{cal['eval_samples']} recorded inputs at {len(cal['eval_timesteps'])} timesteps",
         f"- all {len(sens['layers'])} layers quantized: SQNR {sens['sqnr_all_db']:.2f} dB (simulated); sum of the "
         f"per-layer noises predicts {sens['sqnr_all_additive_estimate_db']:.2f} dB",
     ]
     if im.get("lpips_all") is not None:
-        lines.append(f"- image LPIPS vs FP32, all quantized (simulated): {im['lpips_all']:.4f} over "
-                     f"{len(im['prompts'])} prompt(s), {im['steps']} steps"
-                     + (f" (images upsampled to {im['upsampled_to']} px for LPIPS)" if im.get("upsampled_to") else ""))
-    lines += ["", "## Layers, most sensitive first (simulated)", "",
-              "| rank | layer | type | precision | params | SQNR only (dB) | SQNR all but (dB) | gain (dB) | "
-              "LPIPS only | " + " | ".join(f"SQNR {p}" for p in alt) + " |",
-              "|---:|---|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(alt)]
+        lines.append(
+            f"- image LPIPS vs FP32, all quantized (simulated): {im['lpips_all']:.4f} over "
+            f"{len(im['prompts'])} prompt(s), {im['steps']} steps"
+            + (f" (images upsampled to {im['upsampled_to']} px for LPIPS)" if im.get("upsampled_to") else "")
+        )
+    lines += [
+        "",
+        "## Layers, most sensitive first (simulated)",
+        "",
+        "| rank | layer | type | precision | params | SQNR only (dB) | SQNR all but (dB) | gain (dB) | "
+        "LPIPS only | " + " | ".join(f"SQNR {p}" for p in alt) + " |",
+        "|---:|---|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(alt),
+    ]
     for r in sens["layers"]:
         by_p = r["sqnr_only_db_by_precision"]
-        lines.append(f"| {r['rank']} | `{r['name']}` | {r['type']} | {r['precision']} | {r['params']} | "
-                     f"{r['sqnr_only_db']:.2f} | {r['sqnr_all_but_db']:.2f} | {r['gain_db']:+.2f} | "
-                     f"{_f(r['lpips_only'], 4)} | " + " | ".join(_f(by_p.get(p)) for p in alt) + " |")
-    lines += ["", "## By layer type (simulated)", "",
-              "| type | layers | params | mean SQNR only (dB) | min SQNR only (dB) | mean gain (dB) | noise share | "
-              "most sensitive |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+        lines.append(
+            f"| {r['rank']} | `{r['name']}` | {r['type']} | {r['precision']} | {r['params']} | "
+            f"{r['sqnr_only_db']:.2f} | {r['sqnr_all_but_db']:.2f} | {r['gain_db']:+.2f} | "
+            f"{_f(r['lpips_only'], 4)} | " + " | ".join(_f(by_p.get(p)) for p in alt) + " |"
+        )
+    lines += [
+        "",
+        "## By layer type (simulated)",
+        "",
+        "| type | layers | params | mean SQNR only (dB) | min SQNR only (dB) | mean gain (dB) | noise share | "
+        "most sensitive |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for kind, a in sens["by_type"].items():
-        lines.append(f"| {kind} | {a['layers']} | {a['params']} | {a['mean_sqnr_only_db']:.2f} | "
-                     f"{a['min_sqnr_only_db']:.2f} | {a['mean_gain_db']:+.2f} | {100 * a['noise_share']:.1f}% | "
-                     f"`{a['most_sensitive']}` |")
-    lines += ["", "SQNR only: only this layer fake-quantized; SQNR all but: every other layer fake-quantized; "
-              "gain: SQNR all but minus SQNR all quantized; noise share: the type's part of the summed per-layer "
-              "noise powers."]
+        lines.append(
+            f"| {kind} | {a['layers']} | {a['params']} | {a['mean_sqnr_only_db']:.2f} | "
+            f"{a['min_sqnr_only_db']:.2f} | {a['mean_gain_db']:+.2f} | {100 * a['noise_share']:.1f}% | "
+            f"`{a['most_sensitive']}` |"
+        )
+    lines += [
+        "",
+        "SQNR only: only this layer fake-quantized; SQNR all but: every other layer fake-quantized; "
+        "gain: SQNR all but minus SQNR all quantized; noise share: the type's part of the summed per-layer "
+        "noise powers.",
+    ]
     if sens.get("timing"):
         t = sens["timing"]
-        lines.append(f"Per-layer latencies in sensitivity.json are MEASURED ({t['reps']} reps, {t['threads']} "
-                     f"threads, {t['device']}); FP32 image: {t['image_s_fp32']:.3f} s.")
+        lines.append(
+            f"Per-layer latencies in sensitivity.json are MEASURED ({t['reps']} reps, {t['threads']} "
+            f"threads, {t['device']}); FP32 image: {t['image_s_fp32']:.3f} s."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -75,8 +98,11 @@ def plot_by_type(sens: dict[str, Any], path: str | Path) -> None:
     ax1.legend(fontsize=8)
     ax2.barh(list(y), [100 * x["noise_share"] for x in a], color="tab:red")
     ax2.set_xlabel("share of summed per-layer noise (%)")
-    fig.suptitle(f"SIMULATED sensitivity by layer type - {sens.get('model')}, recipe {sens['recipe']['name']}, "
-                 f"all quantized {sens['sqnr_all_db']:.1f} dB", fontsize=10)
+    fig.suptitle(
+        f"SIMULATED sensitivity by layer type - {sens.get('model')}, recipe {sens['recipe']['name']}, "
+        f"all quantized {sens['sqnr_all_db']:.1f} dB",
+        fontsize=10,
+    )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)

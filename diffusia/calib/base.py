@@ -1,9 +1,11 @@
 """Calibrator contract (collect / compute / reset), a streaming histogram, and the calibrator registry."""
+
 from __future__ import annotations
 
 import abc
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,7 +13,7 @@ from torch import Tensor
 
 from diffusia.errors import DiffusiaError
 
-_REGISTRY: dict[str, type["Calibrator"]] = {}
+_REGISTRY: dict[str, type[Calibrator]] = {}
 _BUILTIN = ("minmax", "percentile", "mse")
 
 

@@ -1,9 +1,10 @@
 """Calibration data for diffusion: run the pipeline over prompts with its real scheduler, so the U-Net sees
 every timestep of the sampling trajectory and both classifier-free-guidance branches. Any text-to-image
 UNet2DCondition pipeline works (SD 1.x, 2.x, SDXL): only the common call arguments are used."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -15,9 +16,15 @@ from diffusia.prompts import Prompt
 CALIBRATION_SEED = 1000  # calibration images use seeds 1000 + i, evaluation uses 42 + i
 
 
-def sampling_forward_loop(pipe, prompts: list[Prompt | str], steps: int = DEFAULT_STEPS,
-                          guidance: float = DEFAULT_GUIDANCE, seed: int = CALIBRATION_SEED,
-                          progress: bool = True, batch: int = 1) -> Callable[[], None]:
+def sampling_forward_loop(
+    pipe,
+    prompts: list[Prompt | str],
+    steps: int = DEFAULT_STEPS,
+    guidance: float = DEFAULT_GUIDANCE,
+    seed: int = CALIBRATION_SEED,
+    progress: bool = True,
+    batch: int = 1,
+) -> Callable[[], None]:
     """A callable that runs the pipeline over the prompts, `batch` prompts per call (prompt i always starts from
     the latents of seed + i, whatever the batch); call it inside `calibrate()`. Batching changes no trajectory,
     only how many U-Net calls carry them (and the float summation order inside the kernels)."""
@@ -29,18 +36,29 @@ def sampling_forward_loop(pipe, prompts: list[Prompt | str], steps: int = DEFAUL
         starts = range(0, len(prompts), batch)
         try:
             for start in tqdm(starts, desc="calibrate", disable=not progress, unit="batch"):
-                chunk = prompts[start:start + batch]
+                chunk = prompts[start : start + batch]
                 generators = [torch.Generator("cpu").manual_seed(seed + start + j) for j in range(len(chunk))]
-                pipe([getattr(p, "text", p) for p in chunk], num_inference_steps=steps, guidance_scale=guidance,
-                     output_type="latent", generator=generators)
+                pipe(
+                    [getattr(p, "text", p) for p in chunk],
+                    num_inference_steps=steps,
+                    guidance_scale=guidance,
+                    output_type="latent",
+                    generator=generators,
+                )
         finally:
             pipe.set_progress_bar_config(**previous)
 
     return run
 
 
-def record_unet_inputs(pipe, prompts: list[Prompt], steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE,
-                       seed: int = CALIBRATION_SEED, progress: bool = True) -> list[tuple]:
+def record_unet_inputs(
+    pipe,
+    prompts: list[Prompt],
+    steps: int = DEFAULT_STEPS,
+    guidance: float = DEFAULT_GUIDANCE,
+    seed: int = CALIBRATION_SEED,
+    progress: bool = True,
+) -> list[tuple]:
     """Every (sample, timestep, encoder_hidden_states) the U-Net receives along the trajectories, on the CPU;
     used by sensitivity analysis and data-free distillation."""
     calls: list[tuple] = []
@@ -50,8 +68,10 @@ def record_unet_inputs(pipe, prompts: list[Prompt], steps: int = DEFAULT_STEPS, 
         t = args[1] if len(args) > 1 else kwargs["timestep"]
         ehs = args[2] if len(args) > 2 else kwargs["encoder_hidden_states"]
         if kwargs.get("added_cond_kwargs"):
-            raise DiffusiaError("recording U-Net inputs keeps sample, timestep and text embeddings only, and this "
-                                "U-Net (SDXL) also takes added conditioning: use an SD 1.x/2.x model here")
+            raise DiffusiaError(
+                "recording U-Net inputs keeps sample, timestep and text embeddings only, and this "
+                "U-Net (SDXL) also takes added conditioning: use an SD 1.x/2.x model here"
+            )
         calls.append((sample.detach().cpu(), torch.as_tensor(t).detach().cpu(), ehs.detach().cpu()))
 
     handle = pipe.unet.register_forward_pre_hook(hook, with_kwargs=True)

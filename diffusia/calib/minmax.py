@@ -1,4 +1,5 @@
 """Min/max calibrator: the full observed range."""
+
 from __future__ import annotations
 
 from torch import Tensor

@@ -1,5 +1,6 @@
 """MSE calibrator: the range whose affine uint quantization of the observed histogram has the least
 squared error (grid search over clipping points on both sides)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Percentile calibrator: [lo, hi] = the (100-p)th and p-th percentiles of the values (two-sided, so it
 suits asymmetric uint8 activations), from a streaming histogram."""
+
 from __future__ import annotations
 
 from torch import Tensor

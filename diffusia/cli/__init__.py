@@ -1,19 +1,23 @@
 """The `diffusia` command line: thin commands over the Python API, one module per command group. Every option is
 checked while parsing (`options`); errors print one line and exit 2."""
+
 from __future__ import annotations
 
 import logging
 import os
 import sys
-from typing import Optional
 
 import typer
 
 from diffusia.cli import analysis, evaluate, generate, qat, quantize
 from diffusia.errors import DiffusiaError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Quantize Stable-Diffusion-class U-Nets for edge hardware, and measure what it buys.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Quantize Stable-Diffusion-class U-Nets for edge hardware, and measure what it buys.",
+)
 
 
 @app.callback()
@@ -40,11 +44,13 @@ def setup_process() -> None:
     if rank is None:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
     else:  # under `accelerate launch`
-        logging.basicConfig(level=logging.INFO if rank == "0" else logging.WARNING,
-                            format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO if rank == "0" else logging.WARNING,
+            format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s",
+        )
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point of `diffusia` (and `python -m diffusia`, `python -m diffusia.qat.train`)."""
     setup_process()
     try:
@@ -61,6 +67,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("diffusia: interrupted", err=True)
         sys.exit(130)
+    except OSError as e:  # the last boundary: a disk or file error no command anticipated, as one line
+        where = f" {e.filename}" if e.filename else ""
+        _fail(f"I/O error on{where}: {e.strerror or e} (check the path, its permissions and the free space)")
     if code == 130:  # typer turns Ctrl-C into exit code 130
         typer.echo("diffusia: interrupted", err=True)
     if isinstance(code, int) and code:

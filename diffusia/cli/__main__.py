@@ -1,4 +1,5 @@
 """`python -m diffusia.cli`: the `diffusia` command."""
+
 from diffusia.cli import main
 
 main()

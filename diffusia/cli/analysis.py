@@ -1,8 +1,8 @@
 """The analysis commands: `diffusia sensitivity`, `search`, `pareto` and `recommend`."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -55,8 +55,17 @@ def sensitivity(
     eval_texts = [p.text for p in load_prompts("eval", model=model)][: max(lpips_prompts, 0)]
     with output_dir(out, "sensitivity", overwrite, (model, recipe, calib_prompts)):
         pipe = load_pipeline(model, device=device, progress=False)
-        sens = run_sensitivity(pipe, r, prompts, steps=steps, top=top, lpips_prompts=eval_texts or None,
-                               eval_timesteps=eval_timesteps, precisions=_csv(precisions), timing=timing)
+        sens = run_sensitivity(
+            pipe,
+            r,
+            prompts,
+            steps=steps,
+            top=top,
+            lpips_prompts=eval_texts or None,
+            eval_timesteps=eval_timesteps,
+            precisions=_csv(precisions),
+            timing=timing,
+        )
         write_sensitivity(sens, out)
     typer.echo(f"{out}: {len(sens['layers'])} layers, all quantized {sens['sqnr_all_db']:.2f} dB (SIMULATED)")
     typer.echo("most sensitive (SIMULATED SQNR, only this layer quantized):")
@@ -68,15 +77,16 @@ def sensitivity(
 def search(
     sensitivity: Path = typer.Option(..., help="Folder (or sensitivity.json) from `diffusia sensitivity`."),
     out: Path = typer.Option(..., help="Recipe JSON to write (estimates go to <stem>.search.json)."),
-    budget_mb: Optional[float] = o.positive(None, "U-Net size limit in MB (MiB).", example=500),
-    quality_floor: Optional[float] = o.number(None, help="Minimum estimated SQNR (dB, simulated).", example=20),
-    latency_s: Optional[float] = o.positive(None, "Latency limit, s/image (per-layer cost model).", example=2),
+    budget_mb: float | None = o.positive(None, "U-Net size limit in MB (MiB).", example=500),
+    quality_floor: float | None = o.number(None, help="Minimum estimated SQNR (dB, simulated).", example=20),
+    latency_s: float | None = o.positive(None, "Latency limit, s/image (per-layer cost model).", example=2),
     precisions: str = o.choice("w8a8,w8,w4,fp16,keep", _search_precisions, "Allowed per-layer precisions.", sep=","),
     method: str = o.choice("auto", _methods, "auto (best of both), milp or greedy."),
     overwrite: bool = o.overwrite(),
 ):
     """Choose per-layer precisions under a size / quality / latency target; writes a recipe for `quantize`."""
-    from diffusia.analysis.search import check_recipe_names, search as run_search
+    from diffusia.analysis.search import check_recipe_names
+    from diffusia.analysis.search import search as run_search
     from diffusia.analysis.sensitivity_report import load_sensitivity
     from diffusia.fileio import write_json, write_text
 
@@ -91,13 +101,16 @@ def search(
     write_text(out, res.recipe.to_json() + "\n")
     write_json(summary, res.to_dict())
     lat = "" if res.est_latency_s is None else f", est. latency {res.est_latency_s:.3f} s/image"
-    typer.echo(f"{out}: {res.size_mb:.2f} MB (FP32 {res.fp32_size_mb:.2f} MB), est. SQNR {res.est_sqnr_db:.2f} dB "
-               f"(SIMULATED){lat}; {res.counts} [{res.method}]")
+    typer.echo(
+        f"{out}: {res.size_mb:.2f} MB (FP32 {res.fp32_size_mb:.2f} MB), est. SQNR {res.est_sqnr_db:.2f} dB "
+        f"(SIMULATED){lat}; {res.counts} [{res.method}]"
+    )
 
 
 def pareto(
-    results: list[Path] = typer.Option(..., help="Evaluation run folder or results.json (repeat the option; a "
-                                                 "folder is searched recursively)."),
+    results: list[Path] = typer.Option(
+        ..., help="Evaluation run folder or results.json (repeat the option; a folder is searched recursively)."
+    ),
     out: Path = typer.Option(..., help="Output folder: pareto.md, pareto.json, pareto_*.png."),
     overwrite: bool = o.overwrite(),
 ):
@@ -116,13 +129,15 @@ def pareto(
 def recommend(
     memory_mb: float = o.positive(..., "Memory budget of the device (MB), compared with measured peak.", 4096),
     results: list[Path] = typer.Option(..., help="Evaluation run folder(s) or results.json (repeatable)."),
-    latency_s: Optional[float] = o.positive(None, "Latency limit, s/image.", example=2),
-    quality_tolerance: float = o.number(0.0, 0, help="Quality differences up to this count as ties (then "
-                                        "smaller/faster wins).", example=0.01),
+    latency_s: float | None = o.positive(None, "Latency limit, s/image.", example=2),
+    quality_tolerance: float = o.number(
+        0.0, 0, help="Quality differences up to this count as ties (then smaller/faster wins).", example=0.01
+    ),
     report: bool = typer.Option(False, help="Also print the device-class report."),
 ):
     """Recommend the best measured variant for a device profile, with the reason in numbers."""
-    from diffusia.analysis.recommend import device_report, recommend as run_recommend
+    from diffusia.analysis.recommend import device_report
+    from diffusia.analysis.recommend import recommend as run_recommend
     from diffusia.analysis.results import load_many
 
     variants = load_many(results)

@@ -1,8 +1,8 @@
 """`diffusia eval` and `diffusia study`: measurements of U-Net variants, and the whole study."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -11,11 +11,18 @@ from diffusia.cli import options as o
 
 def eval_(
     model: str = o.model(),
-    variants: str = typer.Option("fp32,fp16,w8a8", help="Comma-separated: fp32, fp16, bf16, a preset (w8a8, w8, w4, "
-                                 "mixed, ...) or the path of a quantized diffusia folder."),
-    prompts: str = typer.Option("eval", help="Prompt set: eval (the model's own), a shipped name or a .json/.txt file."),
+    variants: str = typer.Option(
+        "fp32,fp16,w8a8",
+        help="Comma-separated: fp32, fp16, bf16, a preset (w8a8, w8, w4, "
+        "mixed, ...) or the path of a quantized diffusia folder.",
+    ),
+    prompts: str = typer.Option(
+        "eval", help="Prompt set: eval (the model's own), a shipped name or a .json/.txt file."
+    ),
     num: int = o.integer(100, 1, 100_000, "Images per variant (prompts cycled; repeats use the next seed)."),
-    out: Path = typer.Option(Path("out/eval"), help="Output folder: results.json, report.md, grid.png, variants/, images/."),
+    out: Path = typer.Option(
+        Path("out/eval"), help="Output folder: results.json, report.md, grid.png, variants/, images/."
+    ),
     device: str = o.device(),
     runs: int = o.integer(10, 1, 10_000, "Timed images per variant for latency (after --warmup)."),
     warmup: int = o.integer(1, 0, 1000, "Untimed warm-up images before the latency runs."),
@@ -23,8 +30,9 @@ def eval_(
     steps: int = o.steps(),
     guidance: float = o.guidance(),
     seed: int = o.seed(42),
-    threads: Optional[int] = o.integer(None, 1, 1024, "torch threads in each measurement process (default: torch's).",
-                                       example=4),
+    threads: int | None = o.integer(
+        None, 1, 1024, "torch threads in each measurement process (default: torch's).", example=4
+    ),
     calib_size: int = o.calib_size(100, "Calibration prompts for W8A8 presets."),
     processes: int = o.integer(1, 1, 64, "Processes for the evaluation images (accelerate; same images)."),
     quality: bool = typer.Option(True, help="Compare with the FP32 images (needs fp32 in --variants)."),
@@ -40,15 +48,33 @@ def eval_(
     runtime = resolve(runtime, device)
 
     with output_dir(out, "eval", overwrite, (model, prompts, *variants.split(","))):
-        res = evaluate(model, variants, prompts=prompts, num=num, out=out, device=device, runs=runs, warmup=warmup,
-                       budget_mb=budget_mb, steps=steps, guidance=guidance, seed=seed, threads=threads,
-                       calib_size=calib_size, processes=processes, quality=quality, progress=progress,
-                       runtime=runtime)
+        res = evaluate(
+            model,
+            variants,
+            prompts=prompts,
+            num=num,
+            out=out,
+            device=device,
+            runs=runs,
+            warmup=warmup,
+            budget_mb=budget_mb,
+            steps=steps,
+            guidance=guidance,
+            seed=seed,
+            threads=threads,
+            calib_size=calib_size,
+            processes=processes,
+            quality=quality,
+            progress=progress,
+            runtime=runtime,
+        )
     typer.echo(str(out / "report.md"))
     for name, v in res["variants"].items():
         lat = (v.get("latency") or {}).get("end_to_end", {})
-        typer.echo(f"{name}: U-Net {v['size']['unet_mb']:.2f} MB, peak {v['memory']['peak_mb']:.0f} MB, "
-                   f"{lat.get('mean') or float('nan'):.3f} s/image")
+        typer.echo(
+            f"{name}: U-Net {v['size']['unet_mb']:.2f} MB, peak {v['memory']['peak_mb']:.0f} MB, "
+            f"{lat.get('mean') or float('nan'):.3f} s/image"
+        )
 
 
 def study(
@@ -70,8 +96,11 @@ def study(
 
     runtime = resolve(runtime)
 
-    cfg = StudyConfig.quick_config(model, str(out)) if quick else StudyConfig(model=model, out=str(out), num=num,
-                                                                               runs=runs, qat_steps=qat_steps)
+    cfg = (
+        StudyConfig.quick_config(model, str(out))
+        if quick
+        else StudyConfig(model=model, out=str(out), num=num, runs=runs, qat_steps=qat_steps)
+    )
     cfg = dataclasses.replace(cfg, runtime=runtime)
     with output_dir(out, "study", overwrite, (model,)):
         typer.echo(str(run_study(cfg)))

@@ -1,8 +1,8 @@
 """`diffusia generate`: images from a prompt, with the reference study's defaults."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,12 +14,13 @@ def generate(
     prompt: str = typer.Option(..., help="Text prompt."),
     out: Path = typer.Option(Path("out.png"), help="Output PNG; with --num-images N, files <stem>-<i>.png."),
     model: str = o.model(),
+    config: str | None = o.config(),
     num_images: int = o.integer(1, 1, 1000, "Images for the prompt; image i uses seed + i."),
     steps: int = o.steps(),
     guidance: float = o.guidance(),
     seed: int = o.seed(42),
     device: str = o.device(),
-    dtype: Optional[str] = o.choice(None, ("fp32", "fp16", "bf16"), "fp32, fp16 or bf16 (default: the model's)."),
+    dtype: str | None = o.choice(None, ("fp32", "fp16", "bf16"), "fp32, fp16 or bf16 (default: the model's)."),
     attention_slicing: bool = typer.Option(False, help="Compute attention in slices (less peak memory)."),
     xformers: bool = typer.Option(False, help="xformers memory-efficient attention (needs xformers)."),
     vae_slicing: bool = typer.Option(False, help="Decode a batch one image at a time."),
@@ -34,7 +35,8 @@ def generate(
 
     from diffusia import load_pipeline
     from diffusia.fileio import PNG_SOFTWARE, atomic_path, check_output_file
-    from diffusia.generate import GenerationConfig, MemoryOptions, generate as run
+    from diffusia.generate import GenerationConfig, MemoryOptions
+    from diffusia.generate import generate as run
 
     if out.suffix.lower() != ".png":
         raise DiffusiaError(f"--out {out} must end in .png")
@@ -43,7 +45,9 @@ def generate(
     paths = [out] if num_images == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(num_images)]
     for path in paths:
         check_output_file(path, "png", overwrite, [model])
-    pipe = load_pipeline(model, device=device, dtype=dtype, low_cpu_mem_usage=low_cpu_mem, runtime=runtime)
+    pipe = load_pipeline(
+        model, device=device, dtype=dtype, low_cpu_mem_usage=low_cpu_mem, runtime=runtime, config=config
+    )
     memory = MemoryOptions(attention_slicing, xformers, vae_slicing, vae_tiling, cpu_offload)
     images = run(pipe, prompt, num_images, GenerationConfig(steps=steps, guidance=guidance, seed=seed, memory=memory))
     info = PngInfo()

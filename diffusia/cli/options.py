@@ -4,24 +4,35 @@ work: a bad value is a one-line DiffusiaError naming the option, the value and a
 Options are built with the factories below (`integer`, `number`, `choice`, `device` and the shared ones: `steps`,
 `guidance`, `seed`, ...). A new option takes one line in its command and, if it is new in kind, a factory here.
 """
+
 from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import typer
 
 from diffusia.errors import DiffusiaError
 from diffusia.fileio import OVERWRITE_HELP
 
-MODEL_HELP = "`tiny` (embedded), `sd15-arch` (random weights), a pipeline folder, a diffusia folder or a hub id."
-RUNTIME_HELP = ("Where the U-Net runs: torch (diffusia's kernels in PyTorch), openvino, onnxruntime, or auto (the "
-                "runtime measured fastest on this CPU class). A folder saved for it loads its graph; otherwise the "
-                "U-Net is exported and checked first.")
+MODEL_HELP = (
+    "`tiny` (embedded), `sd15-arch` / `sd21-arch` / `sdxl-arch` (random weights), a pipeline folder, a diffusia "
+    "folder, a single-file checkpoint (.safetensors, original LDM layout) or a hub id."
+)
+CONFIG_HELP = (
+    "For a single-file checkpoint: the diffusers pipeline folder whose configs it is read with (default: the "
+    "config shipped for the detected architecture, SD 1.5, SD 2.1 or SDXL)."
+)
+RUNTIME_HELP = (
+    "Where the U-Net runs: torch (diffusia's kernels in PyTorch), openvino, onnxruntime, or auto (the "
+    "runtime measured fastest on this CPU class). A folder saved for it loads its graph; otherwise the "
+    "U-Net is exported and checked first."
+)
 MAX_STEPS = 1000  # sampler steps: the schedulers' training timesteps; a typo beyond runs for hours
 MAX_SEED = 2**32 - 1  # numpy's (and so accelerate's set_seed) range
-Choices = Union[Sequence[str], Callable[[], Sequence[str]]]
+Choices = Sequence[str] | Callable[[], Sequence[str]]
 
 
 def flag(param: typer.CallbackParam) -> str:
@@ -49,12 +60,13 @@ def _example(example: Any, default: Any, lo: Any) -> Any:
     return default if isinstance(default, (int, float)) else lo if lo is not None else 1
 
 
-def integer(default: Optional[int], lo: int = 1, hi: Optional[int] = None, help: Optional[str] = None,
-            example: Optional[int] = None) -> Any:
+def integer(
+    default: int | None, lo: int = 1, hi: int | None = None, help: str | None = None, example: int | None = None
+) -> Any:
     """An int option in [lo, hi] (None passes: an unset optional)."""
     example = _example(example, default, lo)
 
-    def check(param: typer.CallbackParam, value: Optional[int]) -> Optional[int]:
+    def check(param: typer.CallbackParam, value: int | None) -> int | None:
         if value is not None and not (lo <= value and (hi is None or value <= hi)):
             raise bad(param, value, f"must be an integer {_range(lo, hi)}", example)
         return value
@@ -62,12 +74,18 @@ def integer(default: Optional[int], lo: int = 1, hi: Optional[int] = None, help:
     return typer.Option(default, help=help, callback=check)
 
 
-def number(default: Optional[float], lo: Optional[float] = None, hi: Optional[float] = None,
-           above: Optional[float] = None, help: Optional[str] = None, example: Optional[float] = None) -> Any:
+def number(
+    default: float | None,
+    lo: float | None = None,
+    hi: float | None = None,
+    above: float | None = None,
+    help: str | None = None,
+    example: float | None = None,
+) -> Any:
     """A finite float option in [lo, hi] (or (above, hi]); nan and inf are refused (None passes)."""
     example = _example(example, default, lo)
 
-    def check(param: typer.CallbackParam, value: Optional[float]) -> Optional[float]:
+    def check(param: typer.CallbackParam, value: float | None) -> float | None:
         if value is None:
             return value
         ok = math.isfinite(value) and (lo is None or value >= lo) and (hi is None or value <= hi)
@@ -78,16 +96,16 @@ def number(default: Optional[float], lo: Optional[float] = None, hi: Optional[fl
     return typer.Option(default, help=help, callback=check)
 
 
-def positive(default: Optional[float], help: Optional[str] = None, example: Optional[float] = None) -> Any:
+def positive(default: float | None, help: str | None = None, example: float | None = None) -> Any:
     """A finite number > 0: budgets, limits, tolerances."""
     return number(default, above=0, help=help, example=example)
 
 
-def choice(default: Optional[str], choices: Choices, help: Optional[str] = None, sep: Optional[str] = None) -> Any:
+def choice(default: str | None, choices: Choices, help: str | None = None, sep: str | None = None) -> Any:
     """One of `choices` (a tuple, or a function giving it, called only for a value other than the default);
     with `sep`, a `sep`-separated list of them."""
 
-    def check(param: typer.CallbackParam, value: Optional[str]) -> Optional[str]:
+    def check(param: typer.CallbackParam, value: str | None) -> str | None:
         if value is None or value == default:
             return value
         valid = tuple(choices() if callable(choices) else choices)
@@ -103,7 +121,7 @@ def choice(default: Optional[str], choices: Choices, help: Optional[str] = None,
 _CUDA = re.compile(r"cuda(:(\d+))?")
 
 
-def device(default: str = "cpu", auto: bool = False, help: Optional[str] = None) -> Any:
+def device(default: str = "cpu", auto: bool = False, help: str | None = None) -> Any:
     """cpu, cuda or cuda:N; with `auto` (QAT, where accelerate gives each process its GPU): cpu, cuda or auto.
     A CUDA device must exist on this machine."""
     valid = "cpu, cuda or auto (CUDA when available)" if auto else "cpu, cuda or cuda:N"
@@ -133,7 +151,7 @@ def guidance(default: float = 7.5, help: str = "Classifier-free guidance scale (
     return number(default, 0, 100, help=help)
 
 
-def seed(default: int, help: Optional[str] = None) -> Any:
+def seed(default: int, help: str | None = None) -> Any:
     return integer(default, 0, MAX_SEED, help)
 
 
@@ -149,7 +167,7 @@ def timestep_groups(help: str = "Separate activation ranges per K timestep group
     return integer(None, 1, 1000, help, example=4)
 
 
-def runtime(default: Optional[str] = "torch", help: str = RUNTIME_HELP, sep: Optional[str] = None) -> Any:
+def runtime(default: str | None = "torch", help: str = RUNTIME_HELP, sep: str | None = None) -> Any:
     def choices() -> tuple[str, ...]:
         from diffusia.runtime import CHOICES
 
@@ -158,8 +176,12 @@ def runtime(default: Optional[str] = "torch", help: str = RUNTIME_HELP, sep: Opt
     return choice(default, choices, help, sep)
 
 
-def model(default: Optional[str] = "tiny", help: str = MODEL_HELP) -> Any:
+def model(default: str | None = "tiny", help: str = MODEL_HELP) -> Any:
     return typer.Option(default, help=help)
+
+
+def config() -> Any:
+    return typer.Option(None, help=CONFIG_HELP)
 
 
 def overwrite() -> Any:

@@ -1,8 +1,8 @@
 """`diffusia quantize` and `diffusia export`: a quantized folder, and its U-Net for other runtimes."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -26,21 +26,31 @@ def _formats() -> tuple[str, ...]:
 def quantize(
     out: Path = typer.Option(..., help="Output folder (written atomically)."),
     model: str = o.model(),
+    config: str | None = o.config(),
     recipe: str = typer.Option("w8a8", help=f"Preset ({', '.join(PRESETS)}) or a recipe .json."),
     calib_prompts: str = typer.Option("calibration", help="Prompt set name or file for calibration."),
     calib_size: int = o.calib_size(100),
     calib_steps: int = o.calib_steps(),
-    calib_batch: int = o.integer(4, 1, 64, "Calibration prompts per pipeline call (fewer, larger U-Net calls; "
-                                 "lower it if memory is short)."),
-    timestep_groups: Optional[int] = o.timestep_groups(),
-    rule: Optional[list[str]] = typer.Option(None, help="Per-layer override PATTERN=PRECISION (glob or re:regex)."),
+    calib_batch: int = o.integer(
+        4, 1, 64, "Calibration prompts per pipeline call (fewer, larger U-Net calls; lower it if memory is short)."
+    ),
+    timestep_groups: int | None = o.timestep_groups(),
+    rule: list[str] | None = typer.Option(None, help="Per-layer override PATTERN=PRECISION (glob or re:regex)."),
     overwrite: bool = o.overwrite(),
-    target: Optional[str] = o.choice(None, _targets, "CPU class the INT8 layout is for: auto (this host), portable "
-                                     "(correct on every x86 CPU), avx2 (no VNNI) or vnni. Default: the recipe's."),
+    target: str | None = o.choice(
+        None,
+        _targets,
+        "CPU class the INT8 layout is for: auto (this host), portable "
+        "(correct on every x86 CPU), avx2 (no VNNI) or vnni. Default: the recipe's.",
+    ),
     device: str = o.device(),
-    runtime: Optional[str] = o.runtime(None, "Also save the U-Net exported and checked for these runtimes "
-                                       "(comma-separated: openvino, onnxruntime, or auto = the fastest measured on "
-                                       "this CPU class), in OUT/<runtime>/ for `--runtime` at load time.", sep=","),
+    runtime: str | None = o.runtime(
+        None,
+        "Also save the U-Net exported and checked for these runtimes "
+        "(comma-separated: openvino, onnxruntime, or auto = the fastest measured on "
+        "this CPU class), in OUT/<runtime>/ for `--runtime` at load time.",
+        sep=",",
+    ),
 ):
     """Quantize the U-Net (calibrated on sampling trajectories), validate it and save a loadable folder."""
     from diffusia import load_pipeline
@@ -57,25 +67,39 @@ def quantize(
     runtimes = tuple(dict.fromkeys(resolve(x.strip()) for x in (runtime or "").split(",") if x.strip()))
     runtimes = tuple(x for x in runtimes if x != "torch")
     prompts = load_prompts(calib_prompts, model=model)
-    check_output_dir(out, QUANTIZED, overwrite, (model, recipe, calib_prompts))
-    pipe = load_pipeline(model, device=device, progress=False)
+    check_output_dir(out, QUANTIZED, overwrite, (model, config, recipe, calib_prompts))
+    pipe = load_pipeline(model, device=device, progress=False, config=config)
     quantize_pipeline(pipe, r, prompts, calib_size=calib_size, steps=calib_steps, batch=calib_batch)
     save_quantized_pipeline(pipe, out, base_model=model, runtimes=runtimes)
     v = pipe.diffusia_validation or {}
     saved = "".join(f", {x} graph in {out / x}" for x in runtimes)
-    typer.echo(f"{out}: recipe {r.name}, {v.get('quantized_layers', 0)} quantized layers, "
-               f"validation forward peak {v.get('peak_memory_mb', '?')} MB{saved}")
+    typer.echo(
+        f"{out}: recipe {r.name}, {v.get('quantized_layers', 0)} quantized layers, "
+        f"validation forward peak {v.get('peak_memory_mb', '?')} MB{saved}"
+    )
 
 
 def export(
     model: str = typer.Option(..., help="A quantized diffusia folder (from `diffusia quantize` or `diffusia qat`)."),
-    out: Optional[Path] = typer.Option(None, help="Output: a .onnx file for --format onnx (default unet.onnx), a "
-                                       "folder for openvino / onnxruntime (default unet-<format>)."),
-    format: str = o.choice("onnx", _formats, "onnx: one QDQ .onnx (static shapes); openvino: OpenVINO IR; "
-                           "onnxruntime: dynamic-shape QDQ graphs; the folders load with `--runtime`."),
-    tolerance: float = o.number(0.05, above=0, hi=1, help="Max relative L2 between the runtime's and diffusia's "
-                                "outputs (integer codes are compared exactly; outputs differ by the rounding ties "
-                                "they amplify)."),
+    out: Path | None = typer.Option(
+        None,
+        help="Output: a .onnx file for --format onnx (default unet.onnx), a "
+        "folder for openvino / onnxruntime (default unet-<format>).",
+    ),
+    format: str = o.choice(
+        "onnx",
+        _formats,
+        "onnx: one QDQ .onnx (static shapes); openvino: OpenVINO IR; "
+        "onnxruntime: dynamic-shape QDQ graphs; the folders load with `--runtime`.",
+    ),
+    tolerance: float = o.number(
+        0.05,
+        above=0,
+        hi=1,
+        help="Max relative L2 between the runtime's and diffusia's "
+        "outputs (integer codes are compared exactly; outputs differ by the rounding ties "
+        "they amplify).",
+    ),
     overwrite: bool = o.overwrite(),
 ):
     """Export the quantized U-Net to ONNX (QDQ) or OpenVINO and check the runtime reproduces diffusia's output."""
@@ -93,10 +117,12 @@ def export(
         api.qmodules(pipe.unet) or _not_quantized(model)
         manifest = export_runtime(pipe.unet, format, out, tolerance=tolerance)
         check = manifest["check"]
-        typer.echo(f"{out}: {format} {manifest['runtime_version'].split('-')[0]}, {len(manifest['files'])} graph(s), "
-                   f"matches diffusia within {check['relative_l2_vs_diffusia']:.2%} relative L2; "
-                   f"{check['quantizers']['quantizers']} activation quantizers identical but for "
-                   f"{check['quantizers']['tie_differences']} rounding ties")
+        typer.echo(
+            f"{out}: {format} {manifest['runtime_version'].split('-')[0]}, {len(manifest['files'])} graph(s), "
+            f"matches diffusia within {check['relative_l2_vs_diffusia']:.2%} relative L2; "
+            f"{check['quantizers']['quantizers']} activation quantizers identical but for "
+            f"{check['quantizers']['tie_differences']} rounding ties"
+        )
         return
     out = out or Path("unet.onnx")
     check_output_file(out, "onnx", overwrite, [model])
@@ -106,10 +132,12 @@ def export(
         check = check_against_onnxruntime(pipe.unet, path)
         raise_on_failed_check({**check, "output_checked": output_checkable(pipe.unet)}, "onnxruntime", tolerance)
     codes = check["codes"]
-    typer.echo(f"{out}: ONNX Runtime {check['onnxruntime']} matches diffusia within "
-               f"{check['relative_l2_vs_diffusia']:.2%} relative L2; integer codes identical in "
-               f"{codes['identical_before_first_difference']} of {codes['layers']} W8A8 layers before the first "
-               "rounding tie")
+    typer.echo(
+        f"{out}: ONNX Runtime {check['onnxruntime']} matches diffusia within "
+        f"{check['relative_l2_vs_diffusia']:.2%} relative L2; integer codes identical in "
+        f"{codes['identical_before_first_difference']} of {codes['layers']} W8A8 layers before the first "
+        "rounding tie"
+    )
 
 
 def _not_quantized(model: str):

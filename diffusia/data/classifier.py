@@ -1,4 +1,5 @@
 """A small CNN that names the Fashion-MNIST class of a coloured 32x32 item; judges the embedded pipeline's images."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,15 @@ class FashionClassifier(nn.Module):
         super().__init__()
 
         def block(cin, cout):
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
-                                 nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+                nn.Conv2d(cout, cout, 3, padding=1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            )
 
         self.features = nn.Sequential(block(1, 32), block(32, 64), block(64, 128))
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.3), nn.Linear(128 * 4 * 4, num_classes))

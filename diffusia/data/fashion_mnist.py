@@ -2,6 +2,7 @@
 
 The IDX files come from Debian's `dataset-fashion-mnist` package.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -14,7 +15,18 @@ from diffusia.errors import DiffusiaError
 
 DATA_DIR = Path(os.environ.get("DIFFUSIA_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 
-CLASSES = ["t-shirt", "pair of trousers", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
+CLASSES = [
+    "t-shirt",
+    "pair of trousers",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+]
 CATEGORIES = {
     "tops": ["t-shirt", "pullover", "coat", "shirt"],
     "dresses and trousers": ["pair of trousers", "dress"],
@@ -22,8 +34,14 @@ CATEGORIES = {
     "bags": ["bag"],
 }
 COLOURS = {
-    "red": (1.0, 0.15, 0.15), "orange": (1.0, 0.55, 0.1), "yellow": (1.0, 0.9, 0.1), "green": (0.15, 0.85, 0.2),
-    "cyan": (0.1, 0.85, 0.9), "blue": (0.2, 0.35, 1.0), "purple": (0.65, 0.25, 0.95), "white": (1.0, 1.0, 1.0),
+    "red": (1.0, 0.15, 0.15),
+    "orange": (1.0, 0.55, 0.1),
+    "yellow": (1.0, 0.9, 0.1),
+    "green": (0.15, 0.85, 0.2),
+    "cyan": (0.1, 0.85, 0.9),
+    "blue": (0.2, 0.35, 1.0),
+    "purple": (0.65, 0.25, 0.95),
+    "white": (1.0, 1.0, 1.0),
 }
 COLOUR_NAMES = list(COLOURS)
 IMAGE_SIZE = 32

@@ -6,6 +6,7 @@ Each process takes its share of the jobs (`PartialState().split_between_processe
 named by job index, into the task's `images_dir`; as every image depends only on its prompt and seed, the
 result equals a single-process run. `launch()` starts the processes (CPU: gloo over loopback) and waits.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,9 +64,22 @@ def launch(task: dict[str, Any], processes: int, workdir: str | Path, timeout: f
     task_path.write_text(json.dumps(task))
     Path(task["images_dir"]).mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(processes),
-           "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "diffusia.eval.generate_shards",
-           str(task_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        str(processes),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        "-m",
+        "diffusia.eval.generate_shards",
+        str(task_path),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(task.get("threads") or 1)}
     if str(task.get("device", "cpu")) == "cpu":
         env["ACCELERATE_USE_CPU"] = "true"

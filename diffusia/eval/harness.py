@@ -1,5 +1,6 @@
 """`evaluate()`: materialise the variants, measure each alone in a fresh process (memory, latency, images),
 compare their images with FP32, and write results.json, report.md and grid.png."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,8 +8,9 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -24,8 +26,12 @@ REAL_SET = "Fashion-MNIST test"
 
 def _size(folder: Path, fp32: dict[str, int] | None) -> dict[str, Any]:
     unet, whole = folder_bytes(folder / "unet"), folder_bytes(folder)
-    out: dict[str, Any] = {"unet_bytes": unet, "pipeline_bytes": whole, "unet_mb": unet / 2**20,
-                           "pipeline_mb": whole / 2**20}
+    out: dict[str, Any] = {
+        "unet_bytes": unet,
+        "pipeline_bytes": whole,
+        "unet_mb": unet / 2**20,
+        "pipeline_mb": whole / 2**20,
+    }
     if fp32:
         out["unet_change_pct"] = 100.0 * (unet / fp32["unet_bytes"] - 1)
         out["pipeline_change_pct"] = 100.0 * (whole / fp32["pipeline_bytes"] - 1)
@@ -58,9 +64,12 @@ def _notes(res: dict[str, Any], specs: list[Variant], device: str) -> list[str]:
     for name, v in res["variants"].items():
         by_runtime.setdefault(v.get("runtime", "torch"), []).append(name)
     if set(by_runtime) != {"torch"}:
-        notes.append("U-Net runtime (latency, memory and images come from it): " + "; ".join(
-            f"{rt}: {', '.join(names)}" for rt, names in by_runtime.items()) + ". Text encoder, scheduler and VAE "
-            "run in PyTorch.")
+        notes.append(
+            "U-Net runtime (latency, memory and images come from it): "
+            + "; ".join(f"{rt}: {', '.join(names)}" for rt, names in by_runtime.items())
+            + ". Text encoder, scheduler and VAE "
+            "run in PyTorch."
+        )
     lat = {n: (v.get("latency") or {}).get("end_to_end", {}).get("median") for n, v in res["variants"].items()}
     for v in specs:
         if v.kind not in ("dtype", "storage") or not device.startswith("cpu"):
@@ -68,28 +77,38 @@ def _notes(res: dict[str, Any], specs: list[Variant], device: str) -> list[str]:
         ratio = (lat.get(v.name) or math.nan) / (lat.get("fp32") or math.nan)
         slower = f" ({ratio:.2f}x the FP32 latency here)" if math.isfinite(ratio) else ""
         if v.kind == "dtype":
-            notes.append(f"{v.name}: this CPU has native {v.value} instructions; latency{slower} is that of PyTorch's "
-                         "CPU kernels for this dtype.")
+            notes.append(
+                f"{v.name}: this CPU has native {v.value} instructions; latency{slower} is that of PyTorch's "
+                "CPU kernels for this dtype."
+            )
         else:
-            notes.append(f"{v.name} is a storage format on this CPU: it has no native {v.value.upper()} arithmetic, so "
-                         f"the U-Net's weights are stored in {v.value.upper()} and computed in FP32; its latency"
-                         f"{slower} includes the upcast and does not represent a device with {v.value.upper()} units, "
-                         "its size and quality numbers stand.")
+            notes.append(
+                f"{v.name} is a storage format on this CPU: it has no native {v.value.upper()} arithmetic, so "
+                f"the U-Net's weights are stored in {v.value.upper()} and computed in FP32; its latency"
+                f"{slower} includes the upcast and does not represent a device with {v.value.upper()} units, "
+                "its size and quality numbers stand."
+            )
     q = res.get("quality") or {}
     if q.get("fd_name") and q["fd_name"] != "FID":
-        notes.append(f"{q['fd_name']} is the Frechet distance on ImageNet EfficientNet-Lite0 features (the FID "
-                     "Inception weights are not installed); it is not comparable with published FID values.")
+        notes.append(
+            f"{q['fd_name']} is the Frechet distance on ImageNet EfficientNet-Lite0 features (the FID "
+            "Inception weights are not installed); it is not comparable with published FID values."
+        )
     if q.get("fd_name") and q.get("images", 0) < 2000:
-        notes.append(f"Frechet distances from {q['images']} images are biased upwards; compare them only between "
-                     "variants of this run.")
+        notes.append(
+            f"Frechet distances from {q['images']} images are biased upwards; compare them only between "
+            "variants of this run."
+        )
     notes.extend(q.get("notes", []))
     mems = [v.get("memory", {}) for v in res["variants"].values()]
     if any(m.get("peak_reset_after_imports") is False for m in mems):
         notes.append("The kernel refused to reset VmHWM after imports: peaks may include the import transient.")
     load = res["machine"].get("loadavg")
     if load and res["machine"].get("cpu_cores") and load[0] > res["machine"]["cpu_cores"]:
-        notes.append(f"The machine was shared (load average {load[0]} on {res['machine']['cpu_cores']} cores when "
-                     "the report was written): latencies are upper bounds.")
+        notes.append(
+            f"The machine was shared (load average {load[0]} on {res['machine']['cpu_cores']} cores when "
+            "the report was written): latencies are upper bounds."
+        )
     return notes
 
 
@@ -111,13 +130,31 @@ def quiet_loading() -> Iterator[None]:
             tlog.enable_progress_bar()
 
 
-def evaluate(model: str, variants: str | list[str] = "fp32,fp16,w8a8", prompts: str = "eval", num: int = 100,
-             out: str | Path = "out/eval", device: str = "cpu", runs: int = 10, warmup: int = 1,
-             budget_mb: float = 4096, steps: int = 25, guidance: float = 7.5, seed: int = 42,
-             threads: int | None = None, height: int | None = None, width: int | None = None,
-             calib_size: int = 100, processes: int = 1, quality: bool = True, feature_net: Any = "auto",
-             real_num: int | None = None, progress: bool = True, timeout: float | None = None,
-             runtime: str | None = "torch") -> dict[str, Any]:
+def evaluate(
+    model: str,
+    variants: str | list[str] = "fp32,fp16,w8a8",
+    prompts: str = "eval",
+    num: int = 100,
+    out: str | Path = "out/eval",
+    device: str = "cpu",
+    runs: int = 10,
+    warmup: int = 1,
+    budget_mb: float = 4096,
+    steps: int = 25,
+    guidance: float = 7.5,
+    seed: int = 42,
+    threads: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    calib_size: int = 100,
+    processes: int = 1,
+    quality: bool = True,
+    feature_net: Any = "auto",
+    real_num: int | None = None,
+    progress: bool = True,
+    timeout: float | None = None,
+    runtime: str | None = "torch",
+) -> dict[str, Any]:
     """Evaluate `variants` of `model` on `num` images and write results.json, report.md and grid.png to `out`.
 
     Every variant is first written as a folder under out/variants/ (so its size is real bytes), then measured
@@ -142,9 +179,15 @@ def evaluate(model: str, variants: str | list[str] = "fp32,fp16,w8a8", prompts: 
     out = Path(out)
     specs = parse_variants(variants, device)
     if quality and not any(v.kind == "fp32" for v in specs):
-        raise DiffusiaError("quality is measured against the FP32 images: add fp32 to --variants (or pass --no-quality)")
-    for name, value, low in (("--runs", runs, 1), ("--processes", processes, 1), ("--warmup", warmup, 0),
-                             ("--steps", steps, 1)):
+        raise DiffusiaError(
+            "quality is measured against the FP32 images: add fp32 to --variants (or pass --no-quality)"
+        )
+    for name, value, low in (
+        ("--runs", runs, 1),
+        ("--processes", processes, 1),
+        ("--warmup", warmup, 0),
+        ("--steps", steps, 1),
+    ):
         if value < low:
             raise DiffusiaError(f"{name} must be >= {low}, got {value}")
     if budget_mb <= 0:
@@ -170,20 +213,44 @@ def evaluate(model: str, variants: str | list[str] = "fp32,fp16,w8a8", prompts: 
     for v in order:
         bar.set_postfix_str(f"prepare {v.name}")
         with quiet_loading():
-            folders[v.name] = materialise(v, model, out / "variants", calib, calib_size, progress=False,
-                                          steps=steps, guidance=guidance, runtime=_runtime_of(v, runtime))
+            folders[v.name] = materialise(
+                v,
+                model,
+                out / "variants",
+                calib,
+                calib_size,
+                progress=False,
+                steps=steps,
+                guidance=guidance,
+                runtime=_runtime_of(v, runtime),
+            )
         bar.update()
 
     work = out / "work"
     results_v: dict[str, dict[str, Any]] = {}
     fp32_size = None
-    common = {"device": device, "steps": steps, "guidance": guidance, "seed": seed, "height": height,
-              "width": width, "threads": threads, "jobs": [j.to_dict() for j in jobs]}
+    common = {
+        "device": device,
+        "steps": steps,
+        "guidance": guidance,
+        "seed": seed,
+        "height": height,
+        "width": width,
+        "threads": threads,
+        "jobs": [j.to_dict() for j in jobs],
+    }
     for v in order:
         bar.set_postfix_str(f"measure {v.name}")
         images_dir = out / "images" / v.name
-        task = {**common, "name": v.name, "folder": str(folders[v.name]), "dtype": v.dtype, "runs": 0,
-                "runtime": _runtime_of(v, runtime), "images_dir": str(images_dir) if processes == 1 else None}
+        task = {
+            **common,
+            "name": v.name,
+            "folder": str(folders[v.name]),
+            "dtype": v.dtype,
+            "runs": 0,
+            "runtime": _runtime_of(v, runtime),
+            "images_dir": str(images_dir) if processes == 1 else None,
+        }
         m = run_isolated(task, timeout=timeout, workdir=work)
         if processes > 1:
             with atomic_dir(images_dir) as tmp:
@@ -193,18 +260,40 @@ def evaluate(model: str, variants: str | list[str] = "fp32,fp16,w8a8", prompts: 
             fp32_size = size
         mem = m["memory"]
         mem["percent_of_budget"] = 100.0 * mem["peak_mb"] / budget_mb
-        results_v[v.name] = {"kind": v.kind, "description": v.describe(), "folder": str(folders[v.name]),
-                             "dtype": v.dtype or m.get("unet_dtype"), "unet_dtype": m.get("unet_dtype"),
-                             "load_seconds": m.get("load_seconds"), "size": size, "memory": mem,
-                             "runtime": m.get("runtime", "torch"),
-                             "latency": None}
+        results_v[v.name] = {
+            "kind": v.kind,
+            "description": v.describe(),
+            "folder": str(folders[v.name]),
+            "dtype": v.dtype or m.get("unet_dtype"),
+            "unet_dtype": m.get("unet_dtype"),
+            "load_seconds": m.get("load_seconds"),
+            "size": size,
+            "memory": mem,
+            "runtime": m.get("runtime", "torch"),
+            "latency": None,
+        }
         bar.update()
     if runs:
         bar.set_postfix_str("latency (interleaved)")
-        timed = run_isolated({**common, "name": "latency", "runs": runs, "warmup": warmup, "variants": [
-            {"name": v.name, "folder": str(folders[v.name]), "dtype": v.dtype, "runtime": _runtime_of(v, runtime)}
-            for v in order]},
-            timeout=timeout, workdir=work)
+        timed = run_isolated(
+            {
+                **common,
+                "name": "latency",
+                "runs": runs,
+                "warmup": warmup,
+                "variants": [
+                    {
+                        "name": v.name,
+                        "folder": str(folders[v.name]),
+                        "dtype": v.dtype,
+                        "runtime": _runtime_of(v, runtime),
+                    }
+                    for v in order
+                ],
+            },
+            timeout=timeout,
+            workdir=work,
+        )
         for name, lat in timed["latency"].items():
             results_v[name]["latency"] = lat
         bar.update()
@@ -219,28 +308,50 @@ def evaluate(model: str, variants: str | list[str] = "fp32,fp16,w8a8", prompts: 
             real, real_missing = real_images(model, real_num or len(jobs))
             if real_missing:
                 log.warning("%s", real_missing)
-        quality_res = evaluate_quality(images, [j.category for j in jobs], reference="fp32", real=real,
-                                       feature_net=feature_net)
+        quality_res = evaluate_quality(
+            images, [j.category for j in jobs], reference="fp32", real=real, feature_net=feature_net
+        )
         bar.update()
 
     columns = list({j.prompt: j.index for j in jobs if j.seed == seed}.values())[:GRID_COLUMNS]
-    grid = report.save_grid({n: imgs[columns] for n, imgs in images.items()}, [jobs[i].prompt for i in columns],
-                            out / "grid.png")
+    grid = report.save_grid(
+        {n: imgs[columns] for n, imgs in images.items()}, [jobs[i].prompt for i in columns], out / "grid.png"
+    )
     res: dict[str, Any] = {
         "diffusia_version": report.package_versions()["diffusia"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config": {"model": str(model), "model_label": label, "variants": [v.name for v in specs],
-                   "prompts": str(prompts), "num": len(jobs), "seed": seed,
-                   "seed_range": [jobs[0].seed, jobs[-1].seed], "steps": steps, "guidance": guidance,
-                   "scheduler": "DPMSolverMultistepScheduler", "batch_size": 1, "device": device, "runs": runs,
-                   "warmup": warmup, "threads": threads, "budget_mb": budget_mb, "processes": processes,
-                   "runtime": runtime,
-                   "calib_size": calib_size if calib else None, "height": height, "width": width},
-        "machine": report.machine_info(), "packages": report.package_versions(),
+        "config": {
+            "model": str(model),
+            "model_label": label,
+            "variants": [v.name for v in specs],
+            "prompts": str(prompts),
+            "num": len(jobs),
+            "seed": seed,
+            "seed_range": [jobs[0].seed, jobs[-1].seed],
+            "steps": steps,
+            "guidance": guidance,
+            "scheduler": "DPMSolverMultistepScheduler",
+            "batch_size": 1,
+            "device": device,
+            "runs": runs,
+            "warmup": warmup,
+            "threads": threads,
+            "budget_mb": budget_mb,
+            "processes": processes,
+            "runtime": runtime,
+            "calib_size": calib_size if calib else None,
+            "height": height,
+            "width": width,
+        },
+        "machine": report.machine_info(),
+        "packages": report.package_versions(),
         "prompt_set": [{"prompt": p.text, "category": p.category} for p in prompt_set],
         "jobs": [j.to_dict() for j in jobs],
-        "variants": results_v, "quality": quality_res, "real_set": REAL_SET,
-        "grid": grid.name, "seconds": None,
+        "variants": results_v,
+        "quality": quality_res,
+        "real_set": REAL_SET,
+        "grid": grid.name,
+        "seconds": None,
     }
     res["machine"]["torch_threads"] = threads
     res["notes"] = _notes(res, specs, device) + ([real_missing] if real_missing else [])

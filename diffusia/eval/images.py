@@ -4,12 +4,13 @@ With N >= P prompts, job j uses prompt j mod P and seed `seed + j // P` (image i
 `diffusia generate`); with N < P, N prompts evenly spaced through the set (so every category is represented) at
 `seed`. Each image depends only on its prompt and seed, whichever process renders it.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -86,6 +87,9 @@ def load_images(folder: str | Path, count: int) -> np.ndarray:
     folder = Path(folder)
     missing = [png_name(i) for i in range(count) if not (folder / png_name(i)).is_file()]
     if missing:
-        raise DiffusiaError(f"{folder} lacks {len(missing)} of {count} images (first: {missing[0]}): re-run the evaluation")
-    return np.stack([np.asarray(Image.open(folder / png_name(i)).convert("RGB"), dtype=np.float32) / 255.0
-                     for i in range(count)])
+        raise DiffusiaError(
+            f"{folder} lacks {len(missing)} of {count} images (first: {missing[0]}): re-run the evaluation"
+        )
+    return np.stack(
+        [np.asarray(Image.open(folder / png_name(i)).convert("RGB"), dtype=np.float32) / 255.0 for i in range(count)]
+    )

@@ -6,6 +6,7 @@ variant's runs favours the others. So the headline is the median with the interq
 in interleaved rounds in one process (`measure_interleaved`: every round times one image of each variant, in a
 rotating order), the load average is recorded, and `measurably_faster` calls a difference real only when the
 interquartile ranges do not overlap."""
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,9 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -36,8 +38,17 @@ def stats(values: list[float]) -> dict[str, float | int]:
     median = statistics.median(values)
     # fewer than 3 runs have no spread to speak of: no quartiles, so no speedup can be claimed from them
     q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive") if n >= 3 else [math.nan] * 3
-    return {"median": median, "q1": q1, "q3": q3, "iqr": q3 - q1, "mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if n > 1 else 0.0, "min": min(values), "max": max(values), "n": n}
+    return {
+        "median": median,
+        "q1": q1,
+        "q3": q3,
+        "iqr": q3 - q1,
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if n > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+        "n": n,
+    }
 
 
 def measurably_faster(a: dict[str, float], b: dict[str, float]) -> bool:
@@ -70,6 +81,7 @@ class HookTimer:
             if self.enabled:
                 synchronize(self.device)
                 self._start[name] = time.perf_counter()
+
         return hook
 
     def _post(self, name: str):
@@ -77,6 +89,7 @@ class HookTimer:
             if self.enabled and name in self._start:
                 synchronize(self.device)
                 self.calls[name].append(time.perf_counter() - self._start.pop(name))
+
         return hook
 
     def remove(self) -> None:
@@ -110,8 +123,9 @@ def measure_latency(pipe, prompt: str, config, runs: int = 10, warmup: int = 1) 
     return measure_interleaved({"variant": pipe}, prompt, config, runs, warmup)["variant"]
 
 
-def measure_interleaved(pipes: dict[str, Any], prompt: str, config, runs: int = 10,
-                        warmup: int = 1) -> dict[str, dict[str, Any]]:
+def measure_interleaved(
+    pipes: dict[str, Any], prompt: str, config, runs: int = 10, warmup: int = 1
+) -> dict[str, dict[str, Any]]:
     """`measure_latency` of several pipelines in one process, interleaved: `runs` rounds, each timing one image
     of every pipeline, the order rotated by one each round, so a load spike hits all of them alike."""
     from diffusia.generate import generate
@@ -130,7 +144,7 @@ def measure_interleaved(pipes: dict[str, Any], prompt: str, config, runs: int = 
         for t in timers.values():
             t.enabled = True
         for r in range(runs):
-            for name in names[r % len(names):] + names[:r % len(names)]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 pipe, timer = pipes[name], timers[name]
                 before = {k: len(v) for k, v in timer.calls.items()}
                 synchronize(pipe._execution_device)
@@ -139,7 +153,7 @@ def measure_interleaved(pipes: dict[str, Any], prompt: str, config, runs: int = 
                 synchronize(pipe._execution_device)
                 totals[name].append(time.perf_counter() - t0)
                 for k, v in timer.calls.items():
-                    per_image[name].setdefault(k, []).append(sum(v[before[k]:]))
+                    per_image[name].setdefault(k, []).append(sum(v[before[k] :]))
     finally:
         for t in timers.values():
             t.remove()
@@ -154,8 +168,14 @@ def measure_interleaved(pipes: dict[str, Any], prompt: str, config, runs: int = 
             "unet_step": stats(unet_calls),
             "unet_calls_per_image": len(unet_calls) / runs,
             "images_per_hour": 3600.0 / end_to_end["median"] if end_to_end["median"] > 0 else math.nan,
-            "runs": runs, "warmup": warmup, "batch_size": 1, "prompt": prompt, "seed": config.seed,
-            "device": str(pipes[name]._execution_device), "torch_threads": torch.get_num_threads(),
-            "interleaved_with": [n for n in names if n != name], "load_average": [load_before, load_after],
+            "runs": runs,
+            "warmup": warmup,
+            "batch_size": 1,
+            "prompt": prompt,
+            "seed": config.seed,
+            "device": str(pipes[name]._execution_device),
+            "torch_threads": torch.get_num_threads(),
+            "interleaved_with": [n for n in names if n != name],
+            "load_average": [load_before, load_after],
         }
     return out

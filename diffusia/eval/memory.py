@@ -4,6 +4,7 @@ On CPU the peak is the growth of the resident set over the process baseline take
 loading: VmHWM (reset through /proc/self/clear_refs where the kernel allows it) minus VmRSS at that point.
 On CUDA it is `torch.cuda.max_memory_allocated`.
 """
+
 from __future__ import annotations
 
 import json
@@ -80,12 +81,18 @@ class PeakMemory:
         self.marks[name] = round(self.peak_mb(), 1)
 
     def summary(self) -> dict[str, Any]:
-        return {"kind": "cuda_max_memory_allocated" if self.cuda else "cpu_peak_rss_growth",
-                "baseline_mb": round(self.baseline_mb, 1), "peak_mb": round(self.peak_mb(), 1),
-                "peak_reset_after_imports": self.hwm_reset, **{f"peak_{k}_mb": v for k, v in self.marks.items()}}
+        return {
+            "kind": "cuda_max_memory_allocated" if self.cuda else "cpu_peak_rss_growth",
+            "baseline_mb": round(self.baseline_mb, 1),
+            "peak_mb": round(self.peak_mb(), 1),
+            "peak_reset_after_imports": self.hwm_reset,
+            **{f"peak_{k}_mb": v for k, v in self.marks.items()},
+        }
 
 
-def run_isolated(task: dict[str, Any], timeout: float | None = None, workdir: str | Path | None = None) -> dict[str, Any]:
+def run_isolated(
+    task: dict[str, Any], timeout: float | None = None, workdir: str | Path | None = None
+) -> dict[str, Any]:
     """Run `diffusia.eval.worker` on `task` in a fresh Python process and return its JSON result."""
     for v in task.get("variants") or [task]:
         if not Path(v["folder"]).is_dir():
@@ -102,7 +109,9 @@ def run_isolated(task: dict[str, Any], timeout: float | None = None, workdir: st
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise DiffusiaError(f"the measurement of {name!r} took longer than {timeout:.0f} s: lower --num or --runs") from None
+        raise DiffusiaError(
+            f"the measurement of {name!r} took longer than {timeout:.0f} s: lower --num or --runs"
+        ) from None
     if proc.returncode != 0 or not result_path.is_file():
         lines = [ln for ln in (proc.stderr or "").splitlines() if ln.strip()]
         last = lines[-1] if lines else f"exit code {proc.returncode}"

@@ -1,9 +1,11 @@
 """Quality of each variant against the FP32 images of the same prompt and seed: per-image SSIM, LPIPS, PSNR,
 aggregated overall and per prompt category, and Frechet distances (to FP32, and to real images if given)."""
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,10 +68,14 @@ class FeatureCache:
         return self._feats[key]
 
 
-def evaluate_quality(images: dict[str, np.ndarray], categories: list[str], reference: str = "fp32",
-                     real: np.ndarray | None = None,
-                     feature_net: str | tuple[str, Callable[[torch.Tensor], np.ndarray]] | None = "auto",
-                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def evaluate_quality(
+    images: dict[str, np.ndarray],
+    categories: list[str],
+    reference: str = "fp32",
+    real: np.ndarray | None = None,
+    feature_net: str | tuple[str, Callable[[torch.Tensor], np.ndarray]] | None = "auto",
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Quality of every image set vs `images[reference]`; Frechet distances when `feature_net` is not None
     (a `get_feature_extractor` preference, or a (name, images -> features) pair).
 
@@ -78,8 +84,10 @@ def evaluate_quality(images: dict[str, np.ndarray], categories: list[str], refer
     ref = images[reference]
     notes: list[str] = []
     if min(ref.shape[1:3]) < LPIPS_MIN_SIZE:
-        notes.append(f"LPIPS not computed: images are {ref.shape[1]}x{ref.shape[2]}, LPIPS-alex needs >= "
-                     f"{LPIPS_MIN_SIZE}x{LPIPS_MIN_SIZE}.")
+        notes.append(
+            f"LPIPS not computed: images are {ref.shape[1]}x{ref.shape[2]}, LPIPS-alex needs >= "
+            f"{LPIPS_MIN_SIZE}x{LPIPS_MIN_SIZE}."
+        )
     fd_name, cache = None, None
     if feature_net is not None and len(ref) >= 2:
         from diffusia.eval.metrics import get_feature_extractor
@@ -88,8 +96,14 @@ def evaluate_quality(images: dict[str, np.ndarray], categories: list[str], refer
         cache = FeatureCache(extractor)
     elif feature_net is not None:
         notes.append("Frechet distances not computed: they need at least 2 images per set.")
-    out: dict[str, Any] = {"reference": reference, "fd_name": fd_name, "variants": {}, "notes": notes,
-                           "psnr_cap_db": PSNR_CAP_DB, "images": int(len(ref))}
+    out: dict[str, Any] = {
+        "reference": reference,
+        "fd_name": fd_name,
+        "variants": {},
+        "notes": notes,
+        "psnr_cap_db": PSNR_CAP_DB,
+        "images": int(len(ref)),
+    }
     for name, imgs in images.items():
         if progress:
             progress(name)
@@ -102,4 +116,3 @@ def evaluate_quality(images: dict[str, np.ndarray], categories: list[str], refer
     if cache is not None and real is not None:
         out["real_images"] = int(len(real))
     return out
-

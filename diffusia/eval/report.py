@@ -1,5 +1,6 @@
 """results.json and report.md (tables I-IV of the reference study, per-category quality, notes) and the
 image grid (rows: variants, columns: prompts)."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,20 @@ import numpy as np
 from diffusia import versions
 from diffusia.fileio import atomic_path, write_json, write_text
 
-PACKAGES = ("diffusia", "torch", "diffusers", "transformers", "accelerate", "safetensors", "numpy", "scipy",
-            "pillow", "matplotlib", "lpips", "efficientnet-lite-pytorch")
+PACKAGES = (
+    "diffusia",
+    "torch",
+    "diffusers",
+    "transformers",
+    "accelerate",
+    "safetensors",
+    "numpy",
+    "scipy",
+    "pillow",
+    "matplotlib",
+    "lpips",
+    "efficientnet-lite-pytorch",
+)
 MB = 2**20
 
 
@@ -33,8 +46,12 @@ def machine_info() -> dict[str, Any]:
     except ImportError:
         cpu = platform.processor() or platform.machine()
     info: dict[str, Any] = {
-        "cpu_model": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "platform": platform.platform(), "machine": platform.machine(),
+        "cpu_model": cpu,
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     try:
@@ -46,7 +63,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def _loads(loads: list) -> str:
-    """"1.2 before, 1.9 after" from [[1m, 5m, 15m] before, [...] after]."""
+    """ "1.2 before, 1.9 after" from [[1m, 5m, 15m] before, [...] after]."""
     parts = [f"{x[0]:.2f} {when}" for x, when in zip(loads, ("before", "after")) if x]
     return ", ".join(parts)
 
@@ -82,33 +99,51 @@ def _pct(x: float | None) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *["| " + " | ".join(r) + " |" for r in rows], ""]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *["| " + " | ".join(r) + " |" for r in rows],
+        "",
+    ]
 
 
 def render_markdown(res: dict[str, Any]) -> str:
     """The report: configuration, tables I-IV, per-category quality, grid and notes."""
     cfg, variants, mach = res["config"], res["variants"], res["machine"]
     names = list(variants)
-    lines = [f"# Evaluation: {cfg['model_label']}", "",
-             f"{cfg['num']} images per variant ({len({j['prompt'] for j in res['jobs']})} distinct prompts from `{cfg['prompts']}`, "
-             f"seeds {cfg['seed_range'][0]}-{cfg['seed_range'][1]}), DPM-Solver multistep {cfg['steps']} steps, "
-             f"guidance {cfg['guidance']}, batch 1, device `{cfg['device']}`. "
-             f"Machine: {mach['cpu_model']}, {mach['cpu_cores']} cores, torch {mach['torch']} with "
-             f"{cfg['threads']} threads" + (f", load average {mach['loadavg'][0]}" if mach.get("loadavg") else "") + ".",
-             ""]
+    lines = [
+        f"# Evaluation: {cfg['model_label']}",
+        "",
+        f"{cfg['num']} images per variant ({len({j['prompt'] for j in res['jobs']})} distinct prompts from `{cfg['prompts']}`, "
+        f"seeds {cfg['seed_range'][0]}-{cfg['seed_range'][1]}), DPM-Solver multistep {cfg['steps']} steps, "
+        f"guidance {cfg['guidance']}, batch 1, device `{cfg['device']}`. "
+        f"Machine: {mach['cpu_model']}, {mach['cpu_cores']} cores, torch {mach['torch']} with "
+        f"{cfg['threads']} threads" + (f", load average {mach['loadavg'][0]}" if mach.get("loadavg") else "") + ".",
+        "",
+    ]
     lines += ["## I. Model size", "", "Bytes on disk of each variant's folder; MB = 2^20 bytes.", ""]
     rows = []
     for n in names:
         s = variants[n]["size"]
-        rows.append([n, _f(s["unet_mb"], 2), _pct(s.get("unet_change_pct")), _f(s["pipeline_mb"], 2),
-                     _pct(s.get("pipeline_change_pct"))])
+        rows.append(
+            [
+                n,
+                _f(s["unet_mb"], 2),
+                _pct(s.get("unet_change_pct")),
+                _f(s["pipeline_mb"], 2),
+                _pct(s.get("pipeline_change_pct")),
+            ]
+        )
     lines += _table(["Variant", "U-Net MB", "vs FP32", "Pipeline MB", "vs FP32"], rows)
 
     budget = cfg["budget_mb"]
-    lines += ["## II. Peak memory", "",
-              f"Growth of the {'CUDA allocation' if cfg['device'].startswith('cuda') else 'resident set (VmHWM)'} "
-              f"of a fresh process per variant over its baseline after imports; budget {_f(budget, 0)} MB.", ""]
+    lines += [
+        "## II. Peak memory",
+        "",
+        f"Growth of the {'CUDA allocation' if cfg['device'].startswith('cuda') else 'resident set (VmHWM)'} "
+        f"of a fresh process per variant over its baseline after imports; budget {_f(budget, 0)} MB.",
+        "",
+    ]
     rows = []
     for n in names:
         m = variants[n].get("memory", {})
@@ -117,13 +152,18 @@ def render_markdown(res: dict[str, Any]) -> str:
 
     lat0 = next((variants[n]["latency"] for n in names if variants[n].get("latency")), None) or {}
     loads = lat0.get("load_average") or []
-    lines += ["## III. Latency and throughput", "",
-              f"Seconds per image end to end (text encoding, {cfg['steps']} denoising steps, VAE decode) at batch 1: "
-              f"median and interquartile range (q1-q3) of {cfg['runs']} timed runs per variant after "
-              f"{cfg['warmup']} warm-up, the variants interleaved round by round in one process, device "
-              f"synchronised; U-Net step = one U-Net forward (both guidance branches); threads {cfg['threads']}"
-              + (f"; load average {_loads(loads)}" if loads else "") + ". A difference inside the interquartile "
-              "ranges is not a measured speedup.", ""]
+    lines += [
+        "## III. Latency and throughput",
+        "",
+        f"Seconds per image end to end (text encoding, {cfg['steps']} denoising steps, VAE decode) at batch 1: "
+        f"median and interquartile range (q1-q3) of {cfg['runs']} timed runs per variant after "
+        f"{cfg['warmup']} warm-up, the variants interleaved round by round in one process, device "
+        f"synchronised; U-Net step = one U-Net forward (both guidance branches); threads {cfg['threads']}"
+        + (f"; load average {_loads(loads)}" if loads else "")
+        + ". A difference inside the interquartile "
+        "ranges is not a measured speedup.",
+        "",
+    ]
     rows = []
     for n in names:
         lat = variants[n].get("latency")
@@ -132,21 +172,48 @@ def render_markdown(res: dict[str, Any]) -> str:
             continue
         e, u, comp = lat["end_to_end"], lat["unet_step"], lat["components_per_image"]
         iqr = "-" if "-" in (_f(e.get("q1")), _f(e.get("q3"))) else f"{_f(e['q1'])}-{_f(e['q3'])}"
-        rows.append([n, _f(e.get("median")), iqr, str(e["n"]),
-                     _ms(u.get("median")), _ms(comp.get("text_encoder", {}).get("median")),
-                     _ms(comp.get("vae_decode", {}).get("median")), _f(lat["images_per_hour"], 0)])
-    lines += _table(["Variant", "s/image (median)", "IQR s", "n", "U-Net step ms (median)", "Text enc. ms/image",
-                     "VAE decode ms", "Images/hour"], rows)
+        rows.append(
+            [
+                n,
+                _f(e.get("median")),
+                iqr,
+                str(e["n"]),
+                _ms(u.get("median")),
+                _ms(comp.get("text_encoder", {}).get("median")),
+                _ms(comp.get("vae_decode", {}).get("median")),
+                _f(lat["images_per_hour"], 0),
+            ]
+        )
+    lines += _table(
+        [
+            "Variant",
+            "s/image (median)",
+            "IQR s",
+            "n",
+            "U-Net step ms (median)",
+            "Text enc. ms/image",
+            "VAE decode ms",
+            "Images/hour",
+        ],
+        rows,
+    )
 
     q = res.get("quality")
     if q:
         fd = q.get("fd_name")
-        lines += ["## IV. Quality vs FP32", "",
-                  f"Each image against the FP32 image of the same prompt and seed (8-bit PNGs), mean over "
-                  f"{q['images']} images; PSNR capped at {q['psnr_cap_db']:.0f} dB for identical images."
-                  + (f" {fd}: Frechet distance on {'InceptionV3 pool3' if fd == 'FID' else 'EfficientNet-Lite0'} "
-                     "features" + ("" if fd == "FID" else ", not comparable with published FID") + "." if fd else ""),
-                  ""]
+        lines += [
+            "## IV. Quality vs FP32",
+            "",
+            f"Each image against the FP32 image of the same prompt and seed (8-bit PNGs), mean over "
+            f"{q['images']} images; PSNR capped at {q['psnr_cap_db']:.0f} dB for identical images."
+            + (
+                f" {fd}: Frechet distance on {'InceptionV3 pool3' if fd == 'FID' else 'EfficientNet-Lite0'} "
+                "features" + ("" if fd == "FID" else ", not comparable with published FID") + "."
+                if fd
+                else ""
+            ),
+            "",
+        ]
         header = ["Variant", "SSIM ↑", "LPIPS ↓", "PSNR dB ↑"]
         if fd:
             header.append(f"{fd} vs FP32 ↓")
@@ -166,12 +233,26 @@ def render_markdown(res: dict[str, Any]) -> str:
         rows = []
         for n, row in q["variants"].items():
             for cat, m in row["per_category"].items():
-                rows.append([n, cat, str(m["ssim"]["n"]), _f(m["ssim"]["mean"], 4),
-                             _f(m.get("lpips", {}).get("mean"), 4), _f(m["psnr"]["mean"], 2)])
+                rows.append(
+                    [
+                        n,
+                        cat,
+                        str(m["ssim"]["n"]),
+                        _f(m["ssim"]["mean"], 4),
+                        _f(m.get("lpips", {}).get("mean"), 4),
+                        _f(m["psnr"]["mean"], 2),
+                    ]
+                )
         lines += _table(["Variant", "Category", "n", "SSIM ↑", "LPIPS ↓", "PSNR dB ↑"], rows)
     if res.get("grid"):
-        lines += ["## Images", "", f"Rows: variants; columns: prompts (seed {cfg['seed']}).", "",
-                  f"![grid]({res['grid']})", ""]
+        lines += [
+            "## Images",
+            "",
+            f"Rows: variants; columns: prompts (seed {cfg['seed']}).",
+            "",
+            f"![grid]({res['grid']})",
+            "",
+        ]
     if res.get("notes"):
         lines += ["## Notes", "", *[f"- {n}" for n in res["notes"]], ""]
     lines += [f"Packages: {', '.join(f'{k} {v}' for k, v in res['packages'].items())}.", ""]

@@ -3,17 +3,20 @@
 `fp32` is the base model as loaded; `fp16` / `bf16` load the whole pipeline in that dtype where the device has
 arithmetic for it (CUDA, or a CPU with AVX512-FP16/BF16 or AMX), and elsewhere are what they can only be there, a
 storage format: the U-Net's weights stored in that dtype and computed in FP32 (the preset of that name; PyTorch's
-emulated half arithmetic would only measure the emulation). Any other preset name (`w8a8`, `w8`, `w4`, `mixed`, ...) quantizes the base U-Net with `diffusia.quant.pipeline`; a path is a
+emulated half arithmetic would only measure the emulation). Any other preset name (`w8a8`, `w8`, `w4`, `mixed`,
+...) quantizes the base U-Net with `diffusia.quant.pipeline`; a path is a
 quantized diffusia folder (with `diffusia.json`) made from the same base model.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from diffusia.errors import DiffusiaError
 from diffusia.fileio import atomic_dir
@@ -33,10 +36,13 @@ class Variant:
     dtype: str | None = None  # dtype to load the materialised folder with
 
     def describe(self) -> str:
-        return {"fp32": "base model, float32", "dtype": f"whole pipeline cast to {self.value}",
-                "storage": f"U-Net weights stored in {self.value}, computed in float32 (no native {self.value} here)",
-                "preset": f"U-Net quantized with preset {self.value!r}",
-                "folder": f"quantized folder {self.value}"}[self.kind]
+        return {
+            "fp32": "base model, float32",
+            "dtype": f"whole pipeline cast to {self.value}",
+            "storage": f"U-Net weights stored in {self.value}, computed in float32 (no native {self.value} here)",
+            "preset": f"U-Net quantized with preset {self.value!r}",
+            "folder": f"quantized folder {self.value}",
+        }[self.kind]
 
 
 def quant_presets() -> tuple[str, ...]:
@@ -73,7 +79,9 @@ def parse_variants(spec: str | Sequence[str], device: str = "cpu") -> list[Varia
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     items = [str(s).strip() for s in items if str(s).strip()]
     if not items:
-        raise DiffusiaError(f"no variants given: pass e.g. --variants fp32,fp16,w8a8 (valid: {', '.join(valid_names())})")
+        raise DiffusiaError(
+            f"no variants given: pass e.g. --variants fp32,fp16,w8a8 (valid: {', '.join(valid_names())})"
+        )
     out: list[Variant] = []
     taken: set[str] = set()
     for item in items:
@@ -90,8 +98,10 @@ def parse_variants(spec: str | Sequence[str], device: str = "cpu") -> list[Varia
                 raise DiffusiaError(f"variant folder {folder} has no diffusia.json: make one with `diffusia quantize`")
             v = Variant(_folder_name(folder, taken), "folder", str(folder.resolve()))
         else:
-            raise DiffusiaError(f"unknown variant {item!r}: use one of {', '.join(valid_names())} "
-                                "or the path of a quantized diffusia folder")
+            raise DiffusiaError(
+                f"unknown variant {item!r}: use one of {', '.join(valid_names())} "
+                "or the path of a quantized diffusia folder"
+            )
         if v.name in taken:
             raise DiffusiaError(f"variant {v.name!r} is listed twice in --variants")
         taken.add(v.name)
@@ -101,8 +111,11 @@ def parse_variants(spec: str | Sequence[str], device: str = "cpu") -> list[Varia
 
 def _public(config: dict[str, Any]) -> dict[str, Any]:
     """A U-Net config without diffusers' private keys and the quantization, JSON-normalised (tuples -> lists)."""
-    return json.loads(json.dumps({k: v for k, v in dict(config).items()
-                                  if not k.startswith("_") and k != "quantization_config"}, default=str))
+    return json.loads(
+        json.dumps(
+            {k: v for k, v in dict(config).items() if not k.startswith("_") and k != "quantization_config"}, default=str
+        )
+    )
 
 
 def check_compatible(folder: str | Path, base_unet_config: dict[str, Any], model: str) -> None:
@@ -116,13 +129,23 @@ def check_compatible(folder: str | Path, base_unet_config: dict[str, Any], model
     diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
     if diff:
         k = diff[0]
-        raise DiffusiaError(f"{folder} was quantized from another base model than {model!r}: U-Net {k} is "
-                            f"{theirs.get(k)!r} there and {ours.get(k)!r} here ({len(diff)} config keys differ)")
+        raise DiffusiaError(
+            f"{folder} was quantized from another base model than {model!r}: U-Net {k} is "
+            f"{theirs.get(k)!r} there and {ours.get(k)!r} here ({len(diff)} config keys differ)"
+        )
 
 
-def materialise(variant: Variant, model: str, out_dir: str | Path, calib_prompts=None, calib_size: int = 100,
-                progress: bool = True, steps: int | None = None, guidance: float | None = None,
-                runtime: str = "torch") -> Path:
+def materialise(
+    variant: Variant,
+    model: str,
+    out_dir: str | Path,
+    calib_prompts=None,
+    calib_size: int = 100,
+    progress: bool = True,
+    steps: int | None = None,
+    guidance: float | None = None,
+    runtime: str = "torch",
+) -> Path:
     """Write the variant as a pipeline folder under `out_dir` (atomically) and return it; folders stay in place.
 
     Presets calibrate on `calib_size` prompts with the evaluation's sampler `steps` and `guidance` (when the

@@ -5,6 +5,7 @@ render the jobs' images into PNGs, peak memory. Several (task["variants"]: name,
 time them in interleaved rounds (`latency.measure_interleaved`). The result is written as JSON to the task's
 `result` path.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-import diffusia  # noqa: F401  (import cost belongs to the baseline, not to the variant)
 from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline  # noqa: F401
 from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
+
+import diffusia  # noqa: F401  (import cost belongs to the baseline, not to the variant)
 from diffusia.errors import DiffusiaError
 from diffusia.eval.images import jobs_from_dicts, render, save_images
 from diffusia.eval.latency import measure_interleaved, measure_latency
@@ -36,9 +37,13 @@ log = logging.getLogger(__name__)
 
 
 def generation_config(task: dict[str, Any], seed: int | None = None) -> GenerationConfig:
-    return GenerationConfig(steps=int(task["steps"]), guidance=float(task["guidance"]),
-                            seed=int(task["seed"] if seed is None else seed),
-                            height=task.get("height"), width=task.get("width"))
+    return GenerationConfig(
+        steps=int(task["steps"]),
+        guidance=float(task["guidance"]),
+        seed=int(task["seed"] if seed is None else seed),
+        height=task.get("height"),
+        width=task.get("width"),
+    )
 
 
 def run_interleaved(task: dict[str, Any]) -> dict[str, Any]:
@@ -46,12 +51,27 @@ def run_interleaved(task: dict[str, Any]) -> dict[str, Any]:
     from diffusia import load_pipeline
 
     device = task.get("device", "cpu")
-    pipes = {v["name"]: load_pipeline(v["folder"], device=device, dtype=v.get("dtype"), progress=False,
-                                      runtime=v.get("runtime"), threads=task.get("threads"))
-             for v in task["variants"]}
+    pipes = {
+        v["name"]: load_pipeline(
+            v["folder"],
+            device=device,
+            dtype=v.get("dtype"),
+            progress=False,
+            runtime=v.get("runtime"),
+            threads=task.get("threads"),
+        )
+        for v in task["variants"]
+    }
     first = jobs_from_dicts(task["jobs"])[0]
-    return {"latency": measure_interleaved(pipes, first.prompt, generation_config(task, first.seed),
-                                           runs=int(task["runs"]), warmup=int(task.get("warmup", 1)))}
+    return {
+        "latency": measure_interleaved(
+            pipes,
+            first.prompt,
+            generation_config(task, first.seed),
+            runs=int(task["runs"]),
+            warmup=int(task.get("warmup", 1)),
+        )
+    }
 
 
 def run(task: dict[str, Any]) -> dict[str, Any]:
@@ -65,17 +85,33 @@ def run(task: dict[str, Any]) -> dict[str, Any]:
     device = task.get("device", "cpu")
     mem = PeakMemory(device)
     t0 = time.perf_counter()
-    pipe = load_pipeline(task["folder"], device=device, dtype=task.get("dtype"), progress=False,
-                         runtime=task.get("runtime"), threads=task.get("threads"))
+    pipe = load_pipeline(
+        task["folder"],
+        device=device,
+        dtype=task.get("dtype"),
+        progress=False,
+        runtime=task.get("runtime"),
+        threads=task.get("threads"),
+    )
     load_s = time.perf_counter() - t0
     mem.mark("load")
     jobs = jobs_from_dicts(task["jobs"])
-    result: dict[str, Any] = {"name": task.get("name"), "folder": task["folder"], "load_seconds": load_s,
-                              "unet_dtype": str(pipe.unet.dtype).replace("torch.", ""), "runtime": runtime_of(pipe)}
+    result: dict[str, Any] = {
+        "name": task.get("name"),
+        "folder": task["folder"],
+        "load_seconds": load_s,
+        "unet_dtype": str(pipe.unet.dtype).replace("torch.", ""),
+        "runtime": runtime_of(pipe),
+    }
     if task.get("runs", 0) > 0:
         first = jobs[0]
-        result["latency"] = measure_latency(pipe, first.prompt, generation_config(task, first.seed),
-                                            runs=int(task["runs"]), warmup=int(task.get("warmup", 1)))
+        result["latency"] = measure_latency(
+            pipe,
+            first.prompt,
+            generation_config(task, first.seed),
+            runs=int(task["runs"]),
+            warmup=int(task.get("warmup", 1)),
+        )
     if task.get("images_dir"):
         images = render(pipe, jobs, generation_config(task))
         with atomic_dir(task["images_dir"]) as tmp:

@@ -1,6 +1,7 @@
 """Hooks into other libraries. `import diffusia` registers the diffusers quantization method, without importing
 diffusers itself (2-3 s): if diffusers is not imported yet, the registration runs right after it imports its
 quantizer tables."""
+
 from __future__ import annotations
 
 import importlib.abc

@@ -3,6 +3,7 @@
 `UNet2DConditionModel.from_pretrained` rebuild it through `DiffusiaQuantizer` (the `DiffusersQuantizer` contract of
 `diffusers/quantizers/base.py`). diffusers has no public registry: `register()` adds the method to the two tables of
 `diffusers.quantizers.auto` and fails with one line if a diffusers release renames them."""
+
 from __future__ import annotations
 
 import enum
@@ -29,9 +30,15 @@ class DiffusiaQuantizationConfig(QuantizationConfigMixin):
     (every quantized layer's precision and settings). `modules_to_not_convert`: the quantizable layers the recipe
     left in float."""
 
-    def __init__(self, quantization_map: dict[str, Any], recipe: dict[str, Any] | None = None,
-                 target: dict[str, Any] | None = None, modules_to_not_convert: list[str] | None = None,
-                 quant_method: str = QUANT_METHOD, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        quantization_map: dict[str, Any],
+        recipe: dict[str, Any] | None = None,
+        target: dict[str, Any] | None = None,
+        modules_to_not_convert: list[str] | None = None,
+        quant_method: str = QUANT_METHOD,
+        **kwargs: Any,
+    ) -> None:
         if quant_method != QUANT_METHOD:
             raise DiffusiaError(f"quant_method {quant_method!r} is not diffusia's")
         self.quant_method = DiffusiaMethod.DIFFUSIA
@@ -41,7 +48,7 @@ class DiffusiaQuantizationConfig(QuantizationConfigMixin):
         self.modules_to_not_convert = list(modules_to_not_convert or [])
 
     @classmethod
-    def from_model(cls, unet) -> "DiffusiaQuantizationConfig":
+    def from_model(cls, unet) -> DiffusiaQuantizationConfig:
         from diffusia.quant.policy import layer_names
 
         qmap = api.quantization_map(unet)
@@ -49,8 +56,13 @@ class DiffusiaQuantizationConfig(QuantizationConfigMixin):
         return cls(qmap, recipe=qmap.get("recipe"), target=qmap.get("target"), modules_to_not_convert=kept)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"quant_method": QUANT_METHOD, "recipe": self.recipe, "target": self.target,
-                "modules_to_not_convert": self.modules_to_not_convert, "quantization_map": self.quantization_map}
+        return {
+            "quant_method": QUANT_METHOD,
+            "recipe": self.recipe,
+            "target": self.target,
+            "modules_to_not_convert": self.modules_to_not_convert,
+            "quantization_map": self.quantization_map,
+        }
 
     def to_json_string(self, use_diff: bool = True) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -102,8 +114,10 @@ def register() -> None:
 
     tables = [getattr(auto, name, None) for name in ("AUTO_QUANTIZER_MAPPING", "AUTO_QUANTIZATION_CONFIG_MAPPING")]
     if not all(isinstance(t, dict) for t in tables):
-        raise DiffusiaError(f"diffusers {diffusers.__version__} no longer has the quantizer tables diffusia registers "
-                            "in (diffusers.quantizers.auto.AUTO_QUANTIZER_MAPPING): install the diffusers version in "
-                            "diffusia's requirements.txt")
+        raise DiffusiaError(
+            f"diffusers {diffusers.__version__} no longer has the quantizer tables diffusia registers "
+            "in (diffusers.quantizers.auto.AUTO_QUANTIZER_MAPPING): install the diffusers version in "
+            "diffusia's requirements.txt"
+        )
     tables[0][QUANT_METHOD] = DiffusiaQuantizer
     tables[1][QUANT_METHOD] = DiffusiaQuantizationConfig

@@ -4,6 +4,7 @@ Diffusion trains best on latents with zero mean and unit variance per channel. S
 divide by one `scaling_factor`, so instead of a shift the encoder's `quant_conv` is rewritten to emit
 `(z - mean) / std` and the decoder's `post_quant_conv` to undo it: decoding is unchanged, no pipeline code changes.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """`load_pipeline(spec)`: the embedded `tiny` pipeline, `sd15-arch`/`sd21-arch`/`sdxl-arch` (random weights), a local
 folder, a single-file `.safetensors` checkpoint or a hub id; any UNet2DCondition pipeline (SD 1.x, 2.x, XL)."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,14 @@ SPECS = ("tiny", *ARCH_SPECS, "<local folder>", "<checkpoint.safetensors>", "<hu
 # Components diffusia never loads (they are passed as None): the rest of model_index.json must be on disk.
 UNUSED = ("safety_checker", "feature_extractor", "image_encoder")
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-          "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
 
 
 def resolve_dtype(dtype) -> torch.dtype | None:
@@ -46,8 +53,10 @@ def read_model_index(folder: Path) -> dict:
         raise DiffusiaError(f"{path} is not valid JSON ({e}): re-save the pipeline") from None
     unet = index.get("unet") if isinstance(index, dict) else None
     if not isinstance(unet, list) or unet[-1:] != ["UNet2DConditionModel"]:
-        raise DiffusiaError(f"{folder} is a {index.get('_class_name', '?') if isinstance(index, dict) else '?'} "
-                            "without a UNet2DConditionModel unet: diffusia quantizes SD 1.x, SD 2.x and SDXL pipelines")
+        raise DiffusiaError(
+            f"{folder} is a {index.get('_class_name', '?') if isinstance(index, dict) else '?'} "
+            "without a UNet2DConditionModel unet: diffusia quantizes SD 1.x, SD 2.x and SDXL pipelines"
+        )
     return index
 
 
@@ -72,8 +81,10 @@ def pipeline_class(index: dict):
 
     cls = getattr(diffusers, str(index.get("_class_name")), None)
     if cls is None or not isinstance(cls, type) or not issubclass(cls, diffusers.DiffusionPipeline):
-        raise DiffusiaError(f"unknown pipeline class {index.get('_class_name')!r} in model_index.json: this "
-                            f"diffusers ({diffusers.__version__}) has no such pipeline")
+        raise DiffusiaError(
+            f"unknown pipeline class {index.get('_class_name')!r} in model_index.json: this "
+            f"diffusers ({diffusers.__version__}) has no such pipeline"
+        )
     return cls
 
 
@@ -82,7 +93,9 @@ def check_pipeline_folder(folder: Path) -> dict:
     index = read_model_index(folder)
     missing = [c for c in components(index) if c not in UNUSED and not (folder / c).is_dir()]
     if missing:
-        raise DiffusiaError(f"{folder} has no {'/, '.join(missing)}/ folder: it is not a complete Stable Diffusion pipeline")
+        raise DiffusiaError(
+            f"{folder} has no {'/, '.join(missing)}/ folder: it is not a complete Stable Diffusion pipeline"
+        )
     check_folder(folder)
     return index
 
@@ -97,9 +110,10 @@ def _from_folder(folder: Path, dtype, low_cpu_mem_usage: bool, runtime: str = "t
         return load_quantized_pipeline(folder, dtype=dtype, runtime=runtime, threads=threads)
     kwargs = pipeline_kwargs(pipeline_class(index))
     try:  # model_index.json names the class: StableDiffusionPipeline, StableDiffusionXLPipeline, ...
-        return DiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, use_safetensors=True,
-                                                 low_cpu_mem_usage=low_cpu_mem_usage, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as e:
+        return DiffusionPipeline.from_pretrained(
+            folder, torch_dtype=dtype, use_safetensors=True, low_cpu_mem_usage=low_cpu_mem_usage, **kwargs
+        )
+    except (OSError, ValueError) as e:
         raise DiffusiaError(f"could not load the pipeline in {folder}: {str(e).splitlines()[0]}") from None
 
 
@@ -109,7 +123,11 @@ def _from_hub(repo_id: str, dtype, low_cpu_mem_usage: bool):
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
     try:
         return DiffusionPipeline.from_pretrained(
-            repo_id, torch_dtype=dtype, use_safetensors=True, safety_checker=None, requires_safety_checker=False,
+            repo_id,
+            torch_dtype=dtype,
+            use_safetensors=True,
+            safety_checker=None,
+            requires_safety_checker=False,
             low_cpu_mem_usage=low_cpu_mem_usage,
         )
     except Exception as e:  # network, auth and missing-file errors all end here
@@ -137,9 +155,16 @@ def describe(spec: str) -> str:
     return str(spec)
 
 
-def load_pipeline(spec: str | os.PathLike, device: str = "cpu", dtype=None, low_cpu_mem_usage: bool = True,
-                  progress: bool = True, runtime: str | None = None, threads: int | None = None,
-                  config: str | os.PathLike | None = None):
+def load_pipeline(
+    spec: str | os.PathLike,
+    device: str = "cpu",
+    dtype=None,
+    low_cpu_mem_usage: bool = True,
+    progress: bool = True,
+    runtime: str | None = None,
+    threads: int | None = None,
+    config: str | os.PathLike | None = None,
+):
     """Load a UNet2DCondition pipeline (the class model_index.json names) from a spec; every failure is a one-line
     DiffusiaError. `runtime` (see `diffusia.runtime`) is where the U-Net runs: a diffusia folder saved for it loads
     that graph, any other model is exported to it (and checked) now. `config` is a diffusers pipeline folder whose
@@ -171,8 +196,10 @@ def load_pipeline(spec: str | os.PathLike, device: str = "cpu", dtype=None, low_
     elif HUB_ID.match(spec_str) and not spec_str.startswith((".", "/", "~")):
         pipe = _from_hub(spec_str, dtype, low_cpu_mem_usage)
     else:
-        raise DiffusiaError(f"no such model {spec_str!r}: use `tiny`, `sd15-arch`, an existing pipeline folder, a "
-                            ".safetensors checkpoint or a hub id like runwayml/stable-diffusion-v1-5")
+        raise DiffusiaError(
+            f"no such model {spec_str!r}: use `tiny`, `sd15-arch`, an existing pipeline folder, a "
+            ".safetensors checkpoint or a hub id like runwayml/stable-diffusion-v1-5"
+        )
     if device != "cpu" and device.startswith("cuda") and not torch.cuda.is_available():
         raise DiffusiaError(f"device {device!r} requested but CUDA is not available: use --device cpu")
     pipe = runtimes.deploy(pipe.to(device), runtime, device=device, threads=threads)

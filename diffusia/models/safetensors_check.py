@@ -1,4 +1,5 @@
 """Cheap integrity check of safetensors files: header parses and the file holds every byte it declares."""
+
 from __future__ import annotations
 
 import json

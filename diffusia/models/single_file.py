@@ -4,17 +4,18 @@ in the package (`assets/single_file/<arch>`, tokenizers built offline), so no ne
 
 SD 2.x checkpoints are taken as SD 2.1 (768 px, v-prediction): the file does not say whether it is a 2.x-base
 (512 px, epsilon) model; for those, and any other layout, pass `config=` a diffusers folder of the model."""
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
 from diffusia.errors import DiffusiaError
-from diffusia.models.architectures import EOS, SD15, SD21, SDXL, SD_BETAS, Architecture
+from diffusia.models.architectures import EOS, SD15, SD21, SD_BETAS, SDXL, Architecture
 from diffusia.models.loading import components, pipeline_class, pipeline_kwargs, read_model_index
 from diffusia.models.safetensors_check import check_safetensors, read_header
 
@@ -28,8 +29,10 @@ PAD_TOKENS = {"sd15": {"tokenizer": EOS}, "sd21": {"tokenizer": "!"}, "sdxl": {"
 # The schedulers the original model folders ship (diffusia samples with DPM-Solver on the same betas anyway).
 SCHEDULERS = {
     "sd15": ("PNDMScheduler", dict(SD_BETAS, skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1)),
-    "sd21": ("DDIMScheduler", dict(SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-                                   prediction_type="v_prediction")),
+    "sd21": (
+        "DDIMScheduler",
+        dict(SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction"),
+    ),
     "sdxl": ("EulerDiscreteScheduler", dict(SD_BETAS, steps_offset=1, timestep_spacing="leading")),
 }
 ARCHITECTURES = {"sd15": SD15, "sd21": SD21, "sdxl": SDXL}
@@ -43,8 +46,10 @@ def tensor_shapes(path: str | Path) -> dict[str, torch.Tensor]:
 
 def require_unet(checkpoint: Mapping, name: str = "the file") -> None:
     if not any(k.startswith(UNET_PREFIX) for k in checkpoint):
-        raise DiffusiaError(f"{name} holds no {UNET_PREFIX}* tensors, so it is not a Stable Diffusion checkpoint: "
-                            "pass a full single-file checkpoint or a diffusers pipeline folder")
+        raise DiffusiaError(
+            f"{name} holds no {UNET_PREFIX}* tensors, so it is not a Stable Diffusion checkpoint: "
+            "pass a full single-file checkpoint or a diffusers pipeline folder"
+        )
 
 
 def model_type(checkpoint: Mapping, name: str = "the file") -> str:
@@ -56,8 +61,10 @@ def model_type(checkpoint: Mapping, name: str = "the file") -> str:
     if kind == "v1" and CHECKPOINT_KEY_NAMES["v1"] not in checkpoint:
         kind = "unrecognised"  # diffusers' fallback, but not the SD 1.x block layout
     if kind not in CONFIGS:
-        raise DiffusiaError(f"{name} is a {kind} checkpoint and diffusia ships configs for SD 1.x, SD 2.x and SDXL "
-                            "base only: pass --config with a diffusers folder of that model")
+        raise DiffusiaError(
+            f"{name} is a {kind} checkpoint and diffusia ships configs for SD 1.x, SD 2.x and SDXL "
+            "base only: pass --config with a diffusers folder of that model"
+        )
     return CONFIGS[kind]
 
 
@@ -66,11 +73,15 @@ def load_single_file(path: str | Path, config: str | os.PathLike | None = None, 
     architecture, or with `config` (a diffusers pipeline folder; weights in it are not used)."""
     path = Path(path)
     if path.suffix.lower() in PICKLED:
-        raise DiffusiaError(f"{path.name} is a pickled checkpoint and diffusia never unpickles user files: convert it "
-                            "to .safetensors and pass that")
+        raise DiffusiaError(
+            f"{path.name} is a pickled checkpoint and diffusia never unpickles user files: convert it "
+            "to .safetensors and pass that"
+        )
     if path.suffix.lower() != ".safetensors":
-        raise DiffusiaError(f"{path} is a file but not a .safetensors checkpoint: --model takes a pipeline folder, a "
-                            ".safetensors checkpoint, `tiny`, an *-arch spec or a hub id")
+        raise DiffusiaError(
+            f"{path} is a file but not a .safetensors checkpoint: --model takes a pipeline folder, a "
+            ".safetensors checkpoint, `tiny`, an *-arch spec or a hub id"
+        )
     check_safetensors(path)
     shapes = tensor_shapes(path)
     if config is None:
@@ -110,9 +121,13 @@ def write_config(name: str, folder: str | Path) -> Path:
         AutoencoderKL(**arch.vae).save_config(folder / "vae")
     sched_cls, sched_cfg = SCHEDULERS[name]
     getattr(diffusers, sched_cls)(**sched_cfg).save_config(folder / "scheduler")
-    index = {"_class_name": arch.pipeline, "_diffusers_version": diffusers.__version__,
-             "scheduler": ["diffusers", sched_cls], "unet": ["diffusers", "UNet2DConditionModel"],
-             "vae": ["diffusers", "AutoencoderKL"]}
+    index = {
+        "_class_name": arch.pipeline,
+        "_diffusers_version": diffusers.__version__,
+        "scheduler": ["diffusers", sched_cls],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
     encoders = [("text_encoder", "tokenizer", "CLIPTextModel", arch.text)]
     if arch.text_2 is not None:
         encoders.append(("text_encoder_2", "tokenizer_2", "CLIPTextModelWithProjection", arch.text_2))

@@ -1,4 +1,5 @@
 """Stable Diffusion's CLIP tokenizer, built offline from the BPE file that open-clip-torch ships."""
+
 from __future__ import annotations
 
 import gzip
@@ -61,8 +62,12 @@ def write_clip_tokenizer(folder: str | Path, pad_token: str = EOS) -> Path:
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     tok = CLIPTokenizer(
-        str(folder / "vocab.json"), str(folder / "merges.txt"),
-        bos_token="<|startoftext|>", eos_token=EOS, pad_token=pad_token, unk_token=EOS,
+        str(folder / "vocab.json"),
+        str(folder / "merges.txt"),
+        bos_token="<|startoftext|>",
+        eos_token=EOS,
+        pad_token=pad_token,
+        unk_token=EOS,
         model_max_length=77,
     )
     tok.save_pretrained(folder)

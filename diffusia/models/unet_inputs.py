@@ -1,5 +1,6 @@
 """Example inputs of a `UNet2DConditionModel` from its config alone: SD 1.x/2.x take (sample, timestep, text
 embeddings); SDXL (`addition_embed_type == "text_time"`) also takes pooled text embeddings and six size/crop ids."""
+
 from __future__ import annotations
 
 import torch
@@ -20,23 +21,34 @@ def added_cond(config, batch: int, generator: torch.Generator | None = None) -> 
     if kind is None:
         return None
     if kind != "text_time":
-        raise DiffusiaError(f"U-Nets with addition_embed_type={kind!r} are not supported: diffusia handles SD 1.x, "
-                            "SD 2.x and SDXL (text_time) U-Nets")
+        raise DiffusiaError(
+            f"U-Nets with addition_embed_type={kind!r} are not supported: diffusia handles SD 1.x, "
+            "SD 2.x and SDXL (text_time) U-Nets"
+        )
     size = config.sample_size * 8  # pixel size of the latent, as the SDXL pipeline's default time ids
     time_ids = torch.tensor([size, size, 0, 0, size, size], dtype=torch.float32).repeat(batch, 1)
     return {"text_embeds": torch.randn(batch, text_embeds_dim(config), generator=generator), "time_ids": time_ids}
 
 
-def example_unet_inputs(config, batch: int = 2, timestep: int = 500, seed: int = 0, tokens: int = TOKENS,
-                        dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> dict:
+def example_unet_inputs(
+    config,
+    batch: int = 2,
+    timestep: int = 500,
+    seed: int = 0,
+    tokens: int = TOKENS,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> dict:
     """Keyword inputs of a U-Net forward (`unet(**inputs)`): random sample and conditioning drawn from `seed`,
     int64 `timestep`s; `added_cond_kwargs` only for SDXL."""
     g = torch.Generator().manual_seed(seed)
     size = config.sample_size if isinstance(config.sample_size, int) else tuple(config.sample_size)
     h, w = (size, size) if isinstance(size, int) else size
-    inputs = dict(sample=torch.randn(batch, config.in_channels, h, w, generator=g),
-                  timestep=torch.tensor([timestep] * batch, dtype=torch.int64),
-                  encoder_hidden_states=torch.randn(batch, tokens, config.cross_attention_dim, generator=g))
+    inputs = dict(
+        sample=torch.randn(batch, config.in_channels, h, w, generator=g),
+        timestep=torch.tensor([timestep] * batch, dtype=torch.int64),
+        encoder_hidden_states=torch.randn(batch, tokens, config.cross_attention_dim, generator=g),
+    )
     added = added_cond(config, batch, g)
     if added is not None:
         inputs["added_cond_kwargs"] = added

@@ -1,4 +1,5 @@
 """Prompt sets: shipped (`tiny`, `sd15-calibration`, `sd15-eval`) or a user file (.json list or .txt lines)."""
+
 from __future__ import annotations
 
 import json
@@ -33,15 +34,19 @@ def load_prompts(name: str, model: str = "tiny") -> list[Prompt]:
     else:
         path = Path(name).expanduser()
         if not path.is_file():
-            raise DiffusiaError(f"unknown prompt set {name!r}: use one of {', '.join(SHIPPED)}, eval, calibration, "
-                                "or a .json/.txt file path")
+            raise DiffusiaError(
+                f"unknown prompt set {name!r}: use one of {', '.join(SHIPPED)}, eval, calibration, "
+                "or a .json/.txt file path"
+            )
     if path.suffix == ".json":
         try:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise DiffusiaError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
-        items = [Prompt(r, "all") if isinstance(r, str) else Prompt(r.get("prompt", ""), r.get("category", "all"))
-                 for r in raw]
+        items = [
+            Prompt(r, "all") if isinstance(r, str) else Prompt(r.get("prompt", ""), r.get("category", "all"))
+            for r in raw
+        ]
     else:
         items = [Prompt(line.strip()) for line in path.read_text().splitlines() if line.strip()]
     if not items:
@@ -51,7 +56,7 @@ def load_prompts(name: str, model: str = "tiny") -> list[Prompt]:
     return items
 
 
-_GOLDEN = (5 ** 0.5 - 1) / 2
+_GOLDEN = (5**0.5 - 1) / 2
 
 
 def _spread(m: int, start: int = 0) -> list[int]:
@@ -70,8 +75,11 @@ def stratified_order(prompts: list[Prompt]) -> list[Prompt]:
     groups: dict[str, list[Prompt]] = {}
     for p in prompts:
         groups.setdefault(p.category, []).append(p)
-    keyed = [((j + 0.5) / len(members), c, members[i])
-             for c, members in enumerate(groups.values()) for j, i in enumerate(_spread(len(members), c))]
+    keyed = [
+        ((j + 0.5) / len(members), c, members[i])
+        for c, members in enumerate(groups.values())
+        for j, i in enumerate(_spread(len(members), c))
+    ]
     return [p for _, _, p in sorted(keyed, key=lambda k: (k[0], k[1]))]
 
 

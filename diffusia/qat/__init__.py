@@ -2,6 +2,7 @@
 
 `from diffusia.qat import QATConfig, run_qat`; the names load lazily so `python -m diffusia.qat.train` runs cleanly.
 """
+
 from __future__ import annotations
 
 from typing import Any

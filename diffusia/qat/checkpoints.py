@@ -2,6 +2,7 @@
 RNG states of every process, step and loss history), the latest one, and the settings a resume must keep.
 
 A checkpoint folder is user input (`--resume --out DIR`): it holds safetensors and JSON only, never a pickle."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,9 +10,10 @@ import json
 import logging
 import random
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,8 +30,24 @@ FORMAT, VERSION = "diffusia.qat.checkpoint", 2  # v1 pickled the optimizer and R
 PICKLED = ("rng.pt", "optimizer.pt")
 STATE_KEYS = {"step": int, "losses": list, "config": dict, "recipe": dict, "calibration": dict, "world_size": int}
 # run settings that must not change across --resume
-RESUME_KEYS = ("model", "recipe", "source", "batch", "seed", "lr", "lsq", "lsq_lr", "calib_size", "calib_prompts",
-               "calib_steps", "guidance", "caption_dropout", "weight_decay", "grad_clip", "timestep_groups")
+RESUME_KEYS = (
+    "model",
+    "recipe",
+    "source",
+    "batch",
+    "seed",
+    "lr",
+    "lsq",
+    "lsq_lr",
+    "calib_size",
+    "calib_prompts",
+    "calib_steps",
+    "guidance",
+    "caption_dropout",
+    "weight_decay",
+    "grad_clip",
+    "timestep_groups",
+)
 
 
 def checkpoint_dir(out: str | Path) -> Path:
@@ -67,8 +85,13 @@ def _rng_files(states: list[dict[str, Any]]) -> tuple[dict[str, Tensor], list[di
         tensors[f"{rank}.numpy"] = torch.from_numpy(np.asarray(keys, np.uint32).view(np.int32).copy())
         for i, t in enumerate(s.get("cuda", [])):
             tensors[f"{rank}.cuda.{i}"] = t
-        plain.append({"python": list(s["python"]), "numpy": [name, int(pos), int(has_gauss), float(cached)],
-                      "cuda": len(s.get("cuda", []))})
+        plain.append(
+            {
+                "python": list(s["python"]),
+                "numpy": [name, int(pos), int(has_gauss), float(cached)],
+                "cuda": len(s.get("cuda", [])),
+            }
+        )
     return tensors, plain
 
 
@@ -77,8 +100,11 @@ def _rng_states(tensors: dict[str, Tensor], plain: list[dict[str, Any]]) -> list
     for rank, p in enumerate(plain):
         version, keys, gauss = p["python"]
         name, pos, has_gauss, cached = p["numpy"]
-        s = {"python": (version, tuple(keys), gauss), "torch": tensors[f"{rank}.torch"],
-             "numpy": (name, tensors[f"{rank}.numpy"].numpy().view(np.uint32), pos, has_gauss, cached)}
+        s = {
+            "python": (version, tuple(keys), gauss),
+            "torch": tensors[f"{rank}.torch"],
+            "numpy": (name, tensors[f"{rank}.numpy"].numpy().view(np.uint32), pos, has_gauss, cached),
+        }
         if p["cuda"]:
             s["cuda"] = [tensors[f"{rank}.cuda.{i}"] for i in range(p["cuda"])]
         states.append(s)
@@ -104,13 +130,21 @@ def _optimizer_state(tensors: dict[str, Tensor], plain: dict[str, Any]) -> dict[
         state.setdefault(int(idx), {})[name] = t
     for idx, entries in plain["state"].items():
         state.setdefault(int(idx), {}).update(entries)
-    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}  # betas
-              for g in plain["param_groups"]]
+    groups = [
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}  # betas
+        for g in plain["param_groups"]
+    ]
     return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    rng_states: list[dict[str, Any]], state: dict[str, Any]) -> Path:
+def save_checkpoint(
+    out: Path,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rng_states: list[dict[str, Any]],
+    state: dict[str, Any],
+) -> Path:
     """Write checkpoint `step` atomically (safetensors and JSON only) and prune all but the last KEEP_CHECKPOINTS."""
     from safetensors.torch import save_file
 
@@ -118,8 +152,10 @@ def save_checkpoint(out: Path, step: int, model: nn.Module, optimizer: torch.opt
     with atomic_dir(path) as tmp:
         tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(tensors, str(tmp / "model.safetensors"))
-        for name, (arrays, plain) in (("optimizer", _optimizer_files(optimizer.state_dict())),
-                                      ("rng", _rng_files(rng_states))):
+        for name, (arrays, plain) in (
+            ("optimizer", _optimizer_files(optimizer.state_dict())),
+            ("rng", _rng_files(rng_states)),
+        ):
             save_file(arrays, str(tmp / f"{name}.safetensors"))
             (tmp / f"{name}.json").write_text(json.dumps(plain) + "\n")
         state = {"format": FORMAT, "version": VERSION, **state}
@@ -142,8 +178,10 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any], list
 
     pickled = [n for n in PICKLED if (path / n).exists()]
     if pickled:
-        raise DiffusiaError(f"checkpoint {path} is in the old pickle format ({pickled[0]}), which diffusia no longer "
-                            f"reads: start without --resume into a new --out, or delete {path.parents[1]}")
+        raise DiffusiaError(
+            f"checkpoint {path} is in the old pickle format ({pickled[0]}), which diffusia no longer "
+            f"reads: start without --resume into a new --out, or delete {path.parents[1]}"
+        )
     try:
         state = json.loads((path / "state.json").read_text())
         if not isinstance(state, dict) or (state.get("format"), state.get("version")) != (FORMAT, VERSION):
@@ -152,14 +190,17 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any], list
         if bad:
             raise ValueError(f"state.json lacks a valid {', '.join(bad)}")
         model = load_file(str(path / "model.safetensors"))
-        optim = _optimizer_state(load_file(str(path / "optimizer.safetensors")),
-                                 json.loads((path / "optimizer.json").read_text()))
+        optim = _optimizer_state(
+            load_file(str(path / "optimizer.safetensors")), json.loads((path / "optimizer.json").read_text())
+        )
         rng = _rng_states(load_file(str(path / "rng.safetensors")), json.loads((path / "rng.json").read_text()))
         if len(rng) != state["world_size"]:
             raise ValueError(f"{len(rng)} RNG states for {state['world_size']} process(es)")
     except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, SafetensorError) as e:
-        raise DiffusiaError(f"checkpoint {path} is unreadable ({_one_line(e)}): delete it to resume from an earlier "
-                            "one, or start again with --overwrite instead of --resume") from None
+        raise DiffusiaError(
+            f"checkpoint {path} is unreadable ({_one_line(e)}): delete it to resume from an earlier "
+            "one, or start again with --overwrite instead of --resume"
+        ) from None
     return model, optim, rng, state
 
 
@@ -169,8 +210,10 @@ def restoring(path: Path) -> Iterator[None]:
     try:
         yield
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
-        raise DiffusiaError(f"checkpoint {path} does not fit this run ({_one_line(e)[:300]}): delete it to resume "
-                            "from an earlier one, or start again with --overwrite instead of --resume") from None
+        raise DiffusiaError(
+            f"checkpoint {path} does not fit this run ({_one_line(e)[:300]}): delete it to resume "
+            "from an earlier one, or start again with --overwrite instead of --resume"
+        ) from None
 
 
 def config_subset(cfg: Any) -> dict[str, Any]:
@@ -182,10 +225,13 @@ def check_resumable(saved: dict[str, Any], cfg: Any, world: int) -> None:
     now = config_subset(cfg)
     for k, v in config_subset(saved["config"]).items():
         if now[k] != v:
-            raise DiffusiaError(f"cannot resume: the checkpoint was made with {k}={v!r}, this run has {now[k]!r}; "
-                                "use the same settings, or start again with --overwrite instead of --resume")
+            raise DiffusiaError(
+                f"cannot resume: the checkpoint was made with {k}={v!r}, this run has {now[k]!r}; "
+                "use the same settings, or start again with --overwrite instead of --resume"
+            )
     if saved["world_size"] != world:
-        raise DiffusiaError(f"cannot resume: the checkpoint was made with {saved['world_size']} process(es), "
-                            f"this run has {world}")
+        raise DiffusiaError(
+            f"cannot resume: the checkpoint was made with {saved['world_size']} process(es), this run has {world}"
+        )
     if cfg.steps < saved["step"]:
         raise DiffusiaError(f"cannot resume: the checkpoint is at step {saved['step']} > --steps {cfg.steps}")

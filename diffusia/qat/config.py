@@ -1,4 +1,5 @@
 """Settings and result of one QAT run (`diffusia qat` / `python -m diffusia.qat.train`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -10,6 +10,7 @@
 A batch is drawn for the whole job (`batch * world` items) and process `rank` takes its slice, so one process with
 batch 2B sees the same items as two processes with batch B each.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,9 +45,13 @@ class Batch:
     encoder_hidden_states: Tensor
     target: Tensor
 
-    def to(self, device: torch.device | str) -> "Batch":
-        return Batch(self.sample.to(device), self.timestep.to(device), self.encoder_hidden_states.to(device),
-                     self.target.to(device))
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            self.sample.to(device),
+            self.timestep.to(device),
+            self.encoder_hidden_states.to(device),
+            self.target.to(device),
+        )
 
     def __len__(self) -> int:
         return int(self.sample.shape[0])
@@ -69,8 +74,15 @@ class DistillData:
     Conditioning tensors repeat across the steps of a trajectory, so they are stored once in `ehs_table` and
     referenced by `ehs_index`."""
 
-    def __init__(self, samples: Tensor, timesteps: Tensor, ehs_table: Tensor, ehs_index: Tensor, targets: Tensor,
-                 info: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        samples: Tensor,
+        timesteps: Tensor,
+        ehs_table: Tensor,
+        ehs_index: Tensor,
+        targets: Tensor,
+        info: dict[str, Any] | None = None,
+    ) -> None:
         n = samples.shape[0]
         if not (timesteps.shape[0] == ehs_index.shape[0] == targets.shape[0] == n) or n == 0:
             raise DiffusiaError("distillation data is empty or inconsistent: record it again")
@@ -82,8 +94,9 @@ class DistillData:
         return int(self.samples.shape[0])
 
     @classmethod
-    def from_calls(cls, calls: list[tuple[Tensor, Tensor, Tensor]], outputs: list[Tensor],
-                   info: dict[str, Any] | None = None) -> "DistillData":
+    def from_calls(
+        cls, calls: list[tuple[Tensor, Tensor, Tensor]], outputs: list[Tensor], info: dict[str, Any] | None = None
+    ) -> DistillData:
         """Build from `record_unet_inputs` calls and the U-Net outputs of the same calls."""
         if len(calls) != len(outputs) or not calls:
             raise DiffusiaError(f"{len(calls)} recorded U-Net calls but {len(outputs)} outputs")
@@ -98,12 +111,25 @@ class DistillData:
             index.append(torch.arange(start, start + b))
             samples.append(sample)
             targets.append(out)
-        return cls(torch.cat(samples).float(), torch.cat(timesteps), torch.cat(table).float(), torch.cat(index),
-                   torch.cat(targets).float(), info)
+        return cls(
+            torch.cat(samples).float(),
+            torch.cat(timesteps),
+            torch.cat(table).float(),
+            torch.cat(index),
+            torch.cat(targets).float(),
+            info,
+        )
 
     @classmethod
-    def record(cls, pipe, prompts: list[Prompt], steps: int, guidance: float, seed: int = CALIBRATION_SEED,
-               progress: bool = False) -> tuple["DistillData", list[tuple[Tensor, Tensor, Tensor]]]:
+    def record(
+        cls,
+        pipe,
+        prompts: list[Prompt],
+        steps: int,
+        guidance: float,
+        seed: int = CALIBRATION_SEED,
+        progress: bool = False,
+    ) -> tuple[DistillData, list[tuple[Tensor, Tensor, Tensor]]]:
         """Run the (float) pipeline over `prompts`; returns the data and the raw calls (for calibration)."""
         outputs: list[Tensor] = []
 
@@ -117,11 +143,22 @@ class DistillData:
             calls = record_unet_inputs(pipe, prompts, steps, guidance, seed, progress)
         finally:
             handle.remove()
-        info = dict(prompts=len(prompts), steps=steps, guidance=guidance, seed=seed, unet_calls=len(calls),
-                    seconds=time.perf_counter() - t0)
+        info = dict(
+            prompts=len(prompts),
+            steps=steps,
+            guidance=guidance,
+            seed=seed,
+            unet_calls=len(calls),
+            seconds=time.perf_counter() - t0,
+        )
         data = cls.from_calls(calls, outputs, info)
-        log.info("recorded %d U-Net calls (%d items) along %d trajectories in %.1f s", len(calls), len(data),
-                 len(prompts), info["seconds"])
+        log.info(
+            "recorded %d U-Net calls (%d items) along %d trajectories in %.1f s",
+            len(calls),
+            len(data),
+            len(prompts),
+            info["seconds"],
+        )
         return data, calls
 
     def batch(self, step: int, seed: int, batch: int, rank: int = 0, world: int = 1) -> Batch:
@@ -141,7 +178,7 @@ class DistillData:
             save_file({k: getattr(self, k).contiguous() for k in TENSORS}, str(tmp), metadata=meta)
 
     @classmethod
-    def load(cls, path: str | Path) -> "DistillData":
+    def load(cls, path: str | Path) -> DistillData:
         from safetensors import SafetensorError, safe_open
 
         try:
@@ -154,8 +191,10 @@ class DistillData:
             if not isinstance(info, dict):
                 raise ValueError("its info is not a JSON object")
         except (OSError, ValueError, SafetensorError) as e:
-            raise DiffusiaError(f"distillation data {path} is unreadable ({' '.join(str(e).split())}): start again "
-                                "with --overwrite instead of --resume") from None
+            raise DiffusiaError(
+                f"distillation data {path} is unreadable ({' '.join(str(e).split())}): start again "
+                "with --overwrite instead of --resume"
+            ) from None
         return cls(*tensors, info)
 
 
@@ -172,8 +211,9 @@ class FashionMNISTData:
     """Coloured Fashion-MNIST (same colours and captions as the `tiny` training set for `colour_seed`), encoded on
     the fly with the pipeline's VAE and text encoder; the target is the added noise (eps-prediction)."""
 
-    def __init__(self, pipe, split: str = "train", colour_seed: int = 0, caption_dropout: float = 0.1,
-                 limit: int | None = None) -> None:
+    def __init__(
+        self, pipe, split: str = "train", colour_seed: int = 0, caption_dropout: float = 0.1, limit: int | None = None
+    ) -> None:
         from diffusia.data.fashion_mnist import COLOURS, load_split
 
         if not 0.0 <= caption_dropout < 1.0:
@@ -208,8 +248,9 @@ class FashionMNISTData:
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> Tensor:
         tok = self.pipe.tokenizer
-        ids = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids
+        ids = tok(
+            captions, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
         enc = self.pipe.text_encoder
         return enc(ids.to(enc.device))[0].float().cpu()
 

@@ -1,6 +1,7 @@
 """LSQ (learned step size quantization) for QAT: learnable activation step sizes of the layers with quantized
 activations (one or two digits), and the module that holds them with the U-Net so data-parallel training
 synchronises both."""
+
 from __future__ import annotations
 
 import torch
@@ -31,7 +32,11 @@ class LearnableActScales(nn.Module):
 
         self.layers = {n: m for n, m in api.qmodules(unet).items() if m.spec.act_digits}
         self.log_scale = nn.ParameterDict(
-            {self._key(n): nn.Parameter(m.act_scale.detach().clone().clamp_min(1e-12).log()) for n, m in self.layers.items()})
+            {
+                self._key(n): nn.Parameter(m.act_scale.detach().clone().clamp_min(1e-12).log())
+                for n, m in self.layers.items()
+            }
+        )
         self._handles = [m.register_forward_pre_hook(self._hook(n)) for n, m in self.layers.items()]
         self.sync_buffers()
 
@@ -50,6 +55,7 @@ class LearnableActScales(nn.Module):
                 s2, zp2 = qmath.residual_qparams(1.0, qmax)  # the residual's step, relative to s
                 y = y + _lsq_quant(x - y, s * s2, torch.tensor(zp2, dtype=x.dtype, device=x.device), qmax)
             return (y,) + tuple(args[1:])
+
         return pre
 
     @torch.no_grad()

@@ -1,8 +1,9 @@
 """The loss curve of a QAT run as a PNG (matplotlib, Agg backend, written atomically)."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -18,8 +19,7 @@ def running_mean(values: Sequence[float], window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def plot_loss_curve(losses: Sequence[float], path: str | Path, title: str = "QAT loss",
-                    ylabel: str = "loss") -> Path:
+def plot_loss_curve(losses: Sequence[float], path: str | Path, title: str = "QAT loss", ylabel: str = "loss") -> Path:
     """Per-step loss and its running mean (window: 5% of the run, at least 10 steps), log scale when positive."""
     import matplotlib
 
@@ -36,8 +36,7 @@ def plot_loss_curve(losses: Sequence[float], path: str | Path, title: str = "QAT
             ax.plot(steps, losses, lw=0.8, alpha=0.35, color="tab:blue", label="per step")
             window = min(len(losses), max(10, len(losses) // 20))
             if window > 1:
-                ax.plot(steps, running_mean(losses, window), lw=1.8, color="tab:blue",
-                        label=f"running mean ({window})")
+                ax.plot(steps, running_mean(losses, window), lw=1.8, color="tab:blue", label=f"running mean ({window})")
             if min(losses) > 0:
                 ax.set_yscale("log")
             ax.legend(loc="upper right", fontsize=8)

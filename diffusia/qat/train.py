@@ -17,6 +17,7 @@ Checkpoints (`DIR/checkpoints/step-N/`, atomic): float weights + quantization ra
 RNG states of every process, step and loss history. Batches depend only on (seed, step), so `--resume` after a
 kill reproduces the losses of an uninterrupted run.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,16 @@ from torch import Tensor, nn
 
 from diffusia.errors import DiffusiaError
 from diffusia.fileio import QUANTIZED, atomic_dir, check_output_dir, mark_output_dir, write_json
-from diffusia.qat.checkpoints import (check_resumable, checkpoint_dir, latest_checkpoint, load_checkpoint,
-                                      restoring, rng_state, save_checkpoint, set_rng_state)
+from diffusia.qat.checkpoints import (
+    check_resumable,
+    checkpoint_dir,
+    latest_checkpoint,
+    load_checkpoint,
+    restoring,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from diffusia.qat.config import QATConfig, QATResult
 from diffusia.qat.data import Batch, DistillData, FashionMNISTData
 from diffusia.qat.lsq import LearnableActScales, QATModel
@@ -105,8 +114,9 @@ def _train_step(model: nn.Module, accelerator, batch: Batch, timestep_state) -> 
     return total
 
 
-def _finish(cfg: QATConfig, pipe, model: QATModel, recipe, calibration, losses: list[float], meta: dict[str, Any],
-            out: Path) -> None:
+def _finish(
+    cfg: QATConfig, pipe, model: QATModel, recipe, calibration, losses: list[float], meta: dict[str, Any], out: Path
+) -> None:
     """Freeze, validate, save the INT8 folder (atomically) with the loss curve and the QAT settings."""
     from diffusia.qat.plot import plot_loss_curve
     from diffusia.quant import api
@@ -133,8 +143,12 @@ def _finish(cfg: QATConfig, pipe, model: QATModel, recipe, calibration, losses: 
         full["qat"] = meta
         meta_path.write_text(json.dumps(full, indent=2, default=str) + "\n")
         write_json(tmp / LOSS_JSON, {"losses": losses})
-        plot_loss_curve(losses, tmp / LOSS_PNG, title=f"QAT {recipe.name} ({cfg.source}) on {cfg.model}",
-                        ylabel="noise-prediction MSE" if cfg.source != "distill" else "student-teacher MSE")
+        plot_loss_curve(
+            losses,
+            tmp / LOSS_PNG,
+            title=f"QAT {recipe.name} ({cfg.source}) on {cfg.model}",
+            ylabel="noise-prediction MSE" if cfg.source != "distill" else "student-teacher MSE",
+        )
         if cfg.keep_checkpoints and last is not None:
             shutil.copytree(last, checkpoint_dir(tmp) / last.name)
             if (checkpoint_dir(out) / DISTILL_FILE).is_file():
@@ -189,15 +203,23 @@ def run_qat(cfg: QATConfig) -> QATResult | None:
             calibration = CalibrationInfo(**saved_state["calibration"])
             distill = DistillData.load(checkpoint_dir(out) / DISTILL_FILE) if cfg.source == "distill" else None
             api.quantize(unet, recipe)
-            unet.load_state_dict({k[len("unet."):]: v for k, v in model_state.items() if k.startswith("unet.")})
+            unet.load_state_dict({k[len("unet.") :]: v for k, v in model_state.items() if k.startswith("unet.")})
     else:
         prompts = take(load_prompts(cfg.calib_prompts, model=cfg.model), cfg.calib_size)
-        distill, calls = DistillData.record(pipe, prompts, cfg.calib_steps, cfg.guidance,
-                                            progress=cfg.progress and main)
+        distill, calls = DistillData.record(
+            pipe, prompts, cfg.calib_steps, cfg.guidance, progress=cfg.progress and main
+        )
         api.quantize(unet, recipe)
         seconds = _calibrate(unet, calls)
-        calibration = CalibrationInfo([p.text for p in prompts], len(prompts), cfg.calib_steps, cfg.guidance,
-                                      distill.info["seed"], len(calls), seconds)
+        calibration = CalibrationInfo(
+            [p.text for p in prompts],
+            len(prompts),
+            cfg.calib_steps,
+            cfg.guidance,
+            distill.info["seed"],
+            len(calls),
+            seconds,
+        )
         del calls
         if cfg.source != "distill":
             distill = None
@@ -230,11 +252,22 @@ def run_qat(cfg: QATConfig) -> QATResult | None:
     params = [p for g in optimizer.param_groups for p in g["params"]]
 
     def state_json(step: int) -> dict[str, Any]:
-        return {"step": step, "losses": losses, "config": asdict(cfg), "recipe": recipe.to_dict(),
-                "calibration": asdict(calibration), "world_size": world}
+        return {
+            "step": step,
+            "losses": losses,
+            "config": asdict(cfg),
+            "recipe": recipe.to_dict(),
+            "calibration": asdict(calibration),
+            "world_size": world,
+        }
 
-    bar = tqdm(total=cfg.steps, initial=start, desc=f"qat {cfg.source}", disable=not (main and cfg.progress),
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=start,
+        desc=f"qat {cfg.source}",
+        disable=not (main and cfg.progress),
+        dynamic_ncols=True,
+    )
     t_train, cpu_train = time.perf_counter(), time.process_time()
     try:
         for step in range(start, cfg.steps):
@@ -270,18 +303,31 @@ def run_qat(cfg: QATConfig) -> QATResult | None:
         inner = accelerator.unwrap_model(model)
         if cfg.keep_checkpoints and start < cfg.steps:  # kept in the folder: a longer --resume run continues
             save_checkpoint(out, cfg.steps, inner, optimizer, rngs, state_json(cfg.steps))
-        meta = {"source": cfg.source, "steps": cfg.steps, "lr": cfg.lr, "batch_per_process": cfg.batch,
-                "processes": world, "global_batch": cfg.batch * world, "lsq": cfg.lsq,
-                "lsq_lr": cfg.lsq_lr if cfg.lsq else None, "seed": cfg.seed, "weight_decay": cfg.weight_decay,
-                "grad_clip": cfg.grad_clip, "calib_size": cfg.calib_size, "calib_steps": cfg.calib_steps,
-                "caption_dropout": cfg.caption_dropout if cfg.source != "distill" else None,
-                "distill_items": len(data) if cfg.source == "distill" else None,
-                "resumed_from_step": start if saved_state is not None else None,
-                "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-                "loss_last_mean20": float(np.mean(losses[-20:])) if losses else None,
-                "train_seconds_this_run": round(train_seconds, 2),
-                "train_cpu_seconds_this_run": round(train_cpu, 2), "threads": torch.get_num_threads(),
-                "device": str(accelerator.device)}
+        meta = {
+            "source": cfg.source,
+            "steps": cfg.steps,
+            "lr": cfg.lr,
+            "batch_per_process": cfg.batch,
+            "processes": world,
+            "global_batch": cfg.batch * world,
+            "lsq": cfg.lsq,
+            "lsq_lr": cfg.lsq_lr if cfg.lsq else None,
+            "seed": cfg.seed,
+            "weight_decay": cfg.weight_decay,
+            "grad_clip": cfg.grad_clip,
+            "calib_size": cfg.calib_size,
+            "calib_steps": cfg.calib_steps,
+            "caption_dropout": cfg.caption_dropout if cfg.source != "distill" else None,
+            "distill_items": len(data) if cfg.source == "distill" else None,
+            "resumed_from_step": start if saved_state is not None else None,
+            "loss_first": losses[0] if losses else None,
+            "loss_last": losses[-1] if losses else None,
+            "loss_last_mean20": float(np.mean(losses[-20:])) if losses else None,
+            "train_seconds_this_run": round(train_seconds, 2),
+            "train_cpu_seconds_this_run": round(train_cpu, 2),
+            "threads": torch.get_num_threads(),
+            "device": str(accelerator.device),
+        }
         _finish(cfg, pipe, inner, recipe, calibration, losses, meta, out)
         result = QATResult(out, losses, time.perf_counter() - t_start, start, meta)
         log.info("QAT done: %d steps, loss %.5f -> %.5f, saved %s", cfg.steps, losses[0], losses[-1], out)

@@ -1,12 +1,14 @@
 """The verbs: quantize -> calibrate -> (fake quant / QAT) -> freeze; save/reload via a quantization map;
 a summary table and a NaN/Inf localiser."""
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import logging
 from collections import Counter
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -16,8 +18,8 @@ from diffusia.errors import DiffusiaError
 from diffusia.quant import cpu, qmath
 from diffusia.quant import timestep as ts
 from diffusia.quant.modules import QModuleMixin, QSettings, qclass_for
-from diffusia.quant.precisions import get_precision
 from diffusia.quant.policy import plan as make_plan
+from diffusia.quant.precisions import get_precision
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,21 @@ def layer_settings(precision: str, recipe: Recipe, cpu_class: str | None = None)
     cpu_class = cpu_class or cpu.resolve_target(recipe.target)
     spec = get_precision(precision)
     derived = spec.settings(recipe, cpu_class) if spec.settings else {}
-    return QSettings(precision, **{**dict(act_qmax=127, weight_qmax=127, calibrator=recipe.calibrator,
-                                          percentile=recipe.percentile, bins=recipe.histogram_bins,
-                                          group_size=recipe.int4_group_size, timestep_groups=recipe.timestep_groups),
-                                   **derived})
+    return QSettings(
+        precision,
+        **{
+            **dict(
+                act_qmax=127,
+                weight_qmax=127,
+                calibrator=recipe.calibrator,
+                percentile=recipe.percentile,
+                bins=recipe.histogram_bins,
+                group_size=recipe.int4_group_size,
+                timestep_groups=recipe.timestep_groups,
+            ),
+            **derived,
+        },
+    )
 
 
 def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -73,8 +86,7 @@ def quantize(unet: nn.Module, recipe: Recipe) -> dict[str, str]:
         _swap(unet, name, qclass_for(module).from_module(module, settings, state))
     ts.attach(unet, state)
     setattr(unet, _RECIPE_ATTR, recipe)
-    setattr(unet, _TARGET_ATTR, {"requested": recipe.target, "cpu_class": cpu_class,
-                                 "made_on": cpu.host_description()})
+    setattr(unet, _TARGET_ATTR, {"requested": recipe.target, "cpu_class": cpu_class, "made_on": cpu.host_description()})
     log.info("quantized with recipe %r: %s", recipe.name, dict(Counter(layer_plan.values())))
     return layer_plan
 
@@ -104,8 +116,10 @@ def calibrate(unet: nn.Module) -> Iterator[nn.Module]:
 def _check_calibrated(qm: Mapping[str, QModuleMixin], verb: str) -> None:
     bad = [n for n, m in qm.items() if not m.calibrated]
     if bad:
-        raise DiffusiaError(f"{len(bad)} W8A8 layer(s) have no activation range (e.g. {bad[0]!r}): "
-                            f"run `with calibrate(unet): unet(...)` before {verb}")
+        raise DiffusiaError(
+            f"{len(bad)} W8A8 layer(s) have no activation range (e.g. {bad[0]!r}): "
+            f"run `with calibrate(unet): unet(...)` before {verb}"
+        )
 
 
 def enable_fake_quant(unet: nn.Module, enabled: bool = True) -> None:
@@ -139,12 +153,18 @@ def quantization_map(unet: nn.Module) -> dict[str, Any]:
     qm = _require_quantized(unet)
     state = ts.get_state(unet)
     recipe = getattr(unet, _RECIPE_ATTR, None)
-    layers = {n: {"type": m.base_type.__name__, "weight_shape": list(m.weight_shape), "mode": m.mode,
-                  **m.settings.to_dict()} for n, m in qm.items()}
-    return {"format": QMAP_FORMAT, "version": QMAP_VERSION,
-            "num_train_timesteps": state.num_train_timesteps if state else 1000,
-            "recipe": recipe.to_dict() if recipe is not None else None,
-            "target": getattr(unet, _TARGET_ATTR, None), "layers": layers}
+    layers = {
+        n: {"type": m.base_type.__name__, "weight_shape": list(m.weight_shape), "mode": m.mode, **m.settings.to_dict()}
+        for n, m in qm.items()
+    }
+    return {
+        "format": QMAP_FORMAT,
+        "version": QMAP_VERSION,
+        "num_train_timesteps": state.num_train_timesteps if state else 1000,
+        "recipe": recipe.to_dict() if recipe is not None else None,
+        "target": getattr(unet, _TARGET_ATTR, None),
+        "layers": layers,
+    }
 
 
 def target_of(unet: nn.Module) -> dict[str, Any] | None:
@@ -180,10 +200,16 @@ class _Skeleton:
 
 
 def _check_map(qmap: Mapping[str, Any]) -> None:
-    if not isinstance(qmap, Mapping) or qmap.get("format") != QMAP_FORMAT or qmap.get("version") != QMAP_VERSION \
-            or not isinstance(qmap.get("layers"), Mapping):
-        raise DiffusiaError(f"not a diffusia quantization map (format {QMAP_FORMAT!r} version {QMAP_VERSION}): "
-                            "re-run `diffusia quantize`")
+    if (
+        not isinstance(qmap, Mapping)
+        or qmap.get("format") != QMAP_FORMAT
+        or qmap.get("version") != QMAP_VERSION
+        or not isinstance(qmap.get("layers"), Mapping)
+    ):
+        raise DiffusiaError(
+            f"not a diffusia quantization map (format {QMAP_FORMAT!r} version {QMAP_VERSION}): "
+            "re-run `diffusia quantize`"
+        )
 
 
 def rebuild_skeleton(unet: nn.Module, qmap: Mapping[str, Any]) -> _Skeleton:
@@ -199,11 +225,15 @@ def rebuild_skeleton(unet: nn.Module, qmap: Mapping[str, Any]) -> _Skeleton:
         try:
             module = unet.get_submodule(name)
         except AttributeError:
-            raise DiffusiaError(f"quantization map names layer {name!r}, absent from the U-Net: the folder was "
-                                "quantized from another model") from None
+            raise DiffusiaError(
+                f"quantization map names layer {name!r}, absent from the U-Net: the folder was "
+                "quantized from another model"
+            ) from None
         if list(module.weight.shape) != list(spec["weight_shape"]):
-            raise DiffusiaError(f"layer {name!r}: the U-Net's weight is {list(module.weight.shape)}, the quantization "
-                                f"map's {spec['weight_shape']}: the folder was quantized from another model")
+            raise DiffusiaError(
+                f"layer {name!r}: the U-Net's weight is {list(module.weight.shape)}, the quantization "
+                f"map's {spec['weight_shape']}: the folder was quantized from another model"
+            )
         if type(module).__name__ != spec["type"]:
             raise DiffusiaError(f"layer {name!r}: skeleton has {type(module).__name__}, map says {spec['type']}")
         saved = QSettings(**{k: v for k, v in spec.items() if k in QSettings.__dataclass_fields__})
@@ -226,10 +256,14 @@ def finish_loading(unet: nn.Module, qmap: Mapping[str, Any], skeleton: _Skeleton
         _narrow_act_qparams(qm[name], old_qmax)
     if skeleton.narrowed:
         made_for = (qmap.get("target") or {}).get("cpu_class", "a CPU with VNNI")
-        log.warning("%d layer(s) were quantized for %s (8-bit activations with 8-bit weights); on this CPU (%s) their "
-                    "int16 pair sums would saturate, so they run with 7-bit activations. For full precision here, "
-                    "re-quantize with `diffusia quantize --target auto`", len(skeleton.narrowed), made_for,
-                    cpu.host_class())
+        log.warning(
+            "%d layer(s) were quantized for %s (8-bit activations with 8-bit weights); on this CPU (%s) their "
+            "int16 pair sums would saturate, so they run with 7-bit activations. For full precision here, "
+            "re-quantize with `diffusia quantize --target auto`",
+            len(skeleton.narrowed),
+            made_for,
+            cpu.host_class(),
+        )
     for q in skeleton.frozen:
         q.build_kernels()
         q.release_packed_source()
@@ -253,37 +287,18 @@ def load_quantized_state(unet: nn.Module, qmap: Mapping[str, Any], state_dict: M
     skeleton = rebuild_skeleton(unet, qmap)
     result = unet.load_state_dict(dict(state_dict), strict=False, assign=any(p.is_meta for p in unet.parameters()))
     if result.missing_keys or result.unexpected_keys:
-        raise DiffusiaError(f"state dict does not fit the quantization map: missing {result.missing_keys[:3]}, "
-                            f"unexpected {result.unexpected_keys[:3]}")
+        raise DiffusiaError(
+            f"state dict does not fit the quantization map: missing {result.missing_keys[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]}"
+        )
     return finish_loading(unet, qmap, skeleton)
-
-
-def _float_weight(m: QModuleMixin) -> Tensor:
-    """The layer's weight in float: its own float weight, or the frozen buffers dequantized."""
-    if m.mode != "real":
-        return m.weight.detach()
-    return get_precision(m.precision).dequantize(m.frozen_buffers(), tuple(m.weight_shape)).float()
-
-
-def _float_module(m: QModuleMixin) -> nn.Module:
-    """A plain Conv2d/Linear computing what `m` computes in float (its quantized weight, dequantized)."""
-    with torch.device("meta"):
-        if isinstance(m, nn.Conv2d):
-            f = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
-                          dilation=m.dilation, groups=m.groups, bias=m.bias is not None)
-        else:
-            f = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
-    weight = _float_weight(m)
-    f.weight = nn.Parameter(weight, requires_grad=weight.requires_grad) if m.mode == "real" else m.weight
-    f.bias = m.bias
-    return f.train(m.training)
 
 
 def dequantize(unet: nn.Module) -> nn.Module:
     """Undo `quantize`: every quantized layer becomes a plain float layer again (the very float weight if it was
     not frozen, the dequantized weight if it was), and the timestep state and recipe are dropped."""
     for name, m in _require_quantized(unet).items():
-        _swap(unet, name, _float_module(m))
+        _swap(unet, name, m.dequantized())
     ts.detach(unet)
     _mark_frozen(unet, False)
     for attr in (_RECIPE_ATTR, _TARGET_ATTR):
@@ -303,9 +318,15 @@ def summary(unet: nn.Module) -> str:
                 wbits = int(m.settings.weight_qmax).bit_length()
             abits = "+".join([str(int(m.settings.act_qmax).bit_length())] * spec.act_digits)  # 7+7: two digits
             lo, hi = m.act_range[:, 0], m.act_range[:, 1]
-            rng = "uncalibrated" if not m.calibrated else (
-                f"[{float(lo[0]):.4g}, {float(hi[0]):.4g}]" if len(lo) == 1
-                else f"{len(lo)} groups, lo {float(lo.min()):.4g}..{float(lo.max()):.4g}, hi {float(hi.min()):.4g}..{float(hi.max()):.4g}")
+            rng = (
+                "uncalibrated"
+                if not m.calibrated
+                else (
+                    f"[{float(lo[0]):.4g}, {float(hi[0]):.4g}]"
+                    if len(lo) == 1
+                    else f"{len(lo)} groups, lo {float(lo.min()):.4g}..{float(lo.max()):.4g}, hi {float(hi.min()):.4g}..{float(hi.max()):.4g}"
+                )
+            )
         rows.append((n, m.precision, str(wbits), abits, m.mode, rng))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
@@ -343,6 +364,7 @@ def check_finite(model: nn.Module, *inputs: Any, **kwargs: Any) -> Any:
         def _h(module: nn.Module, args: Any, output: Any) -> None:
             if not _finite(output):
                 raise _NonFinite(name, module)
+
         return _h
 
     handles = [m.register_forward_hook(hook(n or "<model>")) for n, m in model.named_modules()]
@@ -350,8 +372,9 @@ def check_finite(model: nn.Module, *inputs: Any, **kwargs: Any) -> Any:
         with torch.no_grad():
             return model(*inputs, **kwargs)
     except _NonFinite as e:
-        raise DiffusiaError(f"first non-finite output (NaN/Inf) from module {e.name!r} "
-                            f"({type(e.module).__name__})") from None
+        raise DiffusiaError(
+            f"first non-finite output (NaN/Inf) from module {e.name!r} ({type(e.module).__name__})"
+        ) from None
     finally:
         for h in handles:
             h.remove()

@@ -17,14 +17,15 @@ environment variable `DIFFUSIA_CPU` or `with cpu.simulate("avx2"):` (a class nam
 override decides layouts and load-time conversions; the kernels' own safety check always uses the real hardware,
 so a false override can make diffusia slower (float reference), never wrong.
 """
+
 from __future__ import annotations
 
 import contextlib
 import functools
 import os
 import platform
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from diffusia.errors import DiffusiaError
 
@@ -35,8 +36,10 @@ CPU_CLASSES = ("avx2", "vnni")
 TARGETS = ("auto", "portable") + CPU_CLASSES
 # The features of each class as seen on this project's machines (AMD EPYC Zen 1; an Intel Xeon with AVX-512
 # VNNI/BF16/FP16, no AMX; an AMD EPYC with AVX-512 VNNI/BF16 and no FP16 has the vnni class's INT8 layout too).
-CLASS_FEATURES = {"avx2": ("avx2", "fma"),
-                  "vnni": ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "fp16", "bf16")}
+CLASS_FEATURES = {
+    "avx2": ("avx2", "fma"),
+    "vnni": ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "fp16", "bf16"),
+}
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx")
 _overrides: list[dict[str, bool]] = []
 
@@ -91,8 +94,10 @@ def parse_features(spec: str | Iterable[str]) -> dict[str, bool]:
     flags = set(spec)
     unknown = sorted(flags - set(FEATURES))
     if unknown or not flags:
-        raise DiffusiaError(f"unknown CPU features {unknown or spec!r} in {ENV_VAR}/simulate: use a class "
-                            f"({', '.join(CPU_CLASSES)}) or flags from {', '.join(FEATURES)}")
+        raise DiffusiaError(
+            f"unknown CPU features {unknown or spec!r} in {ENV_VAR}/simulate: use a class "
+            f"({', '.join(CPU_CLASSES)}) or flags from {', '.join(FEATURES)}"
+        )
     return {"x86": True, **{k: k in flags for k in FEATURES}}
 
 
@@ -163,8 +168,12 @@ def weight_qmax(act_qmax: int, cpu_class: str) -> int:
 def host_description() -> dict[str, object]:
     """What a quantized folder records of the CPU it was made on."""
     real = detected_features()
-    return {"model": cpu_model(), "class": host_class(real), "features": [k for k in FEATURES if real[k]],
-            "simulated_class": host_class() if cpu_features() != real else None}
+    return {
+        "model": cpu_model(),
+        "class": host_class(real),
+        "features": [k for k in FEATURES if real[k]],
+        "simulated_class": host_class() if cpu_features() != real else None,
+    }
 
 
 def cpu_model() -> str:

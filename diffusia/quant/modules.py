@@ -4,12 +4,14 @@ Modes: `float` (as the original layer), `calibrate` (observe input activations, 
 `fake` (simulated quantize-dequantize with a straight-through estimator: QAT and sensitivity),
 `real` (frozen: int8 / packed int4 / fp16 / bf16 buffers + scales, computed by diffusia.quant.kernels).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,10 +28,10 @@ log = logging.getLogger(__name__)
 
 MODES = ("float", "calibrate", "fake", "real")
 KERNEL_DEVICES = ("cpu", "cuda")  # where the frozen kernels can live
-_REGISTRY: dict[type[nn.Module], type["QModuleMixin"]] = {}
+_REGISTRY: dict[type[nn.Module], type[QModuleMixin]] = {}
 
 
-def register(base: type[nn.Module]) -> Callable[[type["QModuleMixin"]], type["QModuleMixin"]]:
+def register(base: type[nn.Module]) -> Callable[[type[QModuleMixin]], type[QModuleMixin]]:
     """Class decorator: `@register(nn.Conv2d)` makes the class the quantized replacement of `base`."""
 
     def deco(cls: type[QModuleMixin]) -> type[QModuleMixin]:
@@ -40,11 +42,12 @@ def register(base: type[nn.Module]) -> Callable[[type["QModuleMixin"]], type["QM
     return deco
 
 
-def qclass_for(module: nn.Module) -> type["QModuleMixin"]:
+def qclass_for(module: nn.Module) -> type[QModuleMixin]:
     cls = _REGISTRY.get(type(module))
     if cls is None:
-        raise DiffusiaError(f"no quantized module for {type(module).__name__}; supported: "
-                            f"{', '.join(t.__name__ for t in _REGISTRY)}")
+        raise DiffusiaError(
+            f"no quantized module for {type(module).__name__}; supported: {', '.join(t.__name__ for t in _REGISTRY)}"
+        )
     return cls
 
 
@@ -79,7 +82,7 @@ class QModuleMixin:
     base_type: type[nn.Module]
 
     @classmethod
-    def from_module(cls, module: nn.Module, settings: QSettings, ts: TimestepState | None = None) -> "QModuleMixin":
+    def from_module(cls, module: nn.Module, settings: QSettings, ts: TimestepState | None = None) -> QModuleMixin:
         """A quantized replacement sharing `module`'s weight and bias tensors (built on meta, no copy)."""
         q = cls._meta_like(module)
         q.weight, q.bias = module.weight, module.bias
@@ -99,9 +102,15 @@ class QModuleMixin:
             self.register_buffer("act_zero_point", torch.zeros(k, dtype=torch.int32))
 
     # ----- what subclasses provide
-    @classmethod
-    def _meta_like(cls, module: nn.Module) -> "QModuleMixin":
+    @staticmethod
+    def _layer_args(module: nn.Module) -> tuple[tuple, dict[str, Any]]:
+        """The constructor arguments of the float layer (shared by the quantized and the dequantized one)."""
         raise NotImplementedError
+
+    @classmethod
+    def _meta_like(cls, module: nn.Module) -> QModuleMixin:
+        args, kwargs = cls._layer_args(module)
+        return cls(*args, **kwargs, device="meta")
 
     def _float_op(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         raise NotImplementedError
@@ -138,7 +147,9 @@ class QModuleMixin:
             self.freeze()
             return
         if mode == "fake" and not self.calibrated:
-            raise DiffusiaError(f"{self.precision} layer has no activation range: calibrate before enabling fake quantization")
+            raise DiffusiaError(
+                f"{self.precision} layer has no activation range: calibrate before enabling fake quantization"
+            )
         self.mode = mode
 
     # ----- calibration
@@ -200,7 +211,7 @@ class QModuleMixin:
         self._kernels = [] if factory is None else [factory(self, g) for g in range(n)]
         self.mode = "real"
 
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> "QModuleMixin":
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> QModuleMixin:
         """`.to()`, `.half()`, `.cuda()` ... of a frozen layer: its kernels hold its buffers, so a dtype change is
         refused (the buffers are the quantized format) and a move or new layout rebuilds the kernels."""
         if getattr(self, "mode", None) != "real":
@@ -209,14 +220,20 @@ class QModuleMixin:
         for t in own:  # probe on empty tensors first: refuse before anything moves
             probe = fn(torch.empty(0, dtype=t.dtype, device=t.device))
             if probe.dtype != t.dtype:
-                raise DiffusiaError(f"a frozen quantized layer cannot change dtype ({t.dtype} -> {probe.dtype}): "
-                                    "set the dtype before quantizing, or load the quantized model again")
+                raise DiffusiaError(
+                    f"a frozen quantized layer cannot change dtype ({t.dtype} -> {probe.dtype}): "
+                    "set the dtype before quantizing, or load the quantized model again"
+                )
             if probe.device.type not in KERNEL_DEVICES:
-                raise DiffusiaError(f"frozen quantized layers run on {' or '.join(KERNEL_DEVICES)}, not "
-                                    f"{probe.device.type}: keep the U-Net there or load the float model")
+                raise DiffusiaError(
+                    f"frozen quantized layers run on {' or '.join(KERNEL_DEVICES)}, not "
+                    f"{probe.device.type}: keep the U-Net there or load the float model"
+                )
         before = [(t.device, t.data_ptr()) for t in own]
         super()._apply(fn, recurse)
-        after = [(t.device, t.data_ptr()) for t in (*self._parameters.values(), *self._buffers.values()) if t is not None]
+        after = [
+            (t.device, t.data_ptr()) for t in (*self._parameters.values(), *self._buffers.values()) if t is not None
+        ]
         if after != before:
             self.build_kernels()
         return self
@@ -227,6 +244,19 @@ class QModuleMixin:
         if self._kernels and all(getattr(k, "backend", None) == "onednn" for k in self._kernels):
             return release_pages(self.weight_int8)
         return False
+
+    def dequantized(self) -> nn.Module:
+        """A plain float layer computing what this one computes: the very float weight if not frozen, the frozen
+        buffers dequantized if frozen (bias shared)."""
+        args, kwargs = self._layer_args(self)
+        layer = self.base_type(*args, **kwargs, device="meta")
+        if self.mode == "real":
+            weight = self.spec.dequantize(self.frozen_buffers(), tuple(self.weight_shape)).float()
+            layer.weight = nn.Parameter(weight, requires_grad=False)
+        else:
+            layer.weight = self.weight
+        layer.bias = self.bias
+        return layer.train(self.training)
 
     # ----- forward
     def forward(self, x: Tensor) -> Tensor:
@@ -269,12 +299,13 @@ class QModuleMixin:
 class QConv2d(QModuleMixin, nn.Conv2d):
     """Quantized nn.Conv2d."""
 
-    @classmethod
-    def _meta_like(cls, m: nn.Conv2d) -> "QConv2d":
+    @staticmethod
+    def _layer_args(m: nn.Conv2d) -> tuple[tuple, dict[str, Any]]:
         if m.padding_mode != "zeros":
             raise DiffusiaError(f"Conv2d with padding_mode={m.padding_mode!r} is not supported; keep it in float")
-        return cls(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
-                   dilation=m.dilation, groups=m.groups, bias=m.bias is not None, device="meta")
+        return (m.in_channels, m.out_channels, m.kernel_size), dict(
+            stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups, bias=m.bias is not None
+        )
 
     def _float_op(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
@@ -287,9 +318,9 @@ class QConv2d(QModuleMixin, nn.Conv2d):
 class QLinear(QModuleMixin, nn.Linear):
     """Quantized nn.Linear."""
 
-    @classmethod
-    def _meta_like(cls, m: nn.Linear) -> "QLinear":
-        return cls(m.in_features, m.out_features, bias=m.bias is not None, device="meta")
+    @staticmethod
+    def _layer_args(m: nn.Linear) -> tuple[tuple, dict[str, Any]]:
+        return (m.in_features, m.out_features), dict(bias=m.bias is not None)
 
     def _float_op(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return F.linear(x, weight, bias)

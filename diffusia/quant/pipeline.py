@@ -1,11 +1,12 @@
 """Quantize the U-Net of a whole pipeline: plan, calibrate over sampling trajectories, freeze, validate."""
+
 from __future__ import annotations
 
 import logging
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -39,9 +40,18 @@ def needs_calibration(plan: dict[str, str]) -> bool:
     return any(act_digits(p) for p in plan.values())
 
 
-def quantize_pipeline(pipe, recipe: Recipe | str, calib_prompts: list[Prompt] | None = None, calib_size: int = 100,
-                      steps: int = 25, guidance: float = 7.5, progress: bool = True, validate: bool = True,
-                      batch: int = CALIBRATION_BATCH, forward_loop: Callable[[object], None] | None = None):
+def quantize_pipeline(
+    pipe,
+    recipe: Recipe | str,
+    calib_prompts: list[Prompt] | None = None,
+    calib_size: int = 100,
+    steps: int = 25,
+    guidance: float = 7.5,
+    progress: bool = True,
+    validate: bool = True,
+    batch: int = CALIBRATION_BATCH,
+    forward_loop: Callable[[object], None] | None = None,
+):
     """Quantize `pipe.unet` in place with `recipe` and return the pipeline (real kernels, frozen).
 
     W8A8 layers are calibrated on `calib_size` prompts (cycled from `calib_prompts`), over every U-Net call of
@@ -55,10 +65,13 @@ def quantize_pipeline(pipe, recipe: Recipe | str, calib_prompts: list[Prompt] | 
     plan = api.quantize(pipe.unet, recipe)
     if needs_calibration(plan):
         if forward_loop is None and not calib_prompts:
-            raise DiffusiaError(f"recipe {recipe.name!r} has W8A8 layers and needs calibration prompts: pass --calib-prompts")
+            raise DiffusiaError(
+                f"recipe {recipe.name!r} has W8A8 layers and needs calibration prompts: pass --calib-prompts"
+            )
         prompts = [] if forward_loop is not None else take(calib_prompts, calib_size)
-        run = forward_loop or (lambda p: sampling_forward_loop(p, prompts, steps, guidance, progress=progress,
-                                                               batch=batch)())
+        run = forward_loop or (
+            lambda p: sampling_forward_loop(p, prompts, steps, guidance, progress=progress, batch=batch)()
+        )
         calls = [0]
         counter = pipe.unet.register_forward_pre_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
         t0 = time.perf_counter()
@@ -67,8 +80,16 @@ def quantize_pipeline(pipe, recipe: Recipe | str, calib_prompts: list[Prompt] | 
                 run(pipe)
         finally:
             counter.remove()
-        info = CalibrationInfo([p.text for p in prompts], len(prompts), steps, guidance, CALIBRATION_SEED, calls[0],
-                               time.perf_counter() - t0, batch if forward_loop is None else 0)
+        info = CalibrationInfo(
+            [p.text for p in prompts],
+            len(prompts),
+            steps,
+            guidance,
+            CALIBRATION_SEED,
+            calls[0],
+            time.perf_counter() - t0,
+            batch if forward_loop is None else 0,
+        )
         log.info("calibrated on %d prompts, %d U-Net calls, %.1f s", info.size, info.unet_calls, info.seconds)
     api.freeze(pipe.unet)
     pipe.diffusia_recipe, pipe.diffusia_calibration = recipe, info
@@ -102,9 +123,14 @@ def validate_pipeline(pipe, prompt: str = "a red sneaker", steps: int = 4) -> di
     from diffusia.generate import GenerationConfig, generate
 
     image = generate(pipe, prompt, 1, GenerationConfig(steps=steps), progress=False, output_type="np")[0]
-    report = dict(quantized_layers=len(qmods), forward_output_shape=list(out.sample.shape),
-                  peak_memory_mb=round(peak, 1), peak_rss_mb_before=round(rss_before, 1),
-                  sanity_image_mean=float(np.mean(image)), sanity_image_std=float(np.std(image)))
+    report = dict(
+        quantized_layers=len(qmods),
+        forward_output_shape=list(out.sample.shape),
+        peak_memory_mb=round(peak, 1),
+        peak_rss_mb_before=round(rss_before, 1),
+        sanity_image_mean=float(np.mean(image)),
+        sanity_image_std=float(np.std(image)),
+    )
     if report["sanity_image_std"] < 1e-4:
         raise DiffusiaError("the sanity image is flat (one colour): the quantized U-Net lost its signal")
     return report
@@ -114,5 +140,8 @@ def describe(pipe) -> dict:
     """Recipe and calibration settings recorded with a quantized pipeline."""
     recipe = getattr(pipe, "diffusia_recipe", None)
     info = getattr(pipe, "diffusia_calibration", None)
-    return {"recipe": recipe.to_dict() if recipe else None, "calibration": asdict(info) if info else None,
-            "validation": getattr(pipe, "diffusia_validation", None)}
+    return {
+        "recipe": recipe.to_dict() if recipe else None,
+        "calibration": asdict(info) if info else None,
+        "validation": getattr(pipe, "diffusia_validation", None),
+    }

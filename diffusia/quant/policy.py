@@ -1,4 +1,5 @@
 """Default layer policy for a diffusers U-Net and `plan()`: which precision each Conv2d/Linear layer gets."""
+
 from __future__ import annotations
 
 import difflib
@@ -18,15 +19,27 @@ LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
 # rules: one that matches nothing on an architecture is fine. `add_embedding` is SDXL's conditioning on pooled text
 # and size/crop ids, the twin of the time embedding (its `add_time_proj` sinusoids have no weights).
 HIGH_PRECISION = (
-    "conv_in", "conv_out", "time_embedding.*", "*time_emb_proj*", "add_embedding*", "class_embedding*",
+    "conv_in",
+    "conv_out",
+    "time_embedding.*",
+    "*time_emb_proj*",
+    "add_embedding*",
+    "class_embedding*",
     "*norm*",
 )
 QUANTIZABLE = (
-    "*.to_q", "*.to_k", "*.to_v", "*.to_out.0",  # attention
+    "*.to_q",
+    "*.to_k",
+    "*.to_v",
+    "*.to_out.0",  # attention
     "*.ff.net.*",  # feed-forward
-    "*resnets.*.conv1", "*resnets.*.conv2", "*resnets.*.conv_shortcut",
-    "*.proj_in", "*.proj_out",
-    "*downsamplers.*.conv", "*upsamplers.*.conv",
+    "*resnets.*.conv1",
+    "*resnets.*.conv2",
+    "*resnets.*.conv_shortcut",
+    "*.proj_in",
+    "*.proj_out",
+    "*downsamplers.*.conv",
+    "*upsamplers.*.conv",
 )
 
 
@@ -55,8 +68,9 @@ def full_resolution_blocks(names: list[str]) -> tuple[str, ...]:
     return ("down_blocks.0.",) + ((f"up_blocks.{ups[-1]}.",) if ups else ())
 
 
-def default_plan(model: nn.Module, precision: str, keep_as: str = "fp32", full_res: str | None = None
-                 ) -> dict[str, str]:
+def default_plan(
+    model: nn.Module, precision: str, keep_as: str = "fp32", full_res: str | None = None
+) -> dict[str, str]:
     """`precision` for the quantizable layers (`full_res`, if given, for those of the full-resolution blocks); the
     high-precision ones stored as `keep_as` (fp32: `keep` untouched, fp16/bf16: half-precision storage computed in
     fp32); `keep` for every other layer."""
@@ -77,10 +91,15 @@ def plan(model: nn.Module, recipe: Recipe) -> dict[str, str]:
     """
     result = default_plan(model, recipe.weights, recipe.keep_as, recipe.full_res_weights)
     names = list(result)
-    if recipe.full_res_weights and recipe.full_res_weights != recipe.weights and \
-            recipe.full_res_weights not in result.values():
-        raise DiffusiaError("full_res_weights matches no layer: this model has no quantizable layer in "
-                            "down_blocks.0 or its last up block; set it to null")
+    if (
+        recipe.full_res_weights
+        and recipe.full_res_weights != recipe.weights
+        and recipe.full_res_weights not in result.values()
+    ):
+        raise DiffusiaError(
+            "full_res_weights matches no layer: this model has no quantizable layer in "
+            "down_blocks.0 or its last up block; set it to null"
+        )
     for rule in recipe.rules:
         hits = [n for n in names if rule.matches(n)]
         if not hits:

@@ -5,11 +5,13 @@ which real kernel computes with it and how ONNX export writes it; activations ar
 `act_digits` > 0. Adding a precision is one `register_precision(Precision(...))`; `fp32` and `keep` are plan
 values that leave a layer in float, not precisions of a quantized layer.
 """
+
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -92,28 +94,38 @@ def _cols(shape: Shape) -> int:
 
 def _half(name: str, dtype: torch.dtype) -> dict[str, Any]:
     key = f"weight_{name}"
-    return dict(storage=dtype, buffers=lambda shape, s: {key: (shape, dtype)},
-                quantize=lambda w, s: {key: w.detach().to(dtype).contiguous()},
-                dequantize=lambda b, shape: b[key].float(),
-                weight_bytes=lambda shape, gs: 2.0 * shape[0] * _cols(shape))
+    return dict(
+        storage=dtype,
+        buffers=lambda shape, s: {key: (shape, dtype)},
+        quantize=lambda w, s: {key: w.detach().to(dtype).contiguous()},
+        dequantize=lambda b, shape: b[key].float(),
+        weight_bytes=lambda shape, gs: 2.0 * shape[0] * _cols(shape),
+    )
 
 
 def int8_weights(qmax: int | None = None) -> dict[str, Any]:
     """Per-output-channel symmetric int8 storage in [-qmax, qmax] (default: the layer's `weight_qmax`)."""
+
     def quantize(w: Tensor, s: Any) -> dict[str, Tensor]:
         q, scale = qmath.quantize_weight_int8(w, s.weight_qmax if qmax is None else qmax)
         return {"weight_int8": q, "weight_scale": scale}
 
-    return dict(storage=torch.int8, onnx_int8_weight=True, quantize=quantize,
-                buffers=lambda shape, s: {"weight_int8": (shape, torch.int8), "weight_scale": ((shape[0],), torch.float32)},
-                dequantize=lambda b, shape: qmath.dequantize_weight_int8(b["weight_int8"], b["weight_scale"]),
-                weight_bytes=lambda shape, gs: shape[0] * _cols(shape) + 4.0 * shape[0])
+    return dict(
+        storage=torch.int8,
+        onnx_int8_weight=True,
+        quantize=quantize,
+        buffers=lambda shape, s: {"weight_int8": (shape, torch.int8), "weight_scale": ((shape[0],), torch.float32)},
+        dequantize=lambda b, shape: qmath.dequantize_weight_int8(b["weight_int8"], b["weight_scale"]),
+        weight_bytes=lambda shape, gs: shape[0] * _cols(shape) + 4.0 * shape[0],
+    )
 
 
 def _int4_buffers(shape: Shape, s: Any) -> BufferSpecs:
     padded = qmath.int4_padded_cols(_cols(shape), s.group_size)
-    return {"weight_int4": ((shape[0], padded // 2), torch.uint8),
-            "weight_scale": ((shape[0], padded // s.group_size), torch.float16)}
+    return {
+        "weight_int4": ((shape[0], padded // 2), torch.uint8),
+        "weight_scale": ((shape[0], padded // s.group_size), torch.float16),
+    }
 
 
 def _int4_bytes(shape: Shape, group_size: int) -> float:
@@ -152,13 +164,20 @@ def _w8_linear(m: Any, g: int) -> Any:
 
 
 def _w4_conv(m: Any, g: int) -> Any:
-    return _k().WeightInt4Conv2d(m.weight_int4, m.weight_scale, m._bias(), *_conv(m),
-                                 group_size=m.settings.group_size, weight_shape=m.weight_shape)
+    return _k().WeightInt4Conv2d(
+        m.weight_int4,
+        m.weight_scale,
+        m._bias(),
+        *_conv(m),
+        group_size=m.settings.group_size,
+        weight_shape=m.weight_shape,
+    )
 
 
 def _w4_linear(m: Any, g: int) -> Any:
-    return _k().WeightInt4Linear(m.weight_int4, m.weight_scale, m._bias(), group_size=m.settings.group_size,
-                                 in_features=m.in_features)
+    return _k().WeightInt4Linear(
+        m.weight_int4, m.weight_scale, m._bias(), group_size=m.settings.group_size, in_features=m.in_features
+    )
 
 
 # ----------------------------------------------------------------- recipe-dependent layer settings
@@ -188,8 +207,18 @@ register_precision(Precision("bf16", 16, 0, **_half("bf16", torch.bfloat16)))
 register_precision(Precision("w8a8", 8, 1, **int8_weights(), **_INT8_KERNELS, settings=_w8a8_settings))
 register_precision(Precision("w8a8x2", 8, 2, **int8_weights(), **_INT8_KERNELS, settings=_w8a8x2_settings))
 register_precision(Precision("w8", 8, 0, **int8_weights(), conv_kernel=_w8_conv, linear_kernel=_w8_linear))
-register_precision(Precision(
-    "w4", 4, 0, storage=torch.uint8, buffers=_int4_buffers, weight_bytes=_int4_bytes, grouped=True,
-    quantize=lambda w, s: dict(zip(("weight_int4", "weight_scale"), qmath.quantize_weight_int4(w, s.group_size))),
-    dequantize=lambda b, shape: qmath.dequantize_weight_int4(b["weight_int4"], b["weight_scale"], shape),
-    conv_kernel=_w4_conv, linear_kernel=_w4_linear))
+register_precision(
+    Precision(
+        "w4",
+        4,
+        0,
+        storage=torch.uint8,
+        buffers=_int4_buffers,
+        weight_bytes=_int4_bytes,
+        grouped=True,
+        quantize=lambda w, s: dict(zip(("weight_int4", "weight_scale"), qmath.quantize_weight_int4(w, s.group_size))),
+        dequantize=lambda b, shape: qmath.dequantize_weight_int4(b["weight_int4"], b["weight_scale"], shape),
+        conv_kernel=_w4_conv,
+        linear_kernel=_w4_linear,
+    )
+)

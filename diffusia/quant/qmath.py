@@ -1,5 +1,6 @@
 """Quantization arithmetic shared by the modules: weight quantizers, int4 packing, activation qparams,
 and the simulated (fake) quantize-dequantize with a straight-through estimator."""
+
 from __future__ import annotations
 
 import torch
@@ -7,7 +8,7 @@ from torch import Tensor
 
 W8_QMAX = 127  # symmetric int8 weights in [-127, 127]
 W4_QMIN, W4_QMAX = -8, 7
-_FP16_TINY = 2.0 ** -24  # smallest positive float16 (subnormal)
+_FP16_TINY = 2.0**-24  # smallest positive float16 (subnormal)
 
 
 def quantize_weight_int8(w: Tensor, qmax: int = W8_QMAX) -> tuple[Tensor, Tensor]:

@@ -6,6 +6,7 @@ asks Linux to reclaim them (`madvise(MADV_PAGEOUT)`, Linux >= 5.4): file-backed 
 from the file on the next access; anonymous memory keeps its data (it would only go to swap). Nothing changes
 what the tensor holds, so it is safe on any tensor; elsewhere it does nothing.
 """
+
 from __future__ import annotations
 
 import ctypes

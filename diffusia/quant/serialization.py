@@ -1,5 +1,6 @@
 """Save and load quantized pipelines: a diffusers folder whose U-Net holds int8/int4 tensors and their scales in
 safetensors, plus `diffusia.json` (recipe, calibration, quantization map, package versions, sha256 of tensors)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -49,8 +50,9 @@ def _save_quantized_unet(unet, folder: Path) -> None:
     save_file(state, str(folder.parent / UNET_FILE), metadata={"format": "pt"})
 
 
-def save_quantized_pipeline(pipe, out_dir: str | Path, base_model: str | None = None,
-                            runtimes: tuple[str, ...] = ()) -> Path:
+def save_quantized_pipeline(
+    pipe, out_dir: str | Path, base_model: str | None = None, runtimes: tuple[str, ...] = ()
+) -> Path:
     """Write the pipeline atomically: a killed save leaves no folder that looks complete. Each of `runtimes`
     (openvino, onnxruntime) adds the U-Net exported and checked for it, in `<out_dir>/<runtime>/`."""
     from diffusia.runtime import artifact
@@ -65,16 +67,25 @@ def save_quantized_pipeline(pipe, out_dir: str | Path, base_model: str | None = 
                 kwargs = {"safe_serialization": True} if isinstance(component, torch.nn.Module) else {}
                 component.save_pretrained(tmp / name, **kwargs)
         pipe.save_config(tmp)  # model_index.json
-        meta = {"format": FORMAT, "version": VERSION, "base_model": base_model or getattr(pipe, "diffusia_spec", None),
-                **describe(pipe), "packages": package_versions()}
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "base_model": base_model or getattr(pipe, "diffusia_spec", None),
+            **describe(pipe),
+            "packages": package_versions(),
+        }
         if has_q:
             _save_quantized_unet(pipe.unet, tmp / "unet")
-            meta["target"] = api.target_of(pipe.unet)  # the CPU class the INT8 layout is for, and the CPU it was made on
+            meta["target"] = api.target_of(
+                pipe.unet
+            )  # the CPU class the INT8 layout is for, and the CPU it was made on
         meta["runtimes"] = {}
         for runtime in runtimes:
             manifest = artifact.export_runtime(pipe.unet, runtime, tmp / runtime)
             meta["runtimes"][runtime] = {"files": manifest["files"], "check": manifest.get("check")}
-        hashed = [p for p in tmp.rglob("*") if p.is_file() and (p.suffix == ".safetensors" or p.parent.name in runtimes)]
+        hashed = [
+            p for p in tmp.rglob("*") if p.is_file() and (p.suffix == ".safetensors" or p.parent.name in runtimes)
+        ]
         meta["sha256"] = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(hashed)}
         (tmp / "diffusia.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     log.info("saved quantized pipeline to %s", out_dir)
@@ -88,8 +99,10 @@ def read_meta(folder: str | Path) -> dict:
     except (OSError, json.JSONDecodeError) as e:
         raise DiffusiaError(f"{path} is unreadable ({e}): re-run `diffusia quantize`") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") not in (1, VERSION):
-        raise DiffusiaError(f"{path} is not a diffusia quantized pipeline (format {FORMAT!r} version 1 or {VERSION}): "
-                            "re-run `diffusia quantize`")
+        raise DiffusiaError(
+            f"{path} is not a diffusia quantized pipeline (format {FORMAT!r} version 1 or {VERSION}): "
+            "re-run `diffusia quantize`"
+        )
     return meta
 
 
@@ -112,14 +125,16 @@ def verify_checksums(folder: Path, meta: dict) -> None:
     digests = meta.get("sha256")
     fix = "re-run `diffusia quantize`"
     if not (isinstance(digests, dict) and digests and all(isinstance(v, str) for v in digests.values())):
-        raise DiffusiaError(f"{folder / 'diffusia.json'} has no valid sha256 block, so the folder cannot be verified: "
-                            f"{fix}")
+        raise DiffusiaError(
+            f"{folder / 'diffusia.json'} has no valid sha256 block, so the folder cannot be verified: {fix}"
+        )
     # what loading reads: the components' tensor files and the runtime graphs (not, e.g., QAT checkpoints)
     present = [*folder.glob("*/*.safetensors"), *(p for r in EXPORTED for p in (folder / r).rglob("*") if p.is_file())]
     unlisted = sorted(str(p.relative_to(folder)) for p in present if str(p.relative_to(folder)) not in digests)
     if unlisted:
-        raise DiffusiaError(f"{folder / unlisted[0]} is not listed in diffusia.json's sha256 (added after saving?): "
-                            f"remove it or {fix}")
+        raise DiffusiaError(
+            f"{folder / unlisted[0]} is not listed in diffusia.json's sha256 (added after saving?): remove it or {fix}"
+        )
     for rel, digest in digests.items():
         path = folder / rel
         if not path.is_file():
@@ -134,9 +149,15 @@ def _graph_fits_host(meta: dict, runtime: str) -> bool:
     made_for = (meta.get("target") or {}).get("cpu_class", "avx2")
     if made_for == "avx2" or cpu.has_vnni():
         return True
-    log.warning("the %s graph in this folder is laid out for %s CPUs and would saturate on this %s CPU: exporting "
-                "the U-Net converted to 7-bit activations instead (re-quantize with `diffusia quantize --target "
-                "auto --runtime %s` to save a graph for this CPU)", runtime, made_for, cpu.host_class(), runtime)
+    log.warning(
+        "the %s graph in this folder is laid out for %s CPUs and would saturate on this %s CPU: exporting "
+        "the U-Net converted to 7-bit activations instead (re-quantize with `diffusia quantize --target "
+        "auto --runtime %s` to save a graph for this CPU)",
+        runtime,
+        made_for,
+        cpu.host_class(),
+        runtime,
+    )
     return False
 
 

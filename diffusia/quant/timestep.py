@@ -3,10 +3,12 @@
 `quantize()` attaches a `TimestepState` to the U-Net and a forward pre-hook that reads the `timestep`
 argument, so a pipeline needs no change; `set_timestep(model, t)` sets it by hand.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn

@@ -1,4 +1,5 @@
 """Pareto fronts on hand-made points."""
+
 from __future__ import annotations
 
 import json
@@ -28,10 +29,8 @@ def _names(front):
 
 def test_size_front_exact():
     # a simulated variant's size is exact (from shapes): it may be on a size front (and dominate w4 here)
-    assert _names(pareto_front(_points(), [("size_mb", "min"), ("lpips", "min")])) == {
-        "fp32", "fp16", "w8", "sim-w4a4"}
-    assert _names(pareto_front(_points(), [("size_mb", "min"), ("ssim", "max")])) == {
-        "fp32", "fp16", "w8", "sim-w4a4"}
+    assert _names(pareto_front(_points(), [("size_mb", "min"), ("lpips", "min")])) == {"fp32", "fp16", "w8", "sim-w4a4"}
+    assert _names(pareto_front(_points(), [("size_mb", "min"), ("ssim", "max")])) == {"fp32", "fp16", "w8", "sim-w4a4"}
     measured = [p for p in _points() if not p.simulated]
     assert _names(pareto_front(measured, [("size_mb", "min"), ("lpips", "min")])) == {"fp32", "fp16", "w8", "w4"}
 
@@ -39,7 +38,12 @@ def test_size_front_exact():
 def test_latency_front_excludes_simulated():
     assert _names(pareto_front(_points(), [("latency_s", "min"), ("lpips", "min")])) == {"fp32", "w8a8"}
     assert _names(pareto_front(_points(), [("peak_mb", "min"), ("lpips", "min")])) == {
-        "fp32", "fp16", "w8a8", "w8", "w4"}
+        "fp32",
+        "fp16",
+        "w8a8",
+        "w8",
+        "w4",
+    }
 
 
 def test_ties_and_dicts():
@@ -53,8 +57,11 @@ def test_write_pareto(tmp_path):
     assert set(fronts["latency_s:lpips"]) == {"fp32", "w8a8"}
     assert "sim-w4a4" not in fronts["peak_mb:fd"]
     assert "bad" not in {n for names in fronts.values() for n in names}
-    assert {p.name for p in tmp_path.glob("*.png")} == {"pareto_size_mb.png", "pareto_latency_s.png",
-                                                         "pareto_peak_mb.png"}
+    assert {p.name for p in tmp_path.glob("*.png")} == {
+        "pareto_size_mb.png",
+        "pareto_latency_s.png",
+        "pareto_peak_mb.png",
+    }
     md = (tmp_path / "pareto.md").read_text()
     assert "| sim-w4a4 | yes |" in md
     assert json.loads((tmp_path / "pareto.json").read_text())["fronts"] == fronts

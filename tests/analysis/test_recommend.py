@@ -1,4 +1,5 @@
 """Recommendation logic on hand-made results."""
+
 from __future__ import annotations
 
 from diffusia.analysis.recommend import device_report, quantization_verdicts, recommend
@@ -21,8 +22,7 @@ def _spread(v):
 def _point_results():
     return [
         V("fp32", size_mb=3300, peak_mb=5200, latency_s=20.0, lpips=0.0, ssim=1.0, precision="fp32", device="cpu"),
-        V("fp16", size_mb=1650, peak_mb=3600, latency_s=21.0, lpips=0.002, ssim=0.999, precision="fp16",
-          device="cpu"),
+        V("fp16", size_mb=1650, peak_mb=3600, latency_s=21.0, lpips=0.002, ssim=0.999, precision="fp16", device="cpu"),
         V("w8a8", size_mb=830, peak_mb=2600, latency_s=12.0, lpips=0.05, ssim=0.95, precision="w8a8", device="cpu"),
         V("w4", size_mb=450, peak_mb=1900, latency_s=30.0, lpips=0.15, ssim=0.85, precision="w4", device="cpu"),
         V("w4a4-sim", size_mb=400, peak_mb=500, latency_s=1.0, lpips=0.01, simulated=True),

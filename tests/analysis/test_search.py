@@ -1,4 +1,5 @@
 """Mixed-precision search: budgets respected, monotone in the budget, recipes that load and plan."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Sensitivity on the micro pipeline: runs, covers every quantizable layer, finite SQNRs, sane ordering, outputs;
 and a search over the real result gives a recipe that plans on the pipeline's U-Net."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,6 @@ from diffusia.prompts import Prompt
 from diffusia.quant import api
 from diffusia.quant.policy import default_plan, plan
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -25,9 +25,20 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def result(micro_pipeline_dir):
     pipe = load_pipeline(micro_pipeline_dir, progress=False)
     before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
-    sens = run_sensitivity(pipe, get_preset("w8a8"), [Prompt("a red sneaker")], steps=3, top=2,
-                           lpips_prompts=["a blue bag"], lpips_steps=2, eval_timesteps=2,
-                           precisions=("w8a8", "w4"), timing=True, timing_reps=1, progress=False)
+    sens = run_sensitivity(
+        pipe,
+        get_preset("w8a8"),
+        [Prompt("a red sneaker")],
+        steps=3,
+        top=2,
+        lpips_prompts=["a blue bag"],
+        lpips_steps=2,
+        eval_timesteps=2,
+        precisions=("w8a8", "w4"),
+        timing=True,
+        timing_reps=1,
+        progress=False,
+    )
     return pipe, before, sens
 
 

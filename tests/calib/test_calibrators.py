@@ -48,7 +48,10 @@ def test_mse_clips_outliers_and_beats_minmax():
     lo, hi = m.compute()
     assert -30 < lo < -2 and 2 < hi < 40
     h = m.hist
-    err = lambda a, b: float(quant_mse(h.centers(), h.counts, a, torch.tensor([b]).numpy(), 255)[0])
+
+    def err(a, b):
+        return float(quant_mse(h.centers(), h.counts, a, torch.tensor([b]).numpy(), 255)[0])
+
     assert err(lo, hi) < err(-30.0, 40.0)
 
 

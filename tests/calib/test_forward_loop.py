@@ -1,5 +1,6 @@
 """The calibration forward loop: batching prompts changes how many U-Net calls carry the trajectories, not the
 trajectories."""
+
 import torch
 
 from diffusia.calib.forward_loop import sampling_forward_loop

@@ -1,4 +1,5 @@
 """The analysis commands end to end on small inputs (no model run): search, pareto, recommend."""
+
 from __future__ import annotations
 
 import json
@@ -32,14 +33,38 @@ def test_search_writes_a_recipe_quantize_accepts(tmp_path):
 
 
 def test_pareto_and_recommend(tmp_path):
-    run = {"device": "cpu", "variants": [
-        {"name": "fp32", "precision": "fp32", "size_mb": 10, "peak_mb": 300, "latency_s": 1.0, "lpips": 0.0,
-         "ssim": 1.0},
-        {"name": "w8a8", "precision": "w8a8", "size_mb": 3, "peak_mb": 200, "latency_s": 0.7, "lpips": 0.05,
-         "ssim": 0.95},
-        {"name": "w4a4", "simulated": True, "size_mb": 2, "peak_mb": 50, "latency_s": 0.1, "lpips": 0.2,
-         "ssim": 0.8},
-    ]}
+    run = {
+        "device": "cpu",
+        "variants": [
+            {
+                "name": "fp32",
+                "precision": "fp32",
+                "size_mb": 10,
+                "peak_mb": 300,
+                "latency_s": 1.0,
+                "lpips": 0.0,
+                "ssim": 1.0,
+            },
+            {
+                "name": "w8a8",
+                "precision": "w8a8",
+                "size_mb": 3,
+                "peak_mb": 200,
+                "latency_s": 0.7,
+                "lpips": 0.05,
+                "ssim": 0.95,
+            },
+            {
+                "name": "w4a4",
+                "simulated": True,
+                "size_mb": 2,
+                "peak_mb": 50,
+                "latency_s": 0.1,
+                "lpips": 0.2,
+                "ssim": 0.8,
+            },
+        ],
+    }
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "results.json").write_text(json.dumps(run))
     res = runner.invoke(app, ["pareto", "--results", str(tmp_path / "run"), "--out", str(tmp_path / "p")])

@@ -1,5 +1,6 @@
 """Bad numbers, devices and choices on the command line: each is refused while parsing, before any model work,
 with one line naming the option, the value and a valid example, exit code 2, and nothing written."""
+
 from __future__ import annotations
 
 import time
@@ -114,13 +115,16 @@ def test_bad_value_is_one_line_before_any_work(monkeypatch, capsys, tmp_path, co
     assert time.perf_counter() - t0 < 3.0  # refused while parsing (typically ~10 ms): no model was loaded
 
 
-@pytest.mark.parametrize("args, message", [
-    (["generate", "--prompt", "a bag", "--steps", "abc"], "Invalid value for '--steps'"),
-    (["generate", "--prompt", "a bag", "--guidance", "high"], "Invalid value for '--guidance'"),
-    (["qat", "--out", "out", "--steps", "1.5"], "Invalid value for '--steps'"),
-    (["generate", "--steps", "3"], "Missing option '--prompt'"),
-    (["generate", "--prompt", "a bag", "--stepz", "3"], "No such option: --stepz"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["generate", "--prompt", "a bag", "--steps", "abc"], "Invalid value for '--steps'"),
+        (["generate", "--prompt", "a bag", "--guidance", "high"], "Invalid value for '--guidance'"),
+        (["qat", "--out", "out", "--steps", "1.5"], "Invalid value for '--steps'"),
+        (["generate", "--steps", "3"], "Missing option '--prompt'"),
+        (["generate", "--prompt", "a bag", "--stepz", "3"], "No such option: --stepz"),
+    ],
+)
 def test_malformed_command_line_is_one_line_too(monkeypatch, capsys, tmp_path, args, message):
     code, err = run(monkeypatch, capsys, tmp_path, args)
     line = err.rstrip("\n")
@@ -130,7 +134,20 @@ def test_malformed_command_line_is_one_line_too(monkeypatch, capsys, tmp_path, a
 
 def test_good_values_pass_the_checks(monkeypatch, capsys, tmp_path):
     """The boundaries themselves are accepted: the run gets past parsing to the (missing) model."""
-    args = [*BASE["generate"], "--steps", "1000", "--guidance", "0", "--seed", "0", "--num-images", "1",
-            "--device", "cpu", "--dtype", "fp16"]
+    args = [
+        *BASE["generate"],
+        "--steps",
+        "1000",
+        "--guidance",
+        "0",
+        "--seed",
+        "0",
+        "--num-images",
+        "1",
+        "--device",
+        "cpu",
+        "--dtype",
+        "fp16",
+    ]
     code, err = run(monkeypatch, capsys, tmp_path, args)
     assert code == 2 and f"no such model '{MISSING}'" in err, err

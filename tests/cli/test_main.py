@@ -1,5 +1,6 @@
 """The entry points: `diffusia`, `python -m diffusia`, and `python -m diffusia.qat.train` (the `diffusia qat`
 command line, which `accelerate launch` runs in each process); the process set-up happens there, not at import."""
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,23 @@ def test_qat_defaults_are_one_set():
     from diffusia.cli.qat import qat
     from diffusia.qat.config import QATConfig
 
-    shared = {"steps", "lr", "batch", "lsq", "lsq_lr", "checkpoint_every", "calib_size", "calib_prompts",
-              "calib_steps", "timestep_groups", "seed", "model", "recipe", "validate", "progress"}
+    shared = {
+        "steps",
+        "lr",
+        "batch",
+        "lsq",
+        "lsq_lr",
+        "checkpoint_every",
+        "calib_size",
+        "calib_prompts",
+        "calib_steps",
+        "timestep_groups",
+        "seed",
+        "model",
+        "recipe",
+        "validate",
+        "progress",
+    }
     options = {k: p.default.default for k, p in inspect.signature(qat).parameters.items() if k in shared}
     assert options == {k: getattr(QATConfig(out="x"), k) for k in shared}
     assert inspect.signature(qat).parameters["device"].default.default == "auto"  # CUDA when there is one
@@ -51,8 +67,10 @@ def test_qat_defaults_are_one_set():
 def test_import_leaves_the_process_alone():
     keys = ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY")
     env = {k: v for k, v in os.environ.items() if k not in keys}
-    code = ("import logging, os, diffusia, diffusia.config; "
-            f"print([os.environ.get(k) for k in {keys!r}], logging.getLogger('torchao').level)")
+    code = (
+        "import logging, os, diffusia, diffusia.config; "
+        f"print([os.environ.get(k) for k in {keys!r}], logging.getLogger('torchao').level)"
+    )
     assert _python("-c", code, env=env).stdout.strip() == "[None, None] 0"
     code = "import os, diffusia.cli; diffusia.cli.setup_process(); print(os.environ['TRANSFORMERS_VERBOSITY'])"
     assert _python("-c", code, env=env).stdout.strip() == "error"
@@ -64,3 +82,19 @@ def test_no_args_prints_the_help(capsys):
     captured = capsys.readouterr()
     assert exit_.value.code == 2 and "quantize" in captured.out + captured.err
     assert "diffusia: error" not in captured.err
+
+
+def test_an_unanticipated_io_error_is_one_line(monkeypatch, tmp_path, capsys):
+    import errno
+
+    import diffusia
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "cache"))
+
+    monkeypatch.setattr(diffusia, "load_pipeline", full_disk)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["generate", "--prompt", "a red bag", "--out", str(tmp_path / "o.png")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and not (tmp_path / "o.png").exists()
+    assert err.startswith(f"diffusia: error: I/O error on {tmp_path / 'cache'}: No space left on device")

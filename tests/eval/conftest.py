@@ -1,4 +1,5 @@
 """Fixtures of the evaluation-harness tests: a loaded micro pipeline, a small prompt file, a cheap extractor."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-PROMPTS = [{"prompt": "a red bag", "category": "bags"}, {"prompt": "a blue coat", "category": "tops"},
-           {"prompt": "a green shirt", "category": "tops"}]
+PROMPTS = [
+    {"prompt": "a red bag", "category": "bags"},
+    {"prompt": "a blue coat", "category": "tops"},
+    {"prompt": "a green shirt", "category": "tops"},
+]
 
 
 @pytest.fixture(scope="session")

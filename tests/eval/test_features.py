@@ -1,4 +1,5 @@
 """Feature extractors for the Frechet distance (EfficientNet-Lite0 fallback, Inception detection)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,6 @@ from skimage import data
 
 from diffusia.errors import DiffusiaError
 from diffusia.eval.metrics import features, get_feature_extractor
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,5 +1,6 @@
 """The harness end to end on the micro pipeline (fp32 and the w8 preset, 3 images), fp16 folders and notes, and the
 one-line input errors."""
+
 from __future__ import annotations
 
 import json
@@ -18,11 +19,29 @@ from tests.eval.conftest import CHEAP_EXTRACTOR
 def evaluated(micro_pipeline_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     prompts = out / "prompts.json"
-    prompts.write_text(json.dumps([{"prompt": "a red bag", "category": "bags"},
-                                   {"prompt": "a blue coat", "category": "tops"},
-                                   {"prompt": "a green shirt", "category": "tops"}]))
-    res = evaluate(str(micro_pipeline_dir), "fp32,w8", prompts=str(prompts), num=3, out=out / "run", runs=2,
-                   steps=2, height=32, width=32, threads=1, feature_net=CHEAP_EXTRACTOR, progress=False)
+    prompts.write_text(
+        json.dumps(
+            [
+                {"prompt": "a red bag", "category": "bags"},
+                {"prompt": "a blue coat", "category": "tops"},
+                {"prompt": "a green shirt", "category": "tops"},
+            ]
+        )
+    )
+    res = evaluate(
+        str(micro_pipeline_dir),
+        "fp32,w8",
+        prompts=str(prompts),
+        num=3,
+        out=out / "run",
+        runs=2,
+        steps=2,
+        height=32,
+        width=32,
+        threads=1,
+        feature_net=CHEAP_EXTRACTOR,
+        progress=False,
+    )
     return res, out / "run"
 
 
@@ -95,9 +114,14 @@ def test_fp16_is_a_storage_format_on_cpus_without_half_units(micro_pipeline_dir,
 @pytest.mark.parametrize("native", [True, False])
 def test_half_latency_note(half_units, native):
     half_units(native)
-    res = {"variants": {"fp32": {"latency": {"end_to_end": {"median": 1.0}}},
-                        "fp16": {"latency": {"end_to_end": {"median": 1.25}}}},
-           "machine": {"cpu_cores": 2, "loadavg": [0.5]}, "quality": None}
+    res = {
+        "variants": {
+            "fp32": {"latency": {"end_to_end": {"median": 1.0}}},
+            "fp16": {"latency": {"end_to_end": {"median": 1.25}}},
+        },
+        "machine": {"cpu_cores": 2, "loadavg": [0.5]},
+        "quality": None,
+    }
     notes = _notes(res, parse_variants("fp32,fp16", "cpu"), "cpu")
     assert len(notes) == 1 and "1.25x the FP32 latency" in notes[0]
     assert ("native fp16 instructions" in notes[0]) == native and ("computed in FP32" in notes[0]) != native
@@ -141,8 +165,9 @@ def test_incompatible_quantized_folder(micro_pipeline_dir, micro_pipe, prompt_fi
     config = dict(micro_pipe.unet.config)
     (folder / "unet" / "config.json").write_text(json.dumps({**config, "cross_attention_dim": 768}, default=str))
     with pytest.raises(DiffusiaError, match="another base model.*cross_attention_dim is 768 there and 32 here"):
-        evaluate(str(micro_pipeline_dir), f"fp32,{folder}", prompts=str(prompt_file), out=tmp_path / "o",
-                 progress=False)
+        evaluate(
+            str(micro_pipeline_dir), f"fp32,{folder}", prompts=str(prompt_file), out=tmp_path / "o", progress=False
+        )
     (folder / "unet" / "config.json").write_text(json.dumps({**config, "quantization_config": {}}, default=str))
     check_compatible(folder, config, "micro")  # the same base: no error
     assert parse_variants(f"fp32,{folder}")[1].name == "other"

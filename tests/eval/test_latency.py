@@ -1,16 +1,15 @@
 """Latency: statistics, run counts, U-Net step timing by hooks, hooks removed afterwards."""
+
 from __future__ import annotations
 
 import math
-
-import pytest
-
 import types
 
+import pytest
 import torch
 
 from diffusia.eval import latency
-from diffusia.eval.latency import measure_interleaved, measure_latency, measurably_faster, stats
+from diffusia.eval.latency import measurably_faster, measure_interleaved, measure_latency, stats
 from diffusia.generate import GenerationConfig
 
 

@@ -1,4 +1,5 @@
 """Peak memory: /proc readings in this process, and a fresh worker process that measures a variant alone."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,9 +24,22 @@ def test_peak_memory_sees_an_allocation():
 
 def test_worker_measures_a_variant_in_a_fresh_process(micro_pipeline_dir, tmp_path):
     jobs = [Job(0, "a red bag", "bags", 42), Job(1, "a blue coat", "tops", 42)]
-    task = {"name": "fp32", "folder": str(micro_pipeline_dir), "dtype": None, "device": "cpu", "steps": 2,
-            "guidance": 7.5, "seed": 42, "height": 32, "width": 32, "threads": 1, "runs": 2, "warmup": 1,
-            "jobs": [j.to_dict() for j in jobs], "images_dir": str(tmp_path / "images")}
+    task = {
+        "name": "fp32",
+        "folder": str(micro_pipeline_dir),
+        "dtype": None,
+        "device": "cpu",
+        "steps": 2,
+        "guidance": 7.5,
+        "seed": 42,
+        "height": 32,
+        "width": 32,
+        "threads": 1,
+        "runs": 2,
+        "warmup": 1,
+        "jobs": [j.to_dict() for j in jobs],
+        "images_dir": str(tmp_path / "images"),
+    }
     res = run_isolated(task, timeout=600, workdir=tmp_path / "work")
     mem = res["memory"]
     assert mem["peak_mb"] > 0 and mem["peak_load_mb"] > 0 and mem["peak_mb"] >= mem["peak_load_mb"]

@@ -1,4 +1,5 @@
 """Frechet distance against closed forms and an independent eigen-decomposition reference."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """LPIPS-alex v0.1 against the golden pair from the LPIPS authors' repository."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -10,8 +11,8 @@ import torch
 from PIL import Image
 
 from diffusia.errors import DiffusiaError
-from diffusia.eval.metrics import lpips_distance
 from diffusia.eval.metrics import lpips as lpips_module
+from diffusia.eval.metrics import lpips_distance
 
 GOLDEN = Path(__file__).resolve().parents[2] / ".." / "shared" / "golden" / "lpips"
 

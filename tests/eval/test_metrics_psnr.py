@@ -1,4 +1,5 @@
 """PSNR: closed form, skimage, identical images."""
+
 from __future__ import annotations
 
 import math

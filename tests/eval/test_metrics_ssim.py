@@ -1,4 +1,5 @@
 """SSIM against skimage's reference implementation."""
+
 from __future__ import annotations
 
 import numpy as np

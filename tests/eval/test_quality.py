@@ -1,4 +1,5 @@
 """Quality: identical images, per-category aggregation on hand-made numbers, Frechet distances, fast FD path."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,7 +38,9 @@ def test_aggregate_per_category_on_hand_made_numbers():
     assert list(agg["per_category"]) == ["tops", "bags"]
     tops, bags = agg["per_category"]["tops"], agg["per_category"]["bags"]
     assert tops["ssim"]["mean"] == pytest.approx(0.9) and tops["ssim"]["n"] == 2
-    assert tops["psnr"]["mean"] == pytest.approx(35.0) and tops["psnr"]["std"] == pytest.approx(np.std([40, 30], ddof=1))
+    assert tops["psnr"]["mean"] == pytest.approx(35.0) and tops["psnr"]["std"] == pytest.approx(
+        np.std([40, 30], ddof=1)
+    )
     assert bags["ssim"]["mean"] == 0.5 and bags["ssim"]["n"] == 1 and bags["ssim"]["std"] == 0.0
 
 

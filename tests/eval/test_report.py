@@ -1,4 +1,5 @@
 """Report: tables from hand-made results, strict JSON, FD named by its extractor, the grid PNG."""
+
 from __future__ import annotations
 
 import json
@@ -11,39 +12,89 @@ from diffusia.eval.report import json_safe, machine_info, render_markdown, save_
 
 def _lat(median: float) -> dict:
     s = {"median": median, "q1": median - 0.1, "q3": median + 0.2, "mean": median, "std": 0.1, "n": 10}
-    return {"end_to_end": s, "unet_step": {"median": median / 30, "n": 250},
-            "components_per_image": {"text_encoder": {"median": 0.01}, "vae_decode": {"median": 0.05}},
-            "images_per_hour": 3600 / median, "load_average": [[1.25, 1.0, 0.5], [1.75, 1.1, 0.6]]}
+    return {
+        "end_to_end": s,
+        "unet_step": {"median": median / 30, "n": 250},
+        "components_per_image": {"text_encoder": {"median": 0.01}, "vae_decode": {"median": 0.05}},
+        "images_per_hour": 3600 / median,
+        "load_average": [[1.25, 1.0, 0.5], [1.75, 1.1, 0.6]],
+    }
 
 
 def _results(fd_name: str = "FD-EffNetLite0") -> dict:
-    q = {"reference": "fp32", "fd_name": fd_name, "images": 4, "psnr_cap_db": 100.0, "real_images": 4, "notes": [],
-         "variants": {
-             n: {"overall": {"ssim": {"mean": s}, "lpips": {"mean": lp}, "psnr": {"mean": p}},
-                 "per_category": {"tops": {"ssim": {"mean": s, "n": 3}, "lpips": {"mean": lp}, "psnr": {"mean": p}}},
-                 "fd_vs_reference": fd, "fd_vs_real": 5.0}
-             for n, s, lp, p, fd in (("fp32", 1.0, 0.0, 100.0, 0.0), ("w8a8", 0.93, 0.04, 31.2, 1.5))}}
-    size = lambda u, w, c: {"unet_mb": u, "pipeline_mb": w, "unet_change_pct": c, "pipeline_change_pct": None if c is None else c / 2}
-    return {
-        "config": {"model": "tiny", "model_label": "tiny", "prompts": "eval", "num": 4, "seed": 42,
-                   "seed_range": [42, 42], "steps": 25, "guidance": 7.5, "device": "cpu", "runs": 10, "warmup": 1,
-                   "threads": 2, "budget_mb": 4096},
-        "machine": {"cpu_model": "Test CPU", "cpu_cores": 2, "torch": "2.x", "loadavg": [1.0]},
-        "packages": {"torch": "2.x"}, "jobs": [{"prompt": f"p{i}"} for i in range(4)],
+    q = {
+        "reference": "fp32",
+        "fd_name": fd_name,
+        "images": 4,
+        "psnr_cap_db": 100.0,
+        "real_images": 4,
+        "notes": [],
         "variants": {
-            "fp32": {"size": size(10.0, 40.0, None), "memory": {"peak_mb": 300.0, "peak_load_mb": 200.0,
-                                                                 "percent_of_budget": 7.3}, "latency": _lat(3.0)},
-            "w8a8": {"size": size(2.6, 32.6, -74.0), "memory": {"peak_mb": 150.0, "peak_load_mb": 100.0,
-                                                                "percent_of_budget": 3.7}, "latency": _lat(float("nan"))},
+            n: {
+                "overall": {"ssim": {"mean": s}, "lpips": {"mean": lp}, "psnr": {"mean": p}},
+                "per_category": {"tops": {"ssim": {"mean": s, "n": 3}, "lpips": {"mean": lp}, "psnr": {"mean": p}}},
+                "fd_vs_reference": fd,
+                "fd_vs_real": 5.0,
+            }
+            for n, s, lp, p, fd in (("fp32", 1.0, 0.0, 100.0, 0.0), ("w8a8", 0.93, 0.04, 31.2, 1.5))
         },
-        "quality": q, "real_set": "Fashion-MNIST test", "grid": "grid.png", "notes": ["a note"],
+    }
+
+    def size(u, w, c):
+        return {
+            "unet_mb": u,
+            "pipeline_mb": w,
+            "unet_change_pct": c,
+            "pipeline_change_pct": None if c is None else c / 2,
+        }
+
+    return {
+        "config": {
+            "model": "tiny",
+            "model_label": "tiny",
+            "prompts": "eval",
+            "num": 4,
+            "seed": 42,
+            "seed_range": [42, 42],
+            "steps": 25,
+            "guidance": 7.5,
+            "device": "cpu",
+            "runs": 10,
+            "warmup": 1,
+            "threads": 2,
+            "budget_mb": 4096,
+        },
+        "machine": {"cpu_model": "Test CPU", "cpu_cores": 2, "torch": "2.x", "loadavg": [1.0]},
+        "packages": {"torch": "2.x"},
+        "jobs": [{"prompt": f"p{i}"} for i in range(4)],
+        "variants": {
+            "fp32": {
+                "size": size(10.0, 40.0, None),
+                "memory": {"peak_mb": 300.0, "peak_load_mb": 200.0, "percent_of_budget": 7.3},
+                "latency": _lat(3.0),
+            },
+            "w8a8": {
+                "size": size(2.6, 32.6, -74.0),
+                "memory": {"peak_mb": 150.0, "peak_load_mb": 100.0, "percent_of_budget": 3.7},
+                "latency": _lat(float("nan")),
+            },
+        },
+        "quality": q,
+        "real_set": "Fashion-MNIST test",
+        "grid": "grid.png",
+        "notes": ["a note"],
     }
 
 
 def test_markdown_has_the_four_tables_and_names_fd_honestly():
     md = render_markdown(json_safe(_results()))
-    for title in ("## I. Model size", "## II. Peak memory", "## III. Latency and throughput", "## IV. Quality vs FP32",
-                  "### Quality per prompt category"):
+    for title in (
+        "## I. Model size",
+        "## II. Peak memory",
+        "## III. Latency and throughput",
+        "## IV. Quality vs FP32",
+        "### Quality per prompt category",
+    ):
         assert title in md
     assert "| w8a8 | 2.60 | -74.0% | 32.60 | -37.0% |" in md
     assert "| fp32 | 200.0 | 300.0 | 7.3 |" in md and "budget 4096 MB" in md
@@ -81,8 +132,9 @@ def test_grid_png(tmp_path):
     from PIL import Image
 
     rows = {"fp32": np.zeros((3, 16, 16, 3)), "fp16": np.ones((3, 16, 16, 3))}
-    path = save_grid(rows, ["a red bag", "a blue coat", "a very long prompt that will be shortened here"],
-                     tmp_path / "grid.png")
+    path = save_grid(
+        rows, ["a red bag", "a blue coat", "a very long prompt that will be shortened here"], tmp_path / "grid.png"
+    )
     w, h = Image.open(path).size
     assert w > h > 0
 

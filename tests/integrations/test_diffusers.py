@@ -1,5 +1,6 @@
 """diffusers loads diffusia folders: modelled on diffusers' QuantizationTesterMixin (memory reduction, inference,
 serialization round trip, modules_to_not_convert, dtype change raises), plus the registration hook."""
+
 import json
 import subprocess
 import sys
@@ -22,8 +23,11 @@ CFG = GenerationConfig(steps=2)
 def _unet_inputs(unet):
     g = torch.Generator().manual_seed(0)
     c = unet.config
-    return (torch.randn(2, c.in_channels, c.sample_size, c.sample_size, generator=g), torch.tensor([500]),
-            torch.randn(2, 8, c.cross_attention_dim, generator=g))
+    return (
+        torch.randn(2, c.in_channels, c.sample_size, c.sample_size, generator=g),
+        torch.tensor([500]),
+        torch.randn(2, 8, c.cross_attention_dim, generator=g),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +63,9 @@ def test_unet_from_pretrained_matches_the_pipeline(saved):
     pipe, folder = saved
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
     with torch.no_grad():
-        torch.testing.assert_close(unet(*_unet_inputs(unet)).sample, pipe.unet(*_unet_inputs(unet)).sample,
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            unet(*_unet_inputs(unet)).sample, pipe.unet(*_unet_inputs(unet)).sample, rtol=0, atol=0
+        )
 
 
 def test_memory_reduction(saved, micro_pipeline_dir):
@@ -139,9 +144,11 @@ def test_a_changed_diffusers_registry_is_one_clear_error(monkeypatch):
 
 
 def test_import_registers_lazily_without_importing_diffusers():
-    code = ("import sys, diffusia; assert 'diffusers' not in sys.modules, 'diffusers imported eagerly';"
-            "from diffusers.quantizers import auto; assert auto.AUTO_QUANTIZER_MAPPING['diffusia'].__name__ == "
-            "'DiffusiaQuantizer'; print('ok')")
+    code = (
+        "import sys, diffusia; assert 'diffusers' not in sys.modules, 'diffusers imported eagerly';"
+        "from diffusers.quantizers import auto; assert auto.AUTO_QUANTIZER_MAPPING['diffusia'].__name__ == "
+        "'DiffusiaQuantizer'; print('ok')"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
@@ -160,8 +167,9 @@ def test_model_level_verbs_on_a_bare_unet(micro_pipeline_dir):
         quantized = unet(*x).sample
     assert torch.linalg.vector_norm(quantized - reference) / torch.linalg.vector_norm(reference) < 0.1
     with pytest.raises(DiffusiaError, match="need a pipeline"):
-        diffusia.quantize(UNet2DConditionModel.from_pretrained(micro_pipeline_dir, subfolder="unet"), "w8a8",
-                          calib_prompts=PROMPTS)
+        diffusia.quantize(
+            UNet2DConditionModel.from_pretrained(micro_pipeline_dir, subfolder="unet"), "w8a8", calib_prompts=PROMPTS
+        )
 
 
 def test_quantize_takes_a_forward_loop(micro_pipeline_dir):

@@ -1,22 +1,29 @@
 """diffusers -> original LDM (single-file) state dict for SD 1.x-layout pipelines: the inverse of diffusers'
 `convert_ldm_unet_checkpoint`, `convert_ldm_vae_checkpoint` and `convert_ldm_clip_checkpoint`, written for the tests
 (the round trip through diffusers' loader is what the tests check)."""
+
 from __future__ import annotations
 
 import torch
 
-RESNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"), ("conv2", "out_layers.3"),
-          ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection"))
+RESNET = (
+    ("norm1", "in_layers.0"),
+    ("conv1", "in_layers.2"),
+    ("norm2", "out_layers.0"),
+    ("conv2", "out_layers.3"),
+    ("time_emb_proj", "emb_layers.1"),
+    ("conv_shortcut", "skip_connection"),
+)
 VAE_ATTN = (("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out"))
 
 
 def _rename(key: str, prefixes: list[tuple[str, str]], inner: tuple[tuple[str, str], ...] = ()) -> str | None:
     for new, old in prefixes:
         if key.startswith(new):
-            rest = key[len(new):]
+            rest = key[len(new) :]
             for a, b in inner:
                 if rest.startswith(a + "."):
-                    rest = b + rest[len(a):]
+                    rest = b + rest[len(a) :]
             return old + rest
     return None
 
@@ -24,8 +31,13 @@ def _rename(key: str, prefixes: list[tuple[str, str]], inner: tuple[tuple[str, s
 def unet_to_ldm(unet) -> dict[str, torch.Tensor]:
     cfg, sd = unet.config, unet.state_dict()
     n = cfg.layers_per_block + 1
-    resnets = [("time_embedding.linear_1.", "time_embed.0."), ("time_embedding.linear_2.", "time_embed.2."),
-               ("conv_in.", "input_blocks.0.0."), ("conv_norm_out.", "out.0."), ("conv_out.", "out.2.")]
+    resnets = [
+        ("time_embedding.linear_1.", "time_embed.0."),
+        ("time_embedding.linear_2.", "time_embed.2."),
+        ("conv_in.", "input_blocks.0.0."),
+        ("conv_norm_out.", "out.0."),
+        ("conv_out.", "out.2."),
+    ]
     blocks = []
     for i in range(len(cfg.block_out_channels)):
         for j in range(cfg.layers_per_block):
@@ -53,14 +65,17 @@ def vae_to_ldm(vae) -> dict[str, torch.Tensor]:
     for part in ("encoder", "decoder"):
         prefixes += [(f"{part}.mid_block.resnets.{k}.", f"{part}.mid.block_{k + 1}.") for k in range(2)]
     for i in range(nb):
-        prefixes += [(f"encoder.down_blocks.{i}.resnets.", f"encoder.down.{i}.block."),
-                     (f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample."),
-                     (f"decoder.up_blocks.{i}.resnets.", f"decoder.up.{nb - 1 - i}.block."),
-                     (f"decoder.up_blocks.{i}.upsamplers.0.", f"decoder.up.{nb - 1 - i}.upsample.")]
+        prefixes += [
+            (f"encoder.down_blocks.{i}.resnets.", f"encoder.down.{i}.block."),
+            (f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample."),
+            (f"decoder.up_blocks.{i}.resnets.", f"decoder.up.{nb - 1 - i}.block."),
+            (f"decoder.up_blocks.{i}.upsamplers.0.", f"decoder.up.{nb - 1 - i}.upsample."),
+        ]
     out = {}
     for k, v in vae.state_dict().items():
-        attn = _rename(k, [(f"{p}.mid_block.attentions.0.", f"{p}.mid.attn_1.") for p in ("encoder", "decoder")],
-                       VAE_ATTN)
+        attn = _rename(
+            k, [(f"{p}.mid_block.attentions.0.", f"{p}.mid.attn_1.") for p in ("encoder", "decoder")], VAE_ATTN
+        )
         if attn is not None:
             new = attn
             v = v[:, :, None, None] if v.ndim == 2 else v  # LDM's attention projections are 1x1 convolutions
@@ -71,8 +86,10 @@ def vae_to_ldm(vae) -> dict[str, torch.Tensor]:
 
 
 def clip_to_ldm(text_encoder) -> dict[str, torch.Tensor]:
-    return {"cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k): v
-            for k, v in text_encoder.state_dict().items()}
+    return {
+        "cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k): v
+        for k, v in text_encoder.state_dict().items()
+    }
 
 
 def pipeline_to_ldm(pipe) -> dict[str, torch.Tensor]:

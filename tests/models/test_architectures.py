@@ -1,4 +1,5 @@
 """SD 2.x (v-prediction) and SDXL pipelines, as tiny seeded random models: load, quantize W8A8, generate."""
+
 import numpy as np
 import pytest
 import torch
@@ -23,9 +24,14 @@ def tiny_dirs(tmp_path_factory):
     return {name: save_tiny(name, root / name) for name in TINY}
 
 
-@pytest.mark.parametrize("name, cls, prediction", [("sd2-v", "StableDiffusionPipeline", "v_prediction"),
-                                                    ("sd2-eps", "StableDiffusionPipeline", "epsilon"),
-                                                    ("sdxl", "StableDiffusionXLPipeline", "epsilon")])
+@pytest.mark.parametrize(
+    "name, cls, prediction",
+    [
+        ("sd2-v", "StableDiffusionPipeline", "v_prediction"),
+        ("sd2-eps", "StableDiffusionPipeline", "epsilon"),
+        ("sdxl", "StableDiffusionXLPipeline", "epsilon"),
+    ],
+)
 def test_quantize_generate_save_load(tiny_dirs, one_thread, tmp_path, name, cls, prediction):
     pipe = load_pipeline(tiny_dirs[name], progress=False)
     assert type(pipe).__name__ == cls and pipe.scheduler.config.prediction_type == prediction
@@ -41,8 +47,9 @@ def test_quantize_generate_save_load(tiny_dirs, one_thread, tmp_path, name, cls,
     save_quantized_pipeline(pipe, tmp_path / "q")
     again = load_pipeline(tmp_path / "q", progress=False)
     assert type(again).__name__ == cls and len(api.qmodules(again.unet)) == len(api.qmodules(pipe.unet))
-    assert np.array_equal(generate(again, "a dog on a beach", 1, GenerationConfig(steps=2), progress=False,
-                                   output_type="np")[0], image)
+    assert np.array_equal(
+        generate(again, "a dog on a beach", 1, GenerationConfig(steps=2), progress=False, output_type="np")[0], image
+    )
 
 
 @pytest.mark.parametrize("name", list(TINY))
@@ -77,8 +84,10 @@ def test_arch_specs_are_real_configs_labelled_random(monkeypatch):
         with torch.device("meta"):
             unet = UNet2DConditionModel(**arch.unet)
         assert sum(p.numel() for p in unet.parameters()) == unet_params
-    assert architectures.SDXL.text_2["hidden_size"] == 1280 and architectures.SD21.scheduler["prediction_type"] == \
-        "v_prediction"
+    assert (
+        architectures.SDXL.text_2["hidden_size"] == 1280
+        and architectures.SD21.scheduler["prediction_type"] == "v_prediction"
+    )
     built = []
     monkeypatch.setattr(architectures, "build_pipeline", lambda arch, seed=0, dtype=None: built.append(arch) or _Stub())
     for spec in ("sd21-arch", "sdxl-arch"):

@@ -6,8 +6,13 @@ from diffusia.models.latents import whiten_latent_space
 
 def _vae():
     torch.manual_seed(0)
-    return AutoencoderKL(block_out_channels=(8,), down_block_types=("DownEncoderBlock2D",),
-                         up_block_types=("UpDecoderBlock2D",), norm_num_groups=4, latent_channels=4).eval()
+    return AutoencoderKL(
+        block_out_channels=(8,),
+        down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",),
+        norm_num_groups=4,
+        latent_channels=4,
+    ).eval()
 
 
 def test_whitening_centres_latents_and_keeps_decoding():

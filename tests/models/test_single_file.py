@@ -1,5 +1,6 @@
 """Single-file (original LDM layout) checkpoints: offline loading through diffusers' from_single_file, detection of
 the architecture from tensor names and shapes, one-line errors."""
+
 import json
 import shutil
 
@@ -58,11 +59,14 @@ def test_round_trip_gives_the_source_weights(checkpoint, no_network, one_thread)
     assert np.isfinite(image).all() and image.std() > 1e-3
 
 
-@pytest.mark.parametrize("keys, expected", [
-    ({V1: (320, 320, 1, 1)}, "sd15"),
-    ({V1: (320, 320, 1, 1), V2: (320, 1024)}, "sd21"),
-    ({V2: (640, 2048), XL: (1280,)}, "sdxl"),
-])
+@pytest.mark.parametrize(
+    "keys, expected",
+    [
+        ({V1: (320, 320, 1, 1)}, "sd15"),
+        ({V1: (320, 320, 1, 1), V2: (320, 1024)}, "sd21"),
+        ({V2: (640, 2048), XL: (1280,)}, "sdxl"),
+    ],
+)
 def test_detection_from_names_and_shapes(keys, expected):
     shapes = {k: torch.empty(s, device="meta") for k, s in keys.items()}
     assert model_type(shapes) == expected
@@ -73,8 +77,11 @@ def test_detected_sd15_loads_with_the_shipped_config(tmp_path, monkeypatch):
 
     save_file({V1: torch.zeros(2, 2, 1, 1)}, str(tmp_path / "sd15.safetensors"))
     seen = {}
-    monkeypatch.setattr(StableDiffusionPipeline, "from_single_file",
-                        classmethod(lambda cls, path, **kw: seen.update(kw, path=path) or "pipe"))
+    monkeypatch.setattr(
+        StableDiffusionPipeline,
+        "from_single_file",
+        classmethod(lambda cls, path, **kw: seen.update(kw, path=path) or "pipe"),
+    )
     assert single_file.load_single_file(tmp_path / "sd15.safetensors") == "pipe"
     assert seen["config"] == str(SINGLE_FILE_DIR / "sd15") and seen["local_files_only"] is True
     assert seen["safety_checker"] is None and seen["tokenizer"].pad_token == "<|endoftext|>"
@@ -108,8 +115,13 @@ def test_safetensors_that_is_not_a_checkpoint(tmp_path):
         load_pipeline(tmp_path / "junk.safetensors")
 
 
-@pytest.mark.parametrize("key", ["model.diffusion_model.input_blocks.10.0.skip_connection.bias",  # upscaler
-                                 "model.diffusion_model.time_embed.0.weight"])  # no known layout
+@pytest.mark.parametrize(
+    "key",
+    [
+        "model.diffusion_model.input_blocks.10.0.skip_connection.bias",  # upscaler
+        "model.diffusion_model.time_embed.0.weight",
+    ],
+)  # no known layout
 def test_unknown_architecture(tmp_path, key):
     save_file({key: torch.zeros(2)}, str(tmp_path / "m.safetensors"))
     with pytest.raises(DiffusiaError, match="ships configs for SD 1.x, SD 2.x and SDXL base only: pass --config"):

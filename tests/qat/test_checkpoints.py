@@ -1,5 +1,6 @@
 """QAT checkpoints hold safetensors and JSON only: optimizer and RNG states round-trip exactly, a crafted pickle in a
 checkpoint folder never runs, and every damaged checkpoint is refused with one line naming it and the fix."""
+
 import json
 import os
 import random
@@ -10,8 +11,15 @@ import pytest
 import torch
 
 from diffusia.errors import DiffusiaError
-from diffusia.qat.checkpoints import (checkpoint_dir, latest_checkpoint, load_checkpoint, restoring, rng_state,
-                                      save_checkpoint, set_rng_state)
+from diffusia.qat.checkpoints import (
+    checkpoint_dir,
+    latest_checkpoint,
+    load_checkpoint,
+    restoring,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from diffusia.qat.train import QATConfig, run_qat
 
 STATE = {"step": 3, "losses": [0.5, 0.25, 0.125], "config": {}, "recipe": {}, "calibration": {}, "world_size": 2}
@@ -30,8 +38,12 @@ class Payload:
 def _trained():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
-    opt = torch.optim.AdamW([{"params": list(model[0].parameters()), "lr": 1e-2},
-                             {"params": list(model[2].parameters()), "lr": 1e-3, "weight_decay": 0.0}])
+    opt = torch.optim.AdamW(
+        [
+            {"params": list(model[0].parameters()), "lr": 1e-2},
+            {"params": list(model[2].parameters()), "lr": 1e-3, "weight_decay": 0.0},
+        ]
+    )
     for _ in range(2):
         model(torch.randn(5, 3)).square().mean().backward()
         opt.step()
@@ -53,8 +65,14 @@ def saved(tmp_path):
 
 def test_only_safetensors_and_json(saved):
     path = saved[0]
-    assert sorted(p.name for p in path.iterdir()) == ["model.safetensors", "optimizer.json", "optimizer.safetensors",
-                                                      "rng.json", "rng.safetensors", "state.json"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        "model.safetensors",
+        "optimizer.json",
+        "optimizer.safetensors",
+        "rng.json",
+        "rng.safetensors",
+        "state.json",
+    ]
 
 
 def test_round_trip_is_exact(saved):
@@ -116,6 +134,7 @@ def _edit_json(name, change):
     def damage(path):
         data = json.loads((path / name).read_text())
         (path / name).write_text(json.dumps(change(data)))
+
     return damage
 
 
@@ -124,10 +143,11 @@ DAMAGE = {
     "empty model": lambda p: (p / "model.safetensors").write_bytes(b""),
     "optimizer header is a JSON array": lambda p: (p / "optimizer.safetensors").write_bytes(_header([1, 2])),
     "rng header lacks data_offsets": lambda p: (p / "rng.safetensors").write_bytes(
-        _header({"0.torch": {"dtype": "U8", "shape": [1]}})),
+        _header({"0.torch": {"dtype": "U8", "shape": [1]}})
+    ),
     "state.json lacks keys": _edit_json("state.json", lambda d: {k: v for k, v in d.items() if k != "losses"}),
     "state.json is a list": lambda p: (p / "state.json").write_text("[1, 2]"),
-    "state.json is not JSON": lambda p: (p / "state.json").write_text("{\"step\": 3,"),
+    "state.json is not JSON": lambda p: (p / "state.json").write_text('{"step": 3,'),
     "state.json has a wrong type": _edit_json("state.json", lambda d: {**d, "step": "three"}),
     "state.json of format v1": _edit_json("state.json", lambda d: {**d, "version": 1}),
     "state.json is not UTF-8": lambda p: (p / "state.json").write_bytes(b"\xff\xfe{}"),
@@ -137,7 +157,8 @@ DAMAGE = {
     "rng.json python state cut": _edit_json("rng.json", lambda d: [{**d[0], "python": d[0]["python"][:1]}, d[1]]),
     "optimizer.json lacks param_groups": _edit_json("optimizer.json", lambda d: {"state": d["state"]}),
     "optimizer tensor of no parameter": lambda p: (p / "optimizer.safetensors").write_bytes(
-        _header({"state.x.exp_avg": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}})),
+        _header({"state.x.exp_avg": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}})
+    ),
 }
 
 

@@ -1,4 +1,5 @@
 """QAT data sources: recorded distillation data and coloured Fashion-MNIST batches, deterministic per (seed, step)."""
+
 import json
 
 import numpy as np

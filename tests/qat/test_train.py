@@ -1,5 +1,6 @@
 """QAT on the micro pipeline: resume reproduces an uninterrupted run, the result is the PTQ folder format and
 generates, LSQ scales are learned and frozen, and a 2-process accelerate run finishes."""
+
 import json
 import os
 import socket
@@ -66,8 +67,18 @@ def test_lsq_on_fashion_mnist_learns_and_freezes_scales(micro_pipeline_dir, tmp_
     if not (DATA_DIR / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("Fashion-MNIST is not installed")
     out = tmp_path / "lsq"
-    res = run_qat(_cfg(micro_pipeline_dir, out, source="fashion-mnist", lsq=True, steps=2, checkpoint_every=0,
-                       validate=False, keep_checkpoints=True))
+    res = run_qat(
+        _cfg(
+            micro_pipeline_dir,
+            out,
+            source="fashion-mnist",
+            lsq=True,
+            steps=2,
+            checkpoint_every=0,
+            validate=False,
+            keep_checkpoints=True,
+        )
+    )
     assert res.info["lsq"] and res.info["source"] == "fashion-mnist" and np.isfinite(res.losses).all()
     from safetensors.torch import load_file
 
@@ -76,7 +87,7 @@ def test_lsq_on_fashion_mnist_learns_and_freezes_scales(micro_pipeline_dir, tmp_
     assert log_scales
     frozen = load_pipeline(out, progress=False).unet
     for key, log_s in log_scales.items():
-        name = key[len("lsq.log_scale."):].replace("__", ".")
+        name = key[len("lsq.log_scale.") :].replace("__", ".")
         torch.testing.assert_close(frozen.get_submodule(name).act_scale, log_s.exp())
 
 
@@ -89,11 +100,40 @@ def _free_port() -> int:
 def test_two_cpu_processes_with_accelerate_launch(micro_pipeline_dir, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), "-m", "diffusia.qat.train", "--model", str(micro_pipeline_dir),
-           "--out", str(out), "--steps", "2", "--batch", "1", "--calib-size", "2", "--calib-steps", "2",
-           "--checkpoint-every", "1", "--no-progress", "--no-validate"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "diffusia.qat.train",
+        "--model",
+        str(micro_pipeline_dir),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--batch",
+        "1",
+        "--calib-size",
+        "2",
+        "--calib-steps",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--no-progress",
+        "--no-validate",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=Path(__file__).parents[2])
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = read_meta(out)

@@ -73,7 +73,9 @@ def test_w8a8_with_uint8_mse_within_a_few_percent(reference):
     assert rel_l2(run(u), reference) < 0.06
 
 
-@pytest.mark.parametrize("name, dtype", [("w8a8", torch.int8), ("w8", torch.int8), ("w4", torch.uint8), ("fp16", torch.float16)])
+@pytest.mark.parametrize(
+    "name, dtype", [("w8a8", torch.int8), ("w8", torch.int8), ("w4", torch.uint8), ("fp16", torch.float16)]
+)
 def test_frozen_model_holds_low_precision_tensors(name, dtype):
     sd = frozen(name)[0].state_dict()
     key = {"w8a8": "weight_int8", "w8": "weight_int8", "w4": "weight_int4", "fp16": "weight_fp16"}[name]
@@ -82,11 +84,15 @@ def test_frozen_model_holds_low_precision_tensors(name, dtype):
     # kept in high precision: fp32 for the fp16 preset, fp16 storage in the integer presets (keep_as)
     kept = {k: v for k, v in sd.items() if k.startswith(("conv_in.weight", "time_embedding.linear_1.weight"))}
     if name == "fp16":
-        assert {k: v.dtype for k, v in kept.items()} == {"conv_in.weight": torch.float32,
-                                                         "time_embedding.linear_1.weight": torch.float32}
+        assert {k: v.dtype for k, v in kept.items()} == {
+            "conv_in.weight": torch.float32,
+            "time_embedding.linear_1.weight": torch.float32,
+        }
     else:
-        assert {k: v.dtype for k, v in kept.items()} == {"conv_in.weight_fp16": torch.float16,
-                                                         "time_embedding.linear_1.weight_fp16": torch.float16}
+        assert {k: v.dtype for k, v in kept.items()} == {
+            "conv_in.weight_fp16": torch.float16,
+            "time_embedding.linear_1.weight_fp16": torch.float16,
+        }
     nbytes = sum(t.numel() * t.element_size() for t in sd.values())
     fp32 = sum(t.numel() * 4 for t in tiny_unet().state_dict().values())
     assert nbytes < fp32 * (0.6 if name != "fp16" else 0.7)

@@ -1,4 +1,5 @@
 """CPU feature detection, the override (environment variable and context manager), classes and targets."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,6 +20,7 @@ def fake_cpuinfo(monkeypatch):
         monkeypatch.setattr(cpu, "_read_cpuinfo", lambda: text)
         monkeypatch.setattr(cpu.platform, "machine", lambda: machine)
         import torch
+
         monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
         cpu.detected_features.cache_clear()
 

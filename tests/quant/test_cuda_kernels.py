@@ -1,4 +1,5 @@
 """CUDA kernels against their float reference. Skipped without a GPU; `benchmarks/cuda_check.sh` runs them."""
+
 from __future__ import annotations
 
 import pytest

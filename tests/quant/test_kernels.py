@@ -1,13 +1,13 @@
 """Real kernels against their float simulations (tight) and against FP32 (loose)."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from diffusia.quant import cpu
+from diffusia.quant import cpu, qmath
 from diffusia.quant import kernels as K
-from diffusia.quant import qmath
 
 REAL = K.onednn_int8_available()
 needs_onednn = pytest.mark.skipif(not REAL, reason="oneDNN INT8 ops not in this torch build")
@@ -85,8 +85,11 @@ def test_two_activation_digits_match_reference_and_cut_the_error(kind):
     one, two = (make(*args, act_scale=s, act_zero_point=zp, act_qmax=127, act_digits=d) for d in (1, 2))
     ref_fn = K.reference_int8_conv2d if kind == "conv" else K.reference_int8_linear
     ref2 = ref_fn(x, *args, s, zp, 127, 2)
-    w_only = (F.conv2d(x, wq.float() * ws[:, None, None, None], b, 1, 1) if kind == "conv"
-              else F.linear(x, wq.float() * ws[:, None], b))  # exact activations, the same int8 weights
+    w_only = (
+        F.conv2d(x, wq.float() * ws[:, None, None, None], b, 1, 1)
+        if kind == "conv"
+        else F.linear(x, wq.float() * ws[:, None], b)
+    )  # exact activations, the same int8 weights
     assert rel(two(x), ref2) < 1e-4
     assert rel(two(x), w_only) < rel(one(x), w_only) / 20  # ~7 more bits of activation resolution
 
@@ -247,8 +250,7 @@ def test_contract_validation():
     with pytest.raises(ValueError):
         K.Int8Conv2d(wq, ws, None, 1, 1, 1, 1, 0.1, 200, act_qmax=127)
     with pytest.raises(ValueError):
-        K.WeightInt4Linear(torch.zeros(8, 16, dtype=torch.uint8), torch.ones(8, 3), None, group_size=32,
-                           in_features=32)
+        K.WeightInt4Linear(torch.zeros(8, 16, dtype=torch.uint8), torch.ones(8, 3), None, group_size=32, in_features=32)
 
 
 @needs_onednn

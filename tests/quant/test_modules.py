@@ -4,9 +4,9 @@ from torch import nn
 
 from diffusia.errors import DiffusiaError
 from diffusia.quant import qmath
+from diffusia.quant.kernels import onednn_int8_available
 from diffusia.quant.modules import QConv2d, QLinear, QSettings, qclass_for
 from diffusia.quant.timestep import TimestepState
-from diffusia.quant.kernels import onednn_int8_available
 from tests.quant._support import rel_l2
 
 torch.manual_seed(0)
@@ -46,7 +46,9 @@ def test_float_and_calibrate_modes_match_original(kind):
 
 
 @pytest.mark.parametrize("kind", ["conv", "linear"])
-@pytest.mark.parametrize("precision, tol", [("w8a8", 0.03), ("w8a8x2", 0.01), ("w8", 0.01), ("w4", 0.15), ("fp16", 1e-3), ("bf16", 1e-2)])
+@pytest.mark.parametrize(
+    "precision, tol", [("w8a8", 0.03), ("w8a8x2", 0.01), ("w8", 0.01), ("w4", 0.15), ("fp16", 1e-3), ("bf16", 1e-2)]
+)
 def test_fake_close_to_float_and_real_matches_fake(kind, precision, tol):
     calibrator = "minmax" if precision == "w8a8x2" else "percentile"  # as api.layer_settings chooses
     base, q = make(kind, precision, group_size=32, calibrator=calibrator)
@@ -66,14 +68,25 @@ def test_fake_close_to_float_and_real_matches_fake(kind, precision, tol):
         assert q._kernels[0].backend == "onednn"  # really INT8, not a float fallback
 
 
-@pytest.mark.parametrize("precision, names, dtypes", [
-    ("w8a8", ["weight_int8", "weight_scale", "act_scale", "act_zero_point"], [torch.int8, torch.float32, torch.float32, torch.int32]),
-    ("w8a8x2", ["weight_int8", "weight_scale", "act_scale", "act_zero_point"], [torch.int8, torch.float32, torch.float32, torch.int32]),
-    ("w8", ["weight_int8", "weight_scale"], [torch.int8, torch.float32]),
-    ("w4", ["weight_int4", "weight_scale"], [torch.uint8, torch.float16]),
-    ("fp16", ["weight_fp16"], [torch.float16]),
-    ("bf16", ["weight_bf16"], [torch.bfloat16]),
-])
+@pytest.mark.parametrize(
+    "precision, names, dtypes",
+    [
+        (
+            "w8a8",
+            ["weight_int8", "weight_scale", "act_scale", "act_zero_point"],
+            [torch.int8, torch.float32, torch.float32, torch.int32],
+        ),
+        (
+            "w8a8x2",
+            ["weight_int8", "weight_scale", "act_scale", "act_zero_point"],
+            [torch.int8, torch.float32, torch.float32, torch.int32],
+        ),
+        ("w8", ["weight_int8", "weight_scale"], [torch.int8, torch.float32]),
+        ("w4", ["weight_int4", "weight_scale"], [torch.uint8, torch.float16]),
+        ("fp16", ["weight_fp16"], [torch.float16]),
+        ("bf16", ["weight_bf16"], [torch.bfloat16]),
+    ],
+)
 def test_frozen_buffers(precision, names, dtypes):
     _, q = make("conv", precision)
     q.set_mode("calibrate")
@@ -134,7 +147,9 @@ def test_timestep_groups_pick_their_own_range(kind):
         y_small_g0 = q(small)
         ts.set(900)
         y_small_g1 = q(small)
-    ref = torch.nn.functional.linear(small, q.weight_int8.float() * q.weight_scale[:, None]) if kind == "linear" else None
+    ref = (
+        torch.nn.functional.linear(small, q.weight_int8.float() * q.weight_scale[:, None]) if kind == "linear" else None
+    )
     assert not torch.equal(y_small_g0, y_small_g1)  # coarser grid in group 1
     if ref is not None:
         ref = ref + q.bias

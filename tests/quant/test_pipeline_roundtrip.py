@@ -1,9 +1,9 @@
 """Every preset on a micro pipeline: quantize (calibrated on sampling trajectories), save, load, same output."""
+
 import json
 
 import numpy as np
 import pytest
-import torch
 from safetensors import safe_open
 
 from diffusia import load_pipeline

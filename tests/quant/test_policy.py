@@ -12,15 +12,26 @@ def unet():
     return tiny_unet()
 
 
-KEPT = ["conv_in", "conv_out", "time_embedding.linear_1", "time_embedding.linear_2",
-        "down_blocks.0.resnets.0.time_emb_proj", "mid_block.resnets.1.time_emb_proj"]
-QUANTIZED = ["down_blocks.0.attentions.0.proj_in", "down_blocks.0.attentions.0.proj_out",
-             "mid_block.attentions.0.transformer_blocks.0.attn2.to_k",
-             "up_blocks.1.attentions.1.transformer_blocks.0.attn1.to_out.0",
-             "down_blocks.0.attentions.0.transformer_blocks.0.ff.net.0.proj",
-             "down_blocks.0.attentions.0.transformer_blocks.0.ff.net.2",
-             "down_blocks.0.resnets.0.conv1", "down_blocks.1.resnets.0.conv_shortcut",
-             "down_blocks.0.downsamplers.0.conv", "up_blocks.0.upsamplers.0.conv"]
+KEPT = [
+    "conv_in",
+    "conv_out",
+    "time_embedding.linear_1",
+    "time_embedding.linear_2",
+    "down_blocks.0.resnets.0.time_emb_proj",
+    "mid_block.resnets.1.time_emb_proj",
+]
+QUANTIZED = [
+    "down_blocks.0.attentions.0.proj_in",
+    "down_blocks.0.attentions.0.proj_out",
+    "mid_block.attentions.0.transformer_blocks.0.attn2.to_k",
+    "up_blocks.1.attentions.1.transformer_blocks.0.attn1.to_out.0",
+    "down_blocks.0.attentions.0.transformer_blocks.0.ff.net.0.proj",
+    "down_blocks.0.attentions.0.transformer_blocks.0.ff.net.2",
+    "down_blocks.0.resnets.0.conv1",
+    "down_blocks.1.resnets.0.conv_shortcut",
+    "down_blocks.0.downsamplers.0.conv",
+    "up_blocks.0.upsamplers.0.conv",
+]
 
 
 def test_default_policy(unet):
@@ -50,8 +61,10 @@ def test_norm_linears_are_kept():
 
 
 def test_rules_apply_in_order(unet):
-    r = Recipe(weights="w8", rules=[("*.to_?", "fp16"), ("re:.*attn2\\.to_[kv]", "w4"), ("conv_in", "w8a8"),
-                                    ("*resnets.0.conv1", "keep")])
+    r = Recipe(
+        weights="w8",
+        rules=[("*.to_?", "fp16"), ("re:.*attn2\\.to_[kv]", "w4"), ("conv_in", "w8a8"), ("*resnets.0.conv1", "keep")],
+    )
     p = plan(unet, r)
     assert p["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"] == "fp16"
     assert p["down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"] == "w4"
@@ -72,8 +85,11 @@ def test_w8a8x2_plan_splits_the_full_resolution_blocks(unet):
     x2 = {n for n, v in p.items() if v == "w8a8x2"}
     last_up = f"up_blocks.{len(unet.up_blocks) - 1}."
     assert x2 == {n for n in p if n.startswith(("down_blocks.0.", last_up)) and is_quantizable(n)}
-    assert {"down_blocks.0.resnets.0.conv1", last_up + "resnets.0.conv_shortcut",
-            last_up + "attentions.0.transformer_blocks.0.attn1.to_q"} <= x2
+    assert {
+        "down_blocks.0.resnets.0.conv1",
+        last_up + "resnets.0.conv_shortcut",
+        last_up + "attentions.0.transformer_blocks.0.attn1.to_q",
+    } <= x2
     assert {v for n, v in p.items() if is_quantizable(n) and n not in x2} == {"w8a8"}
     assert p["conv_in"] == p["conv_out"] == p["down_blocks.0.resnets.0.time_emb_proj"] == "fp16"  # kept stay kept
     with pytest.raises(DiffusiaError, match="full_res_weights matches no layer"):

@@ -1,4 +1,5 @@
 """The precision registry (a new precision is one entry) and frozen kernels as module state (moves, dtypes)."""
+
 import dataclasses
 
 import pytest
@@ -31,7 +32,9 @@ def w6():
 
 def test_a_registered_precision_runs_through_the_api(w6):
     ref, u = run(tiny_unet()), tiny_unet()
-    plan = api.quantize(u, Recipe(weights="w8", rules=[("*resnets.*", w6)]))  # the recipe validates against the registry
+    plan = api.quantize(
+        u, Recipe(weights="w8", rules=[("*resnets.*", w6)])
+    )  # the recipe validates against the registry
     six = {n for n, p in plan.items() if p == w6}
     assert six and any(p == "w8" for p in plan.values())
     api.enable_fake_quant(u)
@@ -101,17 +104,27 @@ def test_dtype_change_of_a_frozen_layer_is_refused_before_anything_moves(precisi
     assert {n: t.dtype for n, t in q.state_dict().items()} == dtypes and torch.equal(q(x), y)
 
 
-def test_a_quantized_unet_refuses_half_but_moves_to_its_own_device():
+@pytest.mark.parametrize("keep_as", ["fp16", "fp32"])
+def test_a_quantized_unet_refuses_half_but_moves_to_its_own_device(keep_as):
     u = tiny_unet()
-    api.quantize(u, Recipe(weights="w8", keep_as="fp16"))  # conv_in, the first child, refuses before any other moves
+    api.quantize(u, Recipe(weights="w8", keep_as=keep_as))
     api.freeze(u)
     y = run(u)
-    with pytest.raises(DiffusiaError, match="cannot change dtype"):
-        u.half()
+    dtypes = {n: t.dtype for n, t in u.state_dict().items()}
+    for cast in (u.half, lambda: u.to(torch.bfloat16)):  # diffusers' guard on the frozen model: before any layer moves
+        with pytest.raises(ValueError, match="quantized model"):
+            cast()
+    assert {n: t.dtype for n, t in u.state_dict().items()} == dtypes
     kernels = {n: list(m._kernels) for n, m in api.qmodules(u).items()}
     u.to("cpu")  # what pipe.to(device) does on the same device: nothing moves, the kernels stay
     assert all(m._kernels == kernels[n] for n, m in api.qmodules(u).items())
     assert torch.equal(run(u), y)
+
+
+def test_a_frozen_layer_refuses_a_dtype_change():
+    q, _ = frozen_conv("w8a8")
+    with pytest.raises(DiffusiaError, match="cannot change dtype"):
+        q.half()
 
 
 def test_a_new_layout_rebuilds_the_kernels_from_the_moved_buffers():

@@ -1,4 +1,5 @@
 """release_pages: reclaims mapped pages without changing what the tensor holds."""
+
 from __future__ import annotations
 
 import sys

@@ -1,5 +1,6 @@
 """Targets: a folder quantized for one CPU class loads on the other correctly (converted or as is), never on
 saturating kernels; the target and the CPU it was made on are recorded in diffusia.json."""
+
 from __future__ import annotations
 
 import json
@@ -99,5 +100,6 @@ def test_a_layout_that_saturates_this_hardware_never_runs_on_onednn(micro_pipeli
     assert all(m.settings.act_qmax == 255 for m in one)
     expected = {"onednn"} if HOST_VNNI else {"reference", "onednn"}
     backends = {k.backend for m in one for k in m._kernels}
-    assert backends <= expected and (HOST_VNNI or all(
-        k.backend == "reference" for m in one if _peak(m) > 64 for k in m._kernels))
+    assert backends <= expected and (
+        HOST_VNNI or all(k.backend == "reference" for m in one if _peak(m) > 64 for k in m._kernels)
+    )

@@ -1,4 +1,5 @@
 """Image-quality metrics of the evaluation harness: SSIM, PSNR, LPIPS and Frechet distances."""
+
 from diffusia.eval.metrics.features import get_feature_extractor
 from diffusia.eval.metrics.frechet import frechet_distance
 from diffusia.eval.metrics.lpips import lpips_distance

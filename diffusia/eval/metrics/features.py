@@ -4,14 +4,15 @@
 pytorch-fid imports; otherwise `FD-EffNetLite0` (ImageNet EfficientNet-Lite0, pooled, 1280-d). The two
 names differ on purpose: a distance on EfficientNet features is not comparable with published FID.
 """
+
 from __future__ import annotations
 
 import functools
 import importlib.util
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

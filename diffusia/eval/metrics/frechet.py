@@ -1,4 +1,5 @@
 """Frechet distance between two sets of features (the formula of FID, on any feature network)."""
+
 from __future__ import annotations
 
 import logging

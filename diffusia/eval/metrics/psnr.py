@@ -1,4 +1,5 @@
 """PSNR in dB for batches of images."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """SSIM (Wang et al. 2004) with an 11x11 Gaussian window, sigma 1.5, on batches of images."""
+
 from __future__ import annotations
 
 import functools
@@ -13,7 +14,7 @@ WIN_SIZE = 11  # 2 * int(3.5 * sigma + 0.5) + 1, the window skimage uses for sig
 CHUNK_ELEMENTS = 1 << 22  # images per chunk: about 4M values (32 MB in float64) per intermediate
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gaussian_1d(size: int = WIN_SIZE, sigma: float = SIGMA) -> torch.Tensor:
     """Normalised 1-D Gaussian taps (float64)."""
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2

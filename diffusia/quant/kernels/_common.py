@@ -1,4 +1,5 @@
 """Shared pieces of the kernels: activation quantization to uint8, weight checks, availability checks."""
+
 from __future__ import annotations
 
 import functools
@@ -14,8 +15,10 @@ logger = logging.getLogger("diffusia.quant.kernels")
 
 # torch 2.13 warns that quantized-dtype tensors (quint8) are deprecated; we only use quantize_per_tensor as
 # the fastest single-pass float -> uint8 quantizer and reinterpret its bytes, so silence exactly that warning.
-warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel",
-                        category=UserWarning)
+warnings.filterwarnings(
+    "ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel", category=UserWarning
+)
+
 
 @functools.lru_cache(maxsize=1)
 def onednn_int8_available() -> bool:
@@ -42,7 +45,8 @@ def _has_fast_quantize() -> bool:
 def _bytes_of(q: Tensor) -> Tensor:
     """Plain uint8 tensor sharing a quint8 tensor's storage (no copy; `int_repr()` copies and is slow)."""
     return torch.empty(0, dtype=torch.uint8, device=q.device).set_(
-        q.untyped_storage(), q.storage_offset(), q.shape, q.stride())
+        q.untyped_storage(), q.storage_offset(), q.shape, q.stride()
+    )
 
 
 def _quantize_u8(x: Tensor, scale: float, zero_point: int, qmax: int) -> tuple[Tensor, Tensor | None]:

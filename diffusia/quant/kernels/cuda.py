@@ -5,6 +5,7 @@
 - W8A8 conv: no int8 conv is exposed by torch on CUDA; computed in fp16 on the dequantized values (same
   quantization numerics as the reference, fp16 speed, NOT an INT8 kernel: do not report it as one).
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -12,6 +12,7 @@ Where oneDNN is missing (non-x86 builds), or where the weights and activations w
 sums (a layout made for VNNI on a CPU without it), the kernels fall back to the float reference and say so in
 `backend` ("reference") and the log: such timings are simulated, never INT8 speedups.
 """
+
 from __future__ import annotations
 
 import torch
@@ -45,7 +46,7 @@ def _check_act(act_scale: float, act_zero_point: int, act_qmax: int, name: str, 
 
 
 def _cpu_backend(weight_int8: Tensor, act_qmax: int, name: str) -> str:
-    """"onednn", or "reference" where oneDNN is missing or its int16 pair sums would saturate on this hardware
+    """ "onednn", or "reference" where oneDNN is missing or its int16 pair sums would saturate on this hardware
     (a layout made for VNNI on a CPU without it: never run wrong, run simulated and say so)."""
     if not onednn_int8_available():
         logger.warning("%s: oneDNN INT8 ops unavailable; using the float reference (simulated)", name)
@@ -59,7 +60,10 @@ def _cpu_backend(weight_int8: Tensor, act_qmax: int, name: str) -> str:
     (logger.debug if name in _warned else logger.warning)(
         "%s: activations 0..%d with |weight| up to %d would saturate int16 pair sums on this CPU (no VNNI): "
         "running the float reference (simulated, slow); re-quantize with `--target auto` for real INT8 kernels",
-        name, act_qmax, peak)
+        name,
+        act_qmax,
+        peak,
+    )
     _warned.add(name)
     return "reference"
 
@@ -99,10 +103,21 @@ class _Prepacked:
 class Int8Conv2d(_Prepacked):
     """Static W8A8 conv2d: per-output-channel symmetric int8 weights, per-tensor affine uint activations."""
 
-    def __init__(self, weight_int8: Tensor, weight_scale: Tensor, bias: Tensor | None,
-                 stride: IntPair, padding: IntPair, dilation: IntPair, groups: int,
-                 act_scale: float, act_zero_point: int, act_qmax: int = 127,
-                 channels_last_output: bool | None = None, act_digits: int = 1) -> None:
+    def __init__(
+        self,
+        weight_int8: Tensor,
+        weight_scale: Tensor,
+        bias: Tensor | None,
+        stride: IntPair,
+        padding: IntPair,
+        dilation: IntPair,
+        groups: int,
+        act_scale: float,
+        act_zero_point: int,
+        act_qmax: int = 127,
+        channels_last_output: bool | None = None,
+        act_digits: int = 1,
+    ) -> None:
         check_weight(weight_int8, weight_scale, torch.int8, 4, "Int8Conv2d")
         act_scale, act_zero_point = float(act_scale), int(act_zero_point)
         _check_act(act_scale, act_zero_point, act_qmax, "Int8Conv2d", act_digits)
@@ -115,24 +130,49 @@ class Int8Conv2d(_Prepacked):
         self.weight_scale = weight_scale.float().contiguous()
         self.bias = None if bias is None else bias.float().contiguous()
         self._w_zp = torch.zeros(weight_int8.shape[0], dtype=torch.int64)
-        self.backend = "cuda-fp16" if weight_int8.device.type == "cuda" else _cpu_backend(weight_int8, act_qmax,
-                                                                                          "Int8Conv2d")
+        self.backend = (
+            "cuda-fp16" if weight_int8.device.type == "cuda" else _cpu_backend(weight_int8, act_qmax, "Int8Conv2d")
+        )
         if self.backend == "onednn":
             self._packed = self._prepack()
 
     def _prepack(self) -> Tensor:
         # x_shape=None: one packing serves every input size (measured as fast as a shape-specific one).
-        return torch.ops.onednn.qconv_prepack(self.weight_int8.contiguous(), self.weight_scale, self.act_scale,
-                                              self.act_zero_point, self.stride, self.padding, self.dilation,
-                                              self.groups, None)
+        return torch.ops.onednn.qconv_prepack(
+            self.weight_int8.contiguous(),
+            self.weight_scale,
+            self.act_scale,
+            self.act_zero_point,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            None,
+        )
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.backend == "onednn":
             y = None
             for qx, (scale, zp) in zip(self._digits(x), self.digit_qparams()):
                 yd = torch.ops.onednn.qconv_pointwise(
-                    qx, scale, zp, self._packed, self.weight_scale, self._w_zp, self.bias if y is None else None,
-                    self.stride, self.padding, self.dilation, self.groups, 1.0, 0, torch.float32, "none", [], "")
+                    qx,
+                    scale,
+                    zp,
+                    self._packed,
+                    self.weight_scale,
+                    self._w_zp,
+                    self.bias if y is None else None,
+                    self.stride,
+                    self.padding,
+                    self.dilation,
+                    self.groups,
+                    1.0,
+                    0,
+                    torch.float32,
+                    "none",
+                    [],
+                    "",
+                )
                 y = yd if y is None else y.add_(yd)
             cl = self.channels_last_output
             if cl is None:
@@ -140,16 +180,35 @@ class Int8Conv2d(_Prepacked):
             return y if cl else y.contiguous()
         if self.backend == "cuda-fp16":
             return cuda.w8a8_conv2d_fp16(x, self)
-        return reference_int8_conv2d(x, self.weight_int8, self.weight_scale, self.bias, self.stride, self.padding,
-                                     self.dilation, self.groups, self.act_scale, self.act_zero_point, self.act_qmax,
-                                     self.act_digits)
+        return reference_int8_conv2d(
+            x,
+            self.weight_int8,
+            self.weight_scale,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            self.act_scale,
+            self.act_zero_point,
+            self.act_qmax,
+            self.act_digits,
+        )
 
 
 class Int8Linear(_Prepacked):
     """Static W8A8 linear over the last dim of x: weight (O, I) int8 per-channel, uint activations per-tensor."""
 
-    def __init__(self, weight_int8: Tensor, weight_scale: Tensor, bias: Tensor | None,
-                 act_scale: float, act_zero_point: int, act_qmax: int = 127, act_digits: int = 1) -> None:
+    def __init__(
+        self,
+        weight_int8: Tensor,
+        weight_scale: Tensor,
+        bias: Tensor | None,
+        act_scale: float,
+        act_zero_point: int,
+        act_qmax: int = 127,
+        act_digits: int = 1,
+    ) -> None:
         check_weight(weight_int8, weight_scale, torch.int8, 2, "Int8Linear")
         act_scale, act_zero_point = float(act_scale), int(act_zero_point)
         _check_act(act_scale, act_zero_point, act_qmax, "Int8Linear", act_digits)
@@ -176,11 +235,31 @@ class Int8Linear(_Prepacked):
             y = None
             for qx, (scale, zp) in zip(self._digits(x.reshape(-1, x.shape[-1])), self.digit_qparams()):
                 yd = torch.ops.onednn.qlinear_pointwise(
-                    qx.contiguous(), scale, zp, self._packed, self.weight_scale, self._w_zp,
-                    self.bias if y is None else None, 1.0, 0, torch.float32, "none", [], "")
+                    qx.contiguous(),
+                    scale,
+                    zp,
+                    self._packed,
+                    self.weight_scale,
+                    self._w_zp,
+                    self.bias if y is None else None,
+                    1.0,
+                    0,
+                    torch.float32,
+                    "none",
+                    [],
+                    "",
+                )
                 y = yd if y is None else y.add_(yd)
             return y.reshape(*x.shape[:-1], self.out_features)
         if self.backend == "cuda-int_mm":
             return cuda.w8a8_linear_int_mm(x, self, self._cuda)
-        return reference_int8_linear(x, self.weight_int8, self.weight_scale, self.bias,
-                                     self.act_scale, self.act_zero_point, self.act_qmax, self.act_digits)
+        return reference_int8_linear(
+            x,
+            self.weight_int8,
+            self.weight_scale,
+            self.bias,
+            self.act_scale,
+            self.act_zero_point,
+            self.act_qmax,
+            self.act_digits,
+        )

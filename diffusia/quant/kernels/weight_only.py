@@ -5,6 +5,7 @@ Measured on AVX2 without AVX-512 (benchmarks/kernels.md): torch's dedicated kern
 and `_weight_int4pack_mm_for_cpu` are ~20-40x slower than FP32 there, so dequantize + FP32 GEMM/conv is the
 default. `WeightInt8Linear(use_int8pack=True)` opts into the dedicated kernel (for CPUs/GPUs where it is fast).
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,9 @@ def _dequant_int8(weight_int8: Tensor, scale_col: Tensor) -> Tensor:
 class WeightInt8Linear:
     """Linear with int8 per-output-channel weights (O, I) and float activations."""
 
-    def __init__(self, weight_int8: Tensor, weight_scale: Tensor, bias: Tensor | None,
-                 use_int8pack: bool = False) -> None:
+    def __init__(
+        self, weight_int8: Tensor, weight_scale: Tensor, bias: Tensor | None, use_int8pack: bool = False
+    ) -> None:
         check_weight(weight_int8, weight_scale, torch.int8, 2, "WeightInt8Linear")
         self.weight_int8 = weight_int8.contiguous()
         self.weight_scale = weight_scale.float().contiguous()
@@ -44,8 +46,16 @@ class WeightInt8Linear:
 class WeightInt8Conv2d:
     """Conv2d with int8 per-output-channel weights (O, I/g, kh, kw) and float activations."""
 
-    def __init__(self, weight_int8: Tensor, weight_scale: Tensor, bias: Tensor | None,
-                 stride: IntPair, padding: IntPair, dilation: IntPair, groups: int) -> None:
+    def __init__(
+        self,
+        weight_int8: Tensor,
+        weight_scale: Tensor,
+        bias: Tensor | None,
+        stride: IntPair,
+        padding: IntPair,
+        dilation: IntPair,
+        groups: int,
+    ) -> None:
         check_weight(weight_int8, weight_scale, torch.int8, 4, "WeightInt8Conv2d")
         self.weight_int8 = weight_int8.contiguous()
         self.weight_scale = weight_scale.float().contiguous()
@@ -65,8 +75,10 @@ def _check_int4(weight_int4: Tensor, weight_scale: Tensor, group_size: int, cols
     if group_size <= 0 or group_size % 2:
         raise ValueError(f"{name}: bad group_size {group_size}")
     if padded % group_size or weight_scale.shape != (weight_int4.shape[0], padded // group_size):
-        raise ValueError(f"{name}: weight_scale {tuple(weight_scale.shape)} does not match packed "
-                         f"{tuple(weight_int4.shape)} with group_size {group_size}")
+        raise ValueError(
+            f"{name}: weight_scale {tuple(weight_scale.shape)} does not match packed "
+            f"{tuple(weight_int4.shape)} with group_size {group_size}"
+        )
     if not (padded - group_size < cols <= padded):
         raise ValueError(f"{name}: {cols} input columns do not fit {padded} packed columns")
 
@@ -77,8 +89,9 @@ class WeightInt4Linear:
     weight_int4: uint8 (O, padded/2), value+8 per nibble, low nibble = even column; weight_scale: (O, padded/G).
     """
 
-    def __init__(self, weight_int4: Tensor, weight_scale: Tensor, bias: Tensor | None,
-                 group_size: int, in_features: int) -> None:
+    def __init__(
+        self, weight_int4: Tensor, weight_scale: Tensor, bias: Tensor | None, group_size: int, in_features: int
+    ) -> None:
         _check_int4(weight_int4, weight_scale, group_size, in_features, "WeightInt4Linear")
         self.weight_int4, self.weight_scale = weight_int4.contiguous(), weight_scale.contiguous()
         self.bias = None if bias is None else bias.float().contiguous()
@@ -92,9 +105,18 @@ class WeightInt4Linear:
 class WeightInt4Conv2d:
     """Conv2d with group-wise int4 weights over the flattened (I/g, kh, kw) input dims, float activations."""
 
-    def __init__(self, weight_int4: Tensor, weight_scale: Tensor, bias: Tensor | None,
-                 stride: IntPair, padding: IntPair, dilation: IntPair, groups: int,
-                 group_size: int, weight_shape: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        weight_int4: Tensor,
+        weight_scale: Tensor,
+        bias: Tensor | None,
+        stride: IntPair,
+        padding: IntPair,
+        dilation: IntPair,
+        groups: int,
+        group_size: int,
+        weight_shape: tuple[int, ...],
+    ) -> None:
         self.weight_shape = tuple(int(d) for d in weight_shape)
         self._cols = int(torch.Size(self.weight_shape[1:]).numel())
         _check_int4(weight_int4, weight_scale, group_size, self._cols, "WeightInt4Conv2d")
