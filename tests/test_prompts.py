@@ -57,3 +57,20 @@ def test_bad_prompt_files(tmp_path):
         load_prompts(str(tmp_path / "blank.json"))
     with pytest.raises(DiffusiaError, match="unknown prompt set"):
         load_prompts("nope")
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("latin1.txt", "a caf\xe9 at dusk\n".encode("latin-1"), "not UTF-8 text"),
+        ("number.json", b"42", "holds a JSON int, not a list"),
+        ("object.json", b'{"a red bag": 1}', "holds a JSON dict, not a list"),
+        ("numbers.json", b"[1, 2]", "entry 1 that is neither a string nor an object"),
+        ("no_prompt.json", b'[{"text": "a bag"}]', "neither a string nor an object"),
+    ],
+)
+def test_malformed_prompt_files_are_one_line_errors(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DiffusiaError, match=message) as err:
+        load_prompts(str(tmp_path / name))
+    assert "\n" not in str(err.value)

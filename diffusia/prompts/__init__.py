@@ -38,22 +38,45 @@ def load_prompts(name: str, model: str = "tiny") -> list[Prompt]:
                 f"unknown prompt set {name!r}: use one of {', '.join(SHIPPED)}, eval, calibration, "
                 "or a .json/.txt file path"
             )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DiffusiaError(f"prompt file {path} is not UTF-8 text: save it as UTF-8") from None
+    except OSError as e:
+        raise DiffusiaError(f"cannot read prompt file {path}: {e.strerror or e}") from None
     if path.suffix == ".json":
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(text)
         except json.JSONDecodeError as e:
             raise DiffusiaError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
-        items = [
-            Prompt(r, "all") if isinstance(r, str) else Prompt(r.get("prompt", ""), r.get("category", "all"))
-            for r in raw
-        ]
+        items = [_prompt_of(r, path) for r in _json_list(raw, path)]
     else:
-        items = [Prompt(line.strip()) for line in path.read_text().splitlines() if line.strip()]
+        items = [Prompt(line.strip()) for line in text.splitlines() if line.strip()]
     if not items:
         raise DiffusiaError(f"prompt file {path} is empty: add one prompt per line (or a JSON list)")
     if any(not p.text.strip() for p in items):
         raise DiffusiaError(f"prompt file {path} has an empty prompt: remove it")
     return items
+
+
+def _json_list(raw: object, path: Path) -> list:
+    if not isinstance(raw, list):
+        raise DiffusiaError(
+            f"prompt file {path} holds a JSON {type(raw).__name__}, not a list: write a list of strings or of "
+            '{"prompt": ..., "category": ...} objects'
+        )
+    return raw
+
+
+def _prompt_of(entry: object, path: Path) -> Prompt:
+    if isinstance(entry, str):
+        return Prompt(entry, "all")
+    if isinstance(entry, dict) and isinstance(entry.get("prompt"), str):
+        return Prompt(entry["prompt"], str(entry.get("category", "all")))
+    raise DiffusiaError(
+        f"prompt file {path} has an entry {json.dumps(entry)[:40]} that is neither a string nor an object with a "
+        '"prompt" string: fix that entry'
+    )
 
 
 _GOLDEN = (5**0.5 - 1) / 2
