@@ -1,18 +1,18 @@
 """Export a quantized U-Net to ONNX in QDQ form (QuantizeLinear/DequantizeLinear around float ops), the format
 edge runtimes (ONNX Runtime, TensorRT, OpenVINO, QNN) turn into integer kernels. Weights are stored as int8
 initializers (int4 layers are exported dequantized, fp16 layers as fp16 with a Cast)."""
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from diffusia.errors import DiffusiaError
@@ -76,28 +76,54 @@ def qdq_mode(unet: nn.Module) -> Iterator[nn.Module]:
 
 
 class _UNetOnly(nn.Module):
+    """The U-Net as a function of plain tensors: (sample, timestep, encoder_hidden_states), and for SDXL
+    (`addition_embed_type == "text_time"`) also its added conditioning, `text_embeds` and `time_ids`."""
+
     def __init__(self, unet: nn.Module):
         super().__init__()
         self.unet = unet
 
-    def forward(self, sample, timestep, encoder_hidden_states):
-        return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+    def forward(self, sample, timestep, encoder_hidden_states, text_embeds=None, time_ids=None):
+        added = None if text_embeds is None else {"text_embeds": text_embeds, "time_ids": time_ids}
+        return self.unet(sample, timestep, encoder_hidden_states, added_cond_kwargs=added, return_dict=False)[0]
 
 
-def example_inputs(unet: nn.Module, batch: int = 2, seed: int = 0, timestep: int = 500) -> tuple[torch.Tensor, ...]:
-    from diffusia.models.unet_inputs import example_unet_inputs
-
-    inputs = example_unet_inputs(unet.config, batch, timestep, seed)
-    if "added_cond_kwargs" in inputs:
-        raise DiffusiaError("the exported graph takes sample, timestep and text embeddings only, and this U-Net (SDXL) "
-                            "also takes added conditioning: run it with --runtime torch")
-    return tuple(inputs[k] for k in INPUTS)
+def run_unet(unet: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """`unet`'s noise prediction for graph inputs in `input_names(unet)` order (diffusia's own modules)."""
+    return _UNetOnly(unet)(*inputs)
 
 
 INPUTS = ("sample", "timestep", "encoder_hidden_states")
+ADDED_INPUTS = ("text_embeds", "time_ids")  # SDXL's added conditioning, graph inputs of its U-Nets only
 # Batch, latent size and prompt length free: a runtime fixes them per call (classifier-free guidance doubles the batch).
-DYNAMIC_AXES = {"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "batch"},
-                "encoder_hidden_states": {0: "batch", 1: "tokens"}, "noise_pred": {0: "batch", 2: "height", 3: "width"}}
+DYNAMIC_AXES = {
+    "sample": {0: "batch", 2: "height", 3: "width"},
+    "timestep": {0: "batch"},
+    "encoder_hidden_states": {0: "batch", 1: "tokens"},
+    "text_embeds": {0: "batch"},
+    "time_ids": {0: "batch"},
+    "noise_pred": {0: "batch", 2: "height", 3: "width"},
+}
+
+
+def takes_added_cond(config) -> bool:
+    """True for a U-Net config with SDXL's added conditioning (the graph then takes `ADDED_INPUTS` too)."""
+    return getattr(config, "addition_embed_type", None) == "text_time"
+
+
+def input_names(unet_or_config) -> tuple[str, ...]:
+    """The graph inputs of a U-Net (or its config), in order: `INPUTS`, then `ADDED_INPUTS` for SDXL."""
+    config = getattr(unet_or_config, "config", unet_or_config)
+    return INPUTS + ADDED_INPUTS if takes_added_cond(config) else INPUTS
+
+
+def example_inputs(unet: nn.Module, batch: int = 2, seed: int = 0, timestep: int = 500) -> tuple[torch.Tensor, ...]:
+    """Seeded graph inputs of `unet`, in `input_names(unet)` order (`diffusia.models.unet_inputs`)."""
+    from diffusia.models.unet_inputs import example_unet_inputs
+
+    inputs = example_unet_inputs(unet.config, batch, timestep, seed)
+    added = inputs.pop("added_cond_kwargs", None) or {}  # SDXL's only: unet_inputs refuses other kinds
+    return tuple(inputs[k] for k in INPUTS) + tuple(added[k] for k in ADDED_INPUTS if added)
 
 
 def fold_weight_quantizers(model) -> int:
@@ -147,8 +173,14 @@ def fold_weight_quantizers(model) -> int:
 PROTOBUF_LIMIT = 1.8e9  # an .onnx file holds at most 2 GB; larger graphs keep their weights in `<name>.data`
 
 
-def export_unet(unet: nn.Module, path: str | Path, batch: int = 2, dynamic: bool = False, timestep: int = 500,
-                float_ok: bool = False) -> Path:
+def export_unet(
+    unet: nn.Module,
+    path: str | Path,
+    batch: int = 2,
+    dynamic: bool = False,
+    timestep: int = 500,
+    float_ok: bool = False,
+) -> Path:
     """Export the frozen quantized U-Net to `path` (.onnx, atomically); returns the path.
 
     `dynamic` leaves batch, latent size and prompt length free. The timestep group whose activation ranges the graph
@@ -159,20 +191,34 @@ def export_unet(unet: nn.Module, path: str | Path, batch: int = 2, dynamic: bool
 
     path = Path(path)
     inputs = example_inputs(unet, batch, timestep=timestep)
+    names = input_names(unet)
     mode = contextlib.nullcontext(unet) if float_ok and not api.qmodules(unet) else qdq_mode(unet)
-    with mode, torch.no_grad(), tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as work, \
-            warnings.catch_warnings():
+    with (
+        mode,
+        torch.no_grad(),
+        tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as work,
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the shape checks diffusers' blocks make
         raw = Path(work) / "unet.onnx"
-        torch.onnx.export(_UNetOnly(unet).eval(), inputs, str(raw), dynamo=False, opset_version=OPSET,
-                          input_names=list(INPUTS), output_names=["noise_pred"], do_constant_folding=True,
-                          dynamic_axes=DYNAMIC_AXES if dynamic else None)
+        torch.onnx.export(
+            _UNetOnly(unet).eval(),
+            inputs,
+            str(raw),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=list(names),
+            output_names=["noise_pred"],
+            do_constant_folding=True,
+            dynamic_axes={k: v for k, v in DYNAMIC_AXES.items() if k in (*names, "noise_pred")} if dynamic else None,
+        )
         model = onnx.load(str(raw))
     n = fold_weight_quantizers(model)
     external = _tensor_bytes(model) > PROTOBUF_LIMIT
     with atomic_path(path) as tmp:
-        onnx.save(model, str(tmp), save_as_external_data=external, all_tensors_to_one_file=True,
-                  location=f"{path.name}.data")
+        onnx.save(
+            model, str(tmp), save_as_external_data=external, all_tensors_to_one_file=True, location=f"{path.name}.data"
+        )
     log.info("exported %s with %d int8 weight initializers", path, n)
     return path
 
@@ -191,15 +237,17 @@ def onnx_files(path: str | Path) -> list[Path]:
 
 
 def _feeds(inputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
-    return dict(zip(INPUTS, (t.numpy() for t in inputs)))
+    """Graph feeds of `example_inputs` (three inputs, five for SDXL)."""
+    return dict(zip(INPUTS + ADDED_INPUTS, (t.numpy() for t in inputs)))
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / (np.linalg.norm(b) + 1e-12))
 
 
-def check_against_onnxruntime(unet: nn.Module, path: str | Path, batch: int = 2, seed: int = 1,
-                              timestep: int = 500) -> dict:
+def check_against_onnxruntime(
+    unet: nn.Module, path: str | Path, batch: int = 2, seed: int = 1, timestep: int = 500
+) -> dict:
     """Relative L2 difference between ONNX Runtime's output and diffusia's: its real-kernel output, and the
     exported QDQ graph run in PyTorch (the exact math the ONNX file encodes); `codes`, the comparison of the
     integer activation codes layer by layer along the whole network (`compare_codes`); and `quantizers`, every
@@ -209,17 +257,25 @@ def check_against_onnxruntime(unet: nn.Module, path: str | Path, batch: int = 2,
 
     inputs = example_inputs(unet, batch, seed, timestep=timestep)
     with torch.no_grad():
-        ref = unet(*inputs).sample.numpy()
+        ref = run_unet(unet, inputs).numpy()
     if not api.qmodules(unet):
         out, _ = _onnxruntime_run(path, inputs)
-        return {"relative_l2_vs_diffusia": _rel(out, ref), "codes": None, "quantizers": None,
-                "onnxruntime": ort.__version__}
+        return {
+            "relative_l2_vs_diffusia": _rel(out, ref),
+            "codes": None,
+            "quantizers": None,
+            "onnxruntime": ort.__version__,
+        }
     graph, ours = _qdq_run(unet, inputs)
     out, theirs = _onnxruntime_run(path, inputs)
     first_digits = {layer: q for (layer, digit), (_, q) in theirs.items() if digit == 1}
-    return {"relative_l2_vs_diffusia": _rel(out, ref), "relative_l2_vs_qdq_graph": _rel(out, graph),
-            "codes": compare_codes(ours, first_digits), "quantizers": compare_quantizers(unet, theirs),
-            "onnxruntime": ort.__version__}
+    return {
+        "relative_l2_vs_diffusia": _rel(out, ref),
+        "relative_l2_vs_qdq_graph": _rel(out, graph),
+        "codes": compare_codes(ours, first_digits),
+        "quantizers": compare_quantizers(unet, theirs),
+        "onnxruntime": ort.__version__,
+    }
 
 
 def _qdq_run(unet: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -230,13 +286,13 @@ def _qdq_run(unet: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[np.ndar
         def hook(module, args):
             scale, zp = module.act_qparams(module.group)
             codes[name] = quantize_act_u8(args[0].float(), scale, zp, module.settings.act_qmax).numpy()
+
         return hook
 
-    handles = [m.register_forward_pre_hook(record(n)) for n, m in api.qmodules(unet).items()
-               if m.spec.act_digits]
+    handles = [m.register_forward_pre_hook(record(n)) for n, m in api.qmodules(unet).items() if m.spec.act_digits]
     try:
         with torch.no_grad(), qdq_mode(unet):
-            out = unet(*inputs).sample.numpy()
+            out = run_unet(unet, inputs).numpy()
     finally:
         for h in handles:
             h.remove()
@@ -244,7 +300,7 @@ def _qdq_run(unet: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[np.ndar
 
 
 def _layer_of(node_name: str) -> str:
-    """"/unet/down_blocks.0/resnets.0/conv1/QuantizeLinear" -> "down_blocks.0.resnets.0.conv1"."""
+    """ "/unet/down_blocks.0/resnets.0/conv1/QuantizeLinear" -> "down_blocks.0.resnets.0.conv1"."""
     return node_name.removeprefix("/unet/").rpartition("/")[0].replace("/", ".")
 
 
@@ -255,8 +311,9 @@ def _digit_of(node_name: str) -> int | None:
     return 1 if op == "QuantizeLinear" else 2 if op.startswith("QuantizeLinear_") else None
 
 
-def _onnxruntime_run(path: str | Path, inputs: tuple[torch.Tensor, ...]
-                     ) -> tuple[np.ndarray, dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]]:
+def _onnxruntime_run(
+    path: str | Path, inputs: tuple[torch.Tensor, ...]
+) -> tuple[np.ndarray, dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]]:
     """ONNX Runtime's output, and for every activation quantizer (layer, digit): its float input and the uint8
     codes it feeds to DequantizeLinear. The graph is re-saved next to `path` (external data referenced, not
     copied) with those tensors as extra outputs."""
@@ -266,9 +323,11 @@ def _onnxruntime_run(path: str | Path, inputs: tuple[torch.Tensor, ...]
     path = Path(path)
     model = onnx.load(str(path), load_external_data=False)
     clips = {n.input[0]: n.output[0] for n in model.graph.node if n.op_type == "Clip"}  # 7-bit: Q -> Clip -> DQ
-    probes = {(_layer_of(n.name), _digit_of(n.name)): (n.input[0], clips.get(n.output[0], n.output[0]))
-              for n in model.graph.node
-              if n.op_type == "QuantizeLinear" and n.name.startswith("/unet/") and _digit_of(n.name)}
+    probes = {
+        (_layer_of(n.name), _digit_of(n.name)): (n.input[0], clips.get(n.output[0], n.output[0]))
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and n.name.startswith("/unet/") and _digit_of(n.name)
+    }
     for x_name, q_name in probes.values():
         model.graph.output.append(onnx.helper.make_tensor_value_info(x_name, onnx.TensorProto.FLOAT, None))
         model.graph.output.append(onnx.helper.make_tensor_value_info(q_name, onnx.TensorProto.UINT8, None))
@@ -307,10 +366,20 @@ def compare_quantizers(unet: nn.Module, theirs: dict[tuple[str, int], tuple[np.n
         n_codes, ties, wrong = n_codes + differ.size, ties + int((differ & ~bad).sum()), wrong + int(bad.sum())
         if bad.any() and first is None:
             i = int(np.flatnonzero(bad)[0])
-            first = {"layer": layer, "digit": digit, "input": float(x.reshape(-1)[i]), "diffusia": int(ours[i]),
-                     "onnxruntime": int(q_theirs.reshape(-1)[i])}
-    return {"quantizers": len(theirs), "codes": n_codes, "tie_differences": ties, "other_differences": wrong,
-            "first_other_difference": first}
+            first = {
+                "layer": layer,
+                "digit": digit,
+                "input": float(x.reshape(-1)[i]),
+                "diffusia": int(ours[i]),
+                "onnxruntime": int(q_theirs.reshape(-1)[i]),
+            }
+    return {
+        "quantizers": len(theirs),
+        "codes": n_codes,
+        "tie_differences": ties,
+        "other_differences": wrong,
+        "first_other_difference": first,
+    }
 
 
 def compare_codes(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> dict:
@@ -340,8 +409,10 @@ def merge_quantizer_checks(total: dict | None, part: dict) -> dict:
     """Sum of two `compare_quantizers` results (the first difference kept)."""
     if total is None:
         return part
-    merged = {k: total.get(k, 0) + part.get(k, 0)
-              for k in ("quantizers", "codes", "tie_differences", "other_differences", "unmatched")}
+    merged = {
+        k: total.get(k, 0) + part.get(k, 0)
+        for k in ("quantizers", "codes", "tie_differences", "other_differences", "unmatched")
+    }
     return {**merged, "first_other_difference": total["first_other_difference"] or part["first_other_difference"]}
 
 

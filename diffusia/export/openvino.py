@@ -3,6 +3,7 @@ QuantizeLinear/DequantizeLinear pair into a FakeQuantize that OpenVINO's low-pre
 u8 x s8 convolutions and matmuls, so the IR keeps diffusia's decisions (activation scales and zero points from any
 calibrator, per-channel int8 weights from PTQ or QAT, w8a8x2 residual digits, kept layers). Weights stay int8 in
 the .bin. `diffusia.runtime.artifact` writes one graph per timestep group and the manifest."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,11 +33,17 @@ def activation_quantizers(onnx_path: str | Path) -> dict[str, list]:
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
-    digit_of_q = {n.output[0]: (qdq._layer_of(n.name), qdq._digit_of(n.name)) for n in model.graph.node
-                  if n.op_type == "QuantizeLinear" and n.name.startswith("/unet/") and qdq._digit_of(n.name)}
+    digit_of_q = {
+        n.output[0]: (qdq._layer_of(n.name), qdq._digit_of(n.name))
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and n.name.startswith("/unet/") and qdq._digit_of(n.name)
+    }
     clips = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Clip"}  # 7-bit: Q -> Clip -> DQ
-    return {n.name: list(digit_of_q[clips.get(n.input[0], n.input[0])]) for n in model.graph.node
-            if n.op_type == "DequantizeLinear" and clips.get(n.input[0], n.input[0]) in digit_of_q}
+    return {
+        n.name: list(digit_of_q[clips.get(n.input[0], n.input[0])])
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and clips.get(n.input[0], n.input[0]) in digit_of_q
+    }
 
 
 def convert(onnx_path: str | Path, xml_path: str | Path) -> Path:
@@ -78,8 +85,11 @@ def _key_of(op, quantizers: dict[str, list]) -> tuple[str, int] | None:
         if node.get_type_name() not in _LAYOUT_OPS:
             layers = {layer for layer, _ in quantizers.values()}
             layer = qdq._layer_of(node.get_friendly_name())
-            return (layer, 2 if op.input_value(0).get_node().get_type_name() == "Subtract" else 1) \
-                if layer in layers else None
+            return (
+                (layer, 2 if op.input_value(0).get_node().get_type_name() == "Subtract" else 1)
+                if layer in layers
+                else None
+            )
     return None
 
 
@@ -113,18 +123,24 @@ def _probe_model(path: Path, quantizers: dict[str, list]):
     return model, probes, unmatched
 
 
-def check_against_openvino(unet: nn.Module, files: list[Path], timesteps: list[int],
-                           quantizers: dict[str, list] | None, batch: int = 2, seed: int = 1) -> dict:
+def check_against_openvino(
+    unet: nn.Module,
+    files: list[Path],
+    timesteps: list[int],
+    quantizers: dict[str, list] | None,
+    batch: int = 2,
+    seed: int = 1,
+) -> dict:
     """OpenVINO (float layers in f32) against diffusia's real-kernel U-Net on seeded inputs, per timestep group:
     `relative_l2_vs_diffusia` (worst group), and for a quantized U-Net `quantizers`: every activation FakeQuantize
     of every group's IR checked on its own input against the codes diffusia's kernels compute from it (`compare_quantizers`:
     only one-step differences on rounding ties may differ; `unmatched` counts FakeQuantize ops of no known layer)."""
     ov = require_openvino()
     worst, per_group, compared = 0.0, [], None
-    for g, (file, t) in enumerate(zip(files, timesteps)):
+    for _g, (file, t) in enumerate(zip(files, timesteps)):
         inputs = qdq.example_inputs(unet, batch, seed, timestep=t)
         with torch.no_grad():
-            ref = unet(*inputs).sample.numpy()
+            ref = qdq.run_unet(unet, inputs).numpy()
         compiled = compile_model(file, precision="f32")
         out = compiled(qdq._feeds(inputs))[0]
         rel = qdq._rel(out, ref)
@@ -145,5 +161,9 @@ def check_against_openvino(unet: nn.Module, files: list[Path], timesteps: list[i
                 theirs[(layer, digit)] = (request.get_tensor(x_name).data.copy(), codes)
             part = {**qdq.compare_quantizers(unet, theirs), "unmatched": unmatched}
             compared = qdq.merge_quantizer_checks(compared, part)
-    return {"relative_l2_vs_diffusia": worst, "per_group": per_group, "quantizers": compared,
-            "openvino": ov.__version__}
+    return {
+        "relative_l2_vs_diffusia": worst,
+        "per_group": per_group,
+        "quantizers": compared,
+        "openvino": ov.__version__,
+    }

@@ -1,4 +1,5 @@
 """The U-Net on ONNX Runtime (CPU execution provider): one session per timestep group, called once per step."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,9 +27,19 @@ class ONNXRuntimeUNet(RuntimeUNet):
         self.folder, self.manifest = Path(folder), manifest
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = int(threads or torch.get_num_threads()), 1
-        self._sessions = [ort.InferenceSession(str(self.folder / f), options, providers=["CPUExecutionProvider"])
-                          for f in manifest["files"]]
+        self._sessions = [
+            ort.InferenceSession(str(self.folder / f), options, providers=["CPUExecutionProvider"])
+            for f in manifest["files"]
+        ]
 
-    def _run(self, sample: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor, group: int) -> torch.Tensor:
-        feeds = {"sample": sample.numpy(), "timestep": timestep.numpy(), "encoder_hidden_states": text.numpy()}
+    def _run(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        text: torch.Tensor,
+        group: int,
+        added: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        feeds = {"sample": sample, "timestep": timestep, "encoder_hidden_states": text, **(added or {})}
+        feeds = {k: v.numpy() for k, v in feeds.items()}
         return torch.from_numpy(self._sessions[group].run(None, feeds)[0])

@@ -4,6 +4,7 @@ shape lets OpenVINO plan its memory and kernels once), called once per denoising
 The float layers compute in f32 by default, as in the check the export passed. OpenVINO's own default on CPUs with
 BF16 units is bf16 for them (`precision=None`), which moved the micro test model's images about 3x further from
 diffusia's kernels (tests/runtime); `precision="bf16"` is the opt-in."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,23 +20,32 @@ from diffusia.runtime.unet import RuntimeUNet
 class OpenVINOUNet(RuntimeUNet):
     runtime = "openvino"
 
-    def __init__(self, folder: str | Path, config: Any, precision: str | None = "f32",
-                 threads: int | None = None) -> None:
+    def __init__(
+        self, folder: str | Path, config: Any, precision: str | None = "f32", threads: int | None = None
+    ) -> None:
         manifest = read_manifest(folder)
         super().__init__(config, manifest["timestep_groups"], manifest["num_train_timesteps"])
         self.folder, self.manifest, self.precision, self.threads = Path(folder), manifest, precision, threads
         self._models = [require_openvino().Core().read_model(str(self.folder / f)) for f in manifest["files"]]
         self._requests: dict[tuple, Any] = {}
 
-    def _request(self, group: int, shapes: tuple):
-        key = (group, shapes)
+    def _request(self, group: int, shapes: dict[str, tuple]):
+        key = (group, tuple(shapes.items()))
         if key not in self._requests:
             model = self._models[group].clone()
-            model.reshape(dict(zip(("sample", "timestep", "encoder_hidden_states"), shapes)))
+            model.reshape(shapes)
             self._requests[key] = compile_model(model, self.precision, self.threads).create_infer_request()
         return self._requests[key]
 
-    def _run(self, sample: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor, group: int) -> torch.Tensor:
-        request = self._request(group, (tuple(sample.shape), tuple(timestep.shape), tuple(text.shape)))
-        request.infer({"sample": sample.numpy(), "timestep": timestep.numpy(), "encoder_hidden_states": text.numpy()})
+    def _run(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        text: torch.Tensor,
+        group: int,
+        added: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        feeds = {"sample": sample, "timestep": timestep, "encoder_hidden_states": text, **(added or {})}
+        request = self._request(group, {k: tuple(v.shape) for k, v in feeds.items()})
+        request.infer({k: v.numpy() for k, v in feeds.items()})
         return torch.from_numpy(request.get_output_tensor(0).data.copy())

@@ -126,13 +126,14 @@ def test_sdxl_folder_needs_its_second_text_encoder(tiny_dirs, tmp_path):
         load_pipeline(folder)
 
 
-def test_runtime_export_refuses_sdxl_in_one_line():
+def test_runtime_export_inputs_add_sdxl_conditioning_only_for_sdxl():
     from diffusers import UNet2DConditionModel
 
-    from diffusia.export.onnx import INPUTS, example_inputs
+    from diffusia.export.onnx import ADDED_INPUTS, INPUTS, example_inputs, input_names
 
     with torch.device("meta"):
         sd2, sdxl = (UNet2DConditionModel(**TINY[n].unet) for n in ("sd2-v", "sdxl"))
+    assert input_names(sd2) == INPUTS and input_names(sdxl) == INPUTS + ADDED_INPUTS
     assert [t.shape[0] for t in example_inputs(sd2, batch=3)] == [3] * len(INPUTS)
-    with pytest.raises(loading.DiffusiaError, match="added conditioning: run it with --runtime torch"):
-        example_inputs(sdxl)
+    *_, text_embeds, time_ids = example_inputs(sdxl, batch=3)
+    assert text_embeds.shape == (3, text_embeds_dim(sdxl.config)) and time_ids.shape == (3, 6)
