@@ -6,6 +6,7 @@ PyTorch):
   kernels when written (`runtime.artifact`), CPU only;
 - `auto`: the runtime `benchmarks/backends.py` measured fastest on this host's CPU class.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,8 +62,7 @@ def runtime_of(pipe) -> str:
     return getattr(pipe.unet, "runtime", "torch")
 
 
-def load_unet(runtime: str, folder: str | Path, config: Any, threads: int | None = None,
-              precision: str | None = "f32"):
+def load_unet(runtime: str, folder: str | Path, config: Any, threads: int | None = None, precision: str | None = "f32"):
     """The runtime U-Net of an exported folder (`runtime.artifact`)."""
     if runtime == "openvino":
         from diffusia.runtime.openvino import OpenVINOUNet
@@ -81,8 +81,14 @@ def install(pipe, unet) -> None:
     pipe._is_unet_config_sample_size_int = isinstance(unet.config.sample_size, int)
 
 
-def deploy(pipe, runtime: str | None, folder: str | Path | None = None, device: str = "cpu",
-           threads: int | None = None, precision: str | None = "f32"):
+def deploy(
+    pipe,
+    runtime: str | None,
+    folder: str | Path | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+    precision: str | None = "f32",
+):
     """Run `pipe`'s U-Net on `runtime` (returns `pipe`). `folder` is an exported runtime folder; without one, the
     U-Net is exported (and checked) now into a temporary folder that lives as long as the runtime U-Net."""
     runtime = resolve(runtime, device)
@@ -103,5 +109,15 @@ def deploy(pipe, runtime: str | None, folder: str | Path | None = None, device: 
     return pipe
 
 
-__all__ = ["CHOICES", "FASTEST", "MANIFEST", "RUNTIMES", "deploy", "export_runtime", "install", "load_unet",
-           "resolve", "runtime_of"]
+__all__ = [
+    "CHOICES",
+    "FASTEST",
+    "MANIFEST",
+    "RUNTIMES",
+    "deploy",
+    "export_runtime",
+    "install",
+    "load_unet",
+    "resolve",
+    "runtime_of",
+]

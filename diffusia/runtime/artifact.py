@@ -4,6 +4,7 @@ the check that passed when they were written. Batch, latent size and prompt leng
 
 Written inside a quantized folder (`<folder>/openvino`, `<folder>/onnxruntime`) by `diffusia quantize --runtime`,
 or on its own by `diffusia export --format`."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,9 @@ def group_timesteps(unet: nn.Module) -> list[int]:
     return [int((g + 0.5) * n / groups) for g in range(groups)]
 
 
-def export_runtime(unet: nn.Module, runtime: str, folder: str | Path, check: bool = True,
-                   tolerance: float = 0.05) -> dict:
+def export_runtime(
+    unet: nn.Module, runtime: str, folder: str | Path, check: bool = True, tolerance: float = 0.05
+) -> dict:
     """Write `folder` (atomically) for `runtime`; with `check`, the graphs must quantize every activation as
     diffusia does and reproduce its real-kernel output within `tolerance` relative L2, else nothing is written.
     Returns the manifest."""
@@ -60,11 +62,17 @@ def export_runtime(unet: nn.Module, runtime: str, folder: str | Path, check: boo
             else:
                 files.append(onnx_path.name)
         state = get_state(unet)
-        manifest = {"format": FORMAT, "version": VERSION, "runtime": runtime, "runtime_version": _version(runtime),
-                    "files": files, "timestep_groups": len(files),
-                    "num_train_timesteps": state.num_train_timesteps if state is not None else 1000,
-                    "quantized": quantized, "unet_config": {k: v for k, v in dict(unet.config).items()
-                                                             if not k.startswith("_")}}
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "runtime": runtime,
+            "runtime_version": _version(runtime),
+            "files": files,
+            "timestep_groups": len(files),
+            "num_train_timesteps": state.num_train_timesteps if state is not None else 1000,
+            "quantized": quantized,
+            "unet_config": {k: v for k, v in dict(unet.config).items() if not k.startswith("_")},
+        }
         if check:
             paths = [tmp / f for f in files]
             if runtime == "openvino":
@@ -105,8 +113,13 @@ def _check_onnxruntime(unet: nn.Module, paths: list[Path], timesteps: list[int])
             quantizers = qdq.merge_quantizer_checks(quantizers, check["quantizers"])
             if codes is None or qdq.same_codes(codes):  # keep the first group that differs
                 codes = check["codes"]
-    return {"relative_l2_vs_diffusia": worst, "per_group": per_group, "quantizers": quantizers, "codes": codes,
-            "onnxruntime": _version("onnxruntime")}
+    return {
+        "relative_l2_vs_diffusia": worst,
+        "per_group": per_group,
+        "quantizers": quantizers,
+        "codes": codes,
+        "onnxruntime": _version("onnxruntime"),
+    }
 
 
 def raise_on_failed_check(check: dict, runtime: str, tolerance: float) -> None:
@@ -122,12 +135,16 @@ def raise_on_failed_check(check: dict, runtime: str, tolerance: float) -> None:
     q = check.get("quantizers")
     if q is not None and q["other_differences"]:
         d = q["first_other_difference"]
-        raise DiffusiaError(f"{label} quantizes the input of layer {d['layer']!r} (digit {d['digit']}) otherwise "
-                            f"than diffusia ({q['other_differences']} codes off a rounding tie): report it with the "
-                            "folder")
+        raise DiffusiaError(
+            f"{label} quantizes the input of layer {d['layer']!r} (digit {d['digit']}) otherwise "
+            f"than diffusia ({q['other_differences']} codes off a rounding tie): report it with the "
+            "folder"
+        )
     if q is not None and q.get("unmatched"):
-        raise DiffusiaError(f"{label}'s graph has {q['unmatched']} activation quantizers of no known layer, so it "
-                            "cannot be checked: report it with the folder")
+        raise DiffusiaError(
+            f"{label}'s graph has {q['unmatched']} activation quantizers of no known layer, so it "
+            "cannot be checked: report it with the folder"
+        )
     err = check["relative_l2_vs_diffusia"]
     if check.get("output_checked", True) and not (math.isfinite(err) and err <= tolerance):
         raise DiffusiaError(f"{label}'s output differs from diffusia's by {err:.2%} relative L2 (> {tolerance:.2%})")

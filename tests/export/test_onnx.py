@@ -15,7 +15,6 @@ from diffusia.quant import api, cpu
 from diffusia.quant.pipeline import quantize_pipeline
 from tests.conftest import build_micro_pipeline
 
-
 HOST_VNNI = cpu.has_vnni(cpu.detected_features())
 
 
@@ -23,19 +22,25 @@ def _quantized(preset, cls=None, **changes):
     pipe = build_micro_pipeline()
     recipe = dataclasses.replace(get_preset(preset), **changes)
     with cpu.simulate(cls) if cls else contextlib.nullcontext():
-        return quantize_pipeline(pipe, recipe, load_prompts("tiny"), calib_size=2, steps=2,
-                                 progress=False, validate=False)
+        return quantize_pipeline(
+            pipe, recipe, load_prompts("tiny"), calib_size=2, steps=2, progress=False, validate=False
+        )
 
 
 @pytest.mark.parametrize("cls", cpu.CPU_CLASSES)
-@pytest.mark.parametrize("changes", [dict(), dict(keep_as="fp32", activations="uint8"), dict(activations="uint7"),
-                                     dict(full_res_weights="w8a8x2")], ids=["preset", "uint8-fp32-kept", "uint7", "x2"])
+@pytest.mark.parametrize(
+    "changes",
+    [dict(), dict(keep_as="fp32", activations="uint8"), dict(activations="uint7"), dict(full_res_weights="w8a8x2")],
+    ids=["preset", "uint8-fp32-kept", "uint7", "x2"],
+)
 def test_onnxruntime_computes_the_same_integer_codes(tmp_path, changes, cls):
     pipe = _quantized("w8a8", cls, **changes)
     path = export_unet(pipe.unet, tmp_path / "unet.onnx")
     check = check_against_onnxruntime(pipe.unet, path)
     nodes = onnx.load(str(path), load_external_data=False).graph.node
-    residual_digits = [n.name for n in nodes if n.op_type == "QuantizeLinear" and re.search(r"/QuantizeLinear_\d+$", n.name)]
+    residual_digits = [
+        n.name for n in nodes if n.op_type == "QuantizeLinear" and re.search(r"/QuantizeLinear_\d+$", n.name)
+    ]
     x2 = [n for n, m in api.qmodules(pipe.unet).items() if m.precision == "w8a8x2"]
     assert bool(residual_digits) == bool(x2)  # w8a8x2: a second quantizer (the residual's) in the layer's scope
     # strict, layer by layer on the same input: every activation quantizer of the graph is diffusia's (scale,
@@ -53,8 +58,15 @@ def test_onnxruntime_computes_the_same_integer_codes(tmp_path, changes, cls):
 
 def test_onnxruntime_output_matches_diffusia_on_the_trained_tiny_unet(tmp_path):
     # the stated tolerance of `diffusia export` (5 %); the random micro model amplifies ties far more
-    pipe = quantize_pipeline(load_pipeline("tiny", progress=False), get_preset("w8a8"), load_prompts("tiny"),
-                             calib_size=2, steps=2, progress=False, validate=False)
+    pipe = quantize_pipeline(
+        load_pipeline("tiny", progress=False),
+        get_preset("w8a8"),
+        load_prompts("tiny"),
+        calib_size=2,
+        steps=2,
+        progress=False,
+        validate=False,
+    )
     check = check_against_onnxruntime(pipe.unet, export_unet(pipe.unet, tmp_path / "unet.onnx"))
     assert same_codes(check["codes"])
     assert check["relative_l2_vs_diffusia"] < 0.05
@@ -82,8 +94,9 @@ def test_w8a8_exports_qdq_with_int8_weights(tmp_path):
     assert len(int8_inits) == ops["DequantizeLinear"] - ops["QuantizeLinear"]  # one per quantized weight
     weights = {i.name: onnx.numpy_helper.to_array(i) for i in int8_inits}
     frozen = [m.weight_int8 for m in api.qmodules(pipe.unet).values() if m.precision == "w8a8"]
-    assert len(weights) == len(frozen) and sorted(int(w.__abs__().max()) for w in weights.values()) == \
-        sorted(int(w.abs().max()) for w in frozen)  # the int8 weights are diffusia's, not re-quantized
+    assert len(weights) == len(frozen) and sorted(int(w.__abs__().max()) for w in weights.values()) == sorted(
+        int(w.abs().max()) for w in frozen
+    )  # the int8 weights are diffusia's, not re-quantized
 
 
 def test_weight_only_int8_export(tmp_path):

@@ -25,13 +25,15 @@ def _quantized(preset, cls=None, pipe=None, steps=2, **changes):
     pipe = pipe or build_micro_pipeline()
     recipe = dataclasses.replace(get_preset(preset), **changes)
     with cpu.simulate(cls) if cls else contextlib.nullcontext():
-        return quantize_pipeline(pipe, recipe, load_prompts("tiny"), calib_size=2, steps=steps, progress=False,
-                                 validate=False)
+        return quantize_pipeline(
+            pipe, recipe, load_prompts("tiny"), calib_size=2, steps=steps, progress=False, validate=False
+        )
 
 
 @pytest.mark.parametrize("cls", cpu.CPU_CLASSES)
-@pytest.mark.parametrize("changes", [dict(), dict(activations="uint7"), dict(full_res_weights="w8a8x2")],
-                         ids=["preset", "uint7", "x2"])
+@pytest.mark.parametrize(
+    "changes", [dict(), dict(activations="uint7"), dict(full_res_weights="w8a8x2")], ids=["preset", "uint7", "x2"]
+)
 def test_openvino_quantizes_every_activation_as_diffusia(tmp_path, changes, cls):
     pipe = _quantized("w8a8", cls, **changes)
     manifest = export_runtime(pipe.unet, "openvino", tmp_path / "ov", check=False)
@@ -41,8 +43,9 @@ def test_openvino_quantizes_every_activation_as_diffusia(tmp_path, changes, cls)
     quantizers = activation_quantizers(onnx_path)
     x2 = sum(m.precision == "w8a8x2" for m in api.qmodules(pipe.unet).values())
     assert bool(x2) == any(d == 2 for _, d in quantizers.values())
-    check = check_against_openvino(pipe.unet, [tmp_path / "ov" / f for f in manifest["files"]],
-                                   group_timesteps(pipe.unet), quantizers)
+    check = check_against_openvino(
+        pipe.unet, [tmp_path / "ov" / f for f in manifest["files"]], group_timesteps(pipe.unet), quantizers
+    )
     q = check["quantizers"]
     # every FakeQuantize of the IR (OpenVINO merges identical ones, e.g. q/k/v's) was found and compared on its own
     # input: diffusia's scale, zero point, range and residual digit, codes equal but for one-step float ties
@@ -79,8 +82,11 @@ def test_one_graph_per_timestep_group_each_with_its_ranges(tmp_path):
 
     def ranges(file):
         model = ov.Core().read_model(str(tmp_path / "ov" / file))
-        return [float(op.input_value(2).get_node().get_data().reshape(-1)[0]) for op in model.get_ops()
-                if op.get_type_name() == "FakeQuantize"]
+        return [
+            float(op.input_value(2).get_node().get_data().reshape(-1)[0])
+            for op in model.get_ops()
+            if op.get_type_name() == "FakeQuantize"
+        ]
 
     assert ranges("unet-g0.xml") != ranges("unet-g1.xml")
     from diffusia.runtime.openvino import OpenVINOUNet

@@ -1,5 +1,6 @@
 """The U-Net on OpenVINO / ONNX Runtime inside the unchanged diffusers pipeline: same images as diffusia's kernels,
 saved with the folder, `auto` by CPU class, one-line errors."""
+
 import builtins
 import json
 
@@ -102,10 +103,13 @@ def test_auto_follows_the_cpu_class(monkeypatch):
     assert runtime.resolve(None) == "torch"
 
 
-@pytest.mark.parametrize("spec, device, message", [
-    ("tensorrt", "cpu", "unknown runtime 'tensorrt'; valid: auto, torch, openvino, onnxruntime"),
-    ("openvino", "cuda", "runs on the CPU"),
-])
+@pytest.mark.parametrize(
+    "spec, device, message",
+    [
+        ("tensorrt", "cpu", "unknown runtime 'tensorrt'; valid: auto, torch, openvino, onnxruntime"),
+        ("openvino", "cuda", "runs on the CPU"),
+    ],
+)
 def test_bad_runtime_is_one_line(spec, device, message):
     with pytest.raises(DiffusiaError, match=message.replace("(", r"\(")) as e:
         runtime.resolve(spec, device)
