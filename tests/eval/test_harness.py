@@ -194,3 +194,30 @@ def test_missing_real_set_is_said_with_the_command_that_adds_it(monkeypatch, tmp
     images, note = real_images("tiny", 4)
     assert images is None and "column absent" in note and "apt-get install dataset-fashion-mnist" in note
     assert real_images("sd15-arch", 4) == (None, None)  # no real set for other models
+
+
+def test_an_sdxl_pipeline_evaluates(tmp_path):
+    """SDXL (two text encoders, added conditioning) through the whole harness: W8A8 quantized, calibrated on the
+    eval prompts' trajectories, measured in fresh processes and compared with its FP32 images."""
+    from tests.models._support import save_tiny
+
+    folder = save_tiny("sdxl", tmp_path / "sdxl")
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"prompt": "a red bag", "category": "bags"}, {"prompt": "a blue coat"}]))
+    res = evaluate(
+        str(folder),
+        "fp32,w8a8",
+        prompts=str(prompts),
+        num=2,
+        out=tmp_path / "run",
+        runs=1,
+        steps=2,
+        calib_size=2,
+        threads=1,
+        feature_net=CHEAP_EXTRACTOR,
+        progress=False,
+    )
+    w8a8 = res["variants"]["w8a8"]
+    assert res["variants"]["fp32"]["size"]["unet_bytes"] / w8a8["size"]["unet_bytes"] > 2
+    assert w8a8["latency"]["end_to_end"]["n"] == 1
+    assert 0.3 < res["quality"]["variants"]["w8a8"]["overall"]["ssim"]["mean"] <= 1.0
