@@ -107,8 +107,12 @@ def hook_timer(modules: dict[str, torch.nn.Module], device) -> Iterator[HookTime
 
 
 def components(pipe) -> dict[str, torch.nn.Module]:
-    """The modules timed separately: U-Net, text encoder, VAE decoder (those the pipeline has)."""
-    out = {"unet": pipe.unet, "text_encoder": getattr(pipe, "text_encoder", None)}
+    """The modules timed separately: U-Net, text encoder(s) (SDXL has two), VAE decoder (those the pipeline has)."""
+    out = {
+        "unet": pipe.unet,
+        "text_encoder": getattr(pipe, "text_encoder", None),
+        "text_encoder_2": getattr(pipe, "text_encoder_2", None),
+    }
     vae = getattr(pipe, "vae", None)
     out["vae_decode"] = getattr(vae, "decoder", None)
     return {k: v for k, v in out.items() if isinstance(v, torch.nn.Module)}

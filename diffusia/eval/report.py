@@ -90,6 +90,14 @@ def _f(x: Any, digits: int = 3) -> str:
     return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.000" from round-off
 
 
+def _text_encoders_median(comp: dict) -> float | None:
+    """Per-image text-encoding time: the text encoder's, plus SDXL's second encoder's."""
+    medians = [
+        comp[k]["median"] for k in ("text_encoder", "text_encoder_2") if comp.get(k, {}).get("median") is not None
+    ]
+    return sum(medians) if medians else None
+
+
 def _ms(seconds: float | None) -> str:
     return "-" if seconds is None or not math.isfinite(seconds) else f"{seconds * 1000:.1f}"
 
@@ -179,7 +187,7 @@ def render_markdown(res: dict[str, Any]) -> str:
                 iqr,
                 str(e["n"]),
                 _ms(u.get("median")),
-                _ms(comp.get("text_encoder", {}).get("median")),
+                _ms(_text_encoders_median(comp)),
                 _ms(comp.get("vae_decode", {}).get("median")),
                 _f(lat["images_per_hour"], 0),
             ]

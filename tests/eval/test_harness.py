@@ -220,4 +220,6 @@ def test_an_sdxl_pipeline_evaluates(tmp_path):
     w8a8 = res["variants"]["w8a8"]
     assert res["variants"]["fp32"]["size"]["unet_bytes"] / w8a8["size"]["unet_bytes"] > 2
     assert w8a8["latency"]["end_to_end"]["n"] == 1
+    components = w8a8["latency"]["components_per_image"]
+    assert components["text_encoder"]["median"] > 0 and components["text_encoder_2"]["median"] > 0
     assert 0.3 < res["quality"]["variants"]["w8a8"]["overall"]["ssim"]["mean"] <= 1.0
