@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from diffusia.errors import DiffusiaError
+from diffusia.export import compare
 from diffusia.export import onnx as qdq
 from diffusia.quant import api, qmath
 
@@ -34,9 +35,9 @@ def activation_quantizers(onnx_path: str | Path) -> dict[str, list]:
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     digit_of_q = {
-        n.output[0]: (qdq._layer_of(n.name), qdq._digit_of(n.name))
+        n.output[0]: (compare.layer_of(n.name), compare.digit_of(n.name))
         for n in model.graph.node
-        if n.op_type == "QuantizeLinear" and n.name.startswith("/unet/") and qdq._digit_of(n.name)
+        if n.op_type == "QuantizeLinear" and n.name.startswith("/unet/") and compare.digit_of(n.name)
     }
     clips = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Clip"}  # 7-bit: Q -> Clip -> DQ
     return {
@@ -84,7 +85,7 @@ def _key_of(op, quantizers: dict[str, list]) -> tuple[str, int] | None:
             return key[0], int(key[1])
         if node.get_type_name() not in _LAYOUT_OPS:
             layers = {layer for layer, _ in quantizers.values()}
-            layer = qdq._layer_of(node.get_friendly_name())
+            layer = compare.layer_of(node.get_friendly_name())
             return (
                 (layer, 2 if op.input_value(0).get_node().get_type_name() == "Subtract" else 1)
                 if layer in layers
@@ -142,14 +143,14 @@ def check_against_openvino(
         with torch.no_grad():
             ref = qdq.run_unet(unet, inputs).numpy()
         compiled = compile_model(file, precision="f32")
-        out = compiled(qdq._feeds(inputs))[0]
-        rel = qdq._rel(out, ref)
+        out = compiled(qdq.graph_feeds(inputs))[0]
+        rel = compare.relative_l2(out, ref)
         per_group.append(rel)
         worst = max(worst, rel)
         if quantizers:
             model, probes, unmatched = _probe_model(file, quantizers)
             request = compile_model(model, "f32").create_infer_request()
-            request.infer(qdq._feeds(inputs))
+            request.infer(qdq.graph_feeds(inputs))
             theirs = {}
             for (layer, digit), (x_name, y_name) in probes.items():
                 m = api.qmodules(unet)[layer]
@@ -159,8 +160,8 @@ def check_against_openvino(
                 y = request.get_tensor(y_name).data.astype(np.float64)
                 codes = np.clip(np.rint(y / scale) + zp, 0, 255).astype(np.uint8)
                 theirs[(layer, digit)] = (request.get_tensor(x_name).data.copy(), codes)
-            part = {**qdq.compare_quantizers(unet, theirs), "unmatched": unmatched}
-            compared = qdq.merge_quantizer_checks(compared, part)
+            part = {**compare.compare_quantizers(unet, theirs), "unmatched": unmatched}
+            compared = compare.merge_quantizer_checks(compared, part)
     return {
         "relative_l2_vs_diffusia": worst,
         "per_group": per_group,

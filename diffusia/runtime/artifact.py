@@ -15,6 +15,7 @@ from pathlib import Path
 from torch import nn
 
 from diffusia.errors import DiffusiaError
+from diffusia.export import compare
 from diffusia.export import onnx as qdq
 from diffusia.fileio import EXPORT_FORMAT, atomic_dir
 from diffusia.quant import api, cpu
@@ -110,8 +111,8 @@ def _check_onnxruntime(unet: nn.Module, paths: list[Path], timesteps: list[int])
         per_group.append(check["relative_l2_vs_diffusia"])
         worst = max(worst, check["relative_l2_vs_diffusia"])
         if check["quantizers"] is not None:
-            quantizers = qdq.merge_quantizer_checks(quantizers, check["quantizers"])
-            if codes is None or qdq.same_codes(codes):  # keep the first group that differs
+            quantizers = compare.merge_quantizer_checks(quantizers, check["quantizers"])
+            if codes is None or compare.same_codes(codes):  # keep the first group that differs
                 codes = check["codes"]
     return {
         "relative_l2_vs_diffusia": worst,

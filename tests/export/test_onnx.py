@@ -9,7 +9,8 @@ import pytest
 from diffusia import load_pipeline
 from diffusia.config import get_preset
 from diffusia.errors import DiffusiaError
-from diffusia.export.onnx import check_against_onnxruntime, export_unet, same_codes
+from diffusia.export.compare import same_codes
+from diffusia.export.onnx import check_against_onnxruntime, export_unet
 from diffusia.prompts import load_prompts
 from diffusia.quant import api, cpu
 from diffusia.quant.pipeline import quantize_pipeline

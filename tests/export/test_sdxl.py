@@ -12,6 +12,7 @@ import torch
 import diffusia
 from diffusia import runtime
 from diffusia.errors import DiffusiaError
+from diffusia.export import compare
 from diffusia.export import onnx as qdq
 from diffusia.generate import GenerationConfig, generate
 from diffusia.models.architectures import build_pipeline
@@ -51,7 +52,7 @@ def test_sdxl_exports_checks_and_generates(sdxl, tmp_path, name):
     with torch.no_grad():
         ref = sdxl.unet(**x).sample
         out = unet(**x).sample
-    assert out.shape == ref.shape and qdq._rel(out.numpy(), ref.numpy()) <= RANDOM_TOLERANCE
+    assert out.shape == ref.shape and compare.relative_l2(out.numpy(), ref.numpy()) <= RANDOM_TOLERANCE
 
     pipe = copy.copy(sdxl)  # the same components, the U-Net swapped for the runtime's
     runtime.install(pipe, unet)
@@ -72,9 +73,9 @@ def test_added_conditioning_reaches_the_graph(tmp_path):
     for inputs in (x, (*x[:3], x[3] + 1, x[4]), (*x[:3], x[3], x[4] * 2)):
         with torch.no_grad():
             ref = qdq.run_unet(unet, inputs).numpy()
-        assert qdq._rel(session.run(None, qdq._feeds(inputs))[0], ref) < 1e-4
+        assert compare.relative_l2(session.run(None, qdq.graph_feeds(inputs))[0], ref) < 1e-4
         if inputs is not x:
-            assert qdq._rel(ref, qdq.run_unet(unet, x).detach().numpy()) > 1e-2
+            assert compare.relative_l2(ref, qdq.run_unet(unet, x).detach().numpy()) > 1e-2
 
 
 def test_sd_graphs_keep_three_inputs(tmp_path):
