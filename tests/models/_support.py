@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from diffusia.models.architectures import EOS, SD_BETAS, Architecture, build_pipeline
-from tests.conftest import MICRO_VAE
+from tests.conftest import MICRO_UNET, MICRO_VAE
 
 TINY_VAE = MICRO_VAE  # the micro pipeline's VAE (tests/conftest.py)
 TINY_TEXT = dict(
@@ -25,19 +25,7 @@ TINY_TEXT = dict(
 # SD 2.x: linear projections in the transformers, v-prediction.
 TINY_SD2 = Architecture(
     "StableDiffusionPipeline",
-    dict(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        norm_num_groups=32,
-    ),
+    dict(MICRO_UNET, attention_head_dim=(2, 4), use_linear_projection=True),  # the micro U-Net, SD 2.x-style
     TINY_VAE,
     TINY_TEXT,
     scheduler=dict(SD_BETAS, steps_offset=1, prediction_type="v_prediction"),
