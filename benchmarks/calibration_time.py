@@ -2,7 +2,7 @@
 prompts batched per pipeline call (the default, `--calib-batch 4`) against one prompt per call, in one run.
 
     python benchmarks/calibration_time.py                 # tiny, ~3 min on 2 cores
-    python benchmarks/calibration_time.py --model sd15-arch --calib-size 2 --calib-steps 8
+    python benchmarks/calibration_time.py --model sd15-arch --calib-size 4 --calib-steps 8 --calib-resolution 256
 Each variant is a fresh `diffusia quantize` process; the calibration seconds come from the folder's diffusia.json,
 the wall time includes loading, calibration, validation and saving. Writes
 benchmarks/results/<class>/calibration_time_<model>.{json,md}.
@@ -43,6 +43,7 @@ def run(model: str, batch: int, args: argparse.Namespace, work: Path) -> dict:
         str(args.calib_steps),
         "--calib-batch",
         str(batch),
+        *(["--calib-resolution", str(args.calib_resolution)] if args.calib_resolution else []),
     ]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -63,6 +64,7 @@ def main() -> None:
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--calib-size", type=int, default=100)
     ap.add_argument("--calib-steps", type=int, default=25)
+    ap.add_argument("--calib-resolution", type=int, default=None, help="pixels, square (default: the model's)")
     ap.add_argument("--batches", default="4,1")
     ap.add_argument("--out", type=Path, default=results_dir())
     args = ap.parse_args()
@@ -76,16 +78,18 @@ def main() -> None:
         "model": args.model,
         "calib_size": args.calib_size,
         "calib_steps": args.calib_steps,
+        "calib_resolution": args.calib_resolution,
         "rows": rows,
         "cpu": cpu.cpu_model(),
         "class": machine_class(),
         "load_avg_start": load_start,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    size = f"{args.calib_resolution}x{args.calib_resolution}" if args.calib_resolution else "the model's resolution"
     lines = [
         f"# Calibration cost: `diffusia quantize --model {args.model} --recipe w8a8`",
         "",
-        f"{args.calib_size} prompts x {args.calib_steps} steps; {res['cpu']} (class `{res['class']}`), load "
+        f"{args.calib_size} prompts x {args.calib_steps} steps at {size}; {res['cpu']} (class `{res['class']}`), load "
         f"average {load_start:.2f} at start; {res['date']}. One run per row (a fresh process each).",
         "",
         "| prompts per call | wall s | calibration s | s per prompt | U-Net calls |",
@@ -95,7 +99,7 @@ def main() -> None:
         f"| {r['batch']} | {r['wall_s']} | {r['calibration_s']} | {r['calibration_s_per_prompt']} | {r['unet_calls']} |"
         for r in rows
     ]
-    stem = args.out / f"calibration_time_{args.model}"
+    stem = args.out / f"calibration_time_{args.model}{f'_{args.calib_resolution}' if args.calib_resolution else ''}"
     write_json(stem.with_suffix(".json"), res)
     write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -215,6 +215,8 @@ def load_recipe(recipe: str | Recipe, timestep_groups: int | None = None, rules:
             raise DiffusiaError(f"recipe {recipe} is not UTF-8 text: save it as UTF-8 JSON") from None
         except OSError as e:
             raise DiffusiaError(f"cannot read recipe {recipe}: {e.strerror or e}") from None
+        except DiffusiaError as e:  # name the file
+            raise DiffusiaError(f"recipe {recipe}: {e}") from None
     else:
         raise DiffusiaError(f"unknown recipe {recipe!r}: use a preset ({', '.join(PRESETS)}) or a recipe .json file")
     changes: dict[str, Any] = {}

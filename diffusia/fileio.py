@@ -63,20 +63,52 @@ def remove_stale_temps(path: Path) -> None:
 
 
 @contextlib.contextmanager
+def naming_output(path: Path) -> Iterator[None]:
+    """OSErrors raised while writing `path` name `path`: not one of its hidden temporaries (or a file in one), and
+    not nothing (a full disk fails a write, which names no file)."""
+    try:
+        yield
+    except OSError as e:
+        temp = f".{path.name}."
+        if not isinstance(e.filename, str) or any(part.startswith(temp) for part in Path(e.filename).parts):
+            e.filename = str(path)
+        raise
+    except Exception as e:  # safetensors' writer reports a failed write as "I/O error: ... (os error N)"
+        m = re.search(r"\(os error (\d+)\)", str(e)) if type(e).__name__ == "SafetensorError" else None
+        if m is None:
+            raise
+        raise OSError(int(m.group(1)), os.strerror(int(m.group(1))), str(path)) from None
+
+
+@contextlib.contextmanager
+def resumable_output(path: Path, resumable: Callable[[], bool]) -> Iterator[None]:
+    """For an output written in place so that a stopped run can resume (QAT's checkpoints): if the block fails
+    before anything in it is `resumable()`, the folders it created are removed."""
+    created = next((a for a in reversed([path, *path.parents]) if not a.exists()), None)
+    try:
+        yield
+    except BaseException:
+        if created is not None and created.exists() and not resumable():
+            _remove(created)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling path; rename it onto `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp made it 0600
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with naming_output(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp made it 0600
+            os.replace(tmp_path, path)
+        finally:
+            tmp_path.unlink(missing_ok=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -93,23 +125,24 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
     """Yield a temporary sibling folder; swap it into place only if the block succeeds (commands check `path`
     with check_output_dir first: this replaces whatever is there)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".partial", dir=path.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp made it 0700
-        if path.exists():
-            if not overwrite:
-                raise FileExistsError(path)
-            old = tmp.with_suffix(".old")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            _remove(old)
-        else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with naming_output(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".partial", dir=path.parent))
+        try:
+            yield tmp
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp made it 0700
+            if path.exists():
+                if not overwrite:
+                    raise FileExistsError(path)
+                old = tmp.with_suffix(".old")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                _remove(old)
+            else:
+                os.replace(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_json_file(path: str | os.PathLike, default_name: str, missing_hint: str) -> tuple[Path, Any]:
@@ -120,7 +153,9 @@ def read_json_file(path: str | os.PathLike, default_name: str, missing_hint: str
     if not p.is_file():
         raise DiffusiaError(f"no {default_name} at {path}: {missing_hint}")
     try:
-        return p, json.loads(p.read_text())
+        return p, json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DiffusiaError(f"{p} is not UTF-8 text: point at the file diffusia wrote") from None
     except json.JSONDecodeError as e:
         raise DiffusiaError(f"{p} is not valid JSON ({e.msg} at line {e.lineno})") from None
 
@@ -246,19 +281,20 @@ def output_dir(
     set aside and deleted once the block succeeds; if it fails, what it wrote goes and the earlier output is back."""
     path = Path(path)
     check_output_dir(path, kind, overwrite, inputs)
-    remove_stale_temps(path)
-    created = next((a for a in reversed([path, *path.parents]) if not a.exists()), path)  # outermost new folder
-    old = None
-    if path.exists():
-        old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".old", dir=path.parent))
-        os.replace(path, old)
-    mark_output_dir(path, kind)
-    try:
-        yield path
-    except BaseException:
-        _remove(created)
+    with naming_output(path):
+        remove_stale_temps(path)
+        created = next((a for a in reversed([path, *path.parents]) if not a.exists()), path)  # outermost new folder
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".old", dir=path.parent))
+            os.replace(path, old)
+        try:
+            mark_output_dir(path, kind)
+            yield path
+        except BaseException:
+            _remove(created)
+            if old is not None:
+                os.replace(old, path)
+            raise
         if old is not None:
-            os.replace(old, path)
-        raise
-    if old is not None:
-        _remove(old)
+            _remove(old)

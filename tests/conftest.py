@@ -8,6 +8,8 @@ import tempfile
 import pytest
 import torch
 
+from tests._cli_support import inputs, saved_models  # noqa: F401  (fixtures of the bad-input tests)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(2)
 

@@ -11,32 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from diffusia import cli
 from diffusia.fileio import mark_output_dir, output_kind
-
-
-def diffusia(monkeypatch, capsys, *args) -> tuple[int, str]:
-    """Run `diffusia ARGS` in this process: (exit code, stderr)."""
-    monkeypatch.setattr("sys.argv", ["diffusia", *map(str, args)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
-
-
-def refused(monkeypatch, capsys, args, message: str) -> str:
-    code, err = diffusia(monkeypatch, capsys, *args)
-    last = err.rstrip("\n").rpartition("\n")[2].rpartition("\r")[2]  # after any loading progress bars
-    assert code == 2 and last.startswith("diffusia: error: ") and err.endswith(last + "\n"), err
-    assert "Traceback" not in err and err.count("diffusia: error") == 1 and message in last, err
-    return last
-
-
-def snapshot(*roots: Path) -> dict[str, bytes | None]:
-    """Every path below `roots` with its bytes (None for folders)."""
-    return {str(p): None if p.is_dir() else p.read_bytes() for r in roots for p in sorted(r.rglob("*"))}
+from tests._cli_support import diffusia, refused, snapshot
 
 
 @dataclass

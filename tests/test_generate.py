@@ -56,5 +56,5 @@ def test_cli_empty_prompt_fails_before_loading(tmp_path):
         app, ["generate", "--prompt", " ", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")]
     )
     assert result.exit_code != 0
-    assert "empty prompt" in str(result.exception)  # not the missing-model error: the prompt is checked first
+    assert "--prompt ' ': must not be empty" in str(result.exception)  # not the missing-model error: checked first
     assert not (tmp_path / "x.png").exists()

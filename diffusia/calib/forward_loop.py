@@ -24,9 +24,11 @@ def sampling_forward_loop(
     seed: int = CALIBRATION_SEED,
     progress: bool = True,
     batch: int = 1,
+    resolution: int | None = None,
 ) -> Callable[[], None]:
     """A callable that runs the pipeline over the prompts, `batch` prompts per call (prompt i always starts from
-    the latents of seed + i, whatever the batch); call it inside `calibrate()`. Batching changes no trajectory,
+    the latents of seed + i, whatever the batch), at `resolution` pixels square (None: the pipeline's default);
+    call it inside `calibrate()`. Batching changes no trajectory,
     only how many U-Net calls carry them (and the float summation order inside the kernels)."""
 
     def run() -> None:
@@ -42,6 +44,8 @@ def sampling_forward_loop(
                     [getattr(p, "text", p) for p in chunk],
                     num_inference_steps=steps,
                     guidance_scale=guidance,
+                    height=resolution,
+                    width=resolution,
                     output_type="latent",
                     generator=generators,
                 )

@@ -3,6 +3,7 @@ checked while parsing (`options`); errors print one line and exit 2."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -63,22 +64,57 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         ctx = getattr(e, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        param = getattr(e, "param", None)  # a value click could not convert: add a valid one, the default
+        if getattr(param, "opts", None) and type(param.default) in (int, float, str):
+            hint = f", e.g. {max(param.opts, key=len)} {param.default}{hint}"
         _fail(" ".join(e.format_message().split()) + hint, e.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("diffusia: interrupted", err=True)
         sys.exit(130)
     except OSError as e:  # the last boundary: a disk or file error no command anticipated, as one line
-        where = f" {e.filename}" if e.filename else ""
-        _fail(f"I/O error on{where}: {e.strerror or e} (check the path, its permissions and the free space)")
+        _fail(io_error_message(e))
     if code == 130:  # typer turns Ctrl-C into exit code 130
         typer.echo("diffusia: interrupted", err=True)
     if isinstance(code, int) and code:
         sys.exit(code)
 
 
+_DISK_FULL = "free space on that disk or choose a path on another one"
+_NOT_WRITABLE = "choose a path you can write to"
+# errno -> the fix for an OSError no command anticipated
+IO_FIXES = {
+    errno.ENOSPC: _DISK_FULL,
+    errno.EDQUOT: _DISK_FULL,
+    errno.EFBIG: "the file outgrew the size limit of this system (`ulimit -f`): raise it or write elsewhere",
+    errno.EROFS: f"the file system is read-only: {_NOT_WRITABLE}",
+    errno.EACCES: f"{_NOT_WRITABLE}, or fix its permissions",
+    errno.EPERM: f"{_NOT_WRITABLE}, or fix its permissions",
+    errno.ENOENT: "check the path",
+}
+
+
+def io_error_message(e: OSError) -> str:
+    """One line for an OSError: the path (outputs name their --out path, see fileio.naming_output), what failed
+    and the fix."""
+    where = f" on {e.filename}" if e.filename else ""
+    fix = IO_FIXES.get(e.errno, "check the path, its permissions and the free space")
+    return f"I/O error{where}: {e.strerror or e}: {fix}"
+
+
 def _fail(message: str, code: int = 2) -> None:
+    _close_progress_bars()
     typer.echo(f"diffusia: error: {message}", err=True)
     sys.exit(code)
+
+
+def _close_progress_bars() -> None:
+    """Close the bars the error unwound past, so that the error stays the last line (a bar closed later, when the
+    exception is dropped, would be redrawn after it)."""
+    if "tqdm" in sys.modules:
+        from tqdm import tqdm
+
+        for bar in list(getattr(tqdm, "_instances", ())):
+            bar.close()
 
 
 __all__ = ["app", "main", "setup_process"]

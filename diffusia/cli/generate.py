@@ -11,7 +11,7 @@ from diffusia.errors import DiffusiaError
 
 
 def generate(
-    prompt: str = typer.Option(..., help="Text prompt."),
+    prompt: str = o.text(..., help="Text prompt."),
     out: Path = typer.Option(Path("out.png"), help="Output PNG; with --num-images N, files <stem>-<i>.png."),
     model: str = o.model(),
     config: str | None = o.config(),
@@ -40,8 +40,6 @@ def generate(
 
     if out.suffix.lower() != ".png":
         raise DiffusiaError(f"--out {out} must end in .png")
-    if not prompt.strip():
-        raise DiffusiaError("empty prompt: pass a non-empty --prompt")
     paths = [out] if num_images == 1 else [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(num_images)]
     for path in paths:
         check_output_file(path, "png", overwrite, [model])

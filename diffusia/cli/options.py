@@ -118,6 +118,25 @@ def choice(default: str | None, choices: Choices, help: str | None = None, sep: 
     return typer.Option(default, help=help, callback=check)
 
 
+def text(default: str | None, help: str | None = None, example: str = "'a red bag'") -> Any:
+    """A free-text option: not blank, and UTF-8 (bytes that are not arrive from the shell as surrogates)."""
+
+    def check(param: typer.CallbackParam, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad(
+                param, ascii(value), "is not UTF-8 text (check the encoding of your terminal or script)", example
+            ) from None
+        if not value.strip():
+            raise bad(param, repr(value), "must not be empty", example)
+        return value
+
+    return typer.Option(default, help=help, callback=check)
+
+
 _CUDA = re.compile(r"cuda(:(\d+))?")
 
 
@@ -161,6 +180,17 @@ def calib_size(default: int, help: str = "Calibration prompts (the set is cycled
 
 def calib_steps(default: int = 25, help: str = "Sampler steps per calibration prompt.") -> Any:
     return integer(default, 1, MAX_STEPS, help)
+
+
+def resolution(help: str) -> Any:
+    """A square image size in pixels: a multiple of 8 (the VAE's factor) from 64 to 2048; None is the model's."""
+
+    def check(param: typer.CallbackParam, value: int | None) -> int | None:
+        if value is not None and not (64 <= value <= 2048 and value % 8 == 0):
+            raise bad(param, value, "must be a multiple of 8 from 64 to 2048", 512)
+        return value
+
+    return typer.Option(None, help=help, callback=check)
 
 
 def timestep_groups(help: str = "Separate activation ranges per K timestep groups.") -> Any:

@@ -34,6 +34,9 @@ def quantize(
     calib_batch: int = o.integer(
         4, 1, 64, "Calibration prompts per pipeline call (fewer, larger U-Net calls; lower it if memory is short)."
     ),
+    calib_resolution: int | None = o.resolution(
+        "Square image size calibrated at, in pixels (default: the model's); calibrate at the size you deploy."
+    ),
     timestep_groups: int | None = o.timestep_groups(),
     rule: list[str] | None = typer.Option(None, help="Per-layer override PATTERN=PRECISION (glob or re:regex)."),
     overwrite: bool = o.overwrite(),
@@ -69,7 +72,9 @@ def quantize(
     prompts = load_prompts(calib_prompts, model=model)
     check_output_dir(out, QUANTIZED, overwrite, (model, config, recipe, calib_prompts))
     pipe = load_pipeline(model, device=device, progress=False, config=config)
-    quantize_pipeline(pipe, r, prompts, calib_size=calib_size, steps=calib_steps, batch=calib_batch)
+    quantize_pipeline(
+        pipe, r, prompts, calib_size=calib_size, steps=calib_steps, batch=calib_batch, resolution=calib_resolution
+    )
     save_quantized_pipeline(pipe, out, base_model=model, runtimes=runtimes)
     v = pipe.diffusia_validation or {}
     saved = "".join(f", {x} graph in {out / x}" for x in runtimes)

@@ -104,17 +104,43 @@ def _from_folder(folder: Path, dtype, low_cpu_mem_usage: bool, runtime: str = "t
     from diffusers import DiffusionPipeline
 
     index = check_pipeline_folder(folder)
-    if (folder / "diffusia.json").is_file():
-        from diffusia.quant.serialization import load_quantized_pipeline
+    try:
+        if (folder / "diffusia.json").is_file():
+            from diffusia.quant.serialization import load_quantized_pipeline
 
-        return load_quantized_pipeline(folder, dtype=dtype, runtime=runtime, threads=threads)
-    kwargs = pipeline_kwargs(pipeline_class(index))
-    try:  # model_index.json names the class: StableDiffusionPipeline, StableDiffusionXLPipeline, ...
-        return DiffusionPipeline.from_pretrained(
-            folder, torch_dtype=dtype, use_safetensors=True, low_cpu_mem_usage=low_cpu_mem_usage, **kwargs
-        )
-    except (OSError, ValueError) as e:
-        raise DiffusiaError(f"could not load the pipeline in {folder}: {str(e).splitlines()[0]}") from None
+            pipe = load_quantized_pipeline(folder, dtype=dtype, runtime=runtime, threads=threads)
+        else:  # model_index.json names the class: StableDiffusionPipeline, StableDiffusionXLPipeline, ...
+            pipe = DiffusionPipeline.from_pretrained(
+                folder,
+                torch_dtype=dtype,
+                use_safetensors=True,
+                low_cpu_mem_usage=low_cpu_mem_usage,
+                **pipeline_kwargs(pipeline_class(index)),
+            )
+    except (OSError, ValueError, KeyError, TypeError) as e:  # malformed configs and tensor files
+        raise DiffusiaError(f"could not load the pipeline in {folder}: {str(e).strip().splitlines()[0]}") from None
+    check_components_fit(pipe, folder)
+    return pipe
+
+
+def check_components_fit(pipe, folder) -> None:
+    """The U-Net must take what the pipeline's text encoder(s) and VAE give it; a U-Net from another base model
+    would otherwise fail deep inside a kernel at the first step."""
+    config = getattr(pipe.unet, "config", None)
+    encoders = [getattr(pipe, n, None) for n in ("text_encoder", "text_encoder_2")]
+    text_dim = sum(e.config.hidden_size for e in encoders if e is not None)  # SDXL concatenates its two
+    vae = getattr(pipe, "vae", None)
+    pairs = [
+        ("cross_attention_dim", text_dim, "the text encoder(s) give"),
+        ("out_channels", vae.config.latent_channels if vae is not None else 0, "the VAE's latents have"),
+    ]
+    for key, theirs, what in pairs:
+        ours = config.get(key) if config is not None else None
+        if isinstance(ours, int) and theirs and ours != theirs:  # (per-block tuples are not checked)
+            raise DiffusiaError(
+                f"the U-Net in {folder} does not fit its pipeline: its {key} is {ours}, {what} {theirs} (a U-Net "
+                "of another base model?): quantize the pipeline the U-Net belongs to"
+            )
 
 
 def _from_hub(repo_id: str, dtype, low_cpu_mem_usage: bool):

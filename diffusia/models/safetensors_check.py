@@ -21,6 +21,12 @@ def read_header(path: str | Path) -> tuple[int, dict]:
             header = json.loads(f.read(n))
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
+        for name, entry in header.items():
+            offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+            if name != "__metadata__" and not (
+                isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+            ):
+                raise ValueError(f"tensor {name!r} has no data_offsets [begin, end]")
     except (struct.error, ValueError, UnicodeDecodeError) as e:
         raise DiffusiaError(f"{path} is not a valid safetensors file ({e}): re-save or re-download it") from None
     return n, header

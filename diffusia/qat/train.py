@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffusia.errors import DiffusiaError
-from diffusia.fileio import QUANTIZED, atomic_dir, check_output_dir, mark_output_dir, write_json
+from diffusia.fileio import QUANTIZED, atomic_dir, check_output_dir, mark_output_dir, resumable_output, write_json
 from diffusia.qat.checkpoints import (
     check_resumable,
     checkpoint_dir,
@@ -157,7 +157,14 @@ def _finish(
 
 # ----------------------------------------------------------------------------------------------- the run
 def run_qat(cfg: QATConfig) -> QATResult | None:
-    """Run QAT per `cfg`; returns the result on the main process (None on others, or when stopped early)."""
+    """Run QAT per `cfg`; returns the result on the main process (None on others, or when stopped early). A run
+    that fails before its first checkpoint leaves no output folder behind; after one, --resume continues it."""
+    out = Path(cfg.out)
+    with resumable_output(out, lambda: latest_checkpoint(out) is not None):
+        return _run(cfg)
+
+
+def _run(cfg: QATConfig) -> QATResult | None:
     from accelerate.utils import gather_object, set_seed
     from tqdm.auto import tqdm
 

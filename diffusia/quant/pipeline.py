@@ -31,6 +31,7 @@ class CalibrationInfo:
     unet_calls: int = 0
     seconds: float = 0.0
     batch: int = 1  # prompts per pipeline call (U-Net batch = 2 x batch with guidance)
+    resolution: int | None = None  # square image size calibrated at, pixels (None: the pipeline's default)
 
 
 CALIBRATION_BATCH = 4  # prompts per calibration call: fewer, larger U-Net calls (the per-call statistics cost is fixed)
@@ -51,12 +52,13 @@ def quantize_pipeline(
     validate: bool = True,
     batch: int = CALIBRATION_BATCH,
     forward_loop: Callable[[object], None] | None = None,
+    resolution: int | None = None,
 ):
     """Quantize `pipe.unet` in place with `recipe` and return the pipeline (real kernels, frozen).
 
     W8A8 layers are calibrated on `calib_size` prompts (cycled from `calib_prompts`), over every U-Net call of
-    the sampler: all timesteps, both guidance branches, `batch` prompts per pipeline call; or on whatever
-    `forward_loop(pipe)` runs instead."""
+    the sampler: all timesteps, both guidance branches, `batch` prompts per pipeline call, images of `resolution`
+    pixels square (default: the pipeline's); or on whatever `forward_loop(pipe)` runs instead."""
     recipe = load_recipe(recipe)
     info = CalibrationInfo(steps=steps, guidance=guidance)
     if recipe.weights == "fp32" and not recipe.rules:
@@ -70,7 +72,9 @@ def quantize_pipeline(
             )
         prompts = [] if forward_loop is not None else take(calib_prompts, calib_size)
         run = forward_loop or (
-            lambda p: sampling_forward_loop(p, prompts, steps, guidance, progress=progress, batch=batch)()
+            lambda p: sampling_forward_loop(
+                p, prompts, steps, guidance, progress=progress, batch=batch, resolution=resolution
+            )()
         )
         calls = [0]
         counter = pipe.unet.register_forward_pre_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
@@ -80,15 +84,17 @@ def quantize_pipeline(
                 run(pipe)
         finally:
             counter.remove()
+        own_loop = forward_loop is None
         info = CalibrationInfo(
-            [p.text for p in prompts],
-            len(prompts),
-            steps,
-            guidance,
-            CALIBRATION_SEED,
-            calls[0],
-            time.perf_counter() - t0,
-            batch if forward_loop is None else 0,
+            prompts=[p.text for p in prompts],
+            size=len(prompts),
+            steps=steps,
+            guidance=guidance,
+            seed=CALIBRATION_SEED,
+            unet_calls=calls[0],
+            seconds=time.perf_counter() - t0,
+            batch=batch if own_loop else 0,
+            resolution=resolution if own_loop else None,
         )
         log.info("calibrated on %d prompts, %d U-Net calls, %.1f s", info.size, info.unet_calls, info.seconds)
     api.freeze(pipe.unet)

@@ -92,18 +92,39 @@ def save_quantized_pipeline(
     return out_dir
 
 
+# diffusia.json's entries that are JSON objects (sha256 has its own check, verify_checksums)
+SECTIONS = ("recipe", "calibration", "validation", "packages", "target", "runtimes", "qat", "quantization_map")
+
+
 def read_meta(folder: str | Path) -> dict:
     path = Path(folder) / "diffusia.json"
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: not JSON, not UTF-8
         raise DiffusiaError(f"{path} is unreadable ({e}): re-run `diffusia quantize`") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") not in (1, VERSION):
         raise DiffusiaError(
             f"{path} is not a diffusia quantized pipeline (format {FORMAT!r} version 1 or {VERSION}): "
             "re-run `diffusia quantize`"
         )
+    bad = next((k for k in SECTIONS if meta.get(k) is not None and not isinstance(meta[k], dict)), None)
+    if bad:
+        raise DiffusiaError(
+            f"{path}: its {bad!r} entry is a JSON {type(meta[bad]).__name__}, not an object: re-run `diffusia quantize`"
+        )
     return meta
+
+
+def _meta_entry(folder: Path, meta: dict, key: str, build):
+    """`build(meta[key])`, None without one; a malformed entry is a one-line error."""
+    if not meta.get(key):
+        return None
+    try:
+        return build(meta[key])
+    except (TypeError, ValueError, KeyError, DiffusiaError) as e:
+        raise DiffusiaError(
+            f"{folder / 'diffusia.json'}: its {key!r} entry is malformed ({e}): re-run `diffusia quantize`"
+        ) from None
 
 
 def quantization_config(folder: str | Path) -> dict | None:
@@ -188,11 +209,15 @@ def load_quantized_pipeline(folder: str | Path, dtype=None, runtime: str = "torc
     from diffusers.configuration_utils import FrozenDict
 
     from diffusia import runtime as runtimes
+    from diffusia.config import Recipe
     from diffusia.integrations import register_diffusers
+    from diffusia.quant.pipeline import CalibrationInfo
 
     folder = Path(folder)
     meta = read_meta(folder)
     verify_checksums(folder, meta)
+    recipe = _meta_entry(folder, meta, "recipe", Recipe.from_dict)
+    calibration = _meta_entry(folder, meta, "calibration", lambda d: CalibrationInfo(**d))
     register_diffusers()
     kwargs = _pipeline_kwargs(folder, dtype)
     if runtime != "torch" and (folder / runtime / runtimes.MANIFEST).is_file() and _graph_fits_host(meta, runtime):
@@ -204,11 +229,8 @@ def load_quantized_pipeline(folder: str | Path, dtype=None, runtime: str = "torc
         pipe = DiffusionPipeline.from_pretrained(folder, unet=_load_v1_unet(folder, meta), **kwargs)
     else:
         pipe = DiffusionPipeline.from_pretrained(folder, **kwargs)
-    from diffusia.config import Recipe
-    from diffusia.quant.pipeline import CalibrationInfo
-
-    pipe.diffusia_recipe = Recipe.from_dict(meta["recipe"]) if meta.get("recipe") else None
-    pipe.diffusia_calibration = CalibrationInfo(**meta["calibration"]) if meta.get("calibration") else None
+    pipe.diffusia_recipe = recipe
+    pipe.diffusia_calibration = calibration
     pipe.diffusia_validation = meta.get("validation")
     pipe.diffusia_meta = meta
     return pipe

@@ -30,3 +30,23 @@ def test_batched_prompts_follow_the_same_trajectories():
         batched = torch.cat([two[step][:2], two[3 + step][:1]])
         single = torch.cat([one[3 * i + step][:1] for i in range(3)])
         torch.testing.assert_close(batched, single, rtol=1e-3, atol=1e-3)
+
+
+def test_calibration_runs_at_the_requested_resolution():
+    from diffusia.quant.pipeline import quantize_pipeline
+
+    pipe = build_micro_pipeline()
+    sizes = []
+    pipe.unet.register_forward_pre_hook(lambda m, args: sizes.append(tuple(args[0].shape[-2:])))
+    quantize_pipeline(pipe, "w8a8", load_prompts("tiny"), calib_size=1, steps=2, progress=False, validate=False)
+    default = sizes[:]
+    sizes.clear()
+    pipe = build_micro_pipeline()
+    pipe.unet.register_forward_pre_hook(lambda m, args: sizes.append(tuple(args[0].shape[-2:])))
+    quantize_pipeline(
+        pipe, "w8a8", load_prompts("tiny"), calib_size=1, steps=2, progress=False, validate=False, resolution=32
+    )
+    assert (
+        default == [(8, 8)] * 2 and sizes == [(16, 16)] * 2
+    )  # the micro pipeline's 16 px (its VAE scales by 2), then 32 px
+    assert pipe.diffusia_calibration.resolution == 32
