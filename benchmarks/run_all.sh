@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce every shipped benchmark result (benchmarks/results/), one after the other so they never share cores.
-# Each writes JSON + Markdown into benchmarks/results/<CPU class>/ (avx2 or vnni); logs go to benchmarks/results/logs/. Roughly 3 h on 2 idle cores.
+# Each writes JSON + Markdown into benchmarks/results/<CPU class>/ (avx2 or vnni); logs go to benchmarks/results/logs/. Roughly 4.5 h on 2 idle cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -17,5 +17,11 @@ run ptq_variants        benchmarks/ptq_variants.py
 run kernels             benchmarks/kernels.py
 run w8a8_schemes        benchmarks/w8a8_schemes.py
 run train_step          benchmarks/train_step.py
+run openvino_profile    benchmarks/openvino_profile.py           # OpenVINO per-node profile, diffusia vs NNCF
+run torch_path          benchmarks/torch_path.py                 # diffusia's PyTorch path: channels-last, SDPA, profile
+run calibration_time    benchmarks/calibration_time.py
+run calibration_time_sd benchmarks/calibration_time.py --model sd15-arch --calib-size 4 --calib-steps 8 --calib-resolution 256
+run generation_rt_tiny  benchmarks/generation_runtimes.py --model tiny --runs 5
+run generation_rt       benchmarks/generation_runtimes.py        # sd15-arch at 512x512 per runtime, ~50 min
 # the full study, timed (the README's `make run`)
 /usr/bin/time -v .venv/bin/diffusia study --model tiny --out out/study > benchmarks/results/logs/study.log 2>&1
