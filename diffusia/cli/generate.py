@@ -28,6 +28,7 @@ def generate(
     cpu_offload: bool = typer.Option(False, help="CUDA only: keep idle models on the CPU."),
     low_cpu_mem: bool = typer.Option(True, help="Low-CPU-memory loading (no random init before weights)."),
     runtime: str = o.runtime(),
+    runtime_precision: str = o.runtime_precision(),
     overwrite: bool = o.overwrite(),
 ):
     """Generate images with the reference study's defaults (DPM-Solver, 25 steps, guidance 7.5, seed 42)."""
@@ -44,7 +45,13 @@ def generate(
     for path in paths:
         check_output_file(path, "png", overwrite, [model])
     pipe = load_pipeline(
-        model, device=device, dtype=dtype, low_cpu_mem_usage=low_cpu_mem, runtime=runtime, config=config
+        model,
+        device=device,
+        dtype=dtype,
+        low_cpu_mem_usage=low_cpu_mem,
+        runtime=runtime,
+        config=config,
+        runtime_precision=runtime_precision,
     )
     memory = MemoryOptions(attention_slicing, xformers, vae_slicing, vae_tiling, cpu_offload)
     images = run(pipe, prompt, num_images, GenerationConfig(steps=steps, guidance=guidance, seed=seed, memory=memory))

@@ -206,6 +206,20 @@ def runtime(default: str | None = "torch", help: str = RUNTIME_HELP, sep: str | 
     return choice(default, choices, help, sep)
 
 
+def runtime_precision() -> Any:
+    def choices() -> tuple[str, ...]:
+        from diffusia.runtime import PRECISIONS
+
+        return PRECISIONS
+
+    return choice(
+        "f32",
+        choices,
+        "With --runtime openvino: what the float layers compute in, f32 (as the export check verified) or bf16 "
+        "(faster on CPUs with AMX or AVX-512 BF16, not checked against diffusia's kernels).",
+    )
+
+
 def model(default: str | None = "tiny", help: str = MODEL_HELP) -> Any:
     return typer.Option(default, help=help)
 

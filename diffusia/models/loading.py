@@ -100,7 +100,14 @@ def check_pipeline_folder(folder: Path) -> dict:
     return index
 
 
-def _from_folder(folder: Path, dtype, low_cpu_mem_usage: bool, runtime: str = "torch", threads: int | None = None):
+def _from_folder(
+    folder: Path,
+    dtype,
+    low_cpu_mem_usage: bool,
+    runtime: str = "torch",
+    threads: int | None = None,
+    runtime_precision: str = "f32",
+):
     from diffusers import DiffusionPipeline
 
     index = check_pipeline_folder(folder)
@@ -108,7 +115,9 @@ def _from_folder(folder: Path, dtype, low_cpu_mem_usage: bool, runtime: str = "t
         if (folder / "diffusia.json").is_file():
             from diffusia.quant.serialization import load_quantized_pipeline
 
-            pipe = load_quantized_pipeline(folder, dtype=dtype, runtime=runtime, threads=threads)
+            pipe = load_quantized_pipeline(
+                folder, dtype=dtype, runtime=runtime, threads=threads, runtime_precision=runtime_precision
+            )
         else:  # model_index.json names the class: StableDiffusionPipeline, StableDiffusionXLPipeline, ...
             pipe = DiffusionPipeline.from_pretrained(
                 folder,
@@ -190,15 +199,31 @@ def load_pipeline(
     runtime: str | None = None,
     threads: int | None = None,
     config: str | os.PathLike | None = None,
+    runtime_precision: str = "f32",
 ):
     """Load a UNet2DCondition pipeline (the class model_index.json names) from a spec; every failure is a one-line
     DiffusiaError. `runtime` (see `diffusia.runtime`) is where the U-Net runs: a diffusia folder saved for it loads
     that graph, any other model is exported to it (and checked) now. `config` is a diffusers pipeline folder whose
-    configs a single-file checkpoint is read with (default: the shipped config of the detected architecture)."""
+    configs a single-file checkpoint is read with (default: the shipped config of the detected architecture).
+    `runtime_precision` is what OpenVINO computes the float layers in: f32 (as the export check verified) or bf16
+    (faster on CPUs with AMX or AVX-512 BF16, unchecked)."""
     from diffusia import runtime as runtimes
+    from diffusia.quant import cpu
 
     dtype = resolve_dtype(dtype)
     runtime = runtimes.resolve(runtime, device)
+    if runtime_precision not in runtimes.PRECISIONS:
+        raise DiffusiaError(f"unknown runtime precision {runtime_precision!r}; valid: {', '.join(runtimes.PRECISIONS)}")
+    if runtime_precision != "f32" and runtime != "openvino":
+        raise DiffusiaError(
+            f"runtime precision {runtime_precision} applies to the openvino runtime, and the U-Net runs on {runtime}: "
+            "add --runtime openvino, or drop --runtime-precision"
+        )
+    if runtime_precision == "bf16" and not cpu.has_native_half("bf16"):
+        raise DiffusiaError(
+            "bf16 float layers need a CPU with AVX-512 BF16 or AMX, and this one has neither (OpenVINO would "
+            "emulate them slowly): drop --runtime-precision"
+        )
     if runtime != "torch" and dtype not in (None, torch.float32):
         raise DiffusiaError(f"the {runtime} U-Net computes in float32 (and INT8): drop --dtype, or use --runtime torch")
     spec_str = str(spec)
@@ -218,7 +243,7 @@ def load_pipeline(
 
         pipe = load_single_file(Path(spec_str).expanduser(), config=config, dtype=dtype)
     elif Path(spec_str).expanduser().exists():
-        pipe = _from_folder(Path(spec_str).expanduser(), dtype, low_cpu_mem_usage, runtime, threads)
+        pipe = _from_folder(Path(spec_str).expanduser(), dtype, low_cpu_mem_usage, runtime, threads, runtime_precision)
     elif HUB_ID.match(spec_str) and not spec_str.startswith((".", "/", "~")):
         pipe = _from_hub(spec_str, dtype, low_cpu_mem_usage)
     else:
@@ -228,7 +253,7 @@ def load_pipeline(
         )
     if device != "cpu" and device.startswith("cuda") and not torch.cuda.is_available():
         raise DiffusiaError(f"device {device!r} requested but CUDA is not available: use --device cpu")
-    pipe = runtimes.deploy(pipe.to(device), runtime, device=device, threads=threads)
+    pipe = runtimes.deploy(pipe.to(device), runtime, device=device, threads=threads, precision=runtime_precision)
     pipe.set_progress_bar_config(disable=not progress, leave=False)
     pipe.diffusia_spec = describe(spec_str)
     return pipe

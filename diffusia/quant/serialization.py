@@ -200,7 +200,13 @@ def _load_v1_unet(folder: Path, meta: dict):
     return api.load_quantized_state(unet, meta["quantization_map"], load_file(str(folder / UNET_FILE_V1)))
 
 
-def load_quantized_pipeline(folder: str | Path, dtype=None, runtime: str = "torch", threads: int | None = None):
+def load_quantized_pipeline(
+    folder: str | Path,
+    dtype=None,
+    runtime: str = "torch",
+    threads: int | None = None,
+    runtime_precision: str = "f32",
+):
     """Load a folder written by `save_quantized_pipeline` with diffusers' `DiffusionPipeline.from_pretrained` (the
     pipeline class from model_index.json; diffusia's quantizer rebuilds the U-Net on the meta device, so FP32
     weights are never materialised). With a `runtime` the folder was saved for, the U-Net is that runtime's graph
@@ -224,7 +230,8 @@ def load_quantized_pipeline(folder: str | Path, dtype=None, runtime: str = "torc
         pipe = DiffusionPipeline.from_pretrained(folder, unet=None, **kwargs)
         config = UNet2DConditionModel.load_config(folder / "unet")
         config = FrozenDict({k: v for k, v in config.items() if k != "quantization_config"})
-        runtimes.install(pipe, runtimes.load_unet(runtime, folder / runtime, config, threads=threads))
+        unet = runtimes.load_unet(runtime, folder / runtime, config, threads=threads, precision=runtime_precision)
+        runtimes.install(pipe, unet)
     elif meta["version"] == 1 and meta.get("quantization_map"):
         pipe = DiffusionPipeline.from_pretrained(folder, unet=_load_v1_unet(folder, meta), **kwargs)
     else:

@@ -29,6 +29,10 @@ CHOICES = ("auto", *RUNTIMES)
 # ../shared/CPU_INT8_NOTES.md). OpenVINO has not been measured on an AVX2-only CPU, so that class keeps diffusia's
 # PyTorch kernels, the fastest measured there.
 FASTEST = {"vnni": "openvino", "avx2": "torch"}
+# What OpenVINO computes the float layers (those the recipe keeps) in: f32, as the export check verified, or bf16
+# (AMX / AVX-512 BF16): 0.84x the f32 step of diffusia's W8A8-MSE graph on the AMX class, not checked
+# (benchmarks/results/amx/focused/backends_sd15-arch_32.md).
+PRECISIONS = ("f32", "bf16")
 
 
 def installed(runtime: str) -> bool:
@@ -113,6 +117,7 @@ __all__ = [
     "CHOICES",
     "FASTEST",
     "MANIFEST",
+    "PRECISIONS",
     "RUNTIMES",
     "deploy",
     "export_runtime",

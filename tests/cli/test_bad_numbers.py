@@ -38,6 +38,7 @@ CASES = [
     ("generate", "--device", "cuda:99", "no such CUDA device"),
     ("generate", "--dtype", "fp8", "not one of fp32, fp16, bf16"),
     ("generate", "--runtime", "tensorrt", "not one of auto, torch, openvino"),
+    ("generate", "--runtime-precision", "fp8", "not one of f32, bf16"),
     ("quantize", "--calib-size", "0", "from 1 to 10000"),
     ("quantize", "--calib-steps", "0", "from 1 to 1000"),
     ("quantize", "--calib-batch", "0", "from 1 to 64"),

@@ -153,3 +153,17 @@ def test_vnni_graph_is_not_run_on_an_avx2_cpu(tmp_path, caplog):
     # exported anew from the U-Net converted on load (7-bit activations), not the saved graph
     assert runtime.runtime_of(loaded) == "onnxruntime" and loaded.unet.folder.parent != tmp_path / "q"
     assert api.target_of(pipe.unet)["cpu_class"] == "vnni"
+
+
+def test_bf16_float_layers_on_openvino_are_an_option(quantized_dir):
+    folder, torch_image, fp32_image = quantized_dir
+    if not cpu.has_native_half("bf16"):
+        with pytest.raises(DiffusiaError, match="need a CPU with AVX-512 BF16 or AMX"):
+            load_pipeline(folder, progress=False, runtime="openvino", runtime_precision="bf16")
+        return
+    pipe = load_pipeline(folder, progress=False, runtime="openvino", runtime_precision="bf16")
+    assert pipe.unet.precision == "bf16"
+    image = _image(pipe)  # unchecked by design: still the quantized model, within a few times its error
+    assert np.abs(image - fp32_image).mean() < 3 * np.abs(torch_image - fp32_image).mean()
+    with pytest.raises(DiffusiaError, match="applies to the openvino runtime, and the U-Net runs on torch"):
+        load_pipeline(folder, progress=False, runtime_precision="bf16")
