@@ -128,14 +128,13 @@ def _from_folder(
             )
     except (OSError, ValueError, KeyError, TypeError) as e:  # malformed configs and tensor files
         raise DiffusiaError(f"could not load the pipeline in {folder}: {str(e).strip().splitlines()[0]}") from None
-    check_components_fit(pipe, folder)
     return pipe
 
 
-def check_components_fit(pipe, folder) -> None:
+def check_components_fit(pipe, spec) -> None:
     """The U-Net must take what the pipeline's text encoder(s) and VAE give it; a U-Net from another base model
     would otherwise fail deep inside a kernel at the first step."""
-    config = getattr(pipe.unet, "config", None)
+    config = getattr(getattr(pipe, "unet", None), "config", None)
     encoders = [getattr(pipe, n, None) for n in ("text_encoder", "text_encoder_2")]
     text_dim = sum(e.config.hidden_size for e in encoders if e is not None)  # SDXL concatenates its two
     vae = getattr(pipe, "vae", None)
@@ -147,7 +146,7 @@ def check_components_fit(pipe, folder) -> None:
         ours = config.get(key) if config is not None else None
         if isinstance(ours, int) and theirs and ours != theirs:  # (per-block tuples are not checked)
             raise DiffusiaError(
-                f"the U-Net in {folder} does not fit its pipeline: its {key} is {ours}, {what} {theirs} (a U-Net "
+                f"the U-Net of {spec} does not fit its pipeline: its {key} is {ours}, {what} {theirs} (a U-Net "
                 "of another base model?): quantize the pipeline the U-Net belongs to"
             )
 
@@ -251,6 +250,7 @@ def load_pipeline(
             f"no such model {spec_str!r}: use `tiny`, `sd15-arch`, an existing pipeline folder, a "
             ".safetensors checkpoint or a hub id like runwayml/stable-diffusion-v1-5"
         )
+    check_components_fit(pipe, spec_str)
     if device != "cpu" and device.startswith("cuda") and not torch.cuda.is_available():
         raise DiffusiaError(f"device {device!r} requested but CUDA is not available: use --device cpu")
     pipe = runtimes.deploy(pipe.to(device), runtime, device=device, threads=threads, precision=runtime_precision)
