@@ -124,7 +124,7 @@ def _nncf(recipe: str) -> Callable[[nn.Module, Ctx], Built]:
 
 
 def _diffusia_on(
-    runtime: str, preset: str, calibrator: str | None = None, precision: str = "f32"
+    runtime: str, preset: str, calibrator: str | None = None, precision: str = "f32", symmetric: bool = False
 ) -> Callable[[nn.Module, Ctx], Built]:
     """diffusia's preset (quantized and calibrated exactly as its torch row) exported with `diffusia.runtime` and
     run by the product's runtime U-Net (static shapes compiled on first call); `precision` of OpenVINO's float
@@ -134,7 +134,7 @@ def _diffusia_on(
         from diffusia.runtime import load_unet
         from diffusia.runtime.artifact import export_runtime
 
-        built = _diffusia(preset, calibrator)(unet, ctx)
+        built = _diffusia(preset, calibrator, symmetric)(unet, ctx)
         t0 = time.perf_counter()
         folder = ctx.out / runtime
         manifest = export_runtime(unet, runtime, folder, check=False)
@@ -170,6 +170,10 @@ BACKENDS = {
     "diffusia_w8a8_ov": (_diffusia_on("openvino", "w8a8"), "diffusia W8A8 on OpenVINO"),
     "diffusia_w8a8_mse_ov": (_diffusia_on("openvino", "w8a8", "mse"), "diffusia W8A8 (MSE calibrator) on OpenVINO"),
     "diffusia_w8a8x2_ov": (_diffusia_on("openvino", "w8a8x2"), "diffusia w8a8x2 on OpenVINO"),
+    "diffusia_w8a8_mse_sym_ov": (
+        _diffusia_on("openvino", "w8a8", "mse", symmetric=True),
+        "diffusia W8A8 (MSE calibrator) on OpenVINO, activation ranges made symmetric (experiment)",
+    ),
     "diffusia_w8a8_mse_ov_bf16": (
         _diffusia_on("openvino", "w8a8", "mse", "bf16"),
         "diffusia W8A8 (MSE calibrator) on OpenVINO, float layers in bf16",

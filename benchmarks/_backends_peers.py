@@ -81,8 +81,26 @@ def bf16(unet: nn.Module, ctx: Ctx) -> Built:
     )
 
 
-def _diffusia(preset: str, calibrator: str | None = None) -> Callable[[nn.Module, Ctx], Built]:
-    """diffusia's preset; the calibrator is `calibrator` if given, else the run's --calibrator."""
+def _symmetric_activations(unet: nn.Module) -> int:
+    """Experiment (not a product option): every calibrated activation range with a negative part made symmetric
+    around 0, zero point at mid-scale, as NNCF's default scheme; returns how many layers changed. Non-negative
+    ranges keep zero point 0, which already needs no compensation."""
+    from diffusia.quant import api, qmath
+
+    changed = 0
+    for m in api.qmodules(unet).values():
+        if not m.spec.act_digits or float(m.act_range[:, 0].min()) >= 0:
+            continue
+        for g in range(m.act_range.shape[0]):
+            r = max(-float(m.act_range[g, 0]), float(m.act_range[g, 1]))
+            m.act_scale[g], m.act_zero_point[g] = qmath.act_qparams(-r, r, m.settings.act_qmax)
+        changed += 1
+    return changed
+
+
+def _diffusia(preset: str, calibrator: str | None = None, symmetric: bool = False) -> Callable[[nn.Module, Ctx], Built]:
+    """diffusia's preset; the calibrator is `calibrator` if given, else the run's --calibrator; `symmetric`: the
+    experiment of _symmetric_activations."""
 
     def build(unet: nn.Module, ctx: Ctx) -> Built:
         from diffusia.config import get_preset
@@ -102,6 +120,8 @@ def _diffusia(preset: str, calibrator: str | None = None) -> Callable[[nn.Module
                     unet(*x)
             cal = recipe.calibrator + (f" {recipe.percentile:g}" if recipe.calibrator == "percentile" else "")
             notes.append(f"calibrated on {len(ctx.calib)} inputs ({cal})")
+        if symmetric:
+            notes.append(f"activation ranges of {_symmetric_activations(unet)} layers made symmetric (experiment)")
         api.freeze(unet)
         counts = Counter(p for p in plan.values() if p in precision_names() and get_precision(p).weight_bits <= 8)
         notes.insert(
