@@ -174,6 +174,10 @@ BACKENDS = {
         _diffusia_on("openvino", "w8a8", "mse", symmetric=True),
         "diffusia W8A8 (MSE calibrator) on OpenVINO, activation ranges made symmetric (experiment)",
     ),
+    "diffusia_w8a8_mse_sym_ov_bf16": (
+        _diffusia_on("openvino", "w8a8", "mse", "bf16", symmetric=True),
+        "diffusia W8A8 (MSE calibrator) on OpenVINO, symmetric activation ranges (experiment), float layers in bf16",
+    ),
     "diffusia_w8a8_mse_ov_bf16": (
         _diffusia_on("openvino", "w8a8", "mse", "bf16"),
         "diffusia W8A8 (MSE calibrator) on OpenVINO, float layers in bf16",
