@@ -124,7 +124,7 @@ def _nncf(recipe: str) -> Callable[[nn.Module, Ctx], Built]:
 
 
 def _diffusia_on(
-    runtime: str, preset: str, calibrator: str | None = None, precision: str = "f32", symmetric: bool = False
+    runtime: str, preset: str, calibrator: str | None = None, precision: str = "f32", symmetric: str | None = None
 ) -> Callable[[nn.Module, Ctx], Built]:
     """diffusia's preset (quantized and calibrated exactly as its torch row) exported with `diffusia.runtime` and
     run by the product's runtime U-Net (static shapes compiled on first call); `precision` of OpenVINO's float
@@ -171,12 +171,20 @@ BACKENDS = {
     "diffusia_w8a8_mse_ov": (_diffusia_on("openvino", "w8a8", "mse"), "diffusia W8A8 (MSE calibrator) on OpenVINO"),
     "diffusia_w8a8x2_ov": (_diffusia_on("openvino", "w8a8x2"), "diffusia w8a8x2 on OpenVINO"),
     "diffusia_w8a8_mse_sym_ov": (
-        _diffusia_on("openvino", "w8a8", "mse", symmetric=True),
-        "diffusia W8A8 (MSE calibrator) on OpenVINO, activation ranges made symmetric (experiment)",
+        _diffusia_on("openvino", "w8a8", "mse", symmetric="widen"),
+        "diffusia W8A8 (MSE calibrator) on OpenVINO, activation ranges widened to symmetric (experiment)",
     ),
     "diffusia_w8a8_mse_sym_ov_bf16": (
-        _diffusia_on("openvino", "w8a8", "mse", "bf16", symmetric=True),
+        _diffusia_on("openvino", "w8a8", "mse", "bf16", symmetric="widen"),
         "diffusia W8A8 (MSE calibrator) on OpenVINO, symmetric activation ranges (experiment), float layers in bf16",
+    ),
+    "diffusia_w8a8_symmse_ov": (
+        _diffusia_on("openvino", "w8a8", "mse", symmetric="search"),
+        "diffusia W8A8 on OpenVINO, symmetric activation ranges of least squared error (experiment)",
+    ),
+    "diffusia_w8a8_symmse_ov_bf16": (
+        _diffusia_on("openvino", "w8a8", "mse", "bf16", symmetric="search"),
+        "diffusia W8A8 on OpenVINO, symmetric ranges of least squared error (experiment), float layers in bf16",
     ),
     "diffusia_w8a8_mse_ov_bf16": (
         _diffusia_on("openvino", "w8a8", "mse", "bf16"),

@@ -81,10 +81,14 @@ def bf16(unet: nn.Module, ctx: Ctx) -> Built:
     )
 
 
-def _symmetric_activations(unet: nn.Module) -> int:
+def _symmetric_activations(unet: nn.Module, search: bool) -> int:
     """Experiment (not a product option): every calibrated activation range with a negative part made symmetric
-    around 0, zero point at mid-scale, as NNCF's default scheme; returns how many layers changed. Non-negative
-    ranges keep zero point 0, which already needs no compensation."""
+    around 0, zero point at mid-scale, as NNCF's default scheme; `search`: the symmetric range of least squared
+    error on the calibrator's histogram (MSE search over +-r), else the calibrated range widened to +-max(|lo|, hi).
+    Non-negative ranges keep zero point 0, which needs no compensation. Returns how many layers changed."""
+    import numpy as np
+
+    from diffusia.calib.mse import quant_mse
     from diffusia.quant import api, qmath
 
     changed = 0
@@ -93,14 +97,22 @@ def _symmetric_activations(unet: nn.Module) -> int:
             continue
         for g in range(m.act_range.shape[0]):
             r = max(-float(m.act_range[g, 0]), float(m.act_range[g, 1]))
+            hist = getattr(m._calibrators[g], "hist", None) if g < len(m._calibrators) else None
+            if search and hist is not None and not hist.empty:
+                centers, counts = hist.centers(), hist.counts
+                candidates = max(-hist.lo, hist.hi) * np.linspace(1 / 40, 1, 40)
+                errors = [quant_mse(centers, counts, -x, np.array([x]), m.settings.act_qmax)[0] for x in candidates]
+                r = float(candidates[int(np.argmin(errors))])
             m.act_scale[g], m.act_zero_point[g] = qmath.act_qparams(-r, r, m.settings.act_qmax)
         changed += 1
     return changed
 
 
-def _diffusia(preset: str, calibrator: str | None = None, symmetric: bool = False) -> Callable[[nn.Module, Ctx], Built]:
-    """diffusia's preset; the calibrator is `calibrator` if given, else the run's --calibrator; `symmetric`: the
-    experiment of _symmetric_activations."""
+def _diffusia(
+    preset: str, calibrator: str | None = None, symmetric: str | None = None
+) -> Callable[[nn.Module, Ctx], Built]:
+    """diffusia's preset; the calibrator is `calibrator` if given, else the run's --calibrator; `symmetric`
+    ("widen" or "search"): the experiment of _symmetric_activations."""
 
     def build(unet: nn.Module, ctx: Ctx) -> Built:
         from diffusia.config import get_preset
@@ -121,7 +133,8 @@ def _diffusia(preset: str, calibrator: str | None = None, symmetric: bool = Fals
             cal = recipe.calibrator + (f" {recipe.percentile:g}" if recipe.calibrator == "percentile" else "")
             notes.append(f"calibrated on {len(ctx.calib)} inputs ({cal})")
         if symmetric:
-            notes.append(f"activation ranges of {_symmetric_activations(unet)} layers made symmetric (experiment)")
+            n = _symmetric_activations(unet, search=symmetric == "search")
+            notes.append(f"activation ranges of {n} layers made symmetric ({symmetric}; experiment)")
         api.freeze(unet)
         counts = Counter(p for p in plan.values() if p in precision_names() and get_precision(p).weight_bits <= 8)
         notes.insert(
