@@ -170,22 +170,6 @@ BACKENDS = {
     "diffusia_w8a8_ov": (_diffusia_on("openvino", "w8a8"), "diffusia W8A8 on OpenVINO"),
     "diffusia_w8a8_mse_ov": (_diffusia_on("openvino", "w8a8", "mse"), "diffusia W8A8 (MSE calibrator) on OpenVINO"),
     "diffusia_w8a8x2_ov": (_diffusia_on("openvino", "w8a8x2"), "diffusia w8a8x2 on OpenVINO"),
-    "diffusia_w8a8_mse_sym_ov": (
-        _diffusia_on("openvino", "w8a8", "mse", symmetric="widen"),
-        "diffusia W8A8 (MSE calibrator) on OpenVINO, activation ranges widened to symmetric (experiment)",
-    ),
-    "diffusia_w8a8_mse_sym_ov_bf16": (
-        _diffusia_on("openvino", "w8a8", "mse", "bf16", symmetric="widen"),
-        "diffusia W8A8 (MSE calibrator) on OpenVINO, symmetric activation ranges (experiment), float layers in bf16",
-    ),
-    "diffusia_w8a8_symmse_ov": (
-        _diffusia_on("openvino", "w8a8", "mse", symmetric="search"),
-        "diffusia W8A8 on OpenVINO, symmetric activation ranges of least squared error (experiment)",
-    ),
-    "diffusia_w8a8_symmse_ov_bf16": (
-        _diffusia_on("openvino", "w8a8", "mse", "bf16", symmetric="search"),
-        "diffusia W8A8 on OpenVINO, symmetric ranges of least squared error (experiment), float layers in bf16",
-    ),
     "diffusia_w8a8_mse_ov_bf16": (
         _diffusia_on("openvino", "w8a8", "mse", "bf16"),
         "diffusia W8A8 (MSE calibrator) on OpenVINO, float layers in bf16",
@@ -199,3 +183,15 @@ BACKENDS = {
         "diffusia W8A8 (MSE calibrator) on ONNX Runtime",
     ),
 }
+
+# Experiment rows (not product options): diffusia W8A8 with its activation ranges made symmetric before freezing
+# (`_backends_peers._symmetric_activations`), with f32 and bf16 float layers.
+for _name, (_how, _what) in {
+    "diffusia_w8a8_mse_sym_ov": ("widen", "MSE ranges widened to symmetric"),
+    "diffusia_w8a8_symmse_ov": ("search", "symmetric ranges of least squared error"),
+}.items():
+    for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
+        BACKENDS[_name + _suffix] = (
+            _diffusia_on("openvino", "w8a8", "mse", _precision, symmetric=_how),
+            f"diffusia W8A8 on OpenVINO, {_what} (experiment), float layers in {_precision}",
+        )

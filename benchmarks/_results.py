@@ -17,3 +17,12 @@ def machine_class() -> str:
 
 def results_dir() -> Path:
     return Path(__file__).resolve().parent / "results" / machine_class()
+
+
+def write_results(stem: Path, result: dict, markdown: str) -> None:
+    """A benchmark's result as `stem`.json and `stem`.md (each written atomically); the Markdown also on stdout."""
+    from diffusia.fileio import write_json, write_text
+
+    write_json(stem.with_suffix(".json"), result)
+    write_text(stem.with_suffix(".md"), markdown)
+    print(markdown.rstrip("\n"))

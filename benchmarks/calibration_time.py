@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import machine_class, results_dir  # noqa: E402
+from _results import machine_class, results_dir, write_results  # noqa: E402
 
 
 def run(model: str, batch: int, args: argparse.Namespace, work: Path) -> dict:
@@ -68,7 +68,6 @@ def main() -> None:
     ap.add_argument("--batches", default="4,1")
     ap.add_argument("--out", type=Path, default=results_dir())
     args = ap.parse_args()
-    from diffusia.fileio import write_json, write_text
     from diffusia.quant import cpu
 
     load_start = os.getloadavg()[0]
@@ -100,9 +99,7 @@ def main() -> None:
         for r in rows
     ]
     stem = args.out / f"calibration_time_{args.model}{f'_{args.calib_resolution}' if args.calib_resolution else ''}"
-    write_json(stem.with_suffix(".json"), res)
-    write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(stem, res, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

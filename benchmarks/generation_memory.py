@@ -27,14 +27,13 @@ import torch
 from diffusia import load_pipeline
 from diffusia.config import get_preset
 from diffusia.eval.memory import run_isolated
-from diffusia.fileio import write_json, write_text
 from diffusia.prompts import load_prompts, take
 from diffusia.quant import cpu
 from diffusia.quant.pipeline import quantize_pipeline
 from diffusia.quant.serialization import save_quantized_pipeline
 
 log = logging.getLogger("generation_memory")
-from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
+from _results import results_dir, write_results  # noqa: E402  (benchmarks/ is on sys.path when run)
 
 RESULTS = results_dir()
 # name -> (preset, extra rules); the last shows what the default policy's FP16 time_emb_proj layers cost in bytes
@@ -170,9 +169,7 @@ def main(argv: list[str] | None = None) -> None:
         },
     }
     stem = Path(args.out) / f"generation_memory_{args.model}"
-    write_json(stem.with_suffix(".json"), res)
-    write_text(stem.with_suffix(".md"), to_markdown(res))
-    print(to_markdown(res))
+    write_results(stem, res, to_markdown(res))
 
 
 if __name__ == "__main__":

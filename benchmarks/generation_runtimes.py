@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import machine_class, results_dir  # noqa: E402
+from _results import machine_class, results_dir, write_results  # noqa: E402
 
 log = logging.getLogger("generation_runtimes")
 PROMPT = "a photo of a red sneaker on a white background"
@@ -284,7 +284,6 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from diffusia.fileio import write_json, write_text
     from diffusia.quant import cpu
     from diffusia.versions import package_versions
 
@@ -338,9 +337,7 @@ def main() -> None:
         },
     }
     stem = args.out / f"generation_runtimes_{args.model}"
-    write_json(stem.with_suffix(".json"), res)
-    write_text(stem.with_suffix(".md"), to_markdown(res))
-    print(to_markdown(res))
+    write_results(stem, res, to_markdown(res))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import machine_class, results_dir  # noqa: E402
+from _results import machine_class, results_dir, write_results  # noqa: E402
 
 
 def inputs(model: str, latent: int, n_calib: int):
@@ -76,7 +76,6 @@ def main() -> None:
 
     from diffusia.config import get_preset
     from diffusia.export.onnx import export_unet
-    from diffusia.fileio import write_json, write_text
     from diffusia.quant import api, cpu
     from diffusia.runtime.artifact import export_runtime
 
@@ -135,9 +134,7 @@ def main() -> None:
         lines += [f"| {k} | {v:.1f} |" for k, v in list(r["by_exec_ms"].items())[:15]]
         lines.append("")
     stem = args.out / f"openvino_profile_{args.model}"
-    write_json(stem.with_suffix(".json"), res)
-    write_text(stem.with_suffix(".md"), "\n".join(lines))
-    print("\n".join(lines))
+    write_results(stem, res, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import machine_class, results_dir  # noqa: E402
+from _results import machine_class, results_dir, write_results  # noqa: E402
 
 # operator name fragment -> category (first match wins)
 CATEGORIES = [
@@ -126,6 +126,8 @@ def profile(unet, apply, x) -> dict:
 
 
 def iqr(xs: list[float]) -> tuple[float, float]:
+    if len(xs) < 2:
+        return xs[0], xs[0]
     q = statistics.quantiles(xs, n=4)
     return q[0], q[2]
 
@@ -140,7 +142,6 @@ def main() -> None:
     args = ap.parse_args()
     import os
 
-    from diffusia.fileio import write_json, write_text
     from diffusia.quant import cpu
 
     torch.set_num_threads(args.threads)
@@ -198,9 +199,7 @@ def main() -> None:
         lines.append(f"| {c} | " + " | ".join(f"{profiles[n]['seconds'].get(c, 0) * 1e3:,.0f}" for n in names) + " |")
     lines.append("| **profiled step** | " + " | ".join(f"{profiles[n]['wall_s'] * 1e3:,.0f}" for n in names) + " |")
     stem = args.out / f"torch_path_{args.model}"
-    write_json(stem.with_suffix(".json"), res)
-    write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(stem, res, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
