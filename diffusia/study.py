@@ -70,7 +70,24 @@ def _sensitivity(cfg: StudyConfig, out: Path) -> dict:
     return sens
 
 
-def _searched_variant(cfg: StudyConfig, sens: dict, out: Path) -> Path:
+def _observations(cfg: StudyConfig):
+    """The calibration of the study's W8A8 variants (w8a8, mixed, the searched plan), sampled once."""
+    from diffusia import load_pipeline
+    from diffusia.calib.observations import Observations
+    from diffusia.config import get_preset
+    from diffusia.generate import DEFAULT_GUIDANCE
+    from diffusia.prompts import load_prompts, take
+    from diffusia.quant.pipeline import CALIBRATION_BATCH
+
+    pipe = load_pipeline(cfg.model, progress=False)
+    prompts = take(load_prompts("calibration", cfg.model), cfg.calib_size)
+    recipe = get_preset("w8a8")
+    return Observations.record(
+        pipe, recipe, prompts, cfg.steps, DEFAULT_GUIDANCE, batch=CALIBRATION_BATCH, progress=not cfg.quick
+    )
+
+
+def _searched_variant(cfg: StudyConfig, sens: dict, out: Path, observations) -> Path:
     """Search a per-layer plan under the budget and materialise it as a quantized folder."""
     from diffusia import load_pipeline
     from diffusia.analysis.search import search
@@ -91,6 +108,7 @@ def _searched_variant(cfg: StudyConfig, sens: dict, out: Path) -> Path:
         calib_size=cfg.calib_size,
         steps=cfg.steps,
         progress=not cfg.quick,
+        observations=observations,
     )
     return save_quantized_pipeline(pipe, out / "sources" / "searched", base_model=cfg.model)
 
@@ -154,8 +172,10 @@ def run_study(cfg: StudyConfig) -> Path:
     timings = {}
     sens = _sensitivity(cfg, out)
     timings["sensitivity_s"] = time.perf_counter() - t0
-    searched = _searched_variant(cfg, sens, out)
-    timings["search_s"] = time.perf_counter() - t0 - timings["sensitivity_s"]
+    observations = _observations(cfg)
+    timings["observe_s"] = time.perf_counter() - t0 - timings["sensitivity_s"]
+    searched = _searched_variant(cfg, sens, out, observations)
+    timings["search_s"] = time.perf_counter() - t0 - sum(timings.values())
     qat = _qat_variant(cfg, out)
     timings["qat_s"] = time.perf_counter() - t0 - sum(timings.values())
     variants = BASE_VARIANTS[:4] + [str(qat)] + BASE_VARIANTS[4:5] + [str(searched)] + BASE_VARIANTS[5:]
@@ -172,6 +192,7 @@ def run_study(cfg: StudyConfig) -> Path:
         processes=cfg.processes,
         progress=not cfg.quick,
         runtime=cfg.runtime,
+        observations=observations,
     )
     timings["eval_s"] = time.perf_counter() - t0 - sum(timings.values())
     results = load_results(out / "eval" / "results.json")

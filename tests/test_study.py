@@ -18,3 +18,8 @@ def test_quick_study_writes_full_report(micro_pipeline_dir, tmp_path):
     html = (tmp_path / "study" / "report.html").read_text()
     assert "<table" in html and "data:image/png;base64," in html
     assert (tmp_path / "study" / "searched_recipe.json").is_file()
+    # the W8A8 variants took their ranges from one sampling pass of the calibration prompts
+    for folder in ("eval/variants/w8a8", "eval/variants/mixed", "sources/searched"):
+        calibration = json.loads((tmp_path / "study" / folder / "diffusia.json").read_text())["calibration"]
+        assert calibration["shared"] and calibration["size"] == cfg.calib_size, folder
+    assert study["timings"]["observe_s"] > 0

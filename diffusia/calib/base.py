@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import copy
 import importlib
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ class Calibrator(abc.ABC):
     """Observes activations and proposes a float range (lo, hi) for them."""
 
     name: str = ""
+    collected: tuple[str, ...] = ()  # the attributes holding what collect() gathered (see adopt)
 
     @abc.abstractmethod
     def collect(self, x: Tensor) -> None:
@@ -38,6 +40,14 @@ class Calibrator(abc.ABC):
     @abc.abstractmethod
     def empty(self) -> bool:
         """True if nothing was collected since the last reset."""
+
+    def adopt(self, other: Calibrator) -> None:
+        """Take over what `other`, a calibrator of the same kind, collected (a copy); the settings that only
+        shape compute(), such as the integer range, stay this one's."""
+        if type(other) is not type(self) or not self.collected:
+            raise DiffusiaError(f"a {self.name} calibrator cannot take over what a {other.name} one collected")
+        for attr in self.collected:
+            setattr(self, attr, copy.deepcopy(getattr(other, attr)))
 
 
 def register_calibrator(name: str) -> Callable[[type[Calibrator]], type[Calibrator]]:

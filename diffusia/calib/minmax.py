@@ -12,6 +12,8 @@ from diffusia.errors import DiffusiaError
 class MinMaxCalibrator(Calibrator):
     """Running minimum and maximum of every value seen."""
 
+    collected = ("lo", "hi")
+
     def __init__(self, **_: object) -> None:
         self.reset()
 

@@ -24,6 +24,8 @@ def quant_mse(centers: np.ndarray, counts: np.ndarray, lo: float, hi: np.ndarray
 class MSECalibrator(Calibrator):
     """Searches `grid` x `grid` candidate ranges shrunk from [min, max] towards zero."""
 
+    collected = ("hist",)
+
     def __init__(self, qmax: int = 255, bins: int = 2048, grid: int = 40, **_: object) -> None:
         self.qmax, self.grid = int(qmax), int(grid)
         self.hist = StreamingHistogram(bins)

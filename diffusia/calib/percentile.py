@@ -13,6 +13,8 @@ from diffusia.errors import DiffusiaError
 class PercentileCalibrator(Calibrator):
     """Clips the `100 - percentile` % most extreme values on each side (default 99.9: 0.1 % each)."""
 
+    collected = ("hist",)
+
     def __init__(self, percentile: float = 99.9, bins: int = 2048, **_: object) -> None:
         if not 50.0 < percentile <= 100.0:
             raise DiffusiaError(f"percentile must be in (50, 100], got {percentile}")

@@ -130,6 +130,26 @@ def quiet_loading() -> Iterator[None]:
             tlog.enable_progress_bar()
 
 
+def _shared_observations(pipe, specs: list[Variant], calib, calib_size: int, steps: int, guidance: float):
+    """One sampling pass of the calibration prompts for the presets that calibrate with the same settings, when
+    two or more do (`diffusia.calib.observations`); else None."""
+    from collections import Counter
+
+    from diffusia.calib.observations import Observations, ObserverSettings
+    from diffusia.config import get_preset
+    from diffusia.prompts import take
+    from diffusia.quant.pipeline import CALIBRATION_BATCH, recipe_calibrates
+
+    recipes = [r for r in (get_preset(v.value) for v in specs if v.kind == "preset") if recipe_calibrates(r)]
+    counts = Counter(ObserverSettings.of(r) for r in recipes)
+    if not counts or counts.most_common(1)[0][1] < 2:
+        return None
+    recipe = next(r for r in recipes if ObserverSettings.of(r) == counts.most_common(1)[0][0])
+    prompts = take(calib, calib_size)
+    log.info("observing the calibration once for %d presets", counts.most_common(1)[0][1])
+    return Observations.record(pipe, recipe, prompts, steps, guidance, batch=CALIBRATION_BATCH, progress=False)
+
+
 def evaluate(
     model: str,
     variants: str | list[str] = "fp32,fp16,w8a8",
@@ -154,6 +174,7 @@ def evaluate(
     progress: bool = True,
     timeout: float | None = None,
     runtime: str | None = "torch",
+    observations=None,
 ) -> dict[str, Any]:
     """Evaluate `variants` of `model` on `num` images and write results.json, report.md and grid.png to `out`.
 
@@ -163,7 +184,8 @@ def evaluate(
     holding every variant, in interleaved rounds, so that a load spike on a shared machine cannot favour one
     variant. Quality compares each variant's images with the FP32 images of the same prompt and seed. `runtime`
     (`diffusia.runtime`: torch, openvino, onnxruntime or auto) is where the U-Nets run; the whole-pipeline fp16/bf16
-    variants always run on torch. Returns the results dict.
+    variants always run on torch. Presets that calibrate with the same settings share one sampling pass of the
+    calibration prompts (`observations`: recorded here unless given). Returns the results dict.
     """
     import torch
     from tqdm.auto import tqdm
@@ -199,11 +221,13 @@ def evaluate(
     with quiet_loading():
         base = load_pipeline(model, progress=False)
     base_unet, label = dict(base.unet.config), getattr(base, "diffusia_spec", str(model))
-    del base
     for v in specs:
         if v.kind == "folder":
             check_compatible(v.value, base_unet, str(model))
     calib = load_prompts("calibration", model) if any(v.kind == "preset" for v in specs) else None
+    if observations is None and calib:
+        observations = _shared_observations(base, specs, calib, calib_size, steps, guidance)
+    del base
 
     order = sorted(specs, key=lambda v: v.kind != "fp32")  # fp32 first: sizes are relative to it
     total = 2 * len(specs) + int(quality) + 2
@@ -223,6 +247,7 @@ def evaluate(
                 steps=steps,
                 guidance=guidance,
                 runtime=_runtime_of(v, runtime),
+                observations=observations,
             )
         bar.update()
 

@@ -145,11 +145,12 @@ def materialise(
     steps: int | None = None,
     guidance: float | None = None,
     runtime: str = "torch",
+    observations=None,
 ) -> Path:
     """Write the variant as a pipeline folder under `out_dir` (atomically) and return it; folders stay in place.
 
     Presets calibrate on `calib_size` prompts with the evaluation's sampler `steps` and `guidance` (when the
-    quantizer takes them)."""
+    quantizer takes them), from `observations` shared by the evaluation's presets where they match."""
     import inspect
 
     from diffusia import load_pipeline
@@ -170,7 +171,8 @@ def materialise(
     pipe = load_pipeline(model, progress=False)
     log.info("quantizing %s with preset %s (calibration: %d prompts)", model, variant.value, calib_size)
     params = inspect.signature(quantize_pipeline).parameters
-    extra = {k: v for k, v in (("steps", steps), ("guidance", guidance)) if v is not None and k in params}
+    given = (("steps", steps), ("guidance", guidance), ("observations", observations))
+    extra = {k: v for k, v in given if v is not None and k in params}
     quantize_pipeline(pipe, recipe, calib_prompts, calib_size=calib_size, progress=progress, **extra)
     save_quantized_pipeline(pipe, folder, runtimes=() if runtime == "torch" else (runtime,))
     return folder

@@ -113,6 +113,21 @@ def calibrate(unet: nn.Module) -> Iterator[nn.Module]:
         log.warning("%d W8A8 layer(s) saw no calibration data (e.g. %s); freeze will fail", len(missing), missing[0])
 
 
+def calibrate_from(unet: nn.Module, observed: Mapping[str, list]) -> int:
+    """Set the W8A8 layers' ranges from calibrators that observed their inputs elsewhere (layer name -> one
+    calibrator per timestep group, as `diffusia.calib.observations` records them); returns how many layers."""
+    qm = {n: m for n, m in _require_quantized(unet).items() if m.spec.act_digits}
+    missing = [n for n in qm if n not in observed]
+    if missing:
+        raise DiffusiaError(f"{len(missing)} W8A8 layer(s) were not observed (e.g. {missing[0]!r})")
+    for name, m in qm.items():
+        if m.mode == "real":
+            raise DiffusiaError(f"cannot calibrate a frozen model (e.g. layer {name!r})")
+        m.adopt_calibration(observed[name])
+        m.compute_ranges()
+    return len(qm)
+
+
 def _check_calibrated(qm: Mapping[str, QModuleMixin], verb: str) -> None:
     bad = [n for n, m in qm.items() if not m.calibrated]
     if bad:

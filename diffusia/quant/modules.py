@@ -157,6 +157,13 @@ class QModuleMixin:
         for c in self._calibrators:
             c.reset()
 
+    def adopt_calibration(self, observed: list[Calibrator]) -> None:
+        """Take over what calibrators of the same kind observed, one per timestep group (shared observations)."""
+        if len(observed) != len(self._calibrators):
+            raise DiffusiaError(f"{len(observed)} observed timestep groups for {len(self._calibrators)} ranges")
+        for mine, theirs in zip(self._calibrators, observed):
+            mine.adopt(theirs)
+
     def compute_ranges(self) -> bool:
         """Turn the calibrators' observations into per-group (scale, zero_point); False if none observed."""
         seen = [g for g, c in enumerate(self._calibrators) if not c.empty]

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from diffusia.calib.forward_loop import CALIBRATION_SEED, sampling_forward_loop
+from diffusia.calib.observations import Observations, Sampling, unet_id
 from diffusia.config import Recipe, load_recipe
 from diffusia.errors import DiffusiaError
 from diffusia.prompts import Prompt, take
@@ -32,6 +33,7 @@ class CalibrationInfo:
     seconds: float = 0.0
     batch: int = 1  # prompts per pipeline call (U-Net batch = 2 x batch with guidance)
     resolution: int | None = None  # square image size calibrated at, pixels (None: the pipeline's default)
+    shared: bool = False  # ranges from observations recorded once for several recipes (calib.observations)
 
 
 CALIBRATION_BATCH = 4  # prompts per calibration call: fewer, larger U-Net calls (the per-call statistics cost is fixed)
@@ -39,6 +41,12 @@ CALIBRATION_BATCH = 4  # prompts per calibration call: fewer, larger U-Net calls
 
 def needs_calibration(plan: dict[str, str]) -> bool:
     return any(act_digits(p) for p in plan.values())
+
+
+def recipe_calibrates(recipe: Recipe) -> bool:
+    """Whether the recipe names a precision with integer activations (its plan then needs calibration)."""
+    names = [recipe.weights, recipe.full_res_weights or "fp32", *(r.precision for r in recipe.rules)]
+    return any(act_digits(n) for n in names)
 
 
 def quantize_pipeline(
@@ -53,55 +61,73 @@ def quantize_pipeline(
     batch: int = CALIBRATION_BATCH,
     forward_loop: Callable[[object], None] | None = None,
     resolution: int | None = None,
+    observations: Observations | None = None,
 ):
     """Quantize `pipe.unet` in place with `recipe` and return the pipeline (real kernels, frozen).
 
     W8A8 layers are calibrated on `calib_size` prompts (cycled from `calib_prompts`), over every U-Net call of
     the sampler: all timesteps, both guidance branches, `batch` prompts per pipeline call, images of `resolution`
-    pixels square (default: the pipeline's); or on whatever `forward_loop(pipe)` runs instead."""
+    pixels square (default: the pipeline's); or on whatever `forward_loop(pipe)` runs instead. `observations`
+    recorded once for several recipes (`diffusia.calib.observations`) replace the sampling when they match."""
     recipe = load_recipe(recipe)
     info = CalibrationInfo(steps=steps, guidance=guidance)
     if recipe.weights == "fp32" and not recipe.rules:
         pipe.diffusia_recipe, pipe.diffusia_calibration = recipe, info
         return pipe
+    float_unet = unet_id(pipe.unet) if observations is not None else None
     plan = api.quantize(pipe.unet, recipe)
     if needs_calibration(plan):
-        if forward_loop is None and not calib_prompts:
+        if forward_loop is not None:
+            info = _calibrate(pipe, forward_loop, CalibrationInfo(steps=steps, guidance=guidance, batch=0))
+        elif not calib_prompts:
             raise DiffusiaError(
                 f"recipe {recipe.name!r} has W8A8 layers and needs calibration prompts: pass --calib-prompts"
             )
-        prompts = [] if forward_loop is not None else take(calib_prompts, calib_size)
-        run = forward_loop or (
-            lambda p: sampling_forward_loop(
-                p, prompts, steps, guidance, progress=progress, batch=batch, resolution=resolution
-            )()
-        )
-        calls = [0]
-        counter = pipe.unet.register_forward_pre_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
-        t0 = time.perf_counter()
-        try:
-            with api.calibrate(pipe.unet):
-                run(pipe)
-        finally:
-            counter.remove()
-        own_loop = forward_loop is None
-        info = CalibrationInfo(
-            prompts=[p.text for p in prompts],
-            size=len(prompts),
-            steps=steps,
-            guidance=guidance,
-            seed=CALIBRATION_SEED,
-            unet_calls=calls[0],
-            seconds=time.perf_counter() - t0,
-            batch=batch if own_loop else 0,
-            resolution=resolution if own_loop else None,
-        )
-        log.info("calibrated on %d prompts, %d U-Net calls, %.1f s", info.size, info.unet_calls, info.seconds)
+        else:
+            prompts = take(calib_prompts, calib_size)
+            sampling = Sampling(tuple(p.text for p in prompts), steps, guidance, CALIBRATION_SEED, batch, resolution)
+            info = CalibrationInfo(
+                list(sampling.prompts), len(prompts), steps, guidance, batch=batch, resolution=resolution
+            )
+            why = observations.mismatch(recipe, sampling, float_unet) if observations is not None else None
+            if observations is not None and why is None:
+                info = _adopt(pipe, observations, info)
+            else:
+                if why:
+                    log.info("calibrating %s by sampling: the shared observations %s", recipe.name, why)
+                loop = sampling_forward_loop(
+                    pipe, prompts, steps, guidance, progress=progress, batch=batch, resolution=resolution
+                )
+                info = _calibrate(pipe, lambda _: loop(), info)
     api.freeze(pipe.unet)
     pipe.diffusia_recipe, pipe.diffusia_calibration = recipe, info
     if validate:
         pipe.diffusia_validation = validate_pipeline(pipe)
     return pipe
+
+
+def _calibrate(pipe, forward_loop: Callable[[object], None], info: CalibrationInfo) -> CalibrationInfo:
+    """Run `forward_loop(pipe)` with the W8A8 layers observing; `info` with the U-Net calls and seconds."""
+    calls = [0]
+    counter = pipe.unet.register_forward_pre_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
+    t0 = time.perf_counter()
+    try:
+        with api.calibrate(pipe.unet):
+            forward_loop(pipe)
+    finally:
+        counter.remove()
+    info.unet_calls, info.seconds = calls[0], time.perf_counter() - t0
+    log.info("calibrated on %d prompts, %d U-Net calls, %.1f s", info.size, info.unet_calls, info.seconds)
+    return info
+
+
+def _adopt(pipe, observations: Observations, info: CalibrationInfo) -> CalibrationInfo:
+    """Set the W8A8 ranges from observations shared by several recipes; `info` marked shared."""
+    t0 = time.perf_counter()
+    api.calibrate_from(pipe.unet, observations.layers)
+    info.unet_calls, info.seconds, info.shared = observations.unet_calls, time.perf_counter() - t0, True
+    log.info("calibrated from the shared observations of %d prompts (%.1f s)", info.size, info.seconds)
+    return info
 
 
 def _peak_rss_mb() -> float:
