@@ -36,6 +36,7 @@ class StudyConfig:
     processes: int = 1
     quick: bool = False
     runtime: str = "torch"  # where the evaluated U-Nets run (diffusia.runtime)
+    runtime_precision: str = "f32"  # OpenVINO's float layers: f32 or bf16 (diffusia.runtime.PRECISIONS)
 
     @classmethod
     def quick_config(cls, model: str, out: str) -> StudyConfig:
@@ -192,6 +193,7 @@ def run_study(cfg: StudyConfig) -> Path:
         processes=cfg.processes,
         progress=not cfg.quick,
         runtime=cfg.runtime,
+        runtime_precision=cfg.runtime_precision,
         observations=observations,
     )
     timings["eval_s"] = time.perf_counter() - t0 - sum(timings.values())

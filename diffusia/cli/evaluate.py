@@ -38,14 +38,16 @@ def eval_(
     quality: bool = typer.Option(True, help="Compare with the FP32 images (needs fp32 in --variants)."),
     progress: bool = typer.Option(True),
     runtime: str = o.runtime(help=o.RUNTIME_HELP + " Whole-pipeline fp16/bf16 variants run on torch."),
+    runtime_precision: str = o.runtime_precision(),
     overwrite: bool = o.overwrite(),
 ):
     """Measure size, peak memory, latency and quality of U-Net variants; writes results.json and report.md."""
     from diffusia.eval.harness import evaluate
     from diffusia.fileio import output_dir
-    from diffusia.runtime import resolve
+    from diffusia.runtime import check_precision, resolve
 
     runtime = resolve(runtime, device)
+    check_precision(runtime, runtime_precision)
 
     with output_dir(out, "eval", overwrite, (model, prompts, *variants.split(","))):
         res = evaluate(
@@ -67,6 +69,7 @@ def eval_(
             quality=quality,
             progress=progress,
             runtime=runtime,
+            runtime_precision=runtime_precision,
         )
     typer.echo(str(out / "report.md"))
     for name, v in res["variants"].items():
@@ -85,23 +88,25 @@ def study(
     qat_steps: int = o.integer(150, 1, 1_000_000, "QAT steps (data-free distillation)."),
     quick: bool = typer.Option(False, help="A smoke test: tiny numbers everywhere, meaningless results."),
     runtime: str = o.runtime(),
+    runtime_precision: str = o.runtime_precision(),
     overwrite: bool = o.overwrite(),
 ):
     """The whole study: sensitivity, searched mixed precision, QAT, evaluation of every variant, Pareto, advice."""
     import dataclasses
 
     from diffusia.fileio import output_dir
-    from diffusia.runtime import resolve
+    from diffusia.runtime import check_precision, resolve
     from diffusia.study import StudyConfig, run_study
 
     runtime = resolve(runtime)
+    check_precision(runtime, runtime_precision)
 
     cfg = (
         StudyConfig.quick_config(model, str(out))
         if quick
         else StudyConfig(model=model, out=str(out), num=num, runs=runs, qat_steps=qat_steps)
     )
-    cfg = dataclasses.replace(cfg, runtime=runtime)
+    cfg = dataclasses.replace(cfg, runtime=runtime, runtime_precision=runtime_precision)
     with output_dir(out, "study", overwrite, (model,)):
         typer.echo(str(run_study(cfg)))
 

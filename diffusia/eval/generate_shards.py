@@ -42,7 +42,15 @@ def run_shard(task: dict[str, Any]) -> list[int]:
     with state.split_between_processes(jobs) as mine:
         mine = list(mine)
         if mine:
-            pipe = load_pipeline(task["folder"], device=device, dtype=task.get("dtype"), progress=False)
+            pipe = load_pipeline(
+                task["folder"],
+                device=device,
+                dtype=task.get("dtype"),
+                progress=False,
+                runtime=task.get("runtime"),
+                threads=task.get("threads"),
+                runtime_precision=task.get("runtime_precision", "f32"),
+            )
             images = render(pipe, mine, generation_config(task))
             save_images(images, [j.index for j in mine], task["images_dir"])
     log.info("process %d of %d rendered %d images", state.process_index, state.num_processes, len(mine))

@@ -58,11 +58,23 @@ def _runtime_of(v: Variant, runtime: str) -> str:
     return "torch" if v.dtype else runtime
 
 
+def _placement(v: Variant, runtime: str, precision: str) -> dict[str, str]:
+    """The runtime of variant `v`'s U-Net and the precision of its float layers there."""
+    placed = _runtime_of(v, runtime)
+    return {"runtime": placed, "runtime_precision": precision if placed == "openvino" else "f32"}
+
+
+def runtime_label(v: dict[str, Any]) -> str:
+    """A result's runtime, with OpenVINO's float-layer precision when it is not f32."""
+    precision = v.get("runtime_precision", "f32")
+    return v.get("runtime", "torch") + ("" if precision == "f32" else f" ({precision} float layers)")
+
+
 def _notes(res: dict[str, Any], specs: list[Variant], device: str) -> list[str]:
     notes = []
     by_runtime: dict[str, list[str]] = {}
     for name, v in res["variants"].items():
-        by_runtime.setdefault(v.get("runtime", "torch"), []).append(name)
+        by_runtime.setdefault(runtime_label(v), []).append(name)
     if set(by_runtime) != {"torch"}:
         notes.append(
             "U-Net runtime (latency, memory and images come from it): "
@@ -175,6 +187,7 @@ def evaluate(
     timeout: float | None = None,
     runtime: str | None = "torch",
     observations=None,
+    runtime_precision: str = "f32",
 ) -> dict[str, Any]:
     """Evaluate `variants` of `model` on `num` images and write results.json, report.md and grid.png to `out`.
 
@@ -183,9 +196,10 @@ def evaluate(
     accelerate when > 1). Latency (`warmup` + `runs` images each) is measured afterwards in one fresh process
     holding every variant, in interleaved rounds, so that a load spike on a shared machine cannot favour one
     variant. Quality compares each variant's images with the FP32 images of the same prompt and seed. `runtime`
-    (`diffusia.runtime`: torch, openvino, onnxruntime or auto) is where the U-Nets run; the whole-pipeline fp16/bf16
-    variants always run on torch. Presets that calibrate with the same settings share one sampling pass of the
-    calibration prompts (`observations`: recorded here unless given). Returns the results dict.
+    (`diffusia.runtime`: torch, openvino, onnxruntime or auto) is where the U-Nets run, OpenVINO's float layers in
+    `runtime_precision`; the whole-pipeline fp16/bf16 variants always run on torch. Presets that calibrate with the
+    same settings share one sampling pass of the calibration prompts (`observations`: recorded here unless given).
+    Returns the results dict.
     """
     import torch
     from tqdm.auto import tqdm
@@ -215,6 +229,7 @@ def evaluate(
     if budget_mb <= 0:
         raise DiffusiaError(f"--budget-mb must be > 0, got {budget_mb}")
     runtime = runtimes.resolve(runtime, device)
+    runtimes.check_precision(runtime, runtime_precision)
     prompt_set = load_prompts(prompts, model)
     jobs: list[Job] = make_jobs(prompt_set, num, seed)
     threads = threads or torch.get_num_threads()
@@ -273,7 +288,7 @@ def evaluate(
             "folder": str(folders[v.name]),
             "dtype": v.dtype,
             "runs": 0,
-            "runtime": _runtime_of(v, runtime),
+            **_placement(v, runtime, runtime_precision),
             "images_dir": str(images_dir) if processes == 1 else None,
         }
         m = run_isolated(task, timeout=timeout, workdir=work)
@@ -295,6 +310,7 @@ def evaluate(
             "size": size,
             "memory": mem,
             "runtime": m.get("runtime", "torch"),
+            "runtime_precision": _placement(v, runtime, runtime_precision)["runtime_precision"],
             "latency": None,
         }
         bar.update()
@@ -311,7 +327,7 @@ def evaluate(
                         "name": v.name,
                         "folder": str(folders[v.name]),
                         "dtype": v.dtype,
-                        "runtime": _runtime_of(v, runtime),
+                        **_placement(v, runtime, runtime_precision),
                     }
                     for v in order
                 ],
@@ -364,6 +380,7 @@ def evaluate(
             "budget_mb": budget_mb,
             "processes": processes,
             "runtime": runtime,
+            "runtime_precision": runtime_precision,
             "calib_size": calib_size if calib else None,
             "height": height,
             "width": width,

@@ -59,6 +59,7 @@ def run_interleaved(task: dict[str, Any]) -> dict[str, Any]:
             progress=False,
             runtime=v.get("runtime"),
             threads=task.get("threads"),
+            runtime_precision=v.get("runtime_precision", "f32"),
         )
         for v in task["variants"]
     }
@@ -92,6 +93,7 @@ def run(task: dict[str, Any]) -> dict[str, Any]:
         progress=False,
         runtime=task.get("runtime"),
         threads=task.get("threads"),
+        runtime_precision=task.get("runtime_precision", "f32"),
     )
     load_s = time.perf_counter() - t0
     mem.mark("load")

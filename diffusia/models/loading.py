@@ -207,22 +207,10 @@ def load_pipeline(
     `runtime_precision` is what OpenVINO computes the float layers in: f32 (as the export check verified) or bf16
     (faster on CPUs with AMX or AVX-512 BF16, unchecked)."""
     from diffusia import runtime as runtimes
-    from diffusia.quant import cpu
 
     dtype = resolve_dtype(dtype)
     runtime = runtimes.resolve(runtime, device)
-    if runtime_precision not in runtimes.PRECISIONS:
-        raise DiffusiaError(f"unknown runtime precision {runtime_precision!r}; valid: {', '.join(runtimes.PRECISIONS)}")
-    if runtime_precision != "f32" and runtime != "openvino":
-        raise DiffusiaError(
-            f"runtime precision {runtime_precision} applies to the openvino runtime, and the U-Net runs on {runtime}: "
-            "add --runtime openvino, or drop --runtime-precision"
-        )
-    if runtime_precision == "bf16" and not cpu.has_native_half("bf16"):
-        raise DiffusiaError(
-            "bf16 float layers need a CPU with AVX-512 BF16 or AMX, and this one has neither (OpenVINO would "
-            "emulate them slowly): drop --runtime-precision"
-        )
+    runtimes.check_precision(runtime, runtime_precision)
     if runtime != "torch" and dtype not in (None, torch.float32):
         raise DiffusiaError(f"the {runtime} U-Net computes in float32 (and INT8): drop --dtype, or use --runtime torch")
     spec_str = str(spec)

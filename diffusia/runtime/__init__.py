@@ -61,6 +61,24 @@ def resolve(runtime: str | None, device: str = "cpu") -> str:
     return runtime
 
 
+def check_precision(runtime: str, precision: str) -> None:
+    """Refuse a float-layer precision the runtime or this CPU cannot honour (one line naming the fix)."""
+    from diffusia.quant import cpu
+
+    if precision not in PRECISIONS:
+        raise DiffusiaError(f"unknown runtime precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision != "f32" and runtime != "openvino":
+        raise DiffusiaError(
+            f"runtime precision {precision} applies to the openvino runtime, and the U-Net runs on {runtime}: "
+            "add --runtime openvino, or drop --runtime-precision"
+        )
+    if precision == "bf16" and not cpu.has_native_half("bf16"):
+        raise DiffusiaError(
+            "bf16 float layers need a CPU with AVX-512 BF16 or AMX, and this one has neither (OpenVINO would "
+            "emulate them slowly): drop --runtime-precision"
+        )
+
+
 def runtime_of(pipe) -> str:
     """The runtime `pipe`'s U-Net runs on."""
     return getattr(pipe.unet, "runtime", "torch")
@@ -118,6 +136,7 @@ __all__ = [
     "FASTEST",
     "MANIFEST",
     "PRECISIONS",
+    "check_precision",
     "RUNTIMES",
     "deploy",
     "export_runtime",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -223,3 +224,50 @@ def test_an_sdxl_pipeline_evaluates(tmp_path):
     components = w8a8["latency"]["components_per_image"]
     assert components["text_encoder"]["median"] > 0 and components["text_encoder_2"]["median"] > 0
     assert 0.3 < res["quality"]["variants"]["w8a8"]["overall"]["ssim"]["mean"] <= 1.0
+
+
+def test_variants_run_on_openvino_in_every_measurement(micro_pipeline_dir, prompt_file, tmp_path):
+    """Memory, latency and the images sharded over two processes come from the OpenVINO U-Net, its float layers in
+    bf16 where the CPU has bf16 units; the report says so."""
+    from diffusia import load_pipeline
+    from diffusia.eval.images import load_images, make_jobs, render, to_uint8
+    from diffusia.generate import GenerationConfig
+    from diffusia.prompts import load_prompts
+    from diffusia.quant import cpu
+
+    precision = "bf16" if cpu.has_native_half("bf16") else "f32"
+    if precision == "f32":
+        with pytest.raises(DiffusiaError, match="need a CPU with AVX-512 BF16 or AMX"):
+            evaluate(str(micro_pipeline_dir), "fp32", out=tmp_path / "x", runtime="openvino", runtime_precision="bf16")
+    size = dict(steps=2, height=32, width=32)
+    res = evaluate(
+        str(micro_pipeline_dir),
+        "w8a8",
+        prompts=str(prompt_file),
+        num=2,
+        out=tmp_path / "run",
+        runs=1,
+        warmup=0,
+        threads=1,
+        calib_size=2,
+        processes=2,
+        quality=False,
+        progress=False,
+        runtime="openvino",
+        runtime_precision=precision,
+        **size,
+    )
+    v = res["variants"]["w8a8"]
+    assert (v["runtime"], v["runtime_precision"]) == ("openvino", precision)
+    assert v["latency"]["end_to_end"]["median"] > 0
+    label = "openvino" + (" (bf16 float layers)" if precision == "bf16" else "")
+    assert f"{label}: w8a8" in (tmp_path / "run" / "report.md").read_text()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the shards' threads: the same OpenVINO kernels
+    try:
+        pipe = load_pipeline(v["folder"], progress=False, runtime="openvino", runtime_precision=precision, threads=1)
+        jobs = make_jobs(load_prompts(str(prompt_file)), 2, 42)
+        expected = to_uint8(render(pipe, jobs, GenerationConfig(**size)))
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(to_uint8(load_images(tmp_path / "run" / "images" / "w8a8", 2)), expected)
