@@ -67,12 +67,15 @@ class Sampling:
 
 
 def unet_id(unet: nn.Module) -> str:
-    """A fingerprint of a float U-Net: its config and, per parameter, name, shape and sum (6 significant digits,
-    so that another CPU's summation order does not change it)."""
+    """A fingerprint of a float U-Net: its config and, per parameter, name, shape and the bytes of up to 4096
+    evenly strided values (exact, and milliseconds even for SDXL; any fine-tune changes them)."""
     h = hashlib.sha256(json.dumps(dict(getattr(unet, "config", {})), sort_keys=True, default=str).encode())
     with torch.no_grad():
         for name, p in unet.named_parameters():
-            h.update(f"{name}{tuple(p.shape)}{float(torch.sum(p, dtype=torch.float64)):.6e}".encode())
+            flat = p.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 4096)].float().cpu().contiguous()
+            h.update(f"{name}{tuple(p.shape)}".encode())
+            h.update(sample.numpy().tobytes())
     return h.hexdigest()[:16]
 
 
