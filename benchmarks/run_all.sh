@@ -21,6 +21,8 @@ run openvino_profile    benchmarks/openvino_profile.py           # OpenVINO per-
 run torch_path          benchmarks/torch_path.py                 # diffusia's PyTorch path: channels-last, SDPA, profile
 run calibration_time    benchmarks/calibration_time.py
 run calibration_time_sd benchmarks/calibration_time.py --model sd15-arch --calib-size 4 --calib-steps 8 --calib-resolution 256
+run shared_calibration  benchmarks/shared_calibration.py
+run shared_calibration_sd benchmarks/shared_calibration.py --model sd15-arch --calib-size 4 --calib-steps 8 --calib-resolution 256
 run generation_rt_tiny  benchmarks/generation_runtimes.py --model tiny --runs 5
 run generation_rt       benchmarks/generation_runtimes.py        # sd15-arch at 512x512 per runtime, ~50 min
 # the full study, timed (the README's `make run`)
