@@ -76,9 +76,12 @@ def build(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     info["nncf_calibration_calls"] = len(calls)
     del calls
     t0 = time.perf_counter()
+    recipe = get_preset(args.preset)
+    if args.calibrator != "preset":
+        recipe = recipe.replace(calibrator=args.calibrator)
     quantize_pipeline(
         pipe,
-        get_preset(args.preset),
+        recipe,
         prompts,
         calib_size=args.calib_size,
         steps=args.calib_steps,
@@ -233,7 +236,9 @@ def to_markdown(res: dict[str, Any]) -> str:
         f"Machine: {m['cpu']} (class `{m['class']}`), {m['threads']} threads, load average "
         f"{m['load_start']:.2f} at start; {m['date']}; {', '.join(f'{k} {v}' for k, v in m['versions'].items())}.",
         "",
-        f"diffusia preset `{res['preset']}`, calibrated on {res['calib_size']} prompt(s) x "
+        f"diffusia preset `{res['preset']}`"
+        + (f" with the {res['calibrator']} calibrator" if res.get("calibrator", "preset") != "preset" else "")
+        + f", calibrated on {res['calib_size']} prompt(s) x "
         f"{res['calib_steps']} sampler steps ({b['diffusia_calibration_s_per_prompt']} s per prompt); NNCF "
         f"calibrated on the {b['nncf_calibration_calls']} U-Net inputs of the same trajectories.",
         "",
@@ -268,6 +273,7 @@ def main() -> None:
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--model", default="sd15-arch", choices=("sd15-arch", "tiny"))
     ap.add_argument("--preset", default="w8a8x2")
+    ap.add_argument("--calibrator", default="preset", choices=("preset", "minmax", "percentile", "mse"))
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--calib-size", type=int, default=2)
@@ -320,6 +326,7 @@ def main() -> None:
         "model": args.model,
         "random": args.model == "sd15-arch",
         "preset": args.preset,
+        "calibrator": args.calibrator,
         "steps": args.steps,
         "runs": args.runs,
         "calib_size": args.calib_size,
@@ -336,7 +343,10 @@ def main() -> None:
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
     }
-    stem = args.out / f"generation_runtimes_{args.model}"
+    variant = (f"_{args.preset}" if args.preset != "w8a8x2" else "") + (
+        f"_{args.calibrator}" if args.calibrator != "preset" else ""
+    )
+    stem = args.out / f"generation_runtimes_{args.model}{variant}"
     write_results(stem, res, to_markdown(res))
 
 
