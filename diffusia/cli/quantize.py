@@ -17,6 +17,12 @@ def _targets() -> tuple[str, ...]:
     return TARGETS
 
 
+def _calibrators() -> tuple[str, ...]:
+    from diffusia.config import CALIBRATORS
+
+    return CALIBRATORS
+
+
 def _formats() -> tuple[str, ...]:
     from diffusia.runtime.artifact import EXPORTED
 
@@ -38,6 +44,12 @@ def quantize(
         "Square image size calibrated at, in pixels (default: the model's); calibrate at the size you deploy."
     ),
     timestep_groups: int | None = o.timestep_groups(),
+    calibrator: str | None = o.choice(
+        None,
+        _calibrators,
+        "Activation-range calibrator: percentile (the recipe's, 99.9th by default), minmax or mse "
+        "(least squared quantization error; lower error wherever measured). Default: the recipe's.",
+    ),
     rule: list[str] | None = typer.Option(None, help="Per-layer override PATTERN=PRECISION (glob or re:regex)."),
     overwrite: bool = o.overwrite(),
     target: str | None = o.choice(
@@ -67,6 +79,8 @@ def quantize(
     r = load_recipe(recipe, timestep_groups, rule)
     if target is not None:
         r = r.replace(target=target)
+    if calibrator is not None:
+        r = r.replace(calibrator=calibrator)
     runtimes = tuple(dict.fromkeys(resolve(x.strip()) for x in (runtime or "").split(",") if x.strip()))
     runtimes = tuple(x for x in runtimes if x != "torch")
     prompts = load_prompts(calib_prompts, model=model)

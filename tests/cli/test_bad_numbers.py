@@ -44,6 +44,7 @@ CASES = [
     ("quantize", "--calib-batch", "0", "from 1 to 64"),
     ("quantize", "--calib-batch", "65", "from 1 to 64"),
     ("quantize", "--timestep-groups", "0", "from 1 to 1000"),
+    ("quantize", "--calibrator", "kl", "not one of percentile, minmax, mse"),
     ("quantize", "--calib-resolution", "100", "a multiple of 8 from 64 to 2048"),
     ("quantize", "--calib-resolution", "4096", "a multiple of 8 from 64 to 2048"),
     ("quantize", "--device", "tpu", "unknown device"),
