@@ -4,9 +4,10 @@ OpenVINO's own per-node profiling (PERF_COUNT), summed by node type and by kerne
 
     python benchmarks/openvino_profile.py                      # sd15-arch, 32x32 latent, batch 2, ~10 min
     python benchmarks/openvino_profile.py --model tiny
-Writes benchmarks/results/<class>/openvino_profile_<model>.{json,md}. Same U-Net, inputs and calibration as
-`backends.py` (4 seeded Gaussian calibration inputs for sd15-arch); diffusia's preset with the MSE calibrator,
-NNCF with its defaults. Profiling adds a little overhead to every node, so the totals exceed the plain step times.
+    python benchmarks/openvino_profile.py --preset w8a8x2 --no-nncf   # openvino_profile_sd15-arch_w8a8x2
+Writes benchmarks/results/<class>/openvino_profile_<model>[_<preset>].{json,md}. Same U-Net, inputs and
+calibration as `backends.py` (4 seeded Gaussian calibration inputs for sd15-arch); diffusia's preset (default
+w8a8) with the MSE calibrator, NNCF with its defaults. Profiling adds a little overhead to every node, so the totals exceed the plain step times.
 """
 
 from __future__ import annotations
@@ -46,18 +47,21 @@ def profile(compiled, feeds: dict, repeats: int) -> dict:
         walls.append(time.perf_counter() - t0)
         by_type: dict = collections.defaultdict(float)
         by_exec: dict = collections.defaultdict(float)
+        nodes = []
         for info in request.get_profiling_info():
             if info.status.name != "EXECUTED":
                 continue
             us = info.real_time.total_seconds() * 1e6
             by_type[info.node_type] += us
             by_exec[f"{info.node_type} / {info.exec_type}"] += us
-        totals.append({"type": by_type, "exec": by_exec})
+            nodes.append((info.node_name, info.node_type, info.exec_type, us / 1e3))
+        totals.append({"type": by_type, "exec": by_exec, "nodes": sorted(nodes, key=lambda n: -n[3])[:60]})
     pick = totals[len(totals) // 2]
     return {
         "wall_ms": statistics.median(walls) * 1e3,
         "by_type_ms": {k: v / 1e3 for k, v in sorted(pick["type"].items(), key=lambda kv: -kv[1])},
         "by_exec_ms": {k: v / 1e3 for k, v in sorted(pick["exec"].items(), key=lambda kv: -kv[1])},
+        "slowest_nodes": [dict(zip(("name", "type", "exec", "ms"), n)) for n in pick["nodes"]],
     }
 
 
@@ -67,6 +71,8 @@ def main() -> None:
     ap.add_argument("--latent", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--preset", default="w8a8", help="diffusia's preset (its calibrator set to mse)")
+    ap.add_argument("--no-nncf", action="store_true", help="profile diffusia's graph only")
     ap.add_argument("--out", type=Path, default=results_dir())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -93,12 +99,13 @@ def main() -> None:
     unet = load_unet(args.model, work)
     fp32 = ov.convert_model(str(export_unet(unet, work / "fp32.onnx", dynamic=True, float_ok=True)))
     fp32.reshape({k: v.shape for k, v in feeds.items()})
-    nncf_model = nncf.quantize(
-        fp32, nncf.Dataset([dict(zip(feeds, (t.numpy() for t in x))) for x in calib]), subset_size=len(calib)
-    )
-    results["nncf_int8"] = profile(core.compile_model(nncf_model, "CPU", config), feeds, args.repeats)
-    del nncf_model, fp32
-    api.quantize(unet, get_preset("w8a8").replace(calibrator="mse"))
+    if not args.no_nncf:
+        data = nncf.Dataset([dict(zip(feeds, (t.numpy() for t in x))) for x in calib])
+        nncf_model = nncf.quantize(fp32, data, subset_size=len(calib))
+        results["nncf_int8"] = profile(core.compile_model(nncf_model, "CPU", config), feeds, args.repeats)
+        del nncf_model
+    del fp32
+    api.quantize(unet, get_preset(args.preset).replace(calibrator="mse"))
     with torch.no_grad(), api.calibrate(unet):
         for x in calib:
             unet(*x)
@@ -107,7 +114,7 @@ def main() -> None:
     model = core.read_model(str(work / "diffusia" / manifest["files"][0]))
     model.reshape({k: v.shape for k, v in feeds.items()})
     for precision in ("f32", "bf16"):
-        results[f"diffusia_w8a8_mse_{precision}"] = profile(
+        results[f"diffusia_{args.preset}_mse_{precision}"] = profile(
             core.compile_model(model, "CPU", {**config, "INFERENCE_PRECISION_HINT": precision}), feeds, args.repeats
         )
     res = {
@@ -133,7 +140,7 @@ def main() -> None:
         lines += [f"## {name}: {r['wall_ms']:.0f} ms wall", "", "| node type / kernel | ms |", "|---|---|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in list(r["by_exec_ms"].items())[:15]]
         lines.append("")
-    stem = args.out / f"openvino_profile_{args.model}"
+    stem = args.out / f"openvino_profile_{args.model}{'' if args.preset == 'w8a8' else '_' + args.preset}"
     write_results(stem, res, "\n".join(lines))
 
 
