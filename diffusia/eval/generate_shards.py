@@ -28,9 +28,8 @@ def run_shard(task: dict[str, Any]) -> list[int]:
     import torch
     from accelerate import PartialState
 
-    from diffusia import load_pipeline
     from diffusia.eval.images import jobs_from_dicts, render, save_images
-    from diffusia.eval.worker import generation_config
+    from diffusia.eval.worker import generation_config, load_variant
 
     if task.get("threads"):
         torch.set_num_threads(int(task["threads"]))
@@ -42,15 +41,7 @@ def run_shard(task: dict[str, Any]) -> list[int]:
     with state.split_between_processes(jobs) as mine:
         mine = list(mine)
         if mine:
-            pipe = load_pipeline(
-                task["folder"],
-                device=device,
-                dtype=task.get("dtype"),
-                progress=False,
-                runtime=task.get("runtime"),
-                threads=task.get("threads"),
-                runtime_precision=task.get("runtime_precision", "f32"),
-            )
+            pipe = load_variant(task, device, task.get("threads"))
             images = render(pipe, mine, generation_config(task))
             save_images(images, [j.index for j in mine], task["images_dir"])
     log.info("process %d of %d rendered %d images", state.process_index, state.num_processes, len(mine))

@@ -46,23 +46,26 @@ def generation_config(task: dict[str, Any], seed: int | None = None) -> Generati
     )
 
 
-def run_interleaved(task: dict[str, Any]) -> dict[str, Any]:
-    """Latency of every variant of task["variants"], interleaved in this one process."""
+def load_variant(spec: dict[str, Any], device: str, threads: int | None):
+    """The pipeline of a task's variant: its folder, dtype, runtime and runtime precision."""
     from diffusia import load_pipeline
 
+    return load_pipeline(
+        spec["folder"],
+        device=device,
+        dtype=spec.get("dtype"),
+        progress=False,
+        runtime=spec.get("runtime"),
+        threads=threads,
+        runtime_precision=spec.get("runtime_precision", "f32"),
+    )
+
+
+def run_interleaved(task: dict[str, Any]) -> dict[str, Any]:
+    """Latency of every variant of task["variants"], interleaved in this one process."""
+
     device = task.get("device", "cpu")
-    pipes = {
-        v["name"]: load_pipeline(
-            v["folder"],
-            device=device,
-            dtype=v.get("dtype"),
-            progress=False,
-            runtime=v.get("runtime"),
-            threads=task.get("threads"),
-            runtime_precision=v.get("runtime_precision", "f32"),
-        )
-        for v in task["variants"]
-    }
+    pipes = {v["name"]: load_variant(v, device, task.get("threads")) for v in task["variants"]}
     first = jobs_from_dicts(task["jobs"])[0]
     return {
         "latency": measure_interleaved(
@@ -77,7 +80,6 @@ def run_interleaved(task: dict[str, Any]) -> dict[str, Any]:
 
 def run(task: dict[str, Any]) -> dict[str, Any]:
     """Do the task in this process (it must be fresh for the memory numbers to mean anything)."""
-    from diffusia import load_pipeline
 
     if task.get("threads"):
         torch.set_num_threads(int(task["threads"]))
@@ -86,15 +88,7 @@ def run(task: dict[str, Any]) -> dict[str, Any]:
     device = task.get("device", "cpu")
     mem = PeakMemory(device)
     t0 = time.perf_counter()
-    pipe = load_pipeline(
-        task["folder"],
-        device=device,
-        dtype=task.get("dtype"),
-        progress=False,
-        runtime=task.get("runtime"),
-        threads=task.get("threads"),
-        runtime_precision=task.get("runtime_precision", "f32"),
-    )
+    pipe = load_variant(task, device, task.get("threads"))
     load_s = time.perf_counter() - t0
     mem.mark("load")
     jobs = jobs_from_dicts(task["jobs"])
