@@ -16,7 +16,14 @@ import numpy as np
 
 from diffusia.errors import DiffusiaError
 from diffusia.eval.images import Job, load_images, make_jobs
-from diffusia.eval.variants import Variant, check_compatible, folder_bytes, materialise, parse_variants
+from diffusia.eval.variants import (
+    Variant,
+    check_compatible,
+    folder_bytes,
+    materialise,
+    parse_variants,
+    shared_observations,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,26 +149,6 @@ def quiet_loading() -> Iterator[None]:
             tlog.enable_progress_bar()
 
 
-def _shared_observations(pipe, specs: list[Variant], calib, calib_size: int, steps: int, guidance: float):
-    """One sampling pass of the calibration prompts for the presets that calibrate with the same settings, when
-    two or more do (`diffusia.calib.observations`); else None."""
-    from collections import Counter
-
-    from diffusia.calib.observations import Observations, ObserverSettings
-    from diffusia.config import get_preset
-    from diffusia.prompts import take
-    from diffusia.quant.pipeline import CALIBRATION_BATCH, recipe_calibrates
-
-    recipes = [r for r in (get_preset(v.value) for v in specs if v.kind == "preset") if recipe_calibrates(r)]
-    counts = Counter(ObserverSettings.of(r) for r in recipes)
-    if not counts or counts.most_common(1)[0][1] < 2:
-        return None
-    recipe = next(r for r in recipes if ObserverSettings.of(r) == counts.most_common(1)[0][0])
-    prompts = take(calib, calib_size)
-    log.info("observing the calibration once for %d presets", counts.most_common(1)[0][1])
-    return Observations.record(pipe, recipe, prompts, steps, guidance, batch=CALIBRATION_BATCH, progress=False)
-
-
 def evaluate(
     model: str,
     variants: str | list[str] = "fp32,fp16,w8a8",
@@ -241,7 +228,7 @@ def evaluate(
             check_compatible(v.value, base_unet, str(model))
     calib = load_prompts("calibration", model) if any(v.kind == "preset" for v in specs) else None
     if observations is None and calib:
-        observations = _shared_observations(base, specs, calib, calib_size, steps, guidance)
+        observations = shared_observations(base, specs, calib, calib_size, steps, guidance)
     del base
 
     order = sorted(specs, key=lambda v: v.kind != "fp32")  # fp32 first: sizes are relative to it

@@ -181,3 +181,23 @@ def materialise(
 def folder_bytes(folder: str | Path) -> int:
     """Real bytes of the files under a folder (what a device has to store)."""
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def shared_observations(pipe, specs: list[Variant], calib, calib_size: int, steps: int, guidance: float):
+    """One sampling pass of the calibration prompts for the presets that calibrate with the same settings, when
+    two or more do (`diffusia.calib.observations`); else None."""
+    from collections import Counter
+
+    from diffusia.calib.observations import Observations, ObserverSettings
+    from diffusia.config import get_preset
+    from diffusia.prompts import take
+    from diffusia.quant.pipeline import CALIBRATION_BATCH, recipe_calibrates
+
+    recipes = [r for r in (get_preset(v.value) for v in specs if v.kind == "preset") if recipe_calibrates(r)]
+    counts = Counter(ObserverSettings.of(r) for r in recipes)
+    if not counts or counts.most_common(1)[0][1] < 2:
+        return None
+    recipe = next(r for r in recipes if ObserverSettings.of(r) == counts.most_common(1)[0][0])
+    prompts = take(calib, calib_size)
+    log.info("observing the calibration once for %d presets", counts.most_common(1)[0][1])
+    return Observations.record(pipe, recipe, prompts, steps, guidance, batch=CALIBRATION_BATCH, progress=False)
