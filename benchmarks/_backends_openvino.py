@@ -124,7 +124,12 @@ def _nncf(recipe: str) -> Callable[[nn.Module, Ctx], Built]:
 
 
 def _diffusia_on(
-    runtime: str, preset: str, calibrator: str | None = None, precision: str = "f32", symmetric: str | None = None
+    runtime: str,
+    preset: str,
+    calibrator: str | None = None,
+    precision: str = "f32",
+    symmetric: str | None = None,
+    rules: tuple[str, ...] = (),
 ) -> Callable[[nn.Module, Ctx], Built]:
     """diffusia's preset (quantized and calibrated exactly as its torch row) exported with `diffusia.runtime` and
     run by the product's runtime U-Net (static shapes compiled on first call); `precision` of OpenVINO's float
@@ -134,7 +139,7 @@ def _diffusia_on(
         from diffusia.runtime import load_unet
         from diffusia.runtime.artifact import export_runtime
 
-        built = _diffusia(preset, calibrator, symmetric)(unet, ctx)
+        built = _diffusia(preset, calibrator, symmetric, rules)(unet, ctx)
         t0 = time.perf_counter()
         folder = ctx.out / runtime
         manifest = export_runtime(unet, runtime, folder, check=False)
@@ -195,3 +200,11 @@ for _name, (_how, _what) in {
             _diffusia_on("openvino", "w8a8", "mse", _precision, symmetric=_how),
             f"diffusia W8A8 on OpenVINO, {_what} (experiment), float layers in {_precision}",
         )
+
+# Experiment row (SD v1.5 layer names): w8a8x2 with the second digit on the full-resolution blocks' attention and
+# feed-forward layers only; their resnet and down-sampling convolutions take one digit.
+FULL_RES_CONVS = r"re:(down_blocks\.0|up_blocks\.3)\.(resnets\.\d+\.(conv1|conv2|conv_shortcut)|downsamplers\.0\.conv)"
+BACKENDS["diffusia_w8a8x2_attn_ov"] = (
+    _diffusia_on("openvino", "w8a8x2", rules=(f"{FULL_RES_CONVS}=w8a8",)),
+    "diffusia w8a8x2 on OpenVINO, second digit on the full-resolution attention/feed-forward only (experiment)",
+)

@@ -109,16 +109,17 @@ def _symmetric_activations(unet: nn.Module, search: bool) -> int:
 
 
 def _diffusia(
-    preset: str, calibrator: str | None = None, symmetric: str | None = None
+    preset: str, calibrator: str | None = None, symmetric: str | None = None, rules: tuple[str, ...] = ()
 ) -> Callable[[nn.Module, Ctx], Built]:
     """diffusia's preset; the calibrator is `calibrator` if given, else the run's --calibrator; `symmetric`
-    ("widen" or "search"): the experiment of _symmetric_activations."""
+    ("widen" or "search"): the experiment of _symmetric_activations; `rules` (PATTERN=PRECISION) appended to the
+    preset's, as `diffusia quantize --rule` does."""
 
     def build(unet: nn.Module, ctx: Ctx) -> Built:
-        from diffusia.config import get_preset
+        from diffusia.config import load_recipe
         from diffusia.quant import api
 
-        recipe = get_preset(preset)
+        recipe = load_recipe(preset, rules=list(rules))
         if (calibrator or ctx.calibrator) != "preset":
             recipe = recipe.replace(calibrator=calibrator or ctx.calibrator)
         from diffusia.quant.pipeline import needs_calibration
@@ -137,9 +138,8 @@ def _diffusia(
             notes.append(f"activation ranges of {n} layers made symmetric ({symmetric}; experiment)")
         api.freeze(unet)
         counts = Counter(p for p in plan.values() if p in precision_names() and get_precision(p).weight_bits <= 8)
-        notes.insert(
-            0, f"{', '.join(f'{n} {p}' for p, n in counts.items())} of {len(plan)} Conv2d/Linear (default policy)"
-        )
+        policy = f"rules {', '.join(rules)}" if rules else "default policy"
+        notes.insert(0, f"{', '.join(f'{n} {p}' for p, n in counts.items())} of {len(plan)} Conv2d/Linear ({policy})")
         path = _safetensors(unet, ctx.out / "diffusia_unet.safetensors")  # as save_quantized_pipeline writes it
         qmap = ctx.out / "quantization_map.json"
         qmap.write_text(json.dumps(api.quantization_map(unet)))
