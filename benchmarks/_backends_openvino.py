@@ -204,7 +204,9 @@ for _name, (_how, _what) in {
 # Experiment row (SD v1.5 layer names): w8a8x2 with the second digit on the full-resolution blocks' attention and
 # feed-forward layers only; their resnet and down-sampling convolutions take one digit.
 FULL_RES_CONVS = r"re:(down_blocks\.0|up_blocks\.3)\.(resnets\.\d+\.(conv1|conv2|conv_shortcut)|downsamplers\.0\.conv)"
-BACKENDS["diffusia_w8a8x2_attn_ov"] = (
-    _diffusia_on("openvino", "w8a8x2", rules=(f"{FULL_RES_CONVS}=w8a8",)),
-    "diffusia w8a8x2 on OpenVINO, second digit on the full-resolution attention/feed-forward only (experiment)",
-)
+for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
+    BACKENDS["diffusia_w8a8x2_attn_ov" + _suffix] = (
+        _diffusia_on("openvino", "w8a8x2", precision=_precision, rules=(f"{FULL_RES_CONVS}=w8a8",)),
+        "diffusia w8a8x2 on OpenVINO, second digit on the full-resolution attention/feed-forward only (experiment), "
+        f"float layers in {_precision}",
+    )
