@@ -86,7 +86,9 @@ def _weighted_matmuls(model) -> list[str]:
     return names
 
 
-def _nncf(recipe: str) -> Callable[[nn.Module, Ctx], Built]:
+def _nncf(recipe: str, precision: str = "f32") -> Callable[[nn.Module, Ctx], Built]:
+    """NNCF's recipe on the FP32 OpenVINO model; `precision` of OpenVINO's float layers (INT8 ones stay INT8)."""
+
     def build(unet: nn.Module, ctx: Ctx) -> Built:
         import nncf
 
@@ -114,9 +116,9 @@ def _nncf(recipe: str) -> Callable[[nn.Module, Ctx], Built]:
         qsecs = time.perf_counter() - t0
         files = _save_ir(model, ctx.out)
         return Built(
-            _compiled(files[0], ctx.threads),
+            _compiled(files[0], ctx.threads, precision),
             files,
-            [f"{note}; {qsecs:.0f} s"],
+            [f"{note}; {qsecs:.0f} s; float layers in {precision}"],
             {"export_s": round(secs, 1), "quantize_s": round(qsecs, 1)},
         )
 
@@ -172,6 +174,11 @@ BACKENDS = {
     "nncf_int8_transformer": (_nncf("transformer"), "OpenVINO + NNCF INT8, model_type=TRANSFORMER"),
     "nncf_hybrid": (_nncf("hybrid"), "OpenVINO + NNCF hybrid (weight-only MatMuls, INT8 rest)"),
     "nncf_w8": (_nncf("w8"), "OpenVINO + NNCF weight-only INT8"),
+    "nncf_int8_bf16": (_nncf("default", "bf16"), "OpenVINO + NNCF INT8 (defaults), float layers in bf16"),
+    "nncf_int8_transformer_bf16": (
+        _nncf("transformer", "bf16"),
+        "OpenVINO + NNCF INT8, model_type=TRANSFORMER, float layers in bf16",
+    ),
     "diffusia_w8a8_ov": (_diffusia_on("openvino", "w8a8"), "diffusia W8A8 on OpenVINO"),
     "diffusia_w8a8_mse_ov": (_diffusia_on("openvino", "w8a8", "mse"), "diffusia W8A8 (MSE calibrator) on OpenVINO"),
     "diffusia_w8a8x2_ov": (_diffusia_on("openvino", "w8a8x2"), "diffusia w8a8x2 on OpenVINO"),

@@ -47,7 +47,13 @@ RESULTS = results_dir()
 log = logging.getLogger("bench_backends")
 
 FP32_PATHS = ("fp32_eager", "fp32_compile", "ort_fp32", "ov_fp32")
-NNCF_INT8 = ("nncf_int8", "nncf_int8_transformer", "nncf_hybrid")  # the INT8 peers of diffusia on OpenVINO
+NNCF_INT8 = (  # the INT8 peers of diffusia on OpenVINO
+    "nncf_int8",
+    "nncf_int8_transformer",
+    "nncf_hybrid",
+    "nncf_int8_bf16",
+    "nncf_int8_transformer_bf16",
+)
 PREIMPORT = {
     "ort_": ("onnx", "onnxruntime", "onnxruntime.quantization"),
     "torchao": ("torchao.quantization",),
