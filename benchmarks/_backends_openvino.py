@@ -217,3 +217,42 @@ for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
         "diffusia w8a8x2 on OpenVINO, second digit on the full-resolution attention/feed-forward only (experiment), "
         f"float layers in {_precision}",
     )
+
+
+def _pad_first(make_forward: Callable[[nn.Module], Callable]) -> Callable[[nn.Module], Callable]:
+    """Experiment: a padded Conv2d's zero padding applied in float before its input's QDQ pair (0.0 quantizes to
+    the zero point exactly, so the codes are unchanged) and the INT8 convolution itself unpadded, whose zero-point
+    compensation is then one constant per output channel. Wraps `diffusia.export.onnx._qdq_forward`."""
+    import torch.nn.functional as F
+
+    def make(m: nn.Module) -> Callable:
+        if not (isinstance(m, nn.Conv2d) and m.spec.act_digits and any(m.padding) and m.padding_mode == "zeros"):
+            return make_forward(m)
+        ph, pw = m.padding
+        m.padding = (0, 0)  # the module is exported, never run again
+        inner = make_forward(m)
+        return lambda x: inner(F.pad(x, (pw, pw, ph, ph)))
+
+    return make
+
+
+def _padded_first(build: Callable[[nn.Module, Ctx], Built]) -> Callable[[nn.Module, Ctx], Built]:
+    def run(unet: nn.Module, ctx: Ctx) -> Built:
+        from diffusia.export import onnx as qdq
+
+        qdq._qdq_forward = _pad_first(qdq._qdq_forward)  # this worker process only
+        built = build(unet, ctx)
+        built.notes.append("padded convolutions: zero padding in float before the QDQ pair (experiment)")
+        return built
+
+    return run
+
+
+BACKENDS["diffusia_w8a8_mse_padfirst_ov"] = (
+    _padded_first(_diffusia_on("openvino", "w8a8", "mse")),
+    "diffusia W8A8 (MSE calibrator) on OpenVINO, padding before quantization (experiment)",
+)
+BACKENDS["diffusia_w8a8x2_padfirst_ov"] = (
+    _padded_first(_diffusia_on("openvino", "w8a8x2")),
+    "diffusia w8a8x2 on OpenVINO, padding before quantization (experiment)",
+)
