@@ -256,3 +256,56 @@ BACKENDS["diffusia_w8a8x2_padfirst_ov"] = (
     _padded_first(_diffusia_on("openvino", "w8a8x2")),
     "diffusia w8a8x2 on OpenVINO, padding before quantization (experiment)",
 )
+
+
+def _zero_point_folded(make_forward: Callable[[nn.Module], Callable]) -> Callable[[nn.Module], Callable]:
+    """Experiment: a padded one-digit Conv2d quantizes x + zp*s with zero point 0 (the same codes) after padding
+    in float, and takes zp*s*sum(W) off its bias, so OpenVINO's INT8 convolution has neither a zero point nor
+    padding. Wraps `diffusia.export.onnx._qdq_forward`."""
+    import torch.nn.functional as F
+
+    def make(m: nn.Module) -> Callable:
+        if not (isinstance(m, nn.Conv2d) and m.spec.act_digits == 1 and m.spec.onnx_int8_weight and any(m.padding)):
+            return make_forward(m)
+        (scale, zp), qmax = m.act_qparams(m.group), int(m.settings.act_qmax)
+        w_float = m.spec.dequantize(m.frozen_buffers(), m.weight_shape)
+        w_scale = m.weight_scale.float()
+        w = torch.fake_quantize_per_channel_affine(
+            w_float, w_scale, torch.zeros_like(w_scale, dtype=torch.int32), 0, -128, 127
+        )
+        shift = zp * scale
+        bias = (torch.zeros(w.shape[0]) if m.bias is None else m.bias.detach().float()) - shift * w.sum((1, 2, 3))
+        ph, pw = m.padding
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            x = F.pad(x, (pw, pw, ph, ph)) + shift
+            if qmax < 255:  # as diffusia.export.onnx._fake_quant
+                x = torch.clamp(x, 0.0, qmax * scale)
+            x = torch.fake_quantize_per_tensor_affine(x, scale, 0, 0, 255)
+            return F.conv2d(x, w, bias, m.stride, 0, m.dilation, m.groups)
+
+        return forward
+
+    return make
+
+
+def _with_forward(build: Callable[[nn.Module, Ctx], Built], wrap, note: str) -> Callable[[nn.Module, Ctx], Built]:
+    def run(unet: nn.Module, ctx: Ctx) -> Built:
+        from diffusia.export import onnx as qdq
+
+        qdq._qdq_forward = wrap(qdq._qdq_forward)  # this worker process only
+        built = build(unet, ctx)
+        built.notes.append(note)
+        return built
+
+    return run
+
+
+BACKENDS["diffusia_w8a8_mse_zpfold_ov"] = (
+    _with_forward(
+        _diffusia_on("openvino", "w8a8", "mse"),
+        _zero_point_folded,
+        "padded convolutions: x + zp*s quantized with zero point 0 after padding in float, bias folded (experiment)",
+    ),
+    "diffusia W8A8 (MSE calibrator) on OpenVINO, padded convolutions without zero point (experiment)",
+)
