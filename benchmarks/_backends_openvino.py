@@ -270,10 +270,9 @@ def _zero_point_folded(make_forward: Callable[[nn.Module], Callable]) -> Callabl
         (scale, zp), qmax = m.act_qparams(m.group), int(m.settings.act_qmax)
         w_float = m.spec.dequantize(m.frozen_buffers(), m.weight_shape)
         w_scale = m.weight_scale.float()
-        w = torch.fake_quantize_per_channel_affine(
-            w_float, w_scale, torch.zeros_like(w_scale, dtype=torch.int32), 0, -128, 127
-        )
+        zeros = torch.zeros_like(w_scale, dtype=torch.int32)
         shift = zp * scale
+        w = torch.fake_quantize_per_channel_affine(w_float, w_scale, zeros, 0, -128, 127)
         bias = (torch.zeros(w.shape[0]) if m.bias is None else m.bias.detach().float()) - shift * w.sum((1, 2, 3))
         ph, pw = m.padding
 
@@ -282,7 +281,9 @@ def _zero_point_folded(make_forward: Callable[[nn.Module], Callable]) -> Callabl
             if qmax < 255:  # as diffusia.export.onnx._fake_quant
                 x = torch.clamp(x, 0.0, qmax * scale)
             x = torch.fake_quantize_per_tensor_affine(x, scale, 0, 0, 255)
-            return F.conv2d(x, w, bias, m.stride, 0, m.dilation, m.groups)
+            # the weight's QDQ pair inside the graph, as _qdq_forward (it becomes an int8 initializer)
+            wq = torch.fake_quantize_per_channel_affine(w_float, w_scale, zeros, 0, -128, 127)
+            return F.conv2d(x, wq, bias, m.stride, 0, m.dilation, m.groups)
 
         return forward
 

@@ -8,6 +8,7 @@ mkdir -p benchmarks/results/logs
 run() { local name=$1; shift; echo "== $name: $*"; "$PY" "$@" > "benchmarks/results/logs/$name.log" 2>&1; }
 
 run tiny_quality        benchmarks/tiny_quality.py
+run w8a8_ssim_tiny      benchmarks/w8a8_ssim_tiny.py             # W8A8 SSIM vs FP32 on the study's images, two calibrators
 run eval_speed          benchmarks/eval_speed.py --source tiny
 run backends            benchmarks/backends.py --budget 120      # tiny and sd15-arch (32x32), ~55 min
 run generation_memory   benchmarks/generation_memory.py --model sd15-arch

@@ -78,3 +78,14 @@ def test_versus_nncf_compares_diffusia_on_openvino_with_the_fastest_nncf_int8_ro
     assert "`nncf_int8_transformer`, 100 ms, 6.00 %" in lines[0]  # weight-only nncf_w8 is not an INT8 peer
     assert [ln for ln in lines if ln.startswith("- ")] == ["- `diffusia_w8a8_ov`: step 0.90x, error 0.50x (3.00 %)"]
     assert bb.versus_nncf([_row("diffusia_w8a8_ov", 90, 1, 0.03)]) == []
+
+
+def test_versus_nncf_counts_nncf_with_bf16_float_layers_as_a_peer():
+    rows = [
+        _row("nncf_int8", 200, 1, 0.08),
+        _row("nncf_int8_bf16", 160, 1, 0.08),
+        _row("diffusia_w8a8_ov", 200, 1, 0.04),
+    ]
+    lines = bb.versus_nncf(rows)
+    assert "`nncf_int8_bf16`, 160 ms" in lines[0]
+    assert "- `diffusia_w8a8_ov`: step 1.25x, error 0.50x (4.00 %)" in lines
