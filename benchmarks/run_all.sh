@@ -19,6 +19,7 @@ run kernels             benchmarks/kernels.py
 run w8a8_schemes        benchmarks/w8a8_schemes.py
 run train_step          benchmarks/train_step.py
 run openvino_profile    benchmarks/openvino_profile.py           # OpenVINO per-node profile, diffusia vs NNCF
+run openvino_graphs     benchmarks/openvino_graphs.py            # what each IR quantizes, compiled precisions
 run torch_path          benchmarks/torch_path.py                 # diffusia's PyTorch path: channels-last, SDPA, profile
 run calibration_time    benchmarks/calibration_time.py
 run calibration_time_sd benchmarks/calibration_time.py --model sd15-arch --calib-size 4 --calib-steps 8 --calib-resolution 256
