@@ -236,24 +236,27 @@ def _pad_first(make_forward: Callable[[nn.Module], Callable]) -> Callable[[nn.Mo
     return make
 
 
-def _padded_first(build: Callable[[nn.Module, Ctx], Built]) -> Callable[[nn.Module, Ctx], Built]:
+def _with_forward(build: Callable[[nn.Module, Ctx], Built], wrap, note: str) -> Callable[[nn.Module, Ctx], Built]:
+    """`build` with the export's QDQ forwards replaced by `wrap(diffusia.export.onnx._qdq_forward)` (experiments)."""
+
     def run(unet: nn.Module, ctx: Ctx) -> Built:
         from diffusia.export import onnx as qdq
 
-        qdq._qdq_forward = _pad_first(qdq._qdq_forward)  # this worker process only
+        qdq._qdq_forward = wrap(qdq._qdq_forward)  # this worker process only
         built = build(unet, ctx)
-        built.notes.append("padded convolutions: zero padding in float before the QDQ pair (experiment)")
+        built.notes.append(note)
         return built
 
     return run
 
 
+PAD_FIRST = "padded convolutions: zero padding in float before the QDQ pair (experiment)"
 BACKENDS["diffusia_w8a8_mse_padfirst_ov"] = (
-    _padded_first(_diffusia_on("openvino", "w8a8", "mse")),
+    _with_forward(_diffusia_on("openvino", "w8a8", "mse"), _pad_first, PAD_FIRST),
     "diffusia W8A8 (MSE calibrator) on OpenVINO, padding before quantization (experiment)",
 )
 BACKENDS["diffusia_w8a8x2_padfirst_ov"] = (
-    _padded_first(_diffusia_on("openvino", "w8a8x2")),
+    _with_forward(_diffusia_on("openvino", "w8a8x2"), _pad_first, PAD_FIRST),
     "diffusia w8a8x2 on OpenVINO, padding before quantization (experiment)",
 )
 
@@ -288,18 +291,6 @@ def _zero_point_folded(make_forward: Callable[[nn.Module], Callable]) -> Callabl
         return forward
 
     return make
-
-
-def _with_forward(build: Callable[[nn.Module, Ctx], Built], wrap, note: str) -> Callable[[nn.Module, Ctx], Built]:
-    def run(unet: nn.Module, ctx: Ctx) -> Built:
-        from diffusia.export import onnx as qdq
-
-        qdq._qdq_forward = wrap(qdq._qdq_forward)  # this worker process only
-        built = build(unet, ctx)
-        built.notes.append(note)
-        return built
-
-    return run
 
 
 BACKENDS["diffusia_w8a8_mse_zpfold_ov"] = (
