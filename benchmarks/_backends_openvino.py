@@ -132,16 +132,20 @@ def _diffusia_on(
     precision: str = "f32",
     symmetric: str | None = None,
     rules: tuple[str, ...] = (),
+    prepare: Callable[[nn.Module, Ctx], str] | None = None,
 ) -> Callable[[nn.Module, Ctx], Built]:
     """diffusia's preset (quantized and calibrated exactly as its torch row) exported with `diffusia.runtime` and
     run by the product's runtime U-Net (static shapes compiled on first call); `precision` of OpenVINO's float
-    layers (the quantized ones are INT8 either way)."""
+    layers (the quantized ones are INT8 either way); `prepare(unet, ctx)`, an experiment's step between freezing
+    and export, returns its note."""
 
     def build(unet: nn.Module, ctx: Ctx) -> Built:
         from diffusia.runtime import load_unet
         from diffusia.runtime.artifact import export_runtime
 
         built = _diffusia(preset, calibrator, symmetric, rules)(unet, ctx)
+        if prepare is not None:
+            built.notes.append(prepare(unet, ctx))
         t0 = time.perf_counter()
         folder = ctx.out / runtime
         manifest = export_runtime(unet, runtime, folder, check=False)
@@ -301,3 +305,51 @@ BACKENDS["diffusia_w8a8_mse_zpfold_ov"] = (
     ),
     "diffusia W8A8 (MSE calibrator) on OpenVINO, padded convolutions without zero point (experiment)",
 )
+
+
+# Experiment: NNCF also quantizes the tensors its residual additions read, so its convolutions write int8. Here the
+# outputs of the layers that feed a residual addition (resnet conv2 / conv_shortcut, attention to_out.0,
+# feed-forward net.2, transformer proj_out) get a QDQ pair of their own, which OpenVINO fuses into the layer.
+RESIDUAL_BRANCHES = r"(conv2|conv_shortcut|to_out\.0|ff\.net\.2|proj_out)$"
+
+
+def _output_quantizers(pattern: str, calibrator: str = "mse") -> Callable[[nn.Module, Ctx], str]:
+    """A `prepare` step: u8 ranges (`calibrator`) of the outputs of the quantized layers whose names match
+    `pattern`, observed over the calibration inputs on the frozen model, then a QDQ pair after each of them in the
+    export (wraps `diffusia.export.onnx._qdq_forward`)."""
+    import re
+
+    def prepare(unet: nn.Module, ctx: Ctx) -> str:
+        from diffusia.calib.base import get_calibrator
+        from diffusia.export import onnx as qdq
+        from diffusia.quant import api, qmath
+
+        cals = {m: get_calibrator(calibrator) for n, m in api.qmodules(unet).items() if re.search(pattern, n)}
+        cals = {m: c for m, c in cals.items() if m.spec.act_digits}
+        hooks = [m.register_forward_hook(lambda _m, _a, y, c=c: c.collect(y)) for m, c in cals.items()]
+        with torch.no_grad():
+            for x in ctx.calib:
+                unet(*x)
+        for h in hooks:
+            h.remove()
+        qparams = {m: qmath.act_qparams(*c.compute(), 255) for m, c in cals.items()}
+        make_forward = qdq._qdq_forward
+
+        def make(m: nn.Module) -> Callable:
+            forward = make_forward(m)
+            if m not in qparams:
+                return forward
+            scale, zp = qparams[m]
+            return lambda x: torch.fake_quantize_per_tensor_affine(forward(x), scale, zp, 0, 255)
+
+        qdq._qdq_forward = make  # this worker process only
+        return f"outputs of {len(qparams)} layers ({pattern}) quantized u8, {calibrator} ranges (experiment)"
+
+    return prepare
+
+
+for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
+    BACKENDS["diffusia_w8a8_mse_outq_ov" + _suffix] = (
+        _diffusia_on("openvino", "w8a8", "mse", _precision, prepare=_output_quantizers(RESIDUAL_BRANCHES)),
+        f"diffusia W8A8 (MSE) on OpenVINO, residual-branch outputs quantized (experiment), float layers in {_precision}",
+    )
