@@ -353,23 +353,3 @@ for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
         _diffusia_on("openvino", "w8a8", "mse", _precision, prepare=_output_quantizers(RESIDUAL_BRANCHES)),
         f"diffusia W8A8 (MSE) on OpenVINO, residual-branch outputs quantized (experiment), float layers in {_precision}",
     )
-
-
-def _split_geglu(unet: nn.Module, ctx: Ctx) -> str:
-    """A `prepare` step: the export writes each GEGLU's projection as two half layers (no split of its output)."""
-    from diffusia.export import onnx as qdq
-
-    qdq.SPLIT_GEGLU = True  # this worker process only
-    return f"{len(qdq._geglus(unet))} GEGLU projections exported as two half layers (experiment)"
-
-
-for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
-    BACKENDS["diffusia_w8a8_mse_geglu_ov" + _suffix] = (
-        _diffusia_on("openvino", "w8a8", "mse", _precision, prepare=_split_geglu),
-        f"diffusia W8A8 (MSE) on OpenVINO, GEGLU projections split in two (experiment), float layers in {_precision}",
-    )
-    BACKENDS["diffusia_w8a8_symmse_geglu_ov" + _suffix] = (
-        _diffusia_on("openvino", "w8a8", "mse", _precision, symmetric="search", prepare=_split_geglu),
-        "diffusia W8A8 on OpenVINO, symmetric ranges of least squared error and GEGLU projections split in two "
-        f"(experiment), float layers in {_precision}",
-    )

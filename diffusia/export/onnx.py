@@ -33,35 +33,27 @@ def _fake_quant(x: torch.Tensor, scale: float, zp: int, qmax: int) -> torch.Tens
     return torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, 255)
 
 
-def _qdq_forward(m, rows: slice | None = None) -> callable:
-    """A forward for a frozen quantized module, written with fake-quant ops that export as QDQ pairs; `rows`: only
-    those output channels (the same codes and scales as the whole layer's)."""
+def _qdq_forward(m) -> callable:
+    """A forward for a frozen quantized module, written with fake-quant ops that export as QDQ pairs."""
     spec = m.spec
     # Unpacking happens here, outside the traced graph: the graph sees one constant per weight. Weights without an
     # int8 form (int4: opset 17 has none, fp16/bf16) are exported dequantized (float) and flagged in the report.
     w_float = spec.dequantize(m.frozen_buffers(), m.weight_shape)
-    if rows is not None:
-        w_float = w_float[rows].clone()
     if spec.onnx_int8_weight:
-        zeros = torch.zeros(w_float.shape[0], dtype=torch.int32)
-
-    def bias() -> torch.Tensor | None:
-        return m.bias if m.bias is None or rows is None else m.bias[rows]
+        scale = m.weight_scale.float()
+        zeros = torch.zeros_like(scale, dtype=torch.int32)
 
     def weight() -> torch.Tensor:
-        if not spec.onnx_int8_weight:
-            return w_float
-        # the scale is sliced in the graph from the layer's buffer: a QDQ pair on constants only would be folded
-        # into one float constant by the exporter
-        scale = m.weight_scale.float() if rows is None else m.weight_scale.float()[rows]
-        return torch.fake_quantize_per_channel_affine(w_float, scale, zeros, 0, -128, 127)
+        if spec.onnx_int8_weight:
+            return torch.fake_quantize_per_channel_affine(w_float, scale, zeros, 0, -128, 127)
+        return w_float
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         if not spec.act_digits:
-            return m._float_op(x, weight(), bias())
+            return m._float_op(x, weight(), m.bias)
         (scale, zp), qmax = m.act_qparams(m.group), int(m.settings.act_qmax)
         x1 = _fake_quant(x, scale, zp, qmax)
-        y = m._float_op(x1, weight(), bias())
+        y = m._float_op(x1, weight(), m.bias)
         if spec.act_digits == 2:  # w8a8x2: the residual's digit through the same weight, no bias
             s2, zp2 = qmath.residual_qparams(scale, qmax)
             y = y + m._float_op(_fake_quant(x - x1, s2, zp2, qmax), weight(), None)
@@ -70,38 +62,17 @@ def _qdq_forward(m, rows: slice | None = None) -> callable:
     return forward
 
 
-SPLIT_GEGLU = False
-
-
-def _split_geglu_forward(geglu: nn.Module) -> callable:
-    """GEGLU (`a, gate = proj(x).chunk(2)`, then `a * gelu(gate)`) with its quantized projection exported as two
-    layers of half the output channels each: the same arithmetic without the split of a large activation, which
-    OpenVINO's CPU plugin runs as a slow reference kernel."""
-    half = geglu.proj.weight_shape[0] // 2
-    value, gate = _qdq_forward(geglu.proj, slice(0, half)), _qdq_forward(geglu.proj, slice(half, None))
-    return lambda hidden_states, *args, **kwargs: value(hidden_states) * geglu.gelu(gate(hidden_states))
-
-
-def _geglus(unet: nn.Module) -> list[nn.Module]:
-    from diffusers.models.activations import GEGLU
-
-    return [g for g in unet.modules() if isinstance(g, GEGLU) and isinstance(g.proj, api.QModuleMixin)]
-
-
 @contextlib.contextmanager
 def qdq_mode(unet: nn.Module) -> Iterator[nn.Module]:
     qmods = api.qmodules(unet)
     if not qmods or any(m.mode != "real" for m in qmods.values()):
         raise DiffusiaError("ONNX export takes a frozen quantized U-Net: run `diffusia quantize` first")
-    patched = list(qmods.values()) + (_geglus(unet) if SPLIT_GEGLU else [])
     for m in qmods.values():
         m.forward = _qdq_forward(m)
-    for g in patched[len(qmods) :]:
-        g.forward = _split_geglu_forward(g)
     try:
         yield unet
     finally:
-        for m in patched:
+        for m in qmods.values():
             del m.forward
 
 
