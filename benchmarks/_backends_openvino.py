@@ -133,6 +133,7 @@ def _diffusia_on(
     symmetric: str | None = None,
     rules: tuple[str, ...] = (),
     prepare: Callable[[nn.Module, Ctx], str] | None = None,
+    activations: str | None = None,
 ) -> Callable[[nn.Module, Ctx], Built]:
     """diffusia's preset (quantized and calibrated exactly as its torch row) exported with `diffusia.runtime` and
     run by the product's runtime U-Net (static shapes compiled on first call); `precision` of OpenVINO's float
@@ -143,7 +144,7 @@ def _diffusia_on(
         from diffusia.runtime import load_unet
         from diffusia.runtime.artifact import export_runtime
 
-        built = _diffusia(preset, calibrator, symmetric, rules)(unet, ctx)
+        built = _diffusia(preset, calibrator, symmetric, rules, activations)(unet, ctx)
         if prepare is not None:
             built.notes.append(prepare(unet, ctx))
         t0 = time.perf_counter()
@@ -193,6 +194,14 @@ BACKENDS = {
     "diffusia_w8a8x2_ov_bf16": (
         _diffusia_on("openvino", "w8a8x2", precision="bf16"),
         "diffusia w8a8x2 on OpenVINO, float layers in bf16",
+    ),
+    "diffusia_w8a8_int8_ov": (
+        _diffusia_on("openvino", "w8a8", "mse", activations="int8"),
+        "diffusia W8A8 (MSE calibrator, --activations int8: symmetric) on OpenVINO",
+    ),
+    "diffusia_w8a8_int8_ov_bf16": (
+        _diffusia_on("openvino", "w8a8", "mse", "bf16", activations="int8"),
+        "diffusia W8A8 (MSE calibrator, --activations int8: symmetric) on OpenVINO, float layers in bf16",
     ),
     "diffusia_w8a8_mse_ort": (
         _diffusia_on("onnxruntime", "w8a8", "mse"),

@@ -109,17 +109,23 @@ def _symmetric_activations(unet: nn.Module, search: bool) -> int:
 
 
 def _diffusia(
-    preset: str, calibrator: str | None = None, symmetric: str | None = None, rules: tuple[str, ...] = ()
+    preset: str,
+    calibrator: str | None = None,
+    symmetric: str | None = None,
+    rules: tuple[str, ...] = (),
+    activations: str | None = None,
 ) -> Callable[[nn.Module, Ctx], Built]:
     """diffusia's preset; the calibrator is `calibrator` if given, else the run's --calibrator; `symmetric`
     ("widen" or "search"): the experiment of _symmetric_activations; `rules` (PATTERN=PRECISION) appended to the
-    preset's, as `diffusia quantize --rule` does."""
+    preset's, as `diffusia quantize --rule` does; `activations` as `diffusia quantize --activations`."""
 
     def build(unet: nn.Module, ctx: Ctx) -> Built:
         from diffusia.config import load_recipe
         from diffusia.quant import api
 
         recipe = load_recipe(preset, rules=list(rules))
+        if activations:
+            recipe = recipe.replace(activations=activations)
         if (calibrator or ctx.calibrator) != "preset":
             recipe = recipe.replace(calibrator=calibrator or ctx.calibrator)
         from diffusia.quant.pipeline import needs_calibration
@@ -132,7 +138,8 @@ def _diffusia(
                 for x in ctx.calib:
                     unet(*x)
             cal = recipe.calibrator + (f" {recipe.percentile:g}" if recipe.calibrator == "percentile" else "")
-            notes.append(f"calibrated on {len(ctx.calib)} inputs ({cal})")
+            acts = "" if recipe.activations == "auto" else f", activations {recipe.activations}"
+            notes.append(f"calibrated on {len(ctx.calib)} inputs ({cal}{acts})")
         if symmetric:
             n = _symmetric_activations(unet, search=symmetric == "search")
             notes.append(f"activation ranges of {n} layers made symmetric ({symmetric}; experiment)")

@@ -47,7 +47,7 @@ def test_rule_matching():
     [
         (dict(weights="int3"), "w8a8"),
         (dict(calibrator="entropy"), "percentile, minmax, mse"),
-        (dict(activations="int8"), "uint7"),
+        (dict(activations="int7"), "uint7"),
         (dict(percentile=30), "percentile"),
         (dict(percentile="99"), "number"),
         (dict(timestep_groups=0), "timestep_groups"),

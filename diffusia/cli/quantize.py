@@ -23,6 +23,12 @@ def _calibrators() -> tuple[str, ...]:
     return CALIBRATORS
 
 
+def _activations() -> tuple[str, ...]:
+    from diffusia.config import ACTIVATIONS
+
+    return ACTIVATIONS
+
+
 def _formats() -> tuple[str, ...]:
     from diffusia.runtime.artifact import EXPORTED
 
@@ -49,6 +55,13 @@ def quantize(
         _calibrators,
         "Activation-range calibrator: percentile (the recipe's, 99.9th by default), minmax or mse "
         "(least squared quantization error; lower error wherever measured). Default: the recipe's.",
+    ),
+    activations: str | None = o.choice(
+        None,
+        _activations,
+        "Integer range of W8A8 activations: auto (uint8), uint8, uint7, or int8: ranges symmetric around 0, which "
+        "OpenVINO and TensorRT run as signed INT8 without zero point (faster there, at more error). "
+        "Default: the recipe's.",
     ),
     rule: list[str] | None = typer.Option(None, help="Per-layer override PATTERN=PRECISION (glob or re:regex)."),
     overwrite: bool = o.overwrite(),
@@ -81,6 +94,8 @@ def quantize(
         r = r.replace(target=target)
     if calibrator is not None:
         r = r.replace(calibrator=calibrator)
+    if activations is not None:
+        r = r.replace(activations=activations)
     runtimes = tuple(dict.fromkeys(resolve(x.strip()) for x in (runtime or "").split(",") if x.strip()))
     runtimes = tuple(x for x in runtimes if x != "torch")
     prompts = load_prompts(calib_prompts, model=model)

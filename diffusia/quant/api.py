@@ -201,7 +201,7 @@ def _narrow_act_qparams(m: QModuleMixin, old_qmax: int) -> None:
     for g in range(len(m.act_scale)):
         scale, zp = m.act_qparams(g)
         lo, hi = -zp * scale, (old_qmax - zp) * scale
-        m.act_scale[g], m.act_zero_point[g] = qmath.act_qparams(lo, hi, m.settings.act_qmax)
+        m.act_scale[g], m.act_zero_point[g] = qmath.act_qparams(lo, hi, m.settings.act_qmax, m.settings.act_symmetric)
 
 
 @dataclasses.dataclass

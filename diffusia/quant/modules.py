@@ -57,6 +57,7 @@ class QSettings:
 
     precision: str
     act_qmax: int = 127
+    act_symmetric: bool = False  # ranges symmetric around 0: zero point at mid-scale, signed INT8 on a runtime
     weight_qmax: int = 127  # int8 weight magnitude; < 127 only for 8-bit activations on CPUs without VNNI
     calibrator: str = "percentile"
     percentile: float = 99.9
@@ -173,7 +174,7 @@ class QModuleMixin:
         union = (min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values()))
         for g in range(len(self._calibrators)):
             lo, hi = ranges.get(g, union)  # a group no calibration timestep fell in: use the union
-            scale, zp = qmath.act_qparams(lo, hi, self.settings.act_qmax)
+            scale, zp = qmath.act_qparams(lo, hi, self.settings.act_qmax, self.settings.act_symmetric)
             self.act_range[g] = torch.tensor([lo, hi])
             self.act_scale[g], self.act_zero_point[g] = scale, zp
         return True

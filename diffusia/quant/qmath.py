@@ -91,9 +91,15 @@ def residual_qparams(scale: float, qmax: int) -> tuple[float, int]:
     return scale / (2 * zp), zp
 
 
-def act_qparams(lo: float, hi: float, qmax: int) -> tuple[float, int]:
-    """Affine uint qparams (scale, zero_point) for range [lo, hi] widened to include 0, levels 0..qmax."""
+def act_qparams(lo: float, hi: float, qmax: int, symmetric: bool = False) -> tuple[float, int]:
+    """Affine uint qparams (scale, zero_point) for range [lo, hi] widened to include 0, levels 0..qmax; `symmetric`:
+    a range with a negative part widened to +-max(-lo, hi), zero point at mid-scale (qmax + 1) // 2, which is
+    signed INT8 with zero point 0 for a runtime (OpenVINO, TensorRT)."""
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if symmetric and lo < 0:
+        r = max(-lo, hi)
+        scale, zp = 2 * r / qmax, (qmax + 1) // 2
+        return (float(scale), zp) if scale > 0 else (1.0, zp)
     scale = (hi - lo) / qmax
     if not scale > 0:  # empty or degenerate range
         scale = 1.0

@@ -10,7 +10,7 @@ from tests._cli_support import diffusia
 def test_recipe_overrides_are_saved(micro_pipeline_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "q"
     args = ["--model", micro_pipeline_dir, "--calib-prompts", "tiny", "--calib-size", "1", "--calib-steps", "1"]
-    overrides = ["--calibrator", "mse", "--target", "portable", "--timestep-groups", "2"]
+    overrides = ["--calibrator", "mse", "--target", "portable", "--timestep-groups", "2", "--activations", "int8"]
     code, err = diffusia(monkeypatch, capsys, "quantize", *args, "--recipe", "w8a8", *overrides, "--out", out)
     assert code == 0, err
     recipe = json.loads((out / "diffusia.json").read_text())["recipe"]
@@ -20,3 +20,4 @@ def test_recipe_overrides_are_saved(micro_pipeline_dir, tmp_path, monkeypatch, c
         "portable",
         2,
     )
+    assert recipe["activations"] == "int8"

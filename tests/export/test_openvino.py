@@ -33,7 +33,9 @@ def _quantized(preset, cls=None, pipe=None, steps=2, **changes):
 
 @pytest.mark.parametrize("cls", cpu.CPU_CLASSES)
 @pytest.mark.parametrize(
-    "changes", [dict(), dict(activations="uint7"), dict(full_res_weights="w8a8x2")], ids=["preset", "uint7", "x2"]
+    "changes",
+    [dict(), dict(activations="uint7"), dict(activations="int8"), dict(full_res_weights="w8a8x2")],
+    ids=["preset", "uint7", "int8", "x2"],
 )
 def test_openvino_quantizes_every_activation_as_diffusia(tmp_path, changes, cls):
     pipe = _quantized("w8a8", cls, **changes)
@@ -108,3 +110,34 @@ def test_float_unet_exports_unchanged(tmp_path):
     assert not manifest["quantized"] and manifest["check"]["quantizers"] is None
     assert manifest["check"]["relative_l2_vs_diffusia"] < 1e-4
     assert read_manifest(tmp_path / "ov")["files"] == ["unet-g0.xml"]
+
+
+def test_int8_activations_reach_openvino_as_symmetric_ranges(tmp_path):
+    from diffusia.export.openvino import compile_model
+
+    def layers(activations):
+        pipe = _quantized("w8a8", "vnni" if HOST_VNNI else "avx2", activations=activations)
+        manifest = export_runtime(pipe.unet, "openvino", tmp_path / activations, check=False)
+        xml = tmp_path / activations / manifest["files"][0]
+        bounds = []
+        for op in ov.Core().read_model(str(xml)).get_ops():
+            if op.get_type_name() == "FakeQuantize" and op.input_value(0).get_node().get_type_name() != "Constant":
+                lo, hi = (float(op.input_value(i).get_node().get_data().reshape(-1)[0]) for i in (1, 2))
+                bounds.append((lo, hi))
+        runtime = compile_model(str(xml), "f32", 1).get_runtime_model()
+        inputs = [
+            op.get_rt_info()["runtimePrecision"].astype(str)
+            for op in runtime.get_ops()
+            if op.get_rt_info()["layerType"].astype(str) in ("Convolution", "FullyConnected")
+        ]
+        return bounds, inputs
+
+    sym, sym_inputs = layers("int8")
+    asym, asym_inputs = layers("uint8")
+    negative = [(lo, hi) for lo, hi in sym if lo < 0]
+    assert len(negative) > 0.8 * len(sym) > 10  # on the micro U-Net (SiLU/GELU inputs) nearly every range
+    # codes -128..127 around zero point 128: lo = -128 steps, hi = 127 steps
+    assert all(hi == pytest.approx(-lo * 127 / 128, rel=1e-5) for lo, hi in negative)
+    assert not all(hi == pytest.approx(-lo * 127 / 128, rel=1e-5) for lo, hi in asym if lo < 0)
+    if HOST_VNNI:  # OpenVINO's kernels then take signed INT8 inputs where the uint8 ranges gave u8 with zero points
+        assert sym_inputs.count("i8") > 0.5 * len(sym_inputs) > 4 * asym_inputs.count("i8"), asym_inputs

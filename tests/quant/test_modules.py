@@ -176,3 +176,28 @@ def test_two_digit_fake_quant_resolves_the_residual_with_identity_gradient():
     assert float((qmath.fake_quant_act(x, scale, zp, 127) - x).detach().abs().max()) > 20 * step2
     y.sum().backward()
     assert torch.equal(x.grad, torch.ones_like(x))  # one straight-through path, not one per digit
+
+
+@pytest.mark.parametrize("qmax", [255, 127])
+def test_symmetric_act_qparams_put_zero_at_mid_scale_and_cover_both_sides(qmax):
+    scale, zp = qmath.act_qparams(-1.0, 3.0, qmax, symmetric=True)
+    assert zp == (qmax + 1) // 2 and scale == pytest.approx(6.0 / qmax)
+    assert -zp * scale <= -3.0 + 1e-6 and (qmax - zp) * scale >= 3.0 - scale  # +-3 inside, one step at the top
+    assert qmath.act_qparams(0.5, 3.0, qmax, symmetric=True) == qmath.act_qparams(0.5, 3.0, qmax)  # no negative part
+    assert qmath.act_qparams(-1.0, 3.0, qmax)[1] != zp  # asymmetric by default
+
+
+def test_int8_activations_calibrate_symmetric_ranges():
+    x = x_for("linear") - 0.1  # a range with more above zero than below
+    for symmetric in (False, True):
+        _, q = make("linear", "w8a8", act_qmax=255, act_symmetric=symmetric)
+        q.set_mode("calibrate")
+        q(x)
+        q.compute_ranges()
+        scale, zp = q.act_qparams(0)
+        lo, hi = (float(v) for v in q.act_range[0])
+        assert lo < 0 < hi and abs(lo) < hi  # the calibrated range itself is kept as observed
+        if symmetric:
+            assert zp == 128 and scale == pytest.approx(2 * hi / 255)
+        else:
+            assert zp == round(-lo / scale) and scale == pytest.approx((hi - lo) / 255)
