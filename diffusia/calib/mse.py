@@ -1,5 +1,5 @@
 """MSE calibrator: the range whose affine uint quantization of the observed histogram has the least
-squared error (grid search over clipping points on both sides)."""
+squared error (grid search over clipping points on both sides, or over one radius for symmetric ranges)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,13 @@ def quant_mse(centers: np.ndarray, counts: np.ndarray, lo: float, hi: np.ndarray
 
 @register_calibrator("mse")
 class MSECalibrator(Calibrator):
-    """Searches `grid` x `grid` candidate ranges shrunk from [min, max] towards zero."""
+    """Searches `grid` x `grid` candidate ranges shrunk from [min, max] towards zero; `symmetric`: `grid` ranges
+    +-r (zero point at mid-scale) for values with a negative part."""
 
     collected = ("hist",)
 
-    def __init__(self, qmax: int = 255, bins: int = 2048, grid: int = 40, **_: object) -> None:
-        self.qmax, self.grid = int(qmax), int(grid)
+    def __init__(self, qmax: int = 255, bins: int = 2048, grid: int = 40, symmetric: bool = False, **_: object) -> None:
+        self.qmax, self.grid, self.symmetric = int(qmax), int(grid), bool(symmetric)
         self.hist = StreamingHistogram(bins)
 
     def collect(self, x: Tensor) -> None:
@@ -39,6 +40,10 @@ class MSECalibrator(Calibrator):
         h = self.hist
         c, n = h.centers(), h.counts
         fracs = np.linspace(1.0 / self.grid, 1.0, self.grid)
+        if self.symmetric and h.lo < 0:
+            radii = max(-h.lo, h.hi) * fracs
+            r = float(radii[int(np.argmin([quant_mse(c, n, -r, np.array([r]), self.qmax)[0] for r in radii]))])
+            return -r, r
         lows = [h.lo] if h.lo >= 0 else list(h.lo * fracs)
         highs = np.array([h.hi]) if h.hi <= 0 else h.hi * fracs
         best = (np.inf, h.lo, h.hi)

@@ -69,7 +69,13 @@ class QSettings:
         get_precision(self.precision)  # a one-line error naming the valid ones
 
     def new_calibrator(self) -> Calibrator:
-        return get_calibrator(self.calibrator, percentile=self.percentile, bins=self.bins, qmax=self.act_qmax)
+        return get_calibrator(
+            self.calibrator,
+            percentile=self.percentile,
+            bins=self.bins,
+            qmax=self.act_qmax,
+            symmetric=self.act_symmetric,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -56,6 +56,25 @@ def test_mse_clips_outliers_and_beats_minmax():
     assert err(lo, hi) < err(-30.0, 40.0)
 
 
+def test_symmetric_mse_searches_one_radius():
+    g = torch.Generator().manual_seed(2)
+    x = torch.cat([torch.nn.functional.silu(torch.randn(200000, generator=g) * 2), torch.tensor([60.0])])
+    m = get_calibrator("mse", qmax=255, symmetric=True)
+    m.collect(x)
+    lo, hi = m.compute()
+    assert lo == -hi and 0 < hi < 30  # the outlier is clipped, the range stays symmetric
+    h = m.hist
+
+    def err(r):
+        return float(quant_mse(h.centers(), h.counts, -r, np.array([r]), 255)[0])
+
+    assert err(hi) < err(60.0) / 20
+    assert err(hi) == pytest.approx(min(err(r) for r in 60 * np.linspace(1 / 40, 1, 40)))  # the best on its grid
+    pos = get_calibrator("mse", qmax=255, symmetric=True)
+    pos.collect(x.clamp(min=0))  # no negative part: the asymmetric search, lo stays 0
+    assert pos.compute()[0] == 0.0
+
+
 def test_constant_and_nonfinite_input():
     for name in ("minmax", "percentile", "mse"):
         c = get_calibrator(name)
