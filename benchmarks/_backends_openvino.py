@@ -203,6 +203,14 @@ BACKENDS = {
         _diffusia_on("openvino", "w8a8", "mse", "bf16", activations="int8"),
         "diffusia W8A8 (MSE calibrator, --activations int8: symmetric) on OpenVINO, float layers in bf16",
     ),
+    "diffusia_w8a8x2_int8_ov": (
+        _diffusia_on("openvino", "w8a8x2", activations="int8"),
+        "diffusia w8a8x2 (--activations int8: symmetric first digit) on OpenVINO",
+    ),
+    "diffusia_w8a8x2_int8_ov_bf16": (
+        _diffusia_on("openvino", "w8a8x2", precision="bf16", activations="int8"),
+        "diffusia w8a8x2 (--activations int8: symmetric first digit) on OpenVINO, float layers in bf16",
+    ),
     "diffusia_w8a8_mse_ort": (
         _diffusia_on("onnxruntime", "w8a8", "mse"),
         "diffusia W8A8 (MSE calibrator) on ONNX Runtime",
