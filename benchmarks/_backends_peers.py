@@ -82,13 +82,11 @@ def bf16(unet: nn.Module, ctx: Ctx) -> Built:
 
 
 def _symmetric_activations(unet: nn.Module, search: bool) -> int:
-    """Experiment (not a product option): every calibrated activation range with a negative part made symmetric
-    around 0, zero point at mid-scale, as NNCF's default scheme; `search`: the symmetric range of least squared
-    error on the calibrator's histogram (MSE search over +-r), else the calibrated range widened to +-max(|lo|, hi).
+    """Experiment, before `--activations int8` existed: every calibrated activation range with a negative part made
+    symmetric around 0 after calibration, zero point at mid-scale, as NNCF's default scheme; `search`: the MSE
+    calibrator's own symmetric search on what it observed, else the calibrated range widened to +-max(|lo|, hi).
     Non-negative ranges keep zero point 0, which needs no compensation. Returns how many layers changed."""
-    import numpy as np
-
-    from diffusia.calib.mse import quant_mse
+    from diffusia.calib.base import get_calibrator
     from diffusia.quant import api, qmath
 
     changed = 0
@@ -97,12 +95,11 @@ def _symmetric_activations(unet: nn.Module, search: bool) -> int:
             continue
         for g in range(m.act_range.shape[0]):
             r = max(-float(m.act_range[g, 0]), float(m.act_range[g, 1]))
-            hist = getattr(m._calibrators[g], "hist", None) if g < len(m._calibrators) else None
-            if search and hist is not None and not hist.empty:
-                centers, counts = hist.centers(), hist.counts
-                candidates = max(-hist.lo, hist.hi) * np.linspace(1 / 40, 1, 40)
-                errors = [quant_mse(centers, counts, -x, np.array([x]), m.settings.act_qmax)[0] for x in candidates]
-                r = float(candidates[int(np.argmin(errors))])
+            observed = m._calibrators[g] if g < len(m._calibrators) else None
+            if search and observed is not None and observed.name == "mse" and not observed.empty:
+                symmetric = get_calibrator("mse", qmax=m.settings.act_qmax, symmetric=True)
+                symmetric.adopt(observed)
+                r = symmetric.compute()[1]
             m.act_scale[g], m.act_zero_point[g] = qmath.act_qparams(-r, r, m.settings.act_qmax)
         changed += 1
     return changed

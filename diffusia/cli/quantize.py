@@ -60,7 +60,7 @@ def quantize(
         None,
         _activations,
         "Integer range of W8A8 activations: auto (uint8), uint8, uint7, or int8: ranges symmetric around 0, which "
-        "OpenVINO and TensorRT run as signed INT8 without zero point (faster there, at more error). "
+        "OpenVINO runs as signed INT8 without zero point (faster there, at more error). "
         "Default: the recipe's.",
     ),
     rule: list[str] | None = typer.Option(None, help="Per-layer override PATTERN=PRECISION (glob or re:regex)."),

@@ -94,7 +94,7 @@ def residual_qparams(scale: float, qmax: int) -> tuple[float, int]:
 def act_qparams(lo: float, hi: float, qmax: int, symmetric: bool = False) -> tuple[float, int]:
     """Affine uint qparams (scale, zero_point) for range [lo, hi] widened to include 0, levels 0..qmax; `symmetric`:
     a range with a negative part widened to +-max(-lo, hi), zero point at mid-scale (qmax + 1) // 2, which is
-    signed INT8 with zero point 0 for a runtime (OpenVINO, TensorRT)."""
+    signed INT8 with zero point 0 for OpenVINO."""
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     if symmetric and lo < 0:
         r = max(-lo, hi)
