@@ -205,11 +205,11 @@ BACKENDS = {
     ),
     "diffusia_w8a8x2_int8_ov": (
         _diffusia_on("openvino", "w8a8x2", activations="int8"),
-        "diffusia w8a8x2 (--activations int8: symmetric first digit) on OpenVINO",
+        "diffusia w8a8x2 (--activations int8: both digits symmetric) on OpenVINO",
     ),
     "diffusia_w8a8x2_int8_ov_bf16": (
         _diffusia_on("openvino", "w8a8x2", precision="bf16", activations="int8"),
-        "diffusia w8a8x2 (--activations int8: symmetric first digit) on OpenVINO, float layers in bf16",
+        "diffusia w8a8x2 (--activations int8: both digits symmetric) on OpenVINO, float layers in bf16",
     ),
     "diffusia_w8a8_mse_ort": (
         _diffusia_on("onnxruntime", "w8a8", "mse"),
@@ -322,6 +322,30 @@ BACKENDS["diffusia_w8a8_mse_zpfold_ov"] = (
     ),
     "diffusia W8A8 (MSE calibrator) on OpenVINO, padded convolutions without zero point (experiment)",
 )
+
+
+def _residual_zero_point_127(build: Callable[[nn.Module, Ctx], Built]) -> Callable[[nn.Module, Ctx], Built]:
+    """Experiment: the export's second `w8a8x2` digit with zero point qmax // 2 (127), as before it moved to
+    mid-scale (128): the same values, but OpenVINO then runs the residual's convolution as u8 with a zero point."""
+
+    def run(unet: nn.Module, ctx: Ctx) -> Built:
+        from diffusia.quant import qmath
+
+        mid_scale = qmath.residual_qparams
+        qmath.residual_qparams = lambda scale, qmax: (mid_scale(scale, qmax)[0], qmax // 2)  # this worker only
+        built = build(unet, ctx)
+        built.notes.append("second digit's zero point 127 (experiment)")
+        return built
+
+    return run
+
+
+for _activations, _infix in ((None, ""), ("int8", "_int8")):
+    BACKENDS[f"diffusia_w8a8x2{_infix}_resid127_ov"] = (
+        _residual_zero_point_127(_diffusia_on("openvino", "w8a8x2", activations=_activations)),
+        f"diffusia w8a8x2{' (int8 activations)' if _activations else ''} on OpenVINO, second digit's zero point "
+        "127 (experiment)",
+    )
 
 
 # Experiment: NNCF also quantizes the tensors its residual additions read, so its convolutions write int8. Here the

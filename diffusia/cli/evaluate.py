@@ -14,7 +14,7 @@ def eval_(
     variants: str = typer.Option(
         "fp32,fp16,w8a8",
         help="Comma-separated: fp32, fp16, bf16, a preset (w8a8, w8, w4, "
-        "mixed, ...) or the path of a quantized diffusia folder.",
+        "mixed, ...), a recipe .json file or the path of a quantized diffusia folder.",
     ),
     prompts: str = typer.Option(
         "eval", help="Prompt set: eval (the model's own), a shipped name or a .json/.txt file."

@@ -17,6 +17,7 @@ import numpy as np
 from diffusia.errors import DiffusiaError
 from diffusia.eval.images import Job, load_images, make_jobs
 from diffusia.eval.variants import (
+    QUANTIZING,
     Variant,
     check_compatible,
     folder_bytes,
@@ -226,7 +227,7 @@ def evaluate(
     for v in specs:
         if v.kind == "folder":
             check_compatible(v.value, base_unet, str(model))
-    calib = load_prompts("calibration", model) if any(v.kind == "preset" for v in specs) else None
+    calib = load_prompts("calibration", model) if any(v.kind in QUANTIZING for v in specs) else None
     if observations is None and calib:
         observations = shared_observations(base, specs, calib, calib_size, steps, guidance)
     del base

@@ -4,8 +4,9 @@
 arithmetic for it (CUDA, or a CPU with AVX512-FP16/BF16 or AMX), and elsewhere are what they can only be there, a
 storage format: the U-Net's weights stored in that dtype and computed in FP32 (the preset of that name; PyTorch's
 emulated half arithmetic would only measure the emulation). Any other preset name (`w8a8`, `w8`, `w4`, `mixed`,
-...) quantizes the base U-Net with `diffusia.quant.pipeline`; a path is a
-quantized diffusia folder (with `diffusia.json`) made from the same base model.
+...) quantizes the base U-Net with `diffusia.quant.pipeline`, and so does a recipe `.json` file (any recipe option,
+e.g. `"activations": "int8"`); a folder is a quantized diffusia folder (with `diffusia.json`) made from the same
+base model.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ DTYPE_VARIANTS = {"fp32": None, "fp16": "fp16", "bf16": "bf16"}
 
 @dataclass(frozen=True)
 class Variant:
-    """One column of the study: `name` labels it, `kind` is fp32 | dtype | storage | preset | folder."""
+    """One column of the study: `name` labels it, `kind` is fp32 | dtype | storage | preset | recipe | folder."""
 
     name: str
     kind: str
-    value: str  # dtype or preset name, or the folder path
+    value: str  # dtype or preset name, or the recipe file or folder path
     dtype: str | None = None  # dtype to load the materialised folder with
 
     def describe(self) -> str:
@@ -41,6 +42,7 @@ class Variant:
             "dtype": f"whole pipeline cast to {self.value}",
             "storage": f"U-Net weights stored in {self.value}, computed in float32 (no native {self.value} here)",
             "preset": f"U-Net quantized with preset {self.value!r}",
+            "recipe": f"U-Net quantized with recipe {self.value}",
             "folder": f"quantized folder {self.value}",
         }[self.kind]
 
@@ -56,9 +58,14 @@ def valid_names() -> list[str]:
     return [*DTYPE_VARIANTS, *quant_presets()]
 
 
-def _folder_name(path: Path, taken: set[str]) -> str:
-    base = re.sub(r"[^\w.+-]", "_", path.resolve().name) or "folder"
-    name = base if base not in taken and base not in valid_names() else f"folder-{base}"
+QUANTIZING = ("preset", "recipe")  # kinds materialise quantizes
+
+
+def _path_name(path: Path, taken: set[str], kind: str) -> str:
+    """A variant name from a folder's name or a recipe file's stem, unique and distinct from the preset names."""
+    path = path.resolve()
+    base = re.sub(r"[^\w.+-]", "_", path.stem if kind == "recipe" else path.name) or kind
+    name = base if base not in taken and base not in valid_names() else f"{kind}-{base}"
     i = 2
     while name in taken:
         name, i = f"{base}-{i}", i + 1
@@ -92,15 +99,21 @@ def parse_variants(spec: str | Sequence[str], device: str = "cpu") -> list[Varia
             v = Variant(item, "dtype" if native else "storage", item, dtype=DTYPE_VARIANTS[item] if native else None)
         elif item in quant_presets():
             v = Variant(item, "preset", item)
+        elif item.endswith(".json") and Path(item).expanduser().is_file():
+            from diffusia.config import load_recipe
+
+            path = Path(item).expanduser()
+            load_recipe(str(path))  # a bad recipe fails here, before anything runs
+            v = Variant(_path_name(path, taken, "recipe"), "recipe", str(path.resolve()))
         elif Path(item).expanduser().is_dir():
             folder = Path(item).expanduser()
             if not (folder / "diffusia.json").is_file():
                 raise DiffusiaError(f"variant folder {folder} has no diffusia.json: make one with `diffusia quantize`")
-            v = Variant(_folder_name(folder, taken), "folder", str(folder.resolve()))
+            v = Variant(_path_name(folder, taken, "folder"), "folder", str(folder.resolve()))
         else:
             raise DiffusiaError(
-                f"unknown variant {item!r}: use one of {', '.join(valid_names())} "
-                "or the path of a quantized diffusia folder"
+                f"unknown variant {item!r}: use one of {', '.join(valid_names())}, "
+                "a recipe .json file or the path of a quantized diffusia folder"
             )
         if v.name in taken:
             raise DiffusiaError(f"variant {v.name!r} is listed twice in --variants")
@@ -163,13 +176,13 @@ def materialise(
         with atomic_dir(folder) as tmp:
             pipe.save_pretrained(tmp, safe_serialization=True)
         return folder
-    from diffusia.config import get_preset
+    from diffusia.config import load_recipe
     from diffusia.quant.pipeline import quantize_pipeline
     from diffusia.quant.serialization import save_quantized_pipeline
 
-    recipe = get_preset(variant.value)
+    recipe = load_recipe(variant.value)
     pipe = load_pipeline(model, progress=False)
-    log.info("quantizing %s with preset %s (calibration: %d prompts)", model, variant.value, calib_size)
+    log.info("quantizing %s with %s %s (calibration: %d prompts)", model, variant.kind, variant.value, calib_size)
     params = inspect.signature(quantize_pipeline).parameters
     given = (("steps", steps), ("guidance", guidance), ("observations", observations))
     extra = {k: v for k, v in given if v is not None and k in params}
@@ -184,20 +197,20 @@ def folder_bytes(folder: str | Path) -> int:
 
 
 def shared_observations(pipe, specs: list[Variant], calib, calib_size: int, steps: int, guidance: float):
-    """One sampling pass of the calibration prompts for the presets that calibrate with the same settings, when
+    """One sampling pass of the calibration prompts for the recipes that calibrate with the same settings, when
     two or more do (`diffusia.calib.observations`); else None."""
     from collections import Counter
 
     from diffusia.calib.observations import Observations, ObserverSettings
-    from diffusia.config import get_preset
+    from diffusia.config import load_recipe
     from diffusia.prompts import take
     from diffusia.quant.pipeline import CALIBRATION_BATCH, recipe_calibrates
 
-    recipes = [r for r in (get_preset(v.value) for v in specs if v.kind == "preset") if recipe_calibrates(r)]
+    recipes = [r for r in (load_recipe(v.value) for v in specs if v.kind in QUANTIZING) if recipe_calibrates(r)]
     counts = Counter(ObserverSettings.of(r) for r in recipes)
     if not counts or counts.most_common(1)[0][1] < 2:
         return None
     recipe = next(r for r in recipes if ObserverSettings.of(r) == counts.most_common(1)[0][0])
     prompts = take(calib, calib_size)
-    log.info("observing the calibration once for %d presets", counts.most_common(1)[0][1])
+    log.info("observing the calibration once for %d recipes", counts.most_common(1)[0][1])
     return Observations.record(pipe, recipe, prompts, steps, guidance, batch=CALIBRATION_BATCH, progress=False)

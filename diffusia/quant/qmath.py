@@ -86,9 +86,10 @@ def dequantize_weight_int4(packed: Tensor, scale: Tensor, shape: tuple[int, ...]
 
 def residual_qparams(scale: float, qmax: int) -> tuple[float, int]:
     """(scale, zero point) of the second activation digit of `w8a8x2`: the first digit's rounding residual lies in
-    [-scale/2, scale/2], which this maps onto codes 0..2*(qmax//2) around the zero point qmax//2."""
-    zp = qmax // 2
-    return scale / (2 * zp), zp
+    [-scale/2, scale/2], which this maps onto +-(qmax//2) steps around the mid-scale zero point (qmax+1)//2, so
+    the digit is symmetric: OpenVINO runs it as signed INT8 without a zero point."""
+    half = qmax // 2
+    return scale / (2 * half), (qmax + 1) // 2
 
 
 def act_qparams(lo: float, hi: float, qmax: int, symmetric: bool = False) -> tuple[float, int]:

@@ -176,6 +176,34 @@ def test_incompatible_quantized_folder(micro_pipeline_dir, micro_pipe, prompt_fi
         parse_variants(str(micro_pipeline_dir))
 
 
+def test_a_recipe_file_is_a_variant(micro_pipeline_dir, prompt_file, tmp_path):
+    """`--variants fp32,int8.json` quantizes with that recipe (here symmetric activations); names stay unique and
+    distinct from the presets; a bad recipe fails before anything runs, naming the file."""
+    from diffusia import load_pipeline
+    from diffusia.prompts import load_prompts
+    from diffusia.quant import api
+
+    recipe = tmp_path / "int8.json"
+    recipe.write_text(json.dumps({"name": "s8", "weights": "w8a8", "activations": "int8"}))
+    clash = tmp_path / "w8a8.json"
+    clash.write_text(recipe.read_text())
+    specs = parse_variants(f"fp32,{recipe},{clash}")
+    assert [(v.name, v.kind) for v in specs[1:]] == [("int8", "recipe"), ("recipe-w8a8", "recipe")]
+    assert "recipe" in specs[1].describe()
+    prompts = load_prompts(str(prompt_file))
+    folder = materialise(
+        specs[1], str(micro_pipeline_dir), tmp_path / "v", prompts, calib_size=2, progress=False, steps=2
+    )
+    pipe = load_pipeline(folder, progress=False)
+    assert pipe.diffusia_recipe.activations == "int8"
+    zero_points = {int(z) for m in api.qmodules(pipe.unet).values() if m.precision == "w8a8" for z in m.act_zero_point}
+    assert 128 in zero_points
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"weights": "w3"}))
+    with pytest.raises(DiffusiaError, match=r"recipe .*bad.json: .*weights"):
+        parse_variants(f"fp32,{bad}")
+
+
 def test_cli_error_is_one_line(monkeypatch, capsys):
     from diffusia import cli
 

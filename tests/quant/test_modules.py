@@ -166,6 +166,20 @@ def test_empty_timestep_group_gets_union_range():
     assert torch.equal(q.act_range[1], q.act_range[0]) and q.calibrated
 
 
+@pytest.mark.parametrize("qmax", [255, 127])
+def test_the_residual_digit_is_symmetric_around_mid_scale(qmax):
+    """The second digit's codes span +-(qmax//2) steps around (qmax+1)//2 (signed INT8 for OpenVINO), never clamped."""
+    scale, zp = qmath.act_qparams(-3.0, 5.0, qmax)
+    s2, zp2 = qmath.residual_qparams(scale, qmax)
+    assert zp2 == (qmax + 1) // 2 and s2 == pytest.approx(scale / (2 * (qmax // 2)))
+    x = torch.linspace(-2.9, 4.9, 100_003)
+    from diffusia.quant.kernels._common import quantize_act_digits
+
+    q1, q2 = quantize_act_digits(x, scale, zp, qmax, digits=2)
+    codes = q2.int() - zp2
+    assert int(codes.min()) == -(qmax // 2) and int(codes.max()) == qmax // 2
+
+
 def test_two_digit_fake_quant_resolves_the_residual_with_identity_gradient():
     x = (torch.randn(1000) * 1.5).requires_grad_()
     scale, zp = qmath.act_qparams(-4.0, 4.0, 127)
