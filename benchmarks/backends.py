@@ -497,7 +497,7 @@ def run_model(model: str, args: argparse.Namespace, names: list[str]) -> Path:
     return out
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description="Backend benchmark: one U-Net step per backend (FP32, BF16, diffusia, "
         "peers), each in a fresh process; see the module docstring for the protocol."
@@ -527,6 +527,27 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None, help="where artifacts go while measured (default /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (artifacts, logs)")
     ap.add_argument("--render", action="store_true", help="only rewrite the .md files from the .json in --out")
+    return ap
+
+
+def selected(ap: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """(backend names in run order, models) of the command line; unknown ones are argparse errors."""
+    names = backend_names()
+    if args.only:
+        wanted = {n.strip() for n in args.only.split(",") if n.strip()}
+        unknown = wanted - set(names)
+        if unknown:
+            ap.error(f"unknown backend(s) {', '.join(sorted(unknown))}; valid: {', '.join(names)}")
+        names = [n for n in names if n in wanted or n == "fp32_eager"]
+    models = [m.strip() for v in (args.model or ["tiny,sd15-arch"]) for m in v.split(",") if m.strip()]
+    for m in models:
+        if m not in ("tiny", "sd15-arch"):
+            ap.error(f"--model {m!r}: use tiny or sd15-arch")
+    return names, models
+
+
+def main() -> None:
+    ap = parser()
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.worker:
@@ -542,20 +563,10 @@ def main() -> None:
         return
     if args.quick:
         args.repeats, args.budget = min(args.repeats, 3), min(args.budget, 60.0)
-    names = backend_names()
-    if args.only:
-        wanted = {n.strip() for n in args.only.split(",") if n.strip()}
-        unknown = wanted - set(names)
-        if unknown:
-            ap.error(f"unknown backend(s) {', '.join(sorted(unknown))}; valid: {', '.join(names)}")
-        names = [n for n in names if n in wanted or n == "fp32_eager"]
+    names, models = selected(ap, args)
     import torch
 
     torch.set_num_threads(args.threads)  # the inputs are recorded here (tiny) with the same thread count
-    models = [m.strip() for v in (args.model or ["tiny,sd15-arch"]) for m in v.split(",") if m.strip()]
-    for m in models:
-        if m not in ("tiny", "sd15-arch"):
-            ap.error(f"--model {m!r}: use tiny or sd15-arch")
     for m in models:
         run_model(m, args, names)
 

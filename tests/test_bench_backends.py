@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 SPEC = importlib.util.spec_from_file_location(
@@ -89,3 +90,35 @@ def test_versus_nncf_counts_nncf_with_bf16_float_layers_as_a_peer():
     lines = bb.versus_nncf(rows)
     assert "`nncf_int8_bf16`, 160 ms" in lines[0]
     assert "- `diffusia_w8a8_ov`: step 1.25x, error 0.50x (4.00 %)" in lines
+
+
+def test_rounds_compare_each_round_with_its_own_fastest_nncf_row(tmp_path, monkeypatch):
+    """A machine 20 % slower in round 2 shifts every row alike: the per-round ratios stay put."""
+    import json
+    import sys
+
+    monkeypatch.syspath_prepend(str(Path(bb.__file__).parent))
+    monkeypatch.setitem(sys.modules, "backends", bb)
+    spec = importlib.util.spec_from_file_location("bench_rounds", Path(bb.__file__).parent / "backends_rounds.py")
+    rounds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rounds)
+    env = {"date": "d", "cpu_model": "cpu", "cpu_features": {"amx": False}, "cpu_class": "vnni", "threads": 2}
+    paths = []
+    for i, slow in enumerate((1.0, 1.2)):
+        rows = [
+            _row("fp32_eager", 2000 * slow, 100),
+            _row("nncf_int8", 600 * slow, 25, 0.07),
+            _row("nncf_int8_bf16", (500 if i == 0 else 620) * slow, 25, 0.07),
+            _row("diffusia_w8a8_mse_ov", 550 * slow, 26, 0.03),
+        ]
+        result = {"model": {"label": "m", "latent": 32}, "environment": env, "budget_s": 40, "repeats": 7}
+        paths.append(tmp_path / f"r{i}.json")
+        paths[-1].write_text(json.dumps({**result, "rows": rows}))
+    res = rounds.aggregate(paths)
+    assert [b["name"] for b in res["fastest_nncf"]] == ["nncf_int8_bf16", "nncf_int8"]
+    v = res["versus_fastest_nncf"]["diffusia_w8a8_mse_ov"]
+    assert v["step"] == pytest.approx([1.1, 550 / 600]) and v["error"] == pytest.approx([0.03 / 0.07] * 2)
+    assert res["steps_ms"]["nncf_int8"] == pytest.approx([600, 720])
+    md = rounds.markdown(res)
+    assert "| diffusia_w8a8_mse_ov | 1.10 / 0.92 | 1.01 (0.92-1.10)x | 0.43 (0.43-0.43)x |" in md
+    assert "| nncf_int8 | 600 / 720 | 660 | 7.00 % |" in md
