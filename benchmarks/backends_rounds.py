@@ -54,7 +54,7 @@ def aggregate(paths: list[Path]) -> dict[str, Any]:
         "dates": [r["environment"]["date"] for r, _ in rounds],
         "budget_s": first["budget_s"],
         "repeats": first["repeats"],
-        "rounds": [str(p) for p in paths],
+        "rounds": [f"{p.parent.name}/{p.name}" for p in paths],
         "steps_ms": steps,
         "rel_l2": errors,
         "fastest_nncf": best,
@@ -64,6 +64,10 @@ def aggregate(paths: list[Path]) -> dict[str, Any]:
 
 def _spread(values: list[float], spec: str) -> str:
     return f"{format(statistics.median(values), spec)} ({format(min(values), spec)}-{format(max(values), spec)})"
+
+
+def _ms(v: float) -> str:
+    return f"{v:,.1f}" if v < 100 else f"{v:,.0f}"
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -81,9 +85,9 @@ def markdown(res: dict[str, Any]) -> str:
     ]
     for name, steps in res["steps_ms"].items():
         got = [s for s in steps if s is not None]
-        per_round = " / ".join("-" if s is None else f"{s:,.0f}" for s in steps)
-        lines.append(f"| {name} | {per_round} | {statistics.median(got):,.0f} | {100 * res['rel_l2'][name]:.2f} % |")
-    best = " / ".join("-" if b is None else f"`{b['name']}` {b['median_ms']:,.0f} ms" for b in res["fastest_nncf"])
+        per_round = " / ".join("-" if s is None else _ms(s) for s in steps)
+        lines.append(f"| {name} | {per_round} | {_ms(statistics.median(got))} | {100 * res['rel_l2'][name]:.2f} % |")
+    best = " / ".join("-" if b is None else f"`{b['name']}` {_ms(b['median_ms'])} ms" for b in res["fastest_nncf"])
     lines += [
         "",
         f"Against the fastest NNCF INT8 row of each round ({best}): median (min-max) over the rounds.",
