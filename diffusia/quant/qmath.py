@@ -87,7 +87,7 @@ def dequantize_weight_int4(packed: Tensor, scale: Tensor, shape: tuple[int, ...]
 def residual_qparams(scale: float, qmax: int) -> tuple[float, int]:
     """(scale, zero point) of the second activation digit of `w8a8x2`: the first digit's rounding residual lies in
     [-scale/2, scale/2], which this maps onto +-(qmax//2) steps around the mid-scale zero point (qmax+1)//2, so
-    the digit is symmetric: OpenVINO runs it as signed INT8 without a zero point."""
+    the digit is symmetric: at qmax 255 OpenVINO can run it as signed INT8 without a zero point."""
     half = qmax // 2
     return scale / (2 * half), (qmax + 1) // 2
 

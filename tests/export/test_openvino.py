@@ -114,8 +114,9 @@ def test_float_unet_exports_unchanged(tmp_path):
 
 def test_the_second_digit_reaches_openvino_symmetric(tmp_path):
     """w8a8x2's residual digit (x - dequantized first digit) has codes -128..127 around zero point 128 whatever the
-    first digit's range, so OpenVINO can run it as signed INT8 without a zero point."""
-    pipe = _quantized("w8a8", full_res_weights="w8a8x2")
+    first digit's range, so OpenVINO can run it as signed INT8 without a zero point (the 8-bit layout: the 7-bit
+    one clamps its input first)."""
+    pipe = _quantized("w8a8", "vnni", full_res_weights="w8a8x2")
     manifest = export_runtime(pipe.unet, "openvino", tmp_path / "ov", check=False)
     residual = []
     for op in ov.Core().read_model(str(tmp_path / "ov" / manifest["files"][0])).get_ops():
