@@ -272,13 +272,18 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def fastest_nncf(ok: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The fastest NNCF INT8 row among the successful rows `ok` (by name), or None."""
+    peers = [ok[n] for n in NNCF_INT8 if n in ok]
+    return min(peers, key=lambda r: r["median_ms"]) if peers else None
+
+
 def versus_nncf(rows: list[dict[str, Any]]) -> list[str]:
     """Each diffusia row on OpenVINO against the fastest NNCF INT8 row of the run: step time and error ratios."""
     ok = {r["name"]: r for r in rows if r.get("status") == "ok"}
-    peers = [ok[n] for n in NNCF_INT8 if n in ok]
-    if not peers:
+    best = fastest_nncf(ok)
+    if best is None:
         return []
-    best = min(peers, key=lambda r: r["median_ms"])
     lines = [
         f"Against the fastest NNCF INT8 row (`{best['name']}`, {best['median_ms']:,.0f} ms, "
         f"{100 * best['rel_l2']:.2f} % rel-L2):",

@@ -39,8 +39,7 @@ def aggregate(paths: list[Path]) -> dict[str, Any]:
     versus: dict[str, dict[str, list]] = {}
     best = []
     for _, ok in rounds:
-        peers = [ok[n] for n in backends.NNCF_INT8 if n in ok]
-        peer = min(peers, key=lambda r: r["median_ms"]) if peers else None
+        peer = backends.fastest_nncf(ok)
         best.append(None if peer is None else {k: peer[k] for k in ("name", "median_ms", "rel_l2")})
         for n, r in ok.items():
             if peer and n.startswith("diffusia") and "_ov" in n:
