@@ -18,8 +18,6 @@ from diffusia.fileio import write_json, write_text
 
 log = logging.getLogger(__name__)
 
-BASE_VARIANTS = ["fp32", "fp16", "bf16", "w8a8", "mixed", "w8", "w4"]
-
 
 @dataclass
 class StudyConfig:
@@ -37,6 +35,14 @@ class StudyConfig:
     quick: bool = False
     runtime: str = "torch"  # where the evaluated U-Nets run (diffusia.runtime)
     runtime_precision: str = "f32"  # OpenVINO's float layers: f32 or bf16 (diffusia.runtime.PRECISIONS)
+    activations: str = "auto"  # integer range of every W8A8 variant's activations (diffusia.config.ACTIVATIONS)
+
+    def w8a8(self, preset: str = "w8a8"):
+        """A W8A8 preset's recipe with the study's activations."""
+        from diffusia.config import get_preset
+
+        recipe = get_preset(preset)
+        return recipe if self.activations == "auto" else recipe.replace(activations=self.activations)
 
     @classmethod
     def quick_config(cls, model: str, out: str) -> StudyConfig:
@@ -49,7 +55,6 @@ def _sensitivity(cfg: StudyConfig, out: Path) -> dict:
     from diffusia import load_pipeline
     from diffusia.analysis.sensitivity import run_sensitivity
     from diffusia.analysis.sensitivity_report import write_sensitivity
-    from diffusia.config import get_preset
     from diffusia.prompts import load_prompts, take
 
     pipe = load_pipeline(cfg.model, progress=False)
@@ -57,7 +62,7 @@ def _sensitivity(cfg: StudyConfig, out: Path) -> dict:
     lpips_prompts = [p.text for p in load_prompts("eval", cfg.model)][: 1 if cfg.quick else 2]
     sens = run_sensitivity(
         pipe,
-        get_preset("w8a8"),
+        cfg.w8a8(),
         prompts,
         steps=cfg.steps,
         top=1 if cfg.quick else 5,
@@ -75,14 +80,13 @@ def _observations(cfg: StudyConfig):
     """The calibration of the study's W8A8 variants (w8a8, mixed, the searched plan), sampled once."""
     from diffusia import load_pipeline
     from diffusia.calib.observations import Observations
-    from diffusia.config import get_preset
     from diffusia.generate import DEFAULT_GUIDANCE
     from diffusia.prompts import load_prompts, take
     from diffusia.quant.pipeline import CALIBRATION_BATCH
 
     pipe = load_pipeline(cfg.model, progress=False)
     prompts = take(load_prompts("calibration", cfg.model), cfg.calib_size)
-    recipe = get_preset("w8a8")
+    recipe = cfg.w8a8()
     return Observations.record(
         pipe, recipe, prompts, cfg.steps, DEFAULT_GUIDANCE, batch=CALIBRATION_BATCH, progress=not cfg.quick
     )
@@ -99,6 +103,8 @@ def _searched_variant(cfg: StudyConfig, sens: dict, out: Path, observations) -> 
     fp32_mb = search(sens, budget_mb=float("inf")).fp32_size_mb
     res = search(sens, budget_mb=cfg.budget_fraction * fp32_mb)
     recipe = res.recipe.replace(name="searched")
+    if cfg.activations != "auto":
+        recipe = recipe.replace(activations=cfg.activations)
     write_text(out / "searched_recipe.json", recipe.to_json() + "\n")
     write_json(out / "searched_recipe.search.json", res.to_dict())
     pipe = load_pipeline(cfg.model, progress=False)
@@ -114,13 +120,27 @@ def _searched_variant(cfg: StudyConfig, sens: dict, out: Path, observations) -> 
     return save_quantized_pipeline(pipe, out / "sources" / "searched", base_model=cfg.model)
 
 
-def _qat_variant(cfg: StudyConfig, out: Path) -> Path:
+def _quantizing_variants(cfg: StudyConfig, out: Path) -> dict[str, str]:
+    """The study's W8A8 presets as evaluation variants: their names, or with non-default activations recipe files
+    that set them (labelled e.g. `w8a8-int8`)."""
+    if cfg.activations == "auto":
+        return {"w8a8": "w8a8", "mixed": "mixed"}
+    paths = {}
+    for preset in ("w8a8", "mixed"):
+        path = out / "recipes" / f"{preset}-{cfg.activations}.json"
+        write_text(path, cfg.w8a8(preset).to_json() + "\n")
+        paths[preset] = str(path)
+    return paths
+
+
+def _qat_variant(cfg: StudyConfig, out: Path, recipe: str) -> Path:
     from diffusia.qat.train import QATConfig, run_qat
 
+    suffix = "" if cfg.activations == "auto" else f"-{cfg.activations}"
     qcfg = QATConfig(
-        out=str(out / "sources" / "w8a8-qat"),
+        out=str(out / "sources" / f"w8a8-qat{suffix}"),
         model=cfg.model,
-        recipe="w8a8",
+        recipe=recipe,
         steps=cfg.qat_steps,
         calib_size=cfg.calib_size,
         calib_steps=cfg.steps,
@@ -177,9 +197,10 @@ def run_study(cfg: StudyConfig) -> Path:
     timings["observe_s"] = time.perf_counter() - t0 - timings["sensitivity_s"]
     searched = _searched_variant(cfg, sens, out, observations)
     timings["search_s"] = time.perf_counter() - t0 - sum(timings.values())
-    qat = _qat_variant(cfg, out)
+    quantizing = _quantizing_variants(cfg, out)
+    qat = _qat_variant(cfg, out, quantizing["w8a8"])
     timings["qat_s"] = time.perf_counter() - t0 - sum(timings.values())
-    variants = BASE_VARIANTS[:4] + [str(qat)] + BASE_VARIANTS[4:5] + [str(searched)] + BASE_VARIANTS[5:]
+    variants = ["fp32", "fp16", "bf16", quantizing["w8a8"], str(qat), quantizing["mixed"], str(searched), "w8", "w4"]
     evaluate(
         cfg.model,
         variants,

@@ -89,6 +89,7 @@ def study(
     quick: bool = typer.Option(False, help="A smoke test: tiny numbers everywhere, meaningless results."),
     runtime: str = o.runtime(),
     runtime_precision: str = o.runtime_precision(),
+    activations: str | None = o.activations("the activations of every W8A8 variant (w8a8, mixed, searched, QAT)"),
     overwrite: bool = o.overwrite(),
 ):
     """The whole study: sensitivity, searched mixed precision, QAT, evaluation of every variant, Pareto, advice."""
@@ -106,7 +107,9 @@ def study(
         if quick
         else StudyConfig(model=model, out=str(out), num=num, runs=runs, qat_steps=qat_steps)
     )
-    cfg = dataclasses.replace(cfg, runtime=runtime, runtime_precision=runtime_precision)
+    cfg = dataclasses.replace(
+        cfg, runtime=runtime, runtime_precision=runtime_precision, activations=activations or "auto"
+    )
     with output_dir(out, "study", overwrite, (model,)):
         typer.echo(str(run_study(cfg)))
 

@@ -230,3 +230,17 @@ def config() -> Any:
 
 def overwrite() -> Any:
     return typer.Option(False, help=OVERWRITE_HELP)
+
+
+def activations(subject: str = "W8A8 activations") -> Any:
+    def choices() -> tuple[str, ...]:
+        from diffusia.config import ACTIVATIONS
+
+        return ACTIVATIONS
+
+    return choice(
+        None,
+        choices,
+        f"Integer range of {subject}: auto (uint8), uint8, uint7, or int8: ranges symmetric around 0, which "
+        "OpenVINO runs as signed INT8 without zero point (faster there, at more error). Default: the recipe's.",
+    )

@@ -23,12 +23,6 @@ def _calibrators() -> tuple[str, ...]:
     return CALIBRATORS
 
 
-def _activations() -> tuple[str, ...]:
-    from diffusia.config import ACTIVATIONS
-
-    return ACTIVATIONS
-
-
 def _formats() -> tuple[str, ...]:
     from diffusia.runtime.artifact import EXPORTED
 
@@ -56,13 +50,7 @@ def quantize(
         "Activation-range calibrator: percentile (the recipe's, 99.9th by default), minmax or mse "
         "(least squared quantization error; lower error wherever measured). Default: the recipe's.",
     ),
-    activations: str | None = o.choice(
-        None,
-        _activations,
-        "Integer range of W8A8 activations: auto (uint8), uint8, uint7, or int8: ranges symmetric around 0, which "
-        "OpenVINO runs as signed INT8 without zero point (faster there, at more error). "
-        "Default: the recipe's.",
-    ),
+    activations: str | None = o.activations(),
     rule: list[str] | None = typer.Option(None, help="Per-layer override PATTERN=PRECISION (glob or re:regex)."),
     overwrite: bool = o.overwrite(),
     target: str | None = o.choice(
