@@ -37,7 +37,7 @@ class StudyConfig:
     runtime_precision: str = "f32"  # OpenVINO's float layers: f32 or bf16 (diffusia.runtime.PRECISIONS)
     activations: str = "auto"  # integer range of every W8A8 variant's activations (diffusia.config.ACTIVATIONS)
 
-    def w8a8(self, preset: str = "w8a8"):
+    def recipe(self, preset: str = "w8a8"):
         """A W8A8 preset's recipe with the study's activations."""
         from diffusia.config import get_preset
 
@@ -62,7 +62,7 @@ def _sensitivity(cfg: StudyConfig, out: Path) -> dict:
     lpips_prompts = [p.text for p in load_prompts("eval", cfg.model)][: 1 if cfg.quick else 2]
     sens = run_sensitivity(
         pipe,
-        cfg.w8a8(),
+        cfg.recipe(),
         prompts,
         steps=cfg.steps,
         top=1 if cfg.quick else 5,
@@ -86,7 +86,7 @@ def _observations(cfg: StudyConfig):
 
     pipe = load_pipeline(cfg.model, progress=False)
     prompts = take(load_prompts("calibration", cfg.model), cfg.calib_size)
-    recipe = cfg.w8a8()
+    recipe = cfg.recipe()
     return Observations.record(
         pipe, recipe, prompts, cfg.steps, DEFAULT_GUIDANCE, batch=CALIBRATION_BATCH, progress=not cfg.quick
     )
@@ -128,7 +128,7 @@ def _quantizing_variants(cfg: StudyConfig, out: Path) -> dict[str, str]:
     paths = {}
     for preset in ("w8a8", "mixed"):
         path = out / "recipes" / f"{preset}-{cfg.activations}.json"
-        write_text(path, cfg.w8a8(preset).to_json() + "\n")
+        write_text(path, cfg.recipe(preset).to_json() + "\n")
         paths[preset] = str(path)
     return paths
 
