@@ -41,7 +41,10 @@ class StudyConfig:
         """A W8A8 preset's recipe with the study's activations."""
         from diffusia.config import get_preset
 
-        recipe = get_preset(preset)
+        return self.with_activations(get_preset(preset))
+
+    def with_activations(self, recipe):
+        """`recipe` with the study's activations (unchanged for auto)."""
         return recipe if self.activations == "auto" else recipe.replace(activations=self.activations)
 
     @classmethod
@@ -102,9 +105,7 @@ def _searched_variant(cfg: StudyConfig, sens: dict, out: Path, observations) -> 
 
     fp32_mb = search(sens, budget_mb=float("inf")).fp32_size_mb
     res = search(sens, budget_mb=cfg.budget_fraction * fp32_mb)
-    recipe = res.recipe.replace(name="searched")
-    if cfg.activations != "auto":
-        recipe = recipe.replace(activations=cfg.activations)
+    recipe = cfg.with_activations(res.recipe.replace(name="searched"))
     write_text(out / "searched_recipe.json", recipe.to_json() + "\n")
     write_json(out / "searched_recipe.search.json", res.to_dict())
     pipe = load_pipeline(cfg.model, progress=False)
