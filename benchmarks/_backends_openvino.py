@@ -222,6 +222,8 @@ BACKENDS = {
 for _name, (_how, _what) in {
     "diffusia_w8a8_mse_sym_ov": ("widen", "MSE ranges widened to symmetric"),
     "diffusia_w8a8_symmse_ov": ("search", "symmetric ranges of least squared error"),
+    "diffusia_w8a8_symmse_linear_ov": ("search-linear", "symmetric ranges of least squared error on Linear layers"),
+    "diffusia_w8a8_symmse_balanced_ov": ("search-balanced", "symmetric ranges of least squared error where balanced"),
 }.items():
     for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
         BACKENDS[_name + _suffix] = (

@@ -81,17 +81,24 @@ def bf16(unet: nn.Module, ctx: Ctx) -> Built:
     )
 
 
-def _symmetric_activations(unet: nn.Module, search: bool) -> int:
+def _symmetric_activations(unet: nn.Module, search: bool, only: str | None = None) -> int:
     """Experiment, before `--activations int8` existed: every calibrated activation range with a negative part made
     symmetric around 0 after calibration, zero point at mid-scale, as NNCF's default scheme; `search`: the MSE
     calibrator's own symmetric search on what it observed, else the calibrated range widened to +-max(|lo|, hi).
-    Non-negative ranges keep zero point 0, which needs no compensation. Returns how many layers changed."""
+    Non-negative ranges keep zero point 0, which needs no compensation. `only`: "linear" changes the Linear layers
+    alone (convolutions keep uint8), "balanced" the ranges whose smaller side is at least a quarter of the larger
+    (post-SiLU inputs keep uint8). Returns how many layers changed."""
     from diffusia.calib.base import get_calibrator
     from diffusia.quant import api, qmath
 
     changed = 0
     for m in api.qmodules(unet).values():
         if not m.spec.act_digits or float(m.act_range[:, 0].min()) >= 0:
+            continue
+        lo, hi = -float(m.act_range[:, 0].min()), float(m.act_range[:, 1].max())
+        if (only == "linear" and not isinstance(m, nn.Linear)) or (
+            only == "balanced" and min(lo, hi) < max(lo, hi) / 4
+        ):
             continue
         for g in range(m.act_range.shape[0]):
             r = max(-float(m.act_range[g, 0]), float(m.act_range[g, 1]))
@@ -113,7 +120,7 @@ def _diffusia(
     activations: str | None = None,
 ) -> Callable[[nn.Module, Ctx], Built]:
     """diffusia's preset; the calibrator is `calibrator` if given, else the run's --calibrator; `symmetric`
-    ("widen" or "search"): the experiment of _symmetric_activations; `rules` (PATTERN=PRECISION) appended to the
+    ("widen" or "search", optionally "-linear" or "-balanced"): the experiment of _symmetric_activations; `rules` (PATTERN=PRECISION) appended to the
     preset's, as `diffusia quantize --rule` does; `activations` as `diffusia quantize --activations`."""
 
     def build(unet: nn.Module, ctx: Ctx) -> Built:
@@ -138,7 +145,8 @@ def _diffusia(
             acts = "" if recipe.activations == "auto" else f", activations {recipe.activations}"
             notes.append(f"calibrated on {len(ctx.calib)} inputs ({cal}{acts})")
         if symmetric:
-            n = _symmetric_activations(unet, search=symmetric == "search")
+            how, _, only = symmetric.partition("-")
+            n = _symmetric_activations(unet, search=how == "search", only=only or None)
             notes.append(f"activation ranges of {n} layers made symmetric ({symmetric}; experiment)")
         api.freeze(unet)
         counts = Counter(p for p in plan.values() if p in precision_names() and get_precision(p).weight_bits <= 8)
