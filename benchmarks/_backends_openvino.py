@@ -203,6 +203,18 @@ BACKENDS = {
         _diffusia_on("openvino", "w8a8", "mse", "bf16", activations="int8"),
         "diffusia W8A8 (MSE calibrator, --activations int8: symmetric) on OpenVINO, float layers in bf16",
     ),
+    "diffusia_w8a8_balanced_ov": (
+        _diffusia_on("openvino", "w8a8", "mse", activations="balanced"),
+        "diffusia W8A8 (MSE calibrator, --activations balanced: int8 where the range is balanced) on OpenVINO",
+    ),
+    "diffusia_w8a8_balanced_ov_bf16": (
+        _diffusia_on("openvino", "w8a8", "mse", "bf16", activations="balanced"),
+        "diffusia W8A8 (MSE calibrator, --activations balanced) on OpenVINO, float layers in bf16",
+    ),
+    "diffusia_w8a8x2_balanced_ov": (
+        _diffusia_on("openvino", "w8a8x2", activations="balanced"),
+        "diffusia w8a8x2 (--activations balanced: both digits int8 where the range is balanced) on OpenVINO",
+    ),
     "diffusia_w8a8x2_int8_ov": (
         _diffusia_on("openvino", "w8a8x2", activations="int8"),
         "diffusia w8a8x2 (--activations int8: both digits symmetric) on OpenVINO",

@@ -19,7 +19,8 @@ from diffusia.quant.precisions import precision_names
 
 RECIPE_VERSION = 1
 # auto = uint8, with 7-bit weights where the target has no VNNI; int8 = symmetric ranges (zero point at mid-scale)
-ACTIVATIONS = ("auto", "uint8", "uint7", "int8")
+# balanced = int8 where a layer's calibrated range is balanced around 0 (qmath.is_balanced), uint8 elsewhere
+ACTIVATIONS = ("auto", "uint8", "uint7", "int8", "balanced")
 CALIBRATORS = ("percentile", "minmax", "mse")
 KEEP_AS = ("fp32", "fp16", "bf16")  # storage of the policy's high-precision layers (time embedding, conv_in/out)
 
@@ -94,7 +95,7 @@ class Recipe:
     full_res_weights: str | None = None  # precision of the quantizable layers of the full-resolution blocks (the
     # first down block and the last up block), if not `weights`
     keep_as: str = "fp32"  # the layers the policy keeps in high precision: untouched (fp32) or stored fp16/bf16
-    activations: str = "auto"  # integer range of W8A8 activations: auto, uint8, uint7, int8 (symmetric)
+    activations: str = "auto"  # integer range of W8A8 activations: auto, uint8, uint7, int8 (symmetric), balanced
     target: str = "auto"  # CPU class the INT8 layout is for: auto (this host), portable, avx2, vnni (quant.cpu)
     calibrator: str = "percentile"
     percentile: float = 99.9

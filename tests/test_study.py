@@ -35,7 +35,7 @@ def test_quick_study_writes_full_report(micro_pipeline_dir, tmp_path):
     assert study["timings"]["observe_s"] > 0
 
 
-@pytest.mark.parametrize("activations", ["auto", "uint7", "int8"])
+@pytest.mark.parametrize("activations", ["auto", "uint7", "int8", "balanced"])
 def test_quantizing_variants_carry_the_activations(tmp_path, activations):
     from diffusia.config import load_recipe
 

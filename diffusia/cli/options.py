@@ -241,6 +241,7 @@ def activations(subject: str = "W8A8 activations") -> Any:
     return choice(
         None,
         choices,
-        f"Integer range of {subject}: auto (uint8), uint8, uint7, or int8: ranges symmetric around 0, which "
-        "OpenVINO runs as signed INT8 without zero point (faster there, at more error). Default: the recipe's.",
+        f"Integer range of {subject}: auto (uint8), uint8, uint7, int8: ranges symmetric around 0, which "
+        "OpenVINO runs as signed INT8 without zero point (faster there, at more error), or balanced: int8 where a "
+        "layer's calibrated range is balanced around 0, uint8 elsewhere. Default: the recipe's.",
     )

@@ -58,6 +58,7 @@ class QSettings:
     precision: str
     act_qmax: int = 127
     act_symmetric: bool = False  # ranges symmetric around 0: zero point at mid-scale, signed INT8 on a runtime
+    act_balanced: bool = False  # symmetric only if the calibrated range is balanced around 0 (qmath.is_balanced)
     weight_qmax: int = 127  # int8 weight magnitude; < 127 only for 8-bit activations on CPUs without VNNI
     calibrator: str = "percentile"
     percentile: float = 99.9
@@ -68,13 +69,13 @@ class QSettings:
     def __post_init__(self) -> None:
         get_precision(self.precision)  # a one-line error naming the valid ones
 
-    def new_calibrator(self) -> Calibrator:
+    def new_calibrator(self, symmetric: bool | None = None) -> Calibrator:
         return get_calibrator(
             self.calibrator,
             percentile=self.percentile,
             bins=self.bins,
             qmax=self.act_qmax,
-            symmetric=self.act_symmetric,
+            symmetric=self.act_symmetric if symmetric is None else symmetric,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,12 +179,22 @@ class QModuleMixin:
             return not self._calibrators
         ranges = {g: self._calibrators[g].compute() for g in seen}
         union = (min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values()))
+        symmetric = self.settings.act_symmetric
+        if self.settings.act_balanced and not symmetric and qmath.is_balanced(*union):
+            symmetric = True  # the calibrator's own symmetric range of what it observed (MSE searches one radius)
+            ranges = {g: self._symmetric_range(self._calibrators[g]) for g in seen}
+            union = (min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values()))
         for g in range(len(self._calibrators)):
             lo, hi = ranges.get(g, union)  # a group no calibration timestep fell in: use the union
-            scale, zp = qmath.act_qparams(lo, hi, self.settings.act_qmax, self.settings.act_symmetric)
+            scale, zp = qmath.act_qparams(lo, hi, self.settings.act_qmax, symmetric)
             self.act_range[g] = torch.tensor([lo, hi])
             self.act_scale[g], self.act_zero_point[g] = scale, zp
         return True
+
+    def _symmetric_range(self, observed: Calibrator) -> tuple[float, float]:
+        c = self.settings.new_calibrator(symmetric=True)
+        c.adopt(observed)
+        return c.compute()
 
     # ----- freezing
     def frozen_buffer_specs(self) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:

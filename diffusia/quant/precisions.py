@@ -182,24 +182,27 @@ def _w4_linear(m: Any, g: int) -> Any:
 
 # ----------------------------------------------------------------- recipe-dependent layer settings
 def act_qmax_for(activations: str) -> int:
-    """Top of the uint activation range: 127 for uint7; 255 for uint8, int8 and auto (saturation on CPUs without
+    """Top of the uint activation range: 127 for uint7; 255 for the others (saturation on CPUs without
     VNNI is avoided by narrowing the weights instead, see `cpu.weight_qmax`)."""
     return 127 if activations == "uint7" else 255
 
 
 def _w8a8_settings(recipe: Any, cpu_class: str) -> dict[str, Any]:
-    """Activations 0..act_qmax_for(recipe.activations), symmetric ranges for int8; 7-bit weights where 8-bit
-    activations could saturate the int16 pair sums of `cpu_class`."""
+    """Activations 0..act_qmax_for(recipe.activations), symmetric ranges for int8 (and balanced ones for balanced);
+    7-bit weights where 8-bit activations could saturate the int16 pair sums of `cpu_class`."""
     qmax = act_qmax_for(recipe.activations)
-    symmetric = recipe.activations == "int8"
-    return {"act_qmax": qmax, "weight_qmax": cpu.weight_qmax(qmax, cpu_class), "act_symmetric": symmetric}
+    return {"act_qmax": qmax, "weight_qmax": cpu.weight_qmax(qmax, cpu_class), **_signedness(recipe)}
 
 
 def _w8a8x2_settings(recipe: Any, cpu_class: str) -> dict[str, Any]:
     """Two digits of 7 bits where pair sums could saturate (8 elsewhere) with 8-bit weights; min-max range (with
     ~14-16 bits of resolution nothing is gained by clipping the calibration outliers)."""
     qmax = 127 if recipe.activations == "uint7" or cpu_class == "avx2" else 255
-    return {"act_qmax": qmax, "calibrator": "minmax", "act_symmetric": recipe.activations == "int8"}
+    return {"act_qmax": qmax, "calibrator": "minmax", **_signedness(recipe)}
+
+
+def _signedness(recipe: Any) -> dict[str, bool]:
+    return {"act_symmetric": recipe.activations == "int8", "act_balanced": recipe.activations == "balanced"}
 
 
 _INT8_KERNELS = dict(conv_kernel=_static_int8_conv, linear_kernel=_static_int8_linear)

@@ -92,6 +92,14 @@ def residual_qparams(scale: float, qmax: int) -> tuple[float, int]:
     return scale / (2 * half), (qmax + 1) // 2
 
 
+def is_balanced(lo: float, hi: float) -> bool:
+    """True if range [lo, hi] reaches both sides of 0 with the smaller side at least a quarter of the larger: a
+    symmetric range then costs little resolution (inputs after LayerNorm, residual streams), unlike one-sided ones
+    (after SiLU or GELU, whose negative part is small)."""
+    neg, pos = -min(float(lo), 0.0), max(float(hi), 0.0)
+    return min(neg, pos) > 0 and 4 * min(neg, pos) >= max(neg, pos)
+
+
 def act_qparams(lo: float, hi: float, qmax: int, symmetric: bool = False) -> tuple[float, int]:
     """Affine uint qparams (scale, zero_point) for range [lo, hi] widened to include 0, levels 0..qmax; `symmetric`:
     a range with a negative part widened to +-max(-lo, hi), zero point at mid-scale (qmax + 1) // 2, which is

@@ -34,8 +34,8 @@ def _quantized(preset, cls=None, pipe=None, steps=2, **changes):
 @pytest.mark.parametrize("cls", cpu.CPU_CLASSES)
 @pytest.mark.parametrize(
     "changes",
-    [dict(), dict(activations="uint7"), dict(activations="int8"), dict(full_res_weights="w8a8x2")],
-    ids=["preset", "uint7", "int8", "x2"],
+    [dict(), dict(activations="uint7"), dict(activations="balanced"), dict(full_res_weights="w8a8x2")],
+    ids=["preset", "uint7", "balanced", "x2"],
 )
 def test_openvino_quantizes_every_activation_as_diffusia(tmp_path, changes, cls):
     pipe = _quantized("w8a8", cls, **changes)
@@ -44,6 +44,10 @@ def test_openvino_quantizes_every_activation_as_diffusia(tmp_path, changes, cls)
     from diffusia.export.openvino import activation_quantizers
 
     quantizers = activation_quantizers(onnx_path)
+    if changes.get("activations") == "balanced":  # both kinds of range, so both the int8 and the uint8 path ran
+        layers = api.qmodules(pipe.unet).values()
+        mid_scale = [int(m.act_zero_point[0]) == (m.settings.act_qmax + 1) // 2 for m in layers if m.spec.act_digits]
+        assert any(mid_scale) and not all(mid_scale)
     x2 = sum(m.precision == "w8a8x2" for m in api.qmodules(pipe.unet).values())
     assert bool(x2) == any(d == 2 for _, d in quantizers.values())
     check = check_against_openvino(

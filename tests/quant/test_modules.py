@@ -201,6 +201,29 @@ def test_symmetric_act_qparams_put_zero_at_mid_scale_and_cover_both_sides(qmax):
     assert qmath.act_qparams(-1.0, 3.0, qmax)[1] != zp  # asymmetric by default
 
 
+def test_balanced_ranges_are_the_only_symmetric_ones():
+    assert qmath.is_balanced(-1.0, 3.0) and qmath.is_balanced(-4.0, 1.0)
+    assert not qmath.is_balanced(-0.28, 3.0) and not qmath.is_balanced(0.0, 3.0) and not qmath.is_balanced(-2.0, 0.0)
+
+
+@pytest.mark.parametrize("calibrator", ["mse", "percentile"])
+def test_balanced_activations_are_symmetric_where_the_range_is_balanced(calibrator):
+    """`--activations balanced`: a layer whose input reaches both sides of 0 about evenly gets the calibrator's own
+    symmetric range (zero point at mid-scale, the MSE calibrator searching one radius); one after SiLU keeps its
+    affine range, exactly as with uint8."""
+    for x, symmetric in ((torch.randn(2, 5, 40), True), (x_for("linear"), False)):
+        qparams = {}
+        for mode in ("uint8", "int8", "balanced"):
+            kw = dict(act_symmetric=mode == "int8", act_balanced=mode == "balanced")
+            _, q = make("linear", "w8a8", act_qmax=255, calibrator=calibrator, **kw)
+            q.set_mode("calibrate")
+            q(x)
+            q.compute_ranges()
+            qparams[mode] = q.act_qparams(0)
+        assert qparams["balanced"] == qparams["int8" if symmetric else "uint8"]
+        assert (qparams["balanced"][1] == 128) == symmetric and qparams["int8"] != qparams["uint8"]
+
+
 def test_int8_activations_calibrate_symmetric_ranges():
     x = x_for("linear") - 0.1  # a range with more above zero than below
     for symmetric in (False, True):
