@@ -5,6 +5,7 @@ BF16 matmuls on the tile units, so its timings are a class of their own)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 from diffusia.quant import cpu
@@ -26,3 +27,9 @@ def write_results(stem: Path, result: dict, markdown: str) -> None:
     write_json(stem.with_suffix(".json"), result)
     write_text(stem.with_suffix(".md"), markdown)
     print(markdown.rstrip("\n"))
+
+
+def result_header(**fields) -> dict:
+    """What a result starts with: what ran (`fields`, e.g. model, latent, versions), on which CPU and class, when."""
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return {**fields, "cpu": cpu.cpu_model(), "class": machine_class(), "date": now}

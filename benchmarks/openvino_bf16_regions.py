@@ -15,7 +15,6 @@ and calibration as `backends.py` (4 seeded Gaussian calibration inputs); rel-L2 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import statistics
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import machine_class, results_dir, write_results  # noqa: E402
+from _results import result_header, results_dir, write_results  # noqa: E402
 
 ELEMENTWISE = {"Add", "Multiply", "Subtract", "Divide", "Sqrt", "Swish", "Gelu"}
 
@@ -108,7 +107,7 @@ def main() -> None:
     from backends import load_unet, make_inputs
 
     from diffusia.config import get_preset
-    from diffusia.quant import api, cpu
+    from diffusia.quant import api
     from diffusia.runtime.artifact import export_runtime
 
     latent = 16 if args.model == "tiny" else args.latent
@@ -164,17 +163,8 @@ def main() -> None:
             }
         )
         print(f"{label}: {rows[-1]['ms']:.0f} ms, {rel:.2%}", flush=True)
-    res = {
-        "model": args.model,
-        "latent": latent,
-        "preset": args.preset,
-        "threads": args.threads,
-        "cpu": cpu.cpu_model(),
-        "class": machine_class(),
-        "openvino": ov.__version__,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "rows": rows,
-    }
+    header = dict(model=args.model, latent=latent, preset=args.preset, threads=args.threads, openvino=ov.__version__)
+    res = {**result_header(**header), "rows": rows}
     lines = [
         f"# bf16 float layers on OpenVINO, region by region: {args.model}, diffusia `{args.preset}` (MSE calibrator)",
         "",

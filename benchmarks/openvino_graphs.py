@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime as dt
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import backends as bb  # noqa: E402
-from _results import machine_class, results_dir, write_results  # noqa: E402
+from _results import result_header, results_dir, write_results  # noqa: E402
 
 LAYERS = ("Convolution", "FullyConnected", "FullyConnectedQuantizedLegacy")
 
@@ -89,14 +88,7 @@ def main() -> None:
                 "fake_quantize": fake_quantizes(ov.Core().read_model(str(xml))),
                 "compiled": compiled_layers(xml, args.threads),
             }
-    res = {
-        "model": args.model,
-        "latent": latent,
-        "class": machine_class(),
-        "openvino": ov.get_version(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "rows": rows,
-    }
+    res = {**result_header(model=args.model, latent=latent, openvino=ov.get_version()), "rows": rows}
     lines = [
         f"# FakeQuantize placement and compiled precisions: {args.model}, latent {latent}",
         "",

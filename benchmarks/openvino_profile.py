@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime as dt
 import statistics
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import machine_class, results_dir, write_results  # noqa: E402
+from _results import result_header, results_dir, write_results  # noqa: E402
 
 
 def inputs(model: str, latent: int, n_calib: int):
@@ -82,7 +81,7 @@ def main() -> None:
 
     from diffusia.config import get_preset
     from diffusia.export.onnx import export_unet
-    from diffusia.quant import api, cpu
+    from diffusia.quant import api
     from diffusia.runtime.artifact import export_runtime
 
     latent = 16 if args.model == "tiny" else args.latent
@@ -117,17 +116,8 @@ def main() -> None:
         results[f"diffusia_{args.preset}_mse_{precision}"] = profile(
             core.compile_model(model, "CPU", {**config, "INFERENCE_PRECISION_HINT": precision}), feeds, args.repeats
         )
-    res = {
-        "model": args.model,
-        "latent": latent,
-        "threads": args.threads,
-        "cpu": cpu.cpu_model(),
-        "class": machine_class(),
-        "openvino": ov.__version__,
-        "nncf": nncf.__version__,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "rows": results,
-    }
+    header = dict(model=args.model, latent=latent, threads=args.threads, openvino=ov.__version__, nncf=nncf.__version__)
+    res = {**result_header(**header), "rows": results}
     lines = [
         f"# OpenVINO profile of one U-Net step: {args.model}, latent {latent}x{latent}, batch 2",
         "",
