@@ -3,6 +3,7 @@ the percentile (default) and MSE calibrators, 16 calibration prompts x 25 steps;
 Writes benchmarks/results/<class>/w8a8_ssim_tiny.{json,md} (mean, standard deviation and minimum over the images).
 
     python benchmarks/w8a8_ssim_tiny.py [--out DIR]
+    python benchmarks/w8a8_ssim_tiny.py --calibrators mse --activations auto,int8,balanced   # the activation ranges
 
 Copied into a checkout of 59c3e9a (before the calibration-subsample fix) it gives the README's "before" figure.
 Quality only: nothing here is timed.
@@ -38,13 +39,18 @@ def commit() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=results_dir())
+    ap.add_argument(
+        "--calibrators", default="percentile,mse", help="comma list, one row each (with each --activations)"
+    )
+    ap.add_argument("--activations", default="auto", help="comma list of Recipe.activations values")
     args = ap.parse_args()
     jobs = make_jobs(load_prompts("eval", "tiny"), 32, 42)
     fp32 = to_uint8(render(load_pipeline("tiny", progress=False), jobs, GenerationConfig()))
     rows = []
-    for calibrator in ("percentile", "mse"):
+    combos = [(c, a) for c in args.calibrators.split(",") for a in args.activations.split(",")]
+    for calibrator, activations in combos:
         pipe = load_pipeline("tiny", progress=False)
-        recipe = get_preset("w8a8").replace(calibrator=calibrator)
+        recipe = get_preset("w8a8").replace(calibrator=calibrator, activations=activations)
         calib = load_prompts("calibration", "tiny")
         quantize_pipeline(pipe, recipe, calib, calib_size=16, steps=25, progress=False, validate=False)
         images = to_uint8(render(pipe, jobs, GenerationConfig()))
@@ -52,6 +58,7 @@ def main() -> None:
         rows.append(
             {
                 "calibrator": calibrator,
+                "activations": activations,
                 "ssim_mean": round(float(np.mean(ssim)), 4),
                 "ssim_std": round(float(np.std(ssim)), 4),
                 "ssim_min": round(float(np.min(ssim)), 4),
@@ -67,11 +74,11 @@ def main() -> None:
         "42, DPM-Solver 25 steps, guidance 7.5); calibration on 16 prompts x 25 steps; scikit-image SSIM on 8-bit "
         "images.",
         "",
-        "| calibrator | SSIM mean | std | min | images |",
-        "|---|---|---|---|---|",
+        "| calibrator | activations | SSIM mean | std | min | images |",
+        "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['calibrator']} | {r['ssim_mean']:.4f} | {r['ssim_std']:.4f} | {r['ssim_min']:.4f} | {r['images']} |"
+        f"| {r['calibrator']} | {r['activations']} | {r['ssim_mean']:.4f} | {r['ssim_std']:.4f} | {r['ssim_min']:.4f} | {r['images']} |"
         for r in rows
     ]
     write_results(args.out / "w8a8_ssim_tiny", res, "\n".join(lines) + "\n")
