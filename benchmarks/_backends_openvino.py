@@ -195,39 +195,21 @@ BACKENDS = {
         _diffusia_on("openvino", "w8a8x2", precision="bf16"),
         "diffusia w8a8x2 on OpenVINO, float layers in bf16",
     ),
-    "diffusia_w8a8_int8_ov": (
-        _diffusia_on("openvino", "w8a8", "mse", activations="int8"),
-        "diffusia W8A8 (MSE calibrator, --activations int8: symmetric) on OpenVINO",
-    ),
-    "diffusia_w8a8_int8_ov_bf16": (
-        _diffusia_on("openvino", "w8a8", "mse", "bf16", activations="int8"),
-        "diffusia W8A8 (MSE calibrator, --activations int8: symmetric) on OpenVINO, float layers in bf16",
-    ),
-    "diffusia_w8a8_balanced_ov": (
-        _diffusia_on("openvino", "w8a8", "mse", activations="balanced"),
-        "diffusia W8A8 (MSE calibrator, --activations balanced: int8 where the range is balanced) on OpenVINO",
-    ),
-    "diffusia_w8a8_balanced_ov_bf16": (
-        _diffusia_on("openvino", "w8a8", "mse", "bf16", activations="balanced"),
-        "diffusia W8A8 (MSE calibrator, --activations balanced) on OpenVINO, float layers in bf16",
-    ),
-    "diffusia_w8a8x2_balanced_ov": (
-        _diffusia_on("openvino", "w8a8x2", activations="balanced"),
-        "diffusia w8a8x2 (--activations balanced: both digits int8 where the range is balanced) on OpenVINO",
-    ),
-    "diffusia_w8a8x2_int8_ov": (
-        _diffusia_on("openvino", "w8a8x2", activations="int8"),
-        "diffusia w8a8x2 (--activations int8: both digits symmetric) on OpenVINO",
-    ),
-    "diffusia_w8a8x2_int8_ov_bf16": (
-        _diffusia_on("openvino", "w8a8x2", precision="bf16", activations="int8"),
-        "diffusia w8a8x2 (--activations int8: both digits symmetric) on OpenVINO, float layers in bf16",
-    ),
     "diffusia_w8a8_mse_ort": (
         _diffusia_on("onnxruntime", "w8a8", "mse"),
         "diffusia W8A8 (MSE calibrator) on ONNX Runtime",
     ),
 }
+
+# diffusia with symmetric activation ranges: everywhere (int8) or where the range is balanced around 0 (balanced)
+for _acts, _what in {"int8": "symmetric", "balanced": "int8 where the range is balanced"}.items():
+    for _preset, _calibrator, _label in (("w8a8", "mse", "W8A8 (MSE calibrator"), ("w8a8x2", None, "w8a8x2 (")):
+        for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
+            BACKENDS[f"diffusia_{_preset}_{_acts}_ov{_suffix}"] = (
+                _diffusia_on("openvino", _preset, _calibrator, _precision, activations=_acts),
+                f"diffusia {_label}{', ' if _calibrator else ''}--activations {_acts}: {_what}) on OpenVINO"
+                + (", float layers in bf16" if _precision == "bf16" else ""),
+            )
 
 # Experiment rows (not product options): diffusia W8A8 with its activation ranges made symmetric before freezing
 # (`_backends_peers._symmetric_activations`), with f32 and bf16 float layers.
