@@ -86,8 +86,8 @@ def _symmetric_activations(unet: nn.Module, search: bool, only: str | None = Non
     symmetric around 0 after calibration, zero point at mid-scale, as NNCF's default scheme; `search`: the MSE
     calibrator's own symmetric search on what it observed, else the calibrated range widened to +-max(|lo|, hi).
     Non-negative ranges keep zero point 0, which needs no compensation. `only`: "linear" changes the Linear layers
-    alone (convolutions keep uint8), "balanced" the ranges whose smaller side is at least a quarter of the larger
-    (post-SiLU inputs keep uint8). Returns how many layers changed."""
+    alone (convolutions keep uint8), "balanced" the ranges `qmath.is_balanced` accepts (post-SiLU inputs keep
+    uint8). Returns how many layers changed."""
     from diffusia.calib.base import get_calibrator
     from diffusia.quant import api, qmath
 
@@ -97,7 +97,7 @@ def _symmetric_activations(unet: nn.Module, search: bool, only: str | None = Non
             continue
         lo, hi = -float(m.act_range[:, 0].min()), float(m.act_range[:, 1].max())
         if (only == "linear" and not isinstance(m, nn.Linear)) or (
-            only == "balanced" and min(lo, hi) < max(lo, hi) / 4
+            only == "balanced" and not qmath.is_balanced(-lo, hi)
         ):
             continue
         for g in range(m.act_range.shape[0]):
@@ -120,8 +120,9 @@ def _diffusia(
     activations: str | None = None,
 ) -> Callable[[nn.Module, Ctx], Built]:
     """diffusia's preset; the calibrator is `calibrator` if given, else the run's --calibrator; `symmetric`
-    ("widen" or "search", optionally "-linear" or "-balanced"): the experiment of _symmetric_activations; `rules` (PATTERN=PRECISION) appended to the
-    preset's, as `diffusia quantize --rule` does; `activations` as `diffusia quantize --activations`."""
+    ("widen" or "search", optionally "-linear" or "-balanced"): the experiment of _symmetric_activations; `rules`
+    (PATTERN=PRECISION) appended to the preset's, as `diffusia quantize --rule` does; `activations` as `diffusia
+    quantize --activations`."""
 
     def build(unet: nn.Module, ctx: Ctx) -> Built:
         from diffusia.config import load_recipe
