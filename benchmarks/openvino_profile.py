@@ -5,9 +5,11 @@ OpenVINO's own per-node profiling (PERF_COUNT), summed by node type and by kerne
     python benchmarks/openvino_profile.py                      # sd15-arch, 32x32 latent, batch 2, ~10 min
     python benchmarks/openvino_profile.py --model tiny
     python benchmarks/openvino_profile.py --preset w8a8x2 --no-nncf   # openvino_profile_sd15-arch_w8a8x2
+    python benchmarks/openvino_profile.py --activations balanced      # openvino_profile_sd15-arch_balanced
 Writes benchmarks/results/<class>/openvino_profile_<model>[_<preset>].{json,md}. Same U-Net, inputs and
 calibration as `backends.py` (4 seeded Gaussian calibration inputs for sd15-arch); diffusia's preset (default
-w8a8) with the MSE calibrator, NNCF with its defaults. Profiling adds a little overhead to every node, so the totals exceed the plain step times.
+w8a8) with the MSE calibrator, NNCF with its defaults and with `model_type=TRANSFORMER`. Profiling adds a little
+overhead to every node, so the totals exceed the plain step times.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--preset", default="w8a8", help="diffusia's preset (its calibrator set to mse)")
+    ap.add_argument("--activations", default="auto", help="diffusia's activation signedness (auto, int8, balanced)")
     ap.add_argument("--no-nncf", action="store_true", help="profile diffusia's graph only")
     ap.add_argument("--out", type=Path, default=results_dir())
     args = ap.parse_args()
@@ -100,11 +103,12 @@ def main() -> None:
     fp32.reshape({k: v.shape for k, v in feeds.items()})
     if not args.no_nncf:
         data = nncf.Dataset([dict(zip(feeds, (t.numpy() for t in x))) for x in calib])
-        nncf_model = nncf.quantize(fp32, data, subset_size=len(calib))
-        results["nncf_int8"] = profile(core.compile_model(nncf_model, "CPU", config), feeds, args.repeats)
-        del nncf_model
+        for name, kwargs in (("nncf_int8", {}), ("nncf_int8_transformer", {"model_type": nncf.ModelType.TRANSFORMER})):
+            nncf_model = nncf.quantize(fp32, data, subset_size=len(calib), **kwargs)
+            results[name] = profile(core.compile_model(nncf_model, "CPU", config), feeds, args.repeats)
+            del nncf_model
     del fp32
-    api.quantize(unet, get_preset(args.preset).replace(calibrator="mse"))
+    api.quantize(unet, get_preset(args.preset).replace(calibrator="mse", activations=args.activations))
     with torch.no_grad(), api.calibrate(unet):
         for x in calib:
             unet(*x)
@@ -112,8 +116,9 @@ def main() -> None:
     manifest = export_runtime(unet, "openvino", work / "diffusia", check=False)
     model = core.read_model(str(work / "diffusia" / manifest["files"][0]))
     model.reshape({k: v.shape for k, v in feeds.items()})
+    suffix = "" if args.activations == "auto" else f"_{args.activations}"
     for precision in ("f32", "bf16"):
-        results[f"diffusia_{args.preset}_mse_{precision}"] = profile(
+        results[f"diffusia_{args.preset}_mse{suffix}_{precision}"] = profile(
             core.compile_model(model, "CPU", {**config, "INFERENCE_PRECISION_HINT": precision}), feeds, args.repeats
         )
     header = dict(model=args.model, latent=latent, threads=args.threads, openvino=ov.__version__, nncf=nncf.__version__)
@@ -130,7 +135,7 @@ def main() -> None:
         lines += [f"## {name}: {r['wall_ms']:.0f} ms wall", "", "| node type / kernel | ms |", "|---|---|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in list(r["by_exec_ms"].items())[:15]]
         lines.append("")
-    stem = args.out / f"openvino_profile_{args.model}{'' if args.preset == 'w8a8' else '_' + args.preset}"
+    stem = args.out / f"openvino_profile_{args.model}{'' if args.preset == 'w8a8' else '_' + args.preset}{suffix}"
     write_results(stem, res, "\n".join(lines))
 
 

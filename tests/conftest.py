@@ -11,7 +11,8 @@ import torch
 from tests._cli_support import inputs, saved_models  # noqa: F401  (fixtures of the bad-input tests)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(2)
+# two cores: one thread per pytest-xdist worker (`-n 2`), both threads otherwise
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 MICRO_UNET = dict(
     sample_size=8,

@@ -141,7 +141,7 @@ def fold_weight_quantizers(model) -> int:
             return numpy_helper.to_array(consts[name].attribute[0].t)
         return None
 
-    folded, remove = 0, []
+    renamed = {}  # QuantizeLinear output -> its int8 initializer
     for node in model.graph.node:
         if node.op_type != "QuantizeLinear":
             continue
@@ -155,20 +155,22 @@ def fold_weight_quantizers(model) -> int:
             shape[axis] = -1
         q = np.clip(np.rint(w / scale.reshape(shape)) + zp.reshape(shape).astype(np.float32), -128, 127).astype(np.int8)
         model.graph.initializer.append(numpy_helper.from_array(q, name=node.output[0] + "_int8"))
-        for other in model.graph.node:
-            for i, inp in enumerate(other.input):
-                if inp == node.output[0]:
-                    other.input[i] = node.output[0] + "_int8"
-        remove.append(node)
-        folded += 1
-    for node in remove:
-        model.graph.node.remove(node)
-    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    for node in [n for n in model.graph.node if n.op_type == "Constant" and n.output[0] not in used]:
-        model.graph.node.remove(node)
-    for init in [i for i in model.graph.initializer if i.name not in used]:
-        model.graph.initializer.remove(init)
-    return folded
+        renamed[node.output[0]] = node.output[0] + "_int8"
+    nodes = model.graph.node
+    folded = [k for k, n in enumerate(nodes) if n.op_type == "QuantizeLinear" and n.output[0] in renamed]
+    for k in reversed(folded):  # by index: protobuf's remove() compares whole messages
+        del nodes[k]
+    for node in nodes:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
+    used = {i for n in nodes for i in n.input} | {o.name for o in model.graph.output}
+    for k in reversed([k for k, n in enumerate(nodes) if n.op_type == "Constant" and n.output[0] not in used]):
+        del nodes[k]
+    initializers = model.graph.initializer
+    for k in reversed([k for k, i in enumerate(initializers) if i.name not in used]):
+        del initializers[k]
+    return len(folded)
 
 
 PROTOBUF_LIMIT = 1.8e9  # an .onnx file holds at most 2 GB; larger graphs keep their weights in `<name>.data`
