@@ -350,10 +350,12 @@ for _activations, _infix in ((None, ""), ("int8", "_int8")):
 RESIDUAL_BRANCHES = r"(conv2|conv_shortcut|to_out\.0|ff\.net\.2|proj_out)$"
 
 
-def _output_quantizers(pattern: str, calibrator: str = "mse") -> Callable[[nn.Module, Ctx], str]:
-    """A `prepare` step: u8 ranges (`calibrator`) of the outputs of the quantized layers whose names match
-    `pattern`, observed over the calibration inputs on the frozen model, then a QDQ pair after each of them in the
-    export (wraps `diffusia.export.onnx._qdq_forward`)."""
+def _output_quantizers(
+    pattern: str, calibrator: str = "mse", symmetric: bool = False
+) -> Callable[[nn.Module, Ctx], str]:
+    """A `prepare` step: u8 ranges (`calibrator`; `symmetric`: zero point at mid-scale, i.e. int8 for OpenVINO) of
+    the outputs of the quantized layers whose names match `pattern`, observed over the calibration inputs on the
+    frozen model, then a QDQ pair after each of them in the export (wraps `diffusia.export.onnx._qdq_forward`)."""
     import re
 
     def prepare(unet: nn.Module, ctx: Ctx) -> str:
@@ -361,7 +363,11 @@ def _output_quantizers(pattern: str, calibrator: str = "mse") -> Callable[[nn.Mo
         from diffusia.export import onnx as qdq
         from diffusia.quant import api, qmath
 
-        cals = {m: get_calibrator(calibrator) for n, m in api.qmodules(unet).items() if re.search(pattern, n)}
+        cals = {
+            m: get_calibrator(calibrator, symmetric=symmetric)
+            for n, m in api.qmodules(unet).items()
+            if re.search(pattern, n)
+        }
         cals = {m: c for m, c in cals.items() if m.spec.act_digits}
         hooks = [m.register_forward_hook(lambda _m, _a, y, c=c: c.collect(y)) for m, c in cals.items()]
         with torch.no_grad():
@@ -369,7 +375,7 @@ def _output_quantizers(pattern: str, calibrator: str = "mse") -> Callable[[nn.Mo
                 unet(*x)
         for h in hooks:
             h.remove()
-        qparams = {m: qmath.act_qparams(*c.compute(), 255) for m, c in cals.items()}
+        qparams = {m: qmath.act_qparams(*c.compute(), 255, symmetric) for m, c in cals.items()}
         make_forward = qdq._qdq_forward
 
         def make(m: nn.Module) -> Callable:
@@ -380,7 +386,8 @@ def _output_quantizers(pattern: str, calibrator: str = "mse") -> Callable[[nn.Mo
             return lambda x: torch.fake_quantize_per_tensor_affine(forward(x), scale, zp, 0, 255)
 
         qdq._qdq_forward = make  # this worker process only
-        return f"outputs of {len(qparams)} layers ({pattern}) quantized u8, {calibrator} ranges (experiment)"
+        kind = "int8 (symmetric)" if symmetric else "u8"
+        return f"outputs of {len(qparams)} layers ({pattern}) quantized {kind}, {calibrator} ranges (experiment)"
 
     return prepare
 
@@ -389,4 +396,21 @@ for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
     BACKENDS["diffusia_w8a8_mse_outq_ov" + _suffix] = (
         _diffusia_on("openvino", "w8a8", "mse", _precision, prepare=_output_quantizers(RESIDUAL_BRANCHES)),
         f"diffusia W8A8 (MSE) on OpenVINO, residual-branch outputs quantized (experiment), float layers in {_precision}",
+    )
+
+# Experiment: NNCF's TRANSFORMER model runs the attention's matmuls (Q.K^T, P.V) on int8 inputs; diffusia's take
+# float Q, K, V. Here the outputs of to_q / to_k / to_v get symmetric int8 QDQ pairs of their own (MSE ranges).
+ATTENTION_QKV = r"attn[12]\.to_[qkv]$"
+for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
+    BACKENDS["diffusia_w8a8_balanced_qkv_ov" + _suffix] = (
+        _diffusia_on(
+            "openvino",
+            "w8a8",
+            "mse",
+            _precision,
+            prepare=_output_quantizers(ATTENTION_QKV, symmetric=True),
+            activations="balanced",
+        ),
+        "diffusia W8A8 (MSE, --activations balanced) on OpenVINO, Q/K/V quantized int8 (experiment), float layers in "
+        + _precision,
     )
