@@ -414,3 +414,35 @@ for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
         "diffusia W8A8 (MSE, --activations balanced) on OpenVINO, Q/K/V quantized int8 (experiment), float layers in "
         + _precision,
     )
+
+
+def _int8_attention(calibrator: str = "mse") -> Callable[[nn.Module, Ctx], str]:
+    """A `prepare` step: Q/K/V quantized as in the rows above, and the attention probabilities (softmax output)
+    quantized u8 with scale 1/255 by an explicit attention in the export (softmax, QDQ pair, matmul), so both of the
+    attention's matmuls take int8 inputs as in NNCF's TRANSFORMER model."""
+    qkv = _output_quantizers(ATTENTION_QKV, calibrator, symmetric=True)
+
+    def prepare(unet: nn.Module, ctx: Ctx) -> str:
+        import torch.nn.functional as F
+
+        note = qkv(unet, ctx)
+
+        def attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
+            if attn_mask is not None or is_causal or dropout_p:
+                raise ValueError("the int8-attention experiment takes no mask, causality or dropout")
+            scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5 if scale is None else scale)
+            probs = torch.fake_quantize_per_tensor_affine(scores.softmax(-1), 1 / 255, 0, 0, 255)
+            return probs @ v
+
+        F.scaled_dot_product_attention = attention  # this worker process only (diffusers looks it up per call)
+        return note + "; attention probabilities quantized u8, scale 1/255 (experiment)"
+
+    return prepare
+
+
+for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
+    BACKENDS["diffusia_w8a8_balanced_attn8_ov" + _suffix] = (
+        _diffusia_on("openvino", "w8a8", "mse", _precision, prepare=_int8_attention(), activations="balanced"),
+        "diffusia W8A8 (MSE, --activations balanced) on OpenVINO, attention on int8 Q/K/V and probabilities "
+        f"(experiment), float layers in {_precision}",
+    )
