@@ -418,24 +418,47 @@ for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
 
 def _int8_attention(calibrator: str = "mse") -> Callable[[nn.Module, Ctx], str]:
     """A `prepare` step: Q/K/V quantized as in the rows above, and the attention probabilities (softmax output)
-    quantized u8 with scale 1/255 by an explicit attention in the export (softmax, QDQ pair, matmul), so both of the
-    attention's matmuls take int8 inputs as in NNCF's TRANSFORMER model."""
+    quantized u8 by an explicit attention in the export (softmax, QDQ pair, matmul), so both of the attention's
+    matmuls take int8 inputs as in NNCF's TRANSFORMER model. The probabilities' ranges (`calibrator`) are observed
+    per attention call, in call order, over the calibration inputs (a softmax over 1024 keys stays far below 1)."""
     qkv = _output_quantizers(ATTENTION_QKV, calibrator, symmetric=True)
 
     def prepare(unet: nn.Module, ctx: Ctx) -> str:
         import torch.nn.functional as F
 
+        from diffusia.calib.base import get_calibrator
+        from diffusia.quant import qmath
+
         note = qkv(unet, ctx)
+        cals: list = []
+        state = {"call": 0, "qparams": None}
 
         def attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
             if attn_mask is not None or is_causal or dropout_p:
                 raise ValueError("the int8-attention experiment takes no mask, causality or dropout")
-            scores = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5 if scale is None else scale)
-            probs = torch.fake_quantize_per_tensor_affine(scores.softmax(-1), 1 / 255, 0, 0, 255)
+            probs = ((q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5 if scale is None else scale)).softmax(-1)
+            i, state["call"] = state["call"], state["call"] + 1
+            if state["qparams"] is None:  # observing
+                if i == len(cals):
+                    cals.append(get_calibrator(calibrator))
+                cals[i].collect(probs)
+            else:
+                s, zp = state["qparams"][i % len(cals)]
+                probs = torch.fake_quantize_per_tensor_affine(probs, s, zp, 0, 255)
             return probs @ v
 
         F.scaled_dot_product_attention = attention  # this worker process only (diffusers looks it up per call)
-        return note + "; attention probabilities quantized u8, scale 1/255 (experiment)"
+        with torch.no_grad():
+            for x in ctx.calib:
+                state["call"] = 0
+                unet(*x)
+        state["qparams"] = [qmath.act_qparams(*c.compute(), 255) for c in cals]
+        state["call"] = 0  # the export traces the attentions in the same order
+        highs = [round(c.compute()[1], 4) for c in cals]
+        return note + (
+            f"; attention probabilities of {len(cals)} attentions quantized u8, {calibrator} ranges "
+            f"[0, {min(highs)}..{max(highs)}] (experiment)"
+        )
 
     return prepare
 
