@@ -469,3 +469,7 @@ for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
         "diffusia W8A8 (MSE, --activations balanced) on OpenVINO, attention on int8 Q/K/V and probabilities "
         f"(experiment), float layers in {_precision}",
     )
+BACKENDS["diffusia_w8a8x2_attn8_ov"] = (
+    _diffusia_on("openvino", "w8a8x2", prepare=_int8_attention()),
+    "diffusia w8a8x2 on OpenVINO, attention on int8 Q/K/V and probabilities (experiment)",
+)
