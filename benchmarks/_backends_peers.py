@@ -343,7 +343,9 @@ BACKENDS: dict[str, tuple[Callable[[nn.Module, Ctx], Built], str]] = {
     "quanto_w8": (_quanto(False), "weight-only INT8"),
     "ort_int8_static": (ort_int8_static, "runtime INT8 QDQ kernels (static)"),
 }
+from _backends_experiments import BACKENDS as _EXPERIMENTS  # noqa: E402
 from _backends_openvino import BACKENDS as _OPENVINO  # noqa: E402 (its builders use the ones above)
 
 BACKENDS.update(_OPENVINO)
+BACKENDS.update(_EXPERIMENTS)
 BACKENDS["fp32_eager_end"] = (fp32_eager, "eager FP32 again, last (drift check)")

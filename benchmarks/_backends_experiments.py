@@ -1,0 +1,277 @@
+"""Experiment rows of `benchmarks/backends.py` (not product options): diffusia on OpenVINO with one change each to
+its ranges, its export or its attention, to find where NNCF's INT8 model is faster. The README's VNNI and AMX
+sections give what each one measured; `_backends_openvino.py` has the product rows and the peers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from _backends_openvino import _diffusia_on
+from _backends_peers import Built, Ctx
+from torch import nn
+
+BACKENDS: dict[str, tuple[Callable[[nn.Module, Ctx], Built], str]] = {}
+
+# Experiment rows (not product options): diffusia W8A8 with its activation ranges made symmetric before freezing
+# (`_backends_peers._symmetric_activations`), with f32 and bf16 float layers.
+for _name, (_how, _what) in {
+    "diffusia_w8a8_mse_sym_ov": ("widen", "MSE ranges widened to symmetric"),
+    "diffusia_w8a8_symmse_ov": ("search", "symmetric ranges of least squared error"),
+    "diffusia_w8a8_symmse_linear_ov": ("search-linear", "symmetric ranges of least squared error on Linear layers"),
+    "diffusia_w8a8_symmse_balanced_ov": ("search-balanced", "symmetric ranges of least squared error where balanced"),
+}.items():
+    for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
+        BACKENDS[_name + _suffix] = (
+            _diffusia_on("openvino", "w8a8", "mse", _precision, symmetric=_how),
+            f"diffusia W8A8 on OpenVINO, {_what} (experiment), float layers in {_precision}",
+        )
+
+# Experiment row (SD v1.5 layer names): w8a8x2 with the second digit on the full-resolution blocks' attention and
+# feed-forward layers only; their resnet and down-sampling convolutions take one digit.
+FULL_RES_CONVS = r"re:(down_blocks\.0|up_blocks\.3)\.(resnets\.\d+\.(conv1|conv2|conv_shortcut)|downsamplers\.0\.conv)"
+for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
+    BACKENDS["diffusia_w8a8x2_attn_ov" + _suffix] = (
+        _diffusia_on("openvino", "w8a8x2", precision=_precision, rules=(f"{FULL_RES_CONVS}=w8a8",)),
+        "diffusia w8a8x2 on OpenVINO, second digit on the full-resolution attention/feed-forward only (experiment), "
+        f"float layers in {_precision}",
+    )
+
+
+def _pad_first(make_forward: Callable[[nn.Module], Callable]) -> Callable[[nn.Module], Callable]:
+    """Experiment: a padded Conv2d's zero padding applied in float before its input's QDQ pair (0.0 quantizes to
+    the zero point exactly, so the codes are unchanged) and the INT8 convolution itself unpadded, whose zero-point
+    compensation is then one constant per output channel. Wraps `diffusia.export.onnx._qdq_forward`."""
+    import torch.nn.functional as F
+
+    def make(m: nn.Module) -> Callable:
+        if not (isinstance(m, nn.Conv2d) and m.spec.act_digits and any(m.padding) and m.padding_mode == "zeros"):
+            return make_forward(m)
+        ph, pw = m.padding
+        m.padding = (0, 0)  # the module is exported, never run again
+        inner = make_forward(m)
+        return lambda x: inner(F.pad(x, (pw, pw, ph, ph)))
+
+    return make
+
+
+def _with_forward(build: Callable[[nn.Module, Ctx], Built], wrap, note: str) -> Callable[[nn.Module, Ctx], Built]:
+    """`build` with the export's QDQ forwards replaced by `wrap(diffusia.export.onnx._qdq_forward)` (experiments)."""
+
+    def run(unet: nn.Module, ctx: Ctx) -> Built:
+        from diffusia.export import onnx as qdq
+
+        qdq._qdq_forward = wrap(qdq._qdq_forward)  # this worker process only
+        built = build(unet, ctx)
+        built.notes.append(note)
+        return built
+
+    return run
+
+
+PAD_FIRST = "padded convolutions: zero padding in float before the QDQ pair (experiment)"
+BACKENDS["diffusia_w8a8_mse_padfirst_ov"] = (
+    _with_forward(_diffusia_on("openvino", "w8a8", "mse"), _pad_first, PAD_FIRST),
+    "diffusia W8A8 (MSE calibrator) on OpenVINO, padding before quantization (experiment)",
+)
+BACKENDS["diffusia_w8a8x2_padfirst_ov"] = (
+    _with_forward(_diffusia_on("openvino", "w8a8x2"), _pad_first, PAD_FIRST),
+    "diffusia w8a8x2 on OpenVINO, padding before quantization (experiment)",
+)
+
+
+def _zero_point_folded(make_forward: Callable[[nn.Module], Callable]) -> Callable[[nn.Module], Callable]:
+    """Experiment: a padded one-digit Conv2d quantizes x + zp*s with zero point 0 (the same codes) after padding
+    in float, and takes zp*s*sum(W) off its bias, so OpenVINO's INT8 convolution has neither a zero point nor
+    padding. Wraps `diffusia.export.onnx._qdq_forward`."""
+    import torch.nn.functional as F
+
+    def make(m: nn.Module) -> Callable:
+        if not (isinstance(m, nn.Conv2d) and m.spec.act_digits == 1 and m.spec.onnx_int8_weight and any(m.padding)):
+            return make_forward(m)
+        (scale, zp), qmax = m.act_qparams(m.group), int(m.settings.act_qmax)
+        w_float = m.spec.dequantize(m.frozen_buffers(), m.weight_shape)
+        w_scale = m.weight_scale.float()
+        zeros = torch.zeros_like(w_scale, dtype=torch.int32)
+        shift = zp * scale
+        w = torch.fake_quantize_per_channel_affine(w_float, w_scale, zeros, 0, -128, 127)
+        bias = (torch.zeros(w.shape[0]) if m.bias is None else m.bias.detach().float()) - shift * w.sum((1, 2, 3))
+        ph, pw = m.padding
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            x = F.pad(x, (pw, pw, ph, ph)) + shift
+            if qmax < 255:  # as diffusia.export.onnx._fake_quant
+                x = torch.clamp(x, 0.0, qmax * scale)
+            x = torch.fake_quantize_per_tensor_affine(x, scale, 0, 0, 255)
+            # the weight's QDQ pair inside the graph, as _qdq_forward (it becomes an int8 initializer)
+            wq = torch.fake_quantize_per_channel_affine(w_float, w_scale, zeros, 0, -128, 127)
+            return F.conv2d(x, wq, bias, m.stride, 0, m.dilation, m.groups)
+
+        return forward
+
+    return make
+
+
+BACKENDS["diffusia_w8a8_mse_zpfold_ov"] = (
+    _with_forward(
+        _diffusia_on("openvino", "w8a8", "mse"),
+        _zero_point_folded,
+        "padded convolutions: x + zp*s quantized with zero point 0 after padding in float, bias folded (experiment)",
+    ),
+    "diffusia W8A8 (MSE calibrator) on OpenVINO, padded convolutions without zero point (experiment)",
+)
+
+
+def _residual_zero_point_127(build: Callable[[nn.Module, Ctx], Built]) -> Callable[[nn.Module, Ctx], Built]:
+    """Experiment: the export's second `w8a8x2` digit with zero point qmax // 2 (127), as before it moved to
+    mid-scale (128): the same values, but OpenVINO then runs the residual's convolution as u8 with a zero point."""
+
+    def run(unet: nn.Module, ctx: Ctx) -> Built:
+        from diffusia.quant import qmath
+
+        mid_scale = qmath.residual_qparams
+        qmath.residual_qparams = lambda scale, qmax: (mid_scale(scale, qmax)[0], qmax // 2)  # this worker only
+        built = build(unet, ctx)
+        built.notes.append("second digit's zero point 127 (experiment)")
+        return built
+
+    return run
+
+
+for _activations, _infix in ((None, ""), ("int8", "_int8")):
+    BACKENDS[f"diffusia_w8a8x2{_infix}_resid127_ov"] = (
+        _residual_zero_point_127(_diffusia_on("openvino", "w8a8x2", activations=_activations)),
+        f"diffusia w8a8x2{' (int8 activations)' if _activations else ''} on OpenVINO, second digit's zero point "
+        "127 (experiment)",
+    )
+
+
+# Experiment: NNCF also quantizes the tensors its residual additions read, so its convolutions write int8. Here the
+# outputs of the layers that feed a residual addition (resnet conv2 / conv_shortcut, attention to_out.0,
+# feed-forward net.2, transformer proj_out) get a QDQ pair of their own, which OpenVINO fuses into the layer.
+RESIDUAL_BRANCHES = r"(conv2|conv_shortcut|to_out\.0|ff\.net\.2|proj_out)$"
+
+
+def _output_quantizers(
+    pattern: str, calibrator: str = "mse", symmetric: bool = False
+) -> Callable[[nn.Module, Ctx], str]:
+    """A `prepare` step: u8 ranges (`calibrator`; `symmetric`: zero point at mid-scale, i.e. int8 for OpenVINO) of
+    the outputs of the quantized layers whose names match `pattern`, observed over the calibration inputs on the
+    frozen model, then a QDQ pair after each of them in the export (wraps `diffusia.export.onnx._qdq_forward`)."""
+    import re
+
+    def prepare(unet: nn.Module, ctx: Ctx) -> str:
+        from diffusia.calib.base import get_calibrator
+        from diffusia.export import onnx as qdq
+        from diffusia.quant import api, qmath
+
+        cals = {
+            m: get_calibrator(calibrator, symmetric=symmetric)
+            for n, m in api.qmodules(unet).items()
+            if re.search(pattern, n)
+        }
+        cals = {m: c for m, c in cals.items() if m.spec.act_digits}
+        hooks = [m.register_forward_hook(lambda _m, _a, y, c=c: c.collect(y)) for m, c in cals.items()]
+        with torch.no_grad():
+            for x in ctx.calib:
+                unet(*x)
+        for h in hooks:
+            h.remove()
+        qparams = {m: qmath.act_qparams(*c.compute(), 255, symmetric) for m, c in cals.items()}
+        make_forward = qdq._qdq_forward
+
+        def make(m: nn.Module) -> Callable:
+            forward = make_forward(m)
+            if m not in qparams:
+                return forward
+            scale, zp = qparams[m]
+            return lambda x: torch.fake_quantize_per_tensor_affine(forward(x), scale, zp, 0, 255)
+
+        qdq._qdq_forward = make  # this worker process only
+        kind = "int8 (symmetric)" if symmetric else "u8"
+        return f"outputs of {len(qparams)} layers ({pattern}) quantized {kind}, {calibrator} ranges (experiment)"
+
+    return prepare
+
+
+for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
+    BACKENDS["diffusia_w8a8_mse_outq_ov" + _suffix] = (
+        _diffusia_on("openvino", "w8a8", "mse", _precision, prepare=_output_quantizers(RESIDUAL_BRANCHES)),
+        f"diffusia W8A8 (MSE) on OpenVINO, residual-branch outputs quantized (experiment), float layers in {_precision}",
+    )
+
+# Experiment: NNCF's TRANSFORMER model runs the attention's matmuls (Q.K^T, P.V) on int8 inputs; diffusia's take
+# float Q, K, V. Here the outputs of to_q / to_k / to_v get symmetric int8 QDQ pairs of their own (MSE ranges).
+ATTENTION_QKV = r"attn[12]\.to_[qkv]$"
+for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
+    BACKENDS["diffusia_w8a8_balanced_qkv_ov" + _suffix] = (
+        _diffusia_on(
+            "openvino",
+            "w8a8",
+            "mse",
+            _precision,
+            prepare=_output_quantizers(ATTENTION_QKV, symmetric=True),
+            activations="balanced",
+        ),
+        "diffusia W8A8 (MSE, --activations balanced) on OpenVINO, Q/K/V quantized int8 (experiment), float layers in "
+        + _precision,
+    )
+
+
+def _int8_attention(calibrator: str = "mse") -> Callable[[nn.Module, Ctx], str]:
+    """A `prepare` step: Q/K/V quantized as in the rows above, and the attention probabilities (softmax output)
+    quantized u8 by an explicit attention in the export (softmax, QDQ pair, matmul), so both of the attention's
+    matmuls take int8 inputs as in NNCF's TRANSFORMER model. The probabilities' ranges (`calibrator`) are observed
+    per attention call, in call order, over the calibration inputs (a softmax over 1024 keys stays far below 1)."""
+    qkv = _output_quantizers(ATTENTION_QKV, calibrator, symmetric=True)
+
+    def prepare(unet: nn.Module, ctx: Ctx) -> str:
+        import torch.nn.functional as F
+
+        from diffusia.calib.base import get_calibrator
+        from diffusia.quant import qmath
+
+        note = qkv(unet, ctx)
+        cals: list = []
+        state = {"call": 0, "qparams": None}
+
+        def attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
+            if attn_mask is not None or is_causal or dropout_p:
+                raise ValueError("the int8-attention experiment takes no mask, causality or dropout")
+            probs = ((q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5 if scale is None else scale)).softmax(-1)
+            i, state["call"] = state["call"], state["call"] + 1
+            if state["qparams"] is None:  # observing
+                if i == len(cals):
+                    cals.append(get_calibrator(calibrator))
+                cals[i].collect(probs)
+            else:
+                s, zp = state["qparams"][i % len(cals)]
+                probs = torch.fake_quantize_per_tensor_affine(probs, s, zp, 0, 255)
+            return probs @ v
+
+        F.scaled_dot_product_attention = attention  # this worker process only (diffusers looks it up per call)
+        with torch.no_grad():
+            for x in ctx.calib:
+                state["call"] = 0
+                unet(*x)
+        state["qparams"] = [qmath.act_qparams(*c.compute(), 255) for c in cals]
+        state["call"] = 0  # the export traces the attentions in the same order
+        highs = [round(c.compute()[1], 4) for c in cals]
+        return note + (
+            f"; attention probabilities of {len(cals)} attentions quantized u8, {calibrator} ranges "
+            f"[0, {min(highs)}..{max(highs)}] (experiment)"
+        )
+
+    return prepare
+
+
+for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
+    BACKENDS["diffusia_w8a8_balanced_attn8_ov" + _suffix] = (
+        _diffusia_on("openvino", "w8a8", "mse", _precision, prepare=_int8_attention(), activations="balanced"),
+        "diffusia W8A8 (MSE, --activations balanced) on OpenVINO, attention on int8 Q/K/V and probabilities "
+        f"(experiment), float layers in {_precision}",
+    )
+BACKENDS["diffusia_w8a8x2_attn8_ov"] = (
+    _diffusia_on("openvino", "w8a8x2", prepare=_int8_attention()),
+    "diffusia w8a8x2 on OpenVINO, attention on int8 Q/K/V and probabilities (experiment)",
+)
