@@ -21,6 +21,8 @@ RECIPE_VERSION = 1
 # auto = uint8, with 7-bit weights where the target has no VNNI; int8 = symmetric ranges (zero point at mid-scale)
 # balanced = int8 where a layer's calibrated range is balanced around 0 (qmath.is_balanced), uint8 elsewhere
 ACTIVATIONS = ("auto", "uint8", "uint7", "int8", "balanced")
+# int8 = the attention's matmuls on int8 Q/K/V and u8 probabilities where to_q/to_k/to_v are W8A8 (quant.attention)
+ATTENTION = ("float", "int8")
 CALIBRATORS = ("percentile", "minmax", "mse")
 KEEP_AS = ("fp32", "fp16", "bf16")  # storage of the policy's high-precision layers (time embedding, conv_in/out)
 
@@ -96,6 +98,7 @@ class Recipe:
     # first down block and the last up block), if not `weights`
     keep_as: str = "fp32"  # the layers the policy keeps in high precision: untouched (fp32) or stored fp16/bf16
     activations: str = "auto"  # integer range of W8A8 activations: auto, uint8, uint7, int8 (symmetric), balanced
+    attention: str = "float"  # float, or int8: Q/K/V and the attention probabilities quantized (ATTENTION)
     target: str = "auto"  # CPU class the INT8 layout is for: auto (this host), portable, avx2, vnni (quant.cpu)
     calibrator: str = "percentile"
     percentile: float = 99.9
@@ -114,6 +117,7 @@ class Recipe:
             _check_choice("full_res_weights", self.full_res_weights, precisions())
         _check_choice("keep_as", self.keep_as, KEEP_AS)
         _check_choice("activations", self.activations, ACTIVATIONS)
+        _check_choice("attention", self.attention, ATTENTION)
         _check_choice("target", self.target, TARGETS)
         _check_choice("calibrator", self.calibrator, CALIBRATORS)
         if isinstance(self.percentile, bool) or not isinstance(self.percentile, (int, float)):

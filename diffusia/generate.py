@@ -103,7 +103,7 @@ def generate(
         if not np.isfinite(image).all():
             raise DiffusiaError(
                 f"the pipeline produced NaN/Inf for {prompt!r} (seed {seed}) on {device}: "
-                "find the layer with diffusia.quant.api.check_finite(pipe.unet, ...)"
+                "find the layer with diffusia.quant.finite.check_finite(pipe.unet, ...)"
             )
         images.append(image)
     if output_type == "np":

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -39,6 +39,7 @@ class ObserverSettings:
     bins: int
     timestep_groups: int
     num_train_timesteps: int
+    attention: bool = False  # also the int8 attention's Q/K/V and probabilities (diffusia.quant.attention)
 
     @classmethod
     def of(cls, recipe: Recipe) -> ObserverSettings:
@@ -48,6 +49,7 @@ class ObserverSettings:
             recipe.histogram_bins,
             recipe.timestep_groups,
             recipe.num_train_timesteps,
+            recipe.attention == "int8",
         )
 
     def new_calibrator(self) -> Calibrator:
@@ -106,7 +108,8 @@ class Observations:
         resolution: int | None = None,
         progress: bool = True,
     ) -> Observations:
-        """Sample `prompts` with the float pipeline, a calibrator of `recipe`'s settings on every Conv2d/Linear."""
+        """Sample `prompts` with the float pipeline, a calibrator of `recipe`'s settings on every Conv2d/Linear (and
+        for int8 attention, an observing attention processor on every attention)."""
         settings = ObserverSettings.of(recipe)
         sampling = Sampling(tuple(p.text for p in prompts), steps, guidance, CALIBRATION_SEED, batch, resolution)
         unet = pipe.unet
@@ -122,6 +125,7 @@ class Observations:
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 layers[name] = [settings.new_calibrator() for _ in range(settings.timestep_groups)]
                 hooks.append(module.register_forward_pre_hook(observer(layers[name])))
+        processors = _observe_attention(unet, state) if settings.attention else {}
         timestep.attach(unet, state)
         t0 = time.perf_counter()
         try:
@@ -132,6 +136,9 @@ class Observations:
         finally:
             for h in hooks:
                 h.remove()
+            for name, (previous, observer) in processors.items():
+                unet.get_submodule(name).set_processor(previous)
+                layers.update({f"{name}.processor.{k}": q._calibrators for k, q in observer.quantizers().items()})
             timestep.detach(unet)
         seconds = time.perf_counter() - t0
         log.info("observed %d layers over %d U-Net calls in %.1f s", len(layers), calls[0], seconds)
@@ -142,8 +149,11 @@ class Observations:
         `sampling`; None when they can."""
         if unet != self.unet:
             return "were recorded on another U-Net"
+        wanted = ObserverSettings.of(recipe)
+        if self.settings.attention and not wanted.attention:  # attention observed too: no harm
+            wanted = replace(wanted, attention=True)
         for what, ours, theirs in (
-            ("calibrator settings", self.settings, ObserverSettings.of(recipe)),
+            ("calibrator settings", self.settings, wanted),
             ("sampling", self.sampling, sampling),
         ):
             diff = [k for k in asdict(ours) if getattr(ours, k) != getattr(theirs, k)]
@@ -152,6 +162,20 @@ class Observations:
         if not all(c.collected for group in self.layers.values() for c in group):
             return f"come from a {self.settings.calibrator} calibrator that cannot hand over what it collected"
         return None
+
+
+def _observe_attention(unet: nn.Module, state: timestep.TimestepState) -> dict[str, tuple]:
+    """Every attention of the float `unet` on an int8 attention processor that observes (float math); returns
+    attention name -> (its previous processor, the observing one)."""
+    from diffusia.quant import attention
+
+    names = list(attention.attentions(unet))
+    previous = {n: unet.get_submodule(n).processor for n in names}
+    attention.install(unet, names, state.groups, state)
+    observers = attention.processors(unet)
+    for q in (q for p in observers.values() for q in p.quantizers().values()):
+        q.mode = "calibrate"
+    return {n: (previous[n], observers[n]) for n in names}
 
 
 def _fields(obj, names: list[str]) -> str:

@@ -51,6 +51,7 @@ def quantize(
         "(least squared quantization error; lower error wherever measured). Default: the recipe's.",
     ),
     activations: str | None = o.activations(),
+    attention: str | None = o.attention(),
     rule: list[str] | None = typer.Option(None, help="Per-layer override PATTERN=PRECISION (glob or re:regex)."),
     overwrite: bool = o.overwrite(),
     target: str | None = o.choice(
@@ -84,6 +85,8 @@ def quantize(
         r = r.replace(calibrator=calibrator)
     if activations is not None:
         r = r.replace(activations=activations)
+    if attention is not None:
+        r = r.replace(attention=attention)
     runtimes = tuple(dict.fromkeys(resolve(x.strip()) for x in (runtime or "").split(",") if x.strip()))
     runtimes = tuple(x for x in runtimes if x != "torch")
     prompts = load_prompts(calib_prompts, model=model)

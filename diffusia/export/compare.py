@@ -4,6 +4,8 @@ quantizer checked on the runtime's own input (`compare_quantizers`), and the int
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 from torch import nn
@@ -17,8 +19,11 @@ def relative_l2(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def layer_of(node_name: str) -> str:
-    """ "/unet/down_blocks.0/resnets.0/conv1/QuantizeLinear" -> "down_blocks.0.resnets.0.conv1"."""
-    return node_name.removeprefix("/unet/").rpartition("/")[0].replace("/", ".")
+    """ "/unet/down_blocks.0/resnets.0/conv1/QuantizeLinear" -> "down_blocks.0.resnets.0.conv1". An int8
+    attention's projections are traced inside its processor ("attn1/processor/to_q/..." -> "attn1.to_q"); its own
+    quantizers are the processor's ("attn1/processor/probs/..." -> "attn1.processor.probs")."""
+    name = node_name.removeprefix("/unet/").rpartition("/")[0].replace("/", ".")
+    return re.sub(r"\.processor\.(?=to_)", ".", name)
 
 
 def digit_of(node_name: str) -> int | None:
@@ -29,19 +34,19 @@ def digit_of(node_name: str) -> int | None:
 
 
 def compare_quantizers(unet: nn.Module, theirs: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]) -> dict:
-    """Every activation quantizer of the ONNX graph against diffusia's, on the same float input (ONNX Runtime's):
-    the codes diffusia's kernels would compute from it (the layer's scale, zero point and range; the residual's
-    for a w8a8x2 second digit) must equal ONNX Runtime's, except by one step where the input lies within a few
-    float32 ulps of a rounding tie (ONNX Runtime rounds x / scale; PyTorch's quantizer rounds x * (1 / scale) +
-    zero_point, so its ulp is that of the code, up to 255). Strict: unlike the
+    """Every activation quantizer of the ONNX graph (the layers' and the int8 attention's) against diffusia's, on
+    the same float input (ONNX Runtime's): the codes diffusia's kernels would compute from it (the layer's scale,
+    zero point and range; the residual's for a w8a8x2 second digit) must equal ONNX Runtime's, except by one step
+    where the input lies within a few float32 ulps of a rounding tie (ONNX Runtime rounds x / scale; PyTorch's
+    quantizer rounds x * (1 / scale) + zero_point, so its ulp is that of the code, up to 255). Strict: unlike the
     chained comparison, one layer's ties never reach the next. Returns the quantizers compared, the codes, the
     codes on ties that differ, the codes that differ anywhere else (must be 0) and the first such."""
-    qm = api.qmodules(unet)
+    qm = api.observers(unet)
     n_codes, ties, wrong, first = 0, 0, 0, None
     for (layer, digit), (x, q_theirs) in theirs.items():
         m = qm[layer]
         scale, zp = m.act_qparams(m.group)
-        qmax = int(m.settings.act_qmax)
+        qmax = m.act_qmax
         if digit == 2:
             scale, zp = qmath.residual_qparams(scale, qmax)
         ours = quantize_act_u8(torch.from_numpy(np.ascontiguousarray(x)), scale, zp, qmax).numpy().reshape(-1)

@@ -153,10 +153,10 @@ def check_against_openvino(
             request.infer(qdq.graph_feeds(inputs))
             theirs = {}
             for (layer, digit), (x_name, y_name) in probes.items():
-                m = api.qmodules(unet)[layer]
+                m = api.observers(unet)[layer]
                 scale, zp = m.act_qparams(m.group)
                 if digit == 2:
-                    scale, zp = qmath.residual_qparams(scale, int(m.settings.act_qmax))
+                    scale, zp = qmath.residual_qparams(scale, m.act_qmax)
                 y = request.get_tensor(y_name).data.astype(np.float64)
                 codes = np.clip(np.rint(y / scale) + zp, 0, 255).astype(np.uint8)
                 theirs[(layer, digit)] = (request.get_tensor(x_name).data.copy(), codes)

@@ -1,5 +1,5 @@
-"""The verbs: quantize -> calibrate -> (fake quant / QAT) -> freeze; save/reload via a quantization map;
-a summary table and a NaN/Inf localiser."""
+"""The verbs: quantize -> calibrate -> (fake quant / QAT) -> freeze; save/reload via a quantization map; a
+summary table. (NaN/Inf localiser: `diffusia.quant.finite`.)"""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from diffusia.config import Recipe
 from diffusia.errors import DiffusiaError
-from diffusia.quant import cpu, qmath
+from diffusia.quant import attention, cpu, qmath
 from diffusia.quant import timestep as ts
 from diffusia.quant.modules import QModuleMixin, QSettings, qclass_for
 from diffusia.quant.policy import plan as make_plan
@@ -31,6 +31,12 @@ _TARGET_ATTR = "_diffusia_target"  # {"requested", "cpu_class", "made_on"}: what
 def qmodules(model: nn.Module) -> dict[str, QModuleMixin]:
     """The quantized modules of `model` by name, in registration order."""
     return {n: m for n, m in model.named_modules() if isinstance(m, QModuleMixin)}
+
+
+def observers(model: nn.Module) -> dict[str, Any]:
+    """Everything holding static activation ranges, by module name: the W8A8 layers and the int8 attention's
+    quantizers (`diffusia.quant.attention`); both calibrate, fake-quantize and freeze alike."""
+    return {**{n: m for n, m in qmodules(model).items() if m.spec.act_digits}, **attention.quantizers(model)}
 
 
 def _require_quantized(model: nn.Module) -> dict[str, QModuleMixin]:
@@ -84,6 +90,14 @@ def quantize(unet: nn.Module, recipe: Recipe) -> dict[str, str]:
             continue
         settings = layer_settings(precision, recipe, cpu_class)
         _swap(unet, name, qclass_for(module).from_module(module, settings, state))
+    if recipe.attention == "int8":
+        names = attention.eligible(unet)
+        if not names:
+            raise DiffusiaError(
+                "attention int8 quantizes attentions whose to_q/to_k/to_v are W8A8 layers, and this plan has none: "
+                "use a W8A8 recipe or drop attention int8"
+            )
+        attention.install(unet, names, recipe.timestep_groups, state)
     ts.attach(unet, state)
     setattr(unet, _RECIPE_ATTR, recipe)
     setattr(unet, _TARGET_ATTR, {"requested": recipe.target, "cpu_class": cpu_class, "made_on": cpu.host_description()})
@@ -94,7 +108,8 @@ def quantize(unet: nn.Module, recipe: Recipe) -> dict[str, str]:
 @contextlib.contextmanager
 def calibrate(unet: nn.Module) -> Iterator[nn.Module]:
     """Within the block, W8A8 layers observe their inputs (forward in float); on exit their ranges are set."""
-    qm = _require_quantized(unet)
+    _require_quantized(unet)
+    qm = {**qmodules(unet), **attention.quantizers(unet)}
     frozen = [n for n, m in qm.items() if m.mode == "real"]
     if frozen:
         raise DiffusiaError(f"cannot calibrate a frozen model (e.g. layer {frozen[0]!r})")
@@ -110,16 +125,19 @@ def calibrate(unet: nn.Module) -> Iterator[nn.Module]:
             m.mode = previous[n]
     missing = [n for n, m in qm.items() if not m.compute_ranges()]
     if missing:
-        log.warning("%d W8A8 layer(s) saw no calibration data (e.g. %s); freeze will fail", len(missing), missing[0])
+        log.warning(
+            "%d W8A8 quantizer(s) saw no calibration data (e.g. %s); freeze will fail", len(missing), missing[0]
+        )
 
 
 def calibrate_from(unet: nn.Module, observed: Mapping[str, list]) -> int:
     """Set the W8A8 layers' ranges from calibrators that observed their inputs elsewhere (layer name -> one
     calibrator per timestep group, as `diffusia.calib.observations` records them); returns how many layers."""
-    qm = {n: m for n, m in _require_quantized(unet).items() if m.spec.act_digits}
+    _require_quantized(unet)
+    qm = observers(unet)
     missing = [n for n in qm if n not in observed]
     if missing:
-        raise DiffusiaError(f"{len(missing)} W8A8 layer(s) were not observed (e.g. {missing[0]!r})")
+        raise DiffusiaError(f"{len(missing)} W8A8 quantizer(s) were not observed (e.g. {missing[0]!r})")
     for name, m in qm.items():
         if m.mode == "real":
             raise DiffusiaError(f"cannot calibrate a frozen model (e.g. layer {name!r})")
@@ -128,7 +146,7 @@ def calibrate_from(unet: nn.Module, observed: Mapping[str, list]) -> int:
     return len(qm)
 
 
-def _check_calibrated(qm: Mapping[str, QModuleMixin], verb: str) -> None:
+def _check_calibrated(qm: Mapping[str, Any], verb: str) -> None:
     bad = [n for n, m in qm.items() if not m.calibrated]
     if bad:
         raise DiffusiaError(
@@ -139,7 +157,7 @@ def _check_calibrated(qm: Mapping[str, QModuleMixin], verb: str) -> None:
 
 def enable_fake_quant(unet: nn.Module, enabled: bool = True) -> None:
     """Simulated quantize-dequantize of weights (and W8A8 activations) in every quantized layer."""
-    qm = _require_quantized(unet)
+    qm = {**_require_quantized(unet), **attention.quantizers(unet)}
     if enabled:
         _check_calibrated(qm, "enable_fake_quant")
     for m in qm.values():
@@ -149,9 +167,11 @@ def enable_fake_quant(unet: nn.Module, enabled: bool = True) -> None:
 def freeze(unet: nn.Module) -> None:
     """Real mode: weights become int8 / packed int4 / fp16 / bf16 buffers, float weights are dropped."""
     qm = _require_quantized(unet)
-    _check_calibrated(qm, "freeze")
+    _check_calibrated({**qm, **attention.quantizers(unet)}, "freeze")
     for m in qm.values():
         m.freeze()
+    for q in attention.quantizers(unet).values():
+        q.set_mode("real")
     _mark_frozen(unet, True)
     log.info("froze %d quantized layer(s)", len(qm))
 
@@ -179,6 +199,7 @@ def quantization_map(unet: nn.Module) -> dict[str, Any]:
         "recipe": recipe.to_dict() if recipe is not None else None,
         "target": getattr(unet, _TARGET_ATTR, None),
         "layers": layers,
+        "attention": {n: p.probs.mode for n, p in attention.processors(unet).items()},  # int8 ones, their mode
     }
 
 
@@ -261,6 +282,7 @@ def rebuild_skeleton(unet: nn.Module, qmap: Mapping[str, Any]) -> _Skeleton:
             skeleton.frozen.append(q)
         _swap(unet, name, q)
         skeleton.modes[name] = spec.get("mode", "float")
+    attention.install(unet, list(qmap.get("attention", {})), skeleton.state.groups, skeleton.state)
     return skeleton
 
 
@@ -287,6 +309,9 @@ def finish_loading(unet: nn.Module, qmap: Mapping[str, Any], skeleton: _Skeleton
     for name, q in qm.items():
         if skeleton.modes[name] == "fake":
             q.set_mode("fake")
+    for name, mode in qmap.get("attention", {}).items():
+        for q in attention.processors(unet)[name].quantizers().values():
+            q.mode = mode  # ranges come with the state dict
     ts.attach(unet, skeleton.state)
     if qmap.get("recipe"):
         setattr(unet, _RECIPE_ATTR, Recipe.from_dict(qmap["recipe"]))
@@ -314,6 +339,7 @@ def dequantize(unet: nn.Module) -> nn.Module:
     not frozen, the dequantized weight if it was), and the timestep state and recipe are dropped."""
     for name, m in _require_quantized(unet).items():
         _swap(unet, name, m.dequantized())
+    attention.uninstall(unet)
     ts.detach(unet)
     _mark_frozen(unet, False)
     for attr in (_RECIPE_ATTR, _TARGET_ATTR):
@@ -345,51 +371,3 @@ def summary(unet: nn.Module) -> str:
         rows.append((n, m.precision, str(wbits), abits, m.mode, rng))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
-class _NonFinite(Exception):
-    def __init__(self, name: str, module: nn.Module) -> None:
-        self.name, self.module = name, module
-
-
-def _tensors(obj: Any) -> Iterator[Tensor]:
-    if isinstance(obj, Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for o in obj:
-            yield from _tensors(o)
-    elif isinstance(obj, Mapping):
-        for o in obj.values():
-            yield from _tensors(o)
-    elif hasattr(obj, "to_tuple"):  # diffusers BaseOutput
-        yield from _tensors(obj.to_tuple())
-
-
-def _finite(obj: Any) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in _tensors(obj) if t.is_floating_point())
-
-
-def check_finite(model: nn.Module, *inputs: Any, **kwargs: Any) -> Any:
-    """Run a forward; raise DiffusiaError naming the first module (in execution order) whose output is
-    non-finite. Returns the model output when everything is finite."""
-    if not _finite((inputs, kwargs)):
-        raise DiffusiaError("an input to the model is already non-finite (NaN/Inf)")
-
-    def hook(name: str):
-        def _h(module: nn.Module, args: Any, output: Any) -> None:
-            if not _finite(output):
-                raise _NonFinite(name, module)
-
-        return _h
-
-    handles = [m.register_forward_hook(hook(n or "<model>")) for n, m in model.named_modules()]
-    try:
-        with torch.no_grad():
-            return model(*inputs, **kwargs)
-    except _NonFinite as e:
-        raise DiffusiaError(
-            f"first non-finite output (NaN/Inf) from module {e.name!r} ({type(e.module).__name__})"
-        ) from None
-    finally:
-        for h in handles:
-            h.remove()

@@ -146,6 +146,10 @@ class QModuleMixin:
     def act_qparams(self, group: int) -> tuple[float, int]:
         return float(self.act_scale[group]), int(self.act_zero_point[group])
 
+    @property
+    def act_qmax(self) -> int:
+        return int(self.settings.act_qmax)
+
     def set_mode(self, mode: str) -> None:
         if mode not in MODES:
             raise DiffusiaError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")

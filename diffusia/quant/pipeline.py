@@ -16,7 +16,7 @@ from diffusia.calib.observations import Observations, Sampling, unet_id
 from diffusia.config import Recipe, load_recipe
 from diffusia.errors import DiffusiaError
 from diffusia.prompts import Prompt, take
-from diffusia.quant import api
+from diffusia.quant import api, finite
 from diffusia.quant.precisions import act_digits
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def validate_pipeline(pipe, prompt: str = "a red sneaker", steps: int = 4) -> di
     rss_before = _peak_rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    out = api.check_finite(unet, **inputs)
+    out = finite.check_finite(unet, **inputs)
     peak = (torch.cuda.max_memory_allocated() / 2**20) if device.type == "cuda" else _peak_rss_mb()
     from diffusia.generate import GenerationConfig, generate
 

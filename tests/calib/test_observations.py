@@ -23,7 +23,7 @@ def prompts():
 
 
 def _ranges(pipe) -> dict[str, torch.Tensor]:
-    return {n: m.act_range.clone() for n, m in api.qmodules(pipe.unet).items() if m.spec.act_digits}
+    return {n: m.act_range.clone() for n, m in api.observers(pipe.unet).items()}  # layers and int8 attention
 
 
 def _quantize(folder, recipe, prompts, observations=None, **kw):
@@ -44,6 +44,7 @@ def _record(folder, recipe, prompts, **kw):
         Recipe(name="pct"),
         Recipe(name="mse-groups", calibrator="mse", timestep_groups=2),
         Recipe(name="minmax-subset", calibrator="minmax", rules=[Rule("*attn*", "fp32")]),
+        Recipe(name="attn8-groups", timestep_groups=2, attention="int8"),
     ],
     ids=lambda r: r.name,
 )
@@ -52,6 +53,7 @@ def test_shared_ranges_equal_sampling_again(micro_pipeline_dir, prompts, recipe)
     live, adopted = (_quantize(micro_pipeline_dir, recipe, prompts, obs) for obs in (None, shared))
     expected, got = _ranges(live), _ranges(adopted)
     assert expected and got.keys() == expected.keys()
+    assert any(".processor." in n for n in expected) == (recipe.attention == "int8")
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0, msg=name)
     info, live_info = adopted.diffusia_calibration, live.diffusia_calibration
@@ -110,5 +112,5 @@ def test_unobserved_layers_are_an_error(micro_pipeline_dir, prompts):
     layers = dict(shared.layers)
     name = next(n for n, m in api.qmodules(pipe.unet).items() if m.spec.act_digits)
     del layers[name]
-    with pytest.raises(DiffusiaError, match=rf"1 W8A8 layer\(s\) were not observed \(e.g. '{name}'\)"):
+    with pytest.raises(DiffusiaError, match=rf"1 W8A8 quantizer\(s\) were not observed \(e.g. '{name}'\)"):
         api.calibrate_from(pipe.unet, layers)

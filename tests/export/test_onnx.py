@@ -12,7 +12,7 @@ from diffusia.errors import DiffusiaError
 from diffusia.export.compare import same_codes
 from diffusia.export.onnx import check_against_onnxruntime, export_unet
 from diffusia.prompts import load_prompts
-from diffusia.quant import api, cpu
+from diffusia.quant import api, attention, cpu
 from diffusia.quant.pipeline import quantize_pipeline
 from tests.conftest import build_micro_pipeline
 
@@ -31,8 +31,14 @@ def _quantized(preset, cls=None, **changes):
 @pytest.mark.parametrize("cls", cpu.CPU_CLASSES)
 @pytest.mark.parametrize(
     "changes",
-    [dict(), dict(keep_as="fp32", activations="uint8"), dict(activations="uint7"), dict(full_res_weights="w8a8x2")],
-    ids=["preset", "uint8-fp32-kept", "uint7", "x2"],
+    [
+        dict(),
+        dict(keep_as="fp32", activations="uint8"),
+        dict(activations="uint7"),
+        dict(full_res_weights="w8a8x2"),
+        dict(attention="int8"),
+    ],
+    ids=["preset", "uint8-fp32-kept", "uint7", "x2", "attn8"],
 )
 def test_onnxruntime_computes_the_same_integer_codes(tmp_path, changes, cls):
     pipe = _quantized("w8a8", cls, **changes)
@@ -44,10 +50,15 @@ def test_onnxruntime_computes_the_same_integer_codes(tmp_path, changes, cls):
     ]
     x2 = [n for n, m in api.qmodules(pipe.unet).items() if m.precision == "w8a8x2"]
     assert bool(residual_digits) == bool(x2)  # w8a8x2: a second quantizer (the residual's) in the layer's scope
+    attention_quantizers = [  # int8 attention: Q, K, V and the probabilities, each in its own scope
+        n.name for n in nodes if n.op_type == "QuantizeLinear" and re.search(r"/processor/(q|k|v|probs)/Quant", n.name)
+    ]
+    assert len(attention_quantizers) == 4 * len(attention.processors(pipe.unet))
+    assert bool(attention_quantizers) == (changes.get("attention") == "int8")
     # strict, layer by layer on the same input: every activation quantizer of the graph is diffusia's (scale,
     # zero point, range, residual digit), codes equal but for one-step float ties
     q = check["quantizers"]
-    assert q["quantizers"] == check["codes"]["layers"] + len(residual_digits) and q["quantizers"] > 10
+    assert q["quantizers"] == check["codes"]["layers"] + len(residual_digits) + len(attention_quantizers) > 10
     assert q["other_differences"] == 0, q
     assert q["tie_differences"] <= 1e-4 * q["codes"]
     # along the whole network: output-level agreement is luck on a quantized net (a tie upstream moves every later

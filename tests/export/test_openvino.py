@@ -34,8 +34,14 @@ def _quantized(preset, cls=None, pipe=None, steps=2, **changes):
 @pytest.mark.parametrize("cls", cpu.CPU_CLASSES)
 @pytest.mark.parametrize(
     "changes",
-    [dict(), dict(activations="uint7"), dict(activations="balanced"), dict(full_res_weights="w8a8x2")],
-    ids=["preset", "uint7", "balanced", "x2"],
+    [
+        dict(),
+        dict(activations="uint7"),
+        dict(activations="balanced"),
+        dict(full_res_weights="w8a8x2"),
+        dict(attention="int8", full_res_weights="w8a8x2"),
+    ],
+    ids=["preset", "uint7", "balanced", "x2", "attn8-x2"],
 )
 def test_openvino_quantizes_every_activation_as_diffusia(tmp_path, changes, cls):
     pipe = _quantized("w8a8", cls, **changes)
