@@ -134,6 +134,7 @@ def _diffusia_on(
     rules: tuple[str, ...] = (),
     prepare: Callable[[nn.Module, Ctx], str] | None = None,
     activations: str | None = None,
+    attention: str | None = None,
 ) -> Callable[[nn.Module, Ctx], Built]:
     """diffusia's preset (quantized and calibrated exactly as its torch row) exported with `diffusia.runtime` and
     run by the product's runtime U-Net (static shapes compiled on first call); `precision` of OpenVINO's float
@@ -144,7 +145,7 @@ def _diffusia_on(
         from diffusia.runtime import load_unet
         from diffusia.runtime.artifact import export_runtime
 
-        built = _diffusia(preset, calibrator, symmetric, rules, activations)(unet, ctx)
+        built = _diffusia(preset, calibrator, symmetric, rules, activations, attention)(unet, ctx)
         if prepare is not None:
             built.notes.append(prepare(unet, ctx))
         t0 = time.perf_counter()
@@ -210,3 +211,16 @@ for _acts, _what in {"int8": "symmetric", "balanced": "int8 where the range is b
                 f"diffusia {_label}{', ' if _calibrator else ''}--activations {_acts}: {_what}) on OpenVINO"
                 + (", float layers in bf16" if _precision == "bf16" else ""),
             )
+
+# diffusia with INT8 attention (`--attention int8`): both attention matmuls on integer inputs, as NNCF's
+# TRANSFORMER model runs them; W8A8 with --activations balanced, and w8a8x2
+for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
+    _float_layers = ", float layers in bf16" if _precision == "bf16" else ""
+    BACKENDS["diffusia_w8a8_balanced_attn8_ov" + _suffix] = (
+        _diffusia_on("openvino", "w8a8", "mse", _precision, activations="balanced", attention="int8"),
+        "diffusia W8A8 (MSE calibrator, --activations balanced, --attention int8) on OpenVINO" + _float_layers,
+    )
+    BACKENDS["diffusia_w8a8x2_attn8_ov" + _suffix] = (
+        _diffusia_on("openvino", "w8a8x2", precision=_precision, attention="int8"),
+        "diffusia w8a8x2 (--attention int8) on OpenVINO" + _float_layers,
+    )

@@ -118,11 +118,12 @@ def _diffusia(
     symmetric: str | None = None,
     rules: tuple[str, ...] = (),
     activations: str | None = None,
+    attention: str | None = None,
 ) -> Callable[[nn.Module, Ctx], Built]:
     """diffusia's preset; the calibrator is `calibrator` if given, else the run's --calibrator; `symmetric`
     ("widen" or "search", optionally "-linear" or "-balanced"): the experiment of _symmetric_activations; `rules`
     (PATTERN=PRECISION) appended to the preset's, as `diffusia quantize --rule` does; `activations` as `diffusia
-    quantize --activations`."""
+    quantize --activations`, `attention` as `--attention`."""
 
     def build(unet: nn.Module, ctx: Ctx) -> Built:
         from diffusia.config import load_recipe
@@ -131,6 +132,8 @@ def _diffusia(
         recipe = load_recipe(preset, rules=list(rules))
         if activations:
             recipe = recipe.replace(activations=activations)
+        if attention:
+            recipe = recipe.replace(attention=attention)
         if (calibrator or ctx.calibrator) != "preset":
             recipe = recipe.replace(calibrator=calibrator or ctx.calibrator)
         from diffusia.quant.pipeline import needs_calibration
@@ -144,6 +147,7 @@ def _diffusia(
                     unet(*x)
             cal = recipe.calibrator + (f" {recipe.percentile:g}" if recipe.calibrator == "percentile" else "")
             acts = "" if recipe.activations == "auto" else f", activations {recipe.activations}"
+            acts += "" if recipe.attention == "float" else f", attention {recipe.attention}"
             notes.append(f"calibrated on {len(ctx.calib)} inputs ({cal}{acts})")
         if symmetric:
             how, _, only = symmetric.partition("-")
