@@ -6,6 +6,7 @@ OpenVINO's own per-node profiling (PERF_COUNT), summed by node type and by kerne
     python benchmarks/openvino_profile.py --model tiny
     python benchmarks/openvino_profile.py --preset w8a8x2 --no-nncf   # openvino_profile_sd15-arch_w8a8x2
     python benchmarks/openvino_profile.py --activations balanced      # openvino_profile_sd15-arch_balanced
+    python benchmarks/openvino_profile.py --preset w8a8x2 --attention float,int8 --no-nncf  # ..._attention-float-int8
 Writes benchmarks/results/<class>/openvino_profile_<model>[_<preset>].{json,md}. Same U-Net, inputs and
 calibration as `backends.py` (4 seeded Gaussian calibration inputs for sd15-arch); diffusia's preset (default
 w8a8) with the MSE calibrator, NNCF with its defaults and with `model_type=TRANSFORMER`. Profiling adds a little
@@ -74,6 +75,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--preset", default="w8a8", help="diffusia's preset (its calibrator set to mse)")
     ap.add_argument("--activations", default="auto", help="diffusia's activation signedness (auto, int8, balanced)")
+    ap.add_argument("--attention", default="float", help="diffusia's attention: float, int8 or both (float,int8)")
     ap.add_argument("--no-nncf", action="store_true", help="profile diffusia's graph only")
     ap.add_argument("--out", type=Path, default=results_dir())
     args = ap.parse_args()
@@ -108,19 +110,25 @@ def main() -> None:
             results[name] = profile(core.compile_model(nncf_model, "CPU", config), feeds, args.repeats)
             del nncf_model
     del fp32
-    api.quantize(unet, get_preset(args.preset).replace(calibrator="mse", activations=args.activations))
-    with torch.no_grad(), api.calibrate(unet):
-        for x in calib:
-            unet(*x)
-    api.freeze(unet)
-    manifest = export_runtime(unet, "openvino", work / "diffusia", check=False)
-    model = core.read_model(str(work / "diffusia" / manifest["files"][0]))
-    model.reshape({k: v.shape for k, v in feeds.items()})
-    suffix = "" if args.activations == "auto" else f"_{args.activations}"
-    for precision in ("f32", "bf16"):
-        results[f"diffusia_{args.preset}_mse{suffix}_{precision}"] = profile(
-            core.compile_model(model, "CPU", {**config, "INFERENCE_PRECISION_HINT": precision}), feeds, args.repeats
-        )
+    act_suffix = "" if args.activations == "auto" else f"_{args.activations}"
+    for i, attention in enumerate(args.attention.split(",")):
+        if i:
+            unet = load_unet(args.model, work)  # each variant from the float U-Net
+        recipe = get_preset(args.preset).replace(calibrator="mse", activations=args.activations, attention=attention)
+        api.quantize(unet, recipe)
+        with torch.no_grad(), api.calibrate(unet):
+            for x in calib:
+                unet(*x)
+        api.freeze(unet)
+        manifest = export_runtime(unet, "openvino", work / f"diffusia-{attention}", check=False)
+        model = core.read_model(str(work / f"diffusia-{attention}" / manifest["files"][0]))
+        model.reshape({k: v.shape for k, v in feeds.items()})
+        suffix = act_suffix + ("" if attention == "float" else "_attn8")
+        for precision in ("f32", "bf16"):
+            results[f"diffusia_{args.preset}_mse{suffix}_{precision}"] = profile(
+                core.compile_model(model, "CPU", {**config, "INFERENCE_PRECISION_HINT": precision}), feeds, args.repeats
+            )
+        del unet, model
     header = dict(model=args.model, latent=latent, threads=args.threads, openvino=ov.__version__, nncf=nncf.__version__)
     res = {**result_header(**header), "rows": results}
     lines = [
@@ -135,7 +143,11 @@ def main() -> None:
         lines += [f"## {name}: {r['wall_ms']:.0f} ms wall", "", "| node type / kernel | ms |", "|---|---|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in list(r["by_exec_ms"].items())[:15]]
         lines.append("")
-    stem = args.out / f"openvino_profile_{args.model}{'' if args.preset == 'w8a8' else '_' + args.preset}{suffix}"
+    attn = "" if args.attention == "float" else "_attention-" + args.attention.replace(",", "-")
+    stem = (
+        args.out
+        / f"openvino_profile_{args.model}{'' if args.preset == 'w8a8' else '_' + args.preset}{act_suffix}{attn}"
+    )
     write_results(stem, res, "\n".join(lines))
 
 

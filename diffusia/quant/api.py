@@ -348,8 +348,18 @@ def dequantize(unet: nn.Module) -> nn.Module:
     return unet
 
 
+def _range_text(m: Any) -> str:
+    lo, hi = m.act_range[:, 0], m.act_range[:, 1]
+    if not m.calibrated:
+        return "uncalibrated"
+    if len(lo) == 1:
+        return f"[{float(lo[0]):.4g}, {float(hi[0]):.4g}]"
+    return f"{len(lo)} groups, lo {float(lo.min()):.4g}..{float(lo.max()):.4g}, hi {float(hi.min()):.4g}..{float(hi.max()):.4g}"
+
+
 def summary(unet: nn.Module) -> str:
-    """A text table of every quantized layer: precision, weight/activation bits, mode, activation range."""
+    """A text table of every quantized layer (precision, weight/activation bits, mode, activation range) and of
+    every int8 attention quantizer (Q/K/V int8, probabilities uint8)."""
     rows = [("layer", "precision", "w bits", "a bits", "mode", "activation range")]
     for n, m in _require_quantized(unet).items():
         spec = m.spec
@@ -358,16 +368,9 @@ def summary(unet: nn.Module) -> str:
             if m.settings.weight_qmax < 127:  # narrowed int8 weights: +-64 is 7 bits
                 wbits = int(m.settings.weight_qmax).bit_length()
             abits = "+".join([str(int(m.settings.act_qmax).bit_length())] * spec.act_digits)  # 7+7: two digits
-            lo, hi = m.act_range[:, 0], m.act_range[:, 1]
-            rng = (
-                "uncalibrated"
-                if not m.calibrated
-                else (
-                    f"[{float(lo[0]):.4g}, {float(hi[0]):.4g}]"
-                    if len(lo) == 1
-                    else f"{len(lo)} groups, lo {float(lo.min()):.4g}..{float(lo.max()):.4g}, hi {float(hi.min()):.4g}..{float(hi.max()):.4g}"
-                )
-            )
+            rng = _range_text(m)
         rows.append((n, m.precision, str(wbits), abits, m.mode, rng))
+    for n, q in attention.quantizers(unet).items():
+        rows.append((n, "int8 attention", "-", "8", q.mode, _range_text(q)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

@@ -13,7 +13,7 @@ from diffusers import DiffusionPipeline, UNet2DConditionModel
 import diffusia
 from diffusia.errors import DiffusiaError
 from diffusia.generate import GenerationConfig, generate
-from diffusia.quant import api, serialization
+from diffusia.quant import api, attention, serialization
 from diffusia.quant.modules import QModuleMixin
 
 PROMPTS = ["a red bag", "a blue sneaker"]
@@ -32,9 +32,9 @@ def _unet_inputs(unet):
 
 @pytest.fixture(scope="module")
 def saved(micro_pipeline_dir, tmp_path_factory):
-    """A W8A8 micro pipeline whose second down block's attention stays float (a rule), saved."""
+    """A W8A8 micro pipeline with int8 attention, whose second up block's attention stays float (a rule), saved."""
     pipe = diffusia.load_pipeline(micro_pipeline_dir, progress=False)
-    recipe = diffusia.config.load_recipe("w8a8", rules=["up_blocks.1.attentions.*=keep"])
+    recipe = diffusia.config.load_recipe("w8a8", rules=["up_blocks.1.attentions.*=keep"]).replace(attention="int8")
     diffusia.quantize(pipe, recipe, calib_prompts=PROMPTS, calib_size=2, steps=2, progress=False)
     folder = diffusia.save(pipe, tmp_path_factory.mktemp("saved") / "q")
     return pipe, folder
@@ -62,6 +62,7 @@ def test_diffusion_pipeline_loads_the_same_images(saved):
 def test_unet_from_pretrained_matches_the_pipeline(saved):
     pipe, folder = saved
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
+    assert set(attention.processors(unet)) == set(attention.processors(pipe.unet)) != set()  # int8 attention
     with torch.no_grad():
         torch.testing.assert_close(
             unet(*_unet_inputs(unet)).sample, pipe.unet(*_unet_inputs(unet)).sample, rtol=0, atol=0

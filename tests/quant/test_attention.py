@@ -112,3 +112,10 @@ def test_fake_quant_equals_real():
     api.freeze(u)
     # as for the layers alone (tests/quant/test_api.py): rounding flips of the real kernels compound over the layers
     assert rel_l2(run(u), fake) < 0.05
+
+
+def test_summary_lists_the_attention_quantizers():
+    u = quantized()
+    rows = [line.split() for line in api.summary(u).splitlines() if ".processor." in line]
+    assert len(rows) == 4 * 8 and all(r[1:6] == ["int8", "attention", "-", "8", "real"] for r in rows)
+    assert all(r[6].startswith("[") for r in rows)  # a calibrated range
