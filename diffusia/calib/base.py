@@ -50,6 +50,24 @@ class Calibrator(abc.ABC):
             setattr(self, attr, copy.deepcopy(getattr(other, attr)))
 
 
+class GroupCalibration:
+    """Mixin of what observes activations with one calibrator per timestep group (`_calibrators`): the quantized
+    layers and the int8 attention's quantizers."""
+
+    _calibrators: list[Calibrator]
+
+    def reset_calibration(self) -> None:
+        for c in self._calibrators:
+            c.reset()
+
+    def adopt_calibration(self, observed: list[Calibrator]) -> None:
+        """Take over what calibrators of the same kind observed, one per timestep group (shared observations)."""
+        if len(observed) != len(self._calibrators):
+            raise DiffusiaError(f"{len(observed)} observed timestep groups for {len(self._calibrators)} ranges")
+        for mine, theirs in zip(self._calibrators, observed):
+            mine.adopt(theirs)
+
+
 def register_calibrator(name: str) -> Callable[[type[Calibrator]], type[Calibrator]]:
     def deco(cls: type[Calibrator]) -> type[Calibrator]:
         cls.name = name

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffusia.calib.base import Calibrator, get_calibrator
+from diffusia.calib.base import Calibrator, GroupCalibration, get_calibrator
 from diffusia.errors import DiffusiaError
 from diffusia.quant import qmath
 from diffusia.quant.timestep import TimestepState
@@ -24,7 +24,7 @@ _SCORES_PER_CHUNK = 1 << 26  # attention scores held at once in PyTorch (256 MB 
 PROJECTIONS = ("to_q", "to_k", "to_v")
 
 
-class ActQuantizer(nn.Module):
+class ActQuantizer(GroupCalibration, nn.Module):
     """A per-tensor activation quantizer with one range per timestep group (modes as the quantized layers':
     float passes through, calibrate observes, fake and real quantize-dequantize)."""
 
@@ -58,16 +58,6 @@ class ActQuantizer(nn.Module):
         self.mode = mode
         if mode == "real":
             self._calibrators = [self.new_calibrator() for _ in self._calibrators]  # drop what they collected
-
-    def reset_calibration(self) -> None:
-        for c in self._calibrators:
-            c.reset()
-
-    def adopt_calibration(self, observed: list[Calibrator]) -> None:
-        if len(observed) != len(self._calibrators):
-            raise DiffusiaError(f"{len(observed)} observed timestep groups for {len(self._calibrators)} ranges")
-        for mine, theirs in zip(self._calibrators, observed):
-            mine.adopt(theirs)
 
     def compute_ranges(self) -> bool:
         """Per-group (scale, zero point) from what the calibrators observed; False if they observed nothing."""

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from diffusia.calib.base import Calibrator, get_calibrator
+from diffusia.calib.base import Calibrator, GroupCalibration, get_calibrator
 from diffusia.errors import DiffusiaError
 from diffusia.quant import qmath
 from diffusia.quant.precisions import Precision, get_precision
@@ -82,7 +82,7 @@ class QSettings:
         return dataclasses.asdict(self)
 
 
-class QModuleMixin:
+class QModuleMixin(GroupCalibration):
     """Shared state and forward of the quantized modules; subclasses supply the float op and kernels."""
 
     settings: QSettings
@@ -164,18 +164,7 @@ class QModuleMixin:
             )
         self.mode = mode
 
-    # ----- calibration
-    def reset_calibration(self) -> None:
-        for c in self._calibrators:
-            c.reset()
-
-    def adopt_calibration(self, observed: list[Calibrator]) -> None:
-        """Take over what calibrators of the same kind observed, one per timestep group (shared observations)."""
-        if len(observed) != len(self._calibrators):
-            raise DiffusiaError(f"{len(observed)} observed timestep groups for {len(self._calibrators)} ranges")
-        for mine, theirs in zip(self._calibrators, observed):
-            mine.adopt(theirs)
-
+    # ----- calibration (reset / adopt: GroupCalibration)
     def compute_ranges(self) -> bool:
         """Turn the calibrators' observations into per-group (scale, zero_point); False if none observed."""
         seen = [g for g, c in enumerate(self._calibrators) if not c.empty]
