@@ -7,27 +7,15 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusia.config import Recipe, Rule, get_preset
 from diffusia.errors import DiffusiaError
 from diffusia.quant import api, attention
-from tests.quant._support import inputs, rel_l2, tiny_unet
+from tests.quant._support import rel_l2, tiny_unet
+from tests.quant.test_api import CALIB, run
+from tests.quant.test_api import quantized as quantized_with
 
-CALIB = [inputs(i, t, batch=1) for i, t in enumerate([850, 150])]
-EVAL = inputs(100, 400, batch=1)
 INT8_ATTENTION = get_preset("w8a8").replace(attention="int8")
 
 
-def run(u, args=EVAL):
-    with torch.no_grad():
-        return u(*args).sample
-
-
 def quantized(recipe=INT8_ATTENTION, freeze=True):
-    u = tiny_unet()
-    api.quantize(u, recipe)
-    with api.calibrate(u):
-        for c in CALIB:
-            u(*c)
-    if freeze:
-        api.freeze(u)
-    return u
+    return quantized_with(recipe, freeze)
 
 
 def test_float_mode_is_diffusers_attention():
