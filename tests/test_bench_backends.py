@@ -122,3 +122,64 @@ def test_rounds_compare_each_round_with_its_own_fastest_nncf_row(tmp_path, monke
     md = rounds.markdown(res)
     assert "| diffusia_w8a8_mse_ov | 1.10 / 0.92 | 1.01 (0.92-1.10)x | 0.43 (0.43-0.43)x |" in md
     assert "| nncf_int8 | 600 / 720 | 660 | 7.00 % |" in md
+
+
+def _interleaved(monkeypatch):
+    import sys
+
+    monkeypatch.syspath_prepend(str(Path(bb.__file__).parent))
+    monkeypatch.setitem(sys.modules, "backends", bb)
+    path = Path(bb.__file__).parent / "backends_interleaved.py"
+    spec = importlib.util.spec_from_file_location("bench_interleaved", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_interleave_calls_every_row_twice_per_round_in_shuffled_orders(monkeypatch):
+    il = _interleaved(monkeypatch)
+    calls = []
+    runners = {n: (lambda x, n=n: calls.append(n)) for n in ("a", "b", "c")}
+    times = il.interleave(runners, None, rounds=6)
+    assert {n: len(t) for n, t in times.items()} == {"a": 6, "b": 6, "c": 6}
+    rounds = [calls[i : i + 6] for i in range(0, len(calls), 6)]
+    assert len(rounds) == 6 and all(r[0::2] == r[1::2] and sorted(r[0::2]) == ["a", "b", "c"] for r in rounds)
+    assert len({tuple(r[0::2]) for r in rounds}) > 1  # the order changes between rounds
+
+
+def test_interleaved_ratios_are_paired_within_each_round(monkeypatch):
+    """A machine that slows down mid-run shifts both calls of a round: the paired ratio stays 1.1."""
+    il = _interleaved(monkeypatch)
+    slow = [1.0, 1.0, 1.3, 1.3, 1.0]
+    times = {
+        "nncf_int8": [0.600 * s for s in slow],
+        "nncf_int8_bf16": [0.700 * s for s in slow],
+        "diffusia_w8a8_mse_ov": [0.660 * s for s in slow],
+    }
+    rows = {
+        n: {"rel_l2": e, "notes": [], "bytes": 1e6, "build_s": 1.0, "finite": True}
+        for n, e in zip(times, (0.07, 0.07, 0.03))
+    }
+    res = il.summarize(rows, times)
+    assert res["fastest_nncf"] == "nncf_int8"
+    v = res["rows"]["diffusia_w8a8_mse_ov"]["versus"]
+    assert v["step_ratio"]["median"] == pytest.approx(1.1) and v["step_ratio"]["q3"] == pytest.approx(1.1)
+    assert v["rounds_at_or_under_1"] == 0 and v["error_ratio"] == pytest.approx(0.03 / 0.07)
+    assert res["rows"]["nncf_int8"]["step_ms"]["median"] == pytest.approx(600)
+    md = il.markdown(
+        {
+            **res,
+            "rounds": 5,
+            "model": "m",
+            "latent": 32,
+            "cpu": "cpu",
+            "class": "vnni",
+            "threads": 2,
+            "versions": "v",
+            "date": "d",
+            "load_avg": [0.1, 0.2],
+            "timing_s": 10.0,
+        }
+    )
+    assert "| diffusia_w8a8_mse_ov | 1.100x (1.100-1.100) | 0 of 5 | 0.43x |" in md
+    assert "| nncf_int8 | 600 (600-780) | 7.00 % | 1 | 1 |" in md

@@ -1,0 +1,198 @@
+"""The OpenVINO rows of `backends.py` built in ONE process and timed interleaved: every round calls each row in a
+seeded shuffled order (twice in a row, the second call timed), so a shift of the machine's speed (this shared VM
+moves by up to 15 % between minutes and between processes, while one row's calls agree to 1-3 %) hits every row of
+a round alike. Each diffusia row is
+compared with the fastest NNCF INT8 row by the ratio of their calls *in the same round* (paired), so the spread of
+those ratios is the measurement's own.
+
+    python benchmarks/backends_interleaved.py --model sd15-arch --rounds 30 \\
+        --only nncf_int8_transformer,nncf_int8_transformer_bf16,diffusia_w8a8_balanced_attn8_ov \\
+        --out benchmarks/results/<class>/interleaved
+
+Rows, inputs, calibration and artifacts are those of `backends.py` (same builders, same 4 calibration inputs, the
+same timed input); rel-L2 against the FP32 eager output of that input. What differs from `backends.py`: no fresh
+process per row (so no peak RSS per row), and every row stays compiled in memory while the others run. Writes
+OUT/interleaved_<model>_<latent>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import backends  # noqa: E402  (benchmarks/ is on sys.path when run)
+from _results import result_header, results_dir, write_results  # noqa: E402
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def _ms(v: float) -> str:
+    return f"{v:.1f}" if v < 100 else f"{v:,.0f}"
+
+
+def build_rows(model: str, names: list[str], work: Path, threads: int) -> tuple[dict[str, Any], dict, Any]:
+    """Each row built from a fresh U-Net, warmed up, with its rel-L2; returns (rows, their runners, timed input)."""
+    import torch
+    from _backends_peers import BACKENDS, Ctx
+
+    data = torch.load(work / "inputs.pt")
+    timed = data["timed"]
+    with torch.no_grad():
+        ref = backends.load_unet(model, work)(*timed, return_dict=False)[0]
+    rows, runners = {}, {}
+    for name in names:
+        builder, kind = BACKENDS[name]
+        ctx = Ctx(calib=data["calib"], out=work / name, cache=work, threads=threads, calibrator="preset")
+        ctx.out.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            built = builder(backends.load_unet(model, work), ctx)
+            gc.collect()
+            out = built.run(timed)
+            built.run(timed)
+        rows[name] = {
+            "kind": kind,
+            "notes": built.notes,
+            "build_s": round(time.perf_counter() - t0, 1),
+            "bytes": sum(p.stat().st_size for p in built.files),
+            "rel_l2": backends.rel_l2(out, ref),
+            "finite": bool(torch.isfinite(out).all()),
+        }
+        runners[name] = built.run
+        print(f"built {name}: {rows[name]['build_s']:.0f} s, rel-L2 {100 * rows[name]['rel_l2']:.2f} %", flush=True)
+    return rows, runners, timed
+
+
+def interleave(runners: dict, timed, rounds: int, seed: int = 0) -> dict[str, list[float]]:
+    """Seconds of each row's call in every round; the order of the rows is shuffled anew each round, and each row
+    is called twice in a row, the second call timed (the first brings its threads and caches back, as a pipeline's
+    back-to-back U-Net calls have them)."""
+    import torch
+
+    rng, names = random.Random(seed), list(runners)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    with torch.no_grad():
+        for _ in range(rounds):
+            rng.shuffle(names)
+            for n in names:
+                runners[n](timed)
+                t0 = time.perf_counter()
+                runners[n](timed)
+                times[n].append(time.perf_counter() - t0)
+    return times
+
+
+def summarize(rows: dict[str, Any], times: dict[str, list[float]]) -> dict[str, Any]:
+    """Per row its quartiles of step ms; per diffusia row its paired step ratios to the fastest NNCF INT8 row."""
+    for name, row in rows.items():
+        row["times_ms"] = [round(1e3 * t, 2) for t in times[name]]
+        row["step_ms"] = dict(zip(("q1", "median", "q3"), _quartiles(row["times_ms"])))
+    nncf = [n for n in backends.NNCF_INT8 if n in rows]
+    best = min(nncf, key=lambda n: rows[n]["step_ms"]["median"]) if nncf else None
+    for name, row in rows.items():
+        if best and name.startswith("diffusia") and "_ov" in name:
+            ratios = [a / b for a, b in zip(times[name], times[best])]
+            row["versus"] = {
+                "peer": best,
+                "step_ratio": dict(zip(("q1", "median", "q3"), _quartiles(ratios))),
+                "rounds_at_or_under_1": sum(r <= 1.0 for r in ratios),
+                "error_ratio": row["rel_l2"] / rows[best]["rel_l2"],
+            }
+    return {"fastest_nncf": best, "rows": rows}
+
+
+def markdown(res: dict[str, Any]) -> str:
+    rows, n = res["rows"], res["rounds"]
+    lines = [
+        f"# Interleaved OpenVINO rows: {res['model']}, latent {res['latent']}x{res['latent']}, batch 2, {n} rounds",
+        "",
+        f"{res['cpu']} (class `{res['class']}`), {res['threads']} threads, {res['versions']}; {res['date']}, load "
+        f"average {res['load_avg'][0]:.2f} at the start of the timing, {res['load_avg'][1]:.2f} at its end; timing "
+        f"{res['timing_s']:.0f} s. All rows built in one process (the `backends.py` builders, calibration and input), "
+        f"then each called twice per round in a shuffled order of rows, the second call timed. Step ms: median (IQR) of the {n} calls.",
+        "",
+        "| backend | step ms | rel-L2 vs FP32 | disk MB | build s |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        s = r["step_ms"]
+        lines.append(
+            f"| {name} | {_ms(s['median'])} ({_ms(s['q1'])}-{_ms(s['q3'])}) | {100 * r['rel_l2']:.2f} %"
+            f"{'' if r['finite'] else ' NON-FINITE'} | {r['bytes'] / 1e6:,.0f} | {r['build_s']:.0f} |"
+        )
+    best = res["fastest_nncf"]
+    if best:
+        lines += [
+            "",
+            f"Against the fastest NNCF INT8 row (`{best}`, median {_ms(rows[best]['step_ms']['median'])} ms, "
+            f"{100 * rows[best]['rel_l2']:.2f} %): the ratio of the two calls of each round, median (IQR) over the "
+            "rounds.",
+            "",
+            "| diffusia on OpenVINO | step ratio | rounds <= 1.0 | error ratio |",
+            "|---|---|---|---|",
+        ]
+        for name, r in rows.items():
+            if "versus" in r:
+                v = r["versus"]["step_ratio"]
+                lines.append(
+                    f"| {name} | {v['median']:.3f}x ({v['q1']:.3f}-{v['q3']:.3f}) | "
+                    f"{r['versus']['rounds_at_or_under_1']} of {n} | {r['versus']['error_ratio']:.2f}x |"
+                )
+    lines += ["", "Notes per row:", ""] + [f"- `{k}`: {'; '.join(r['notes'])}" for k, r in rows.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="sd15-arch", choices=("sd15-arch", "tiny"))
+    ap.add_argument("--latent", type=int, choices=(32, 64), default=32, help="sd15-arch latent size (tiny: 16)")
+    ap.add_argument("--only", required=True, help="comma list of OpenVINO rows of backends.py (nncf_*, *_ov*)")
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--calib", type=int, default=4, help="calibration inputs (batch 2 each)")
+    ap.add_argument("--out", type=Path, default=results_dir() / "interleaved")
+    args = ap.parse_args()
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in backends.backend_names()]
+    if unknown or not names:
+        ap.error(f"unknown backend(s) {', '.join(unknown) or '(none given)'}; valid: {backends.backend_names()}")
+    if args.rounds < 4:
+        ap.error(f"--rounds {args.rounds}: give 4 or more (quartiles)")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    latent = 16 if args.model == "tiny" else args.latent
+    work = Path(tempfile.mkdtemp(prefix="diffusia-interleaved-"))
+    try:
+        backends.make_inputs(args.model, latent, args.calib, work)
+        rows, runners, timed = build_rows(args.model, names, work, args.threads)
+        load = [os.getloadavg()[0]]
+        t0 = time.perf_counter()
+        times = interleave(runners, timed, args.rounds)
+        timing_s, load = time.perf_counter() - t0, load + [os.getloadavg()[0]]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    env = backends.environment(args.threads)
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if k in ("torch", "openvino", "nncf"))
+    header = dict(model=args.model, latent=latent, threads=args.threads, rounds=args.rounds, versions=versions)
+    res = {**result_header(**header), "load_avg": load, "timing_s": timing_s, **summarize(rows, times)}
+    write_results(args.out / f"interleaved_{args.model}_{latent}", res, markdown(res))
+
+
+if __name__ == "__main__":
+    main()
