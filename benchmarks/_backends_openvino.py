@@ -28,7 +28,7 @@ def _feeds(x: Inputs) -> dict[str, Any]:
     return dict(zip(FEEDS, (t.numpy() for t in x)))
 
 
-def _compiled(model, threads: int, precision: str = "f32") -> Callable[[Inputs], torch.Tensor]:
+def compiled(model, threads: int, precision: str = "f32") -> Callable[[Inputs], torch.Tensor]:
     from diffusia.export.openvino import compile_model
 
     request = compile_model(model, precision, threads).create_infer_request()
@@ -61,7 +61,8 @@ def _ov(precision: str) -> Callable[[nn.Module, Ctx], Built]:
         model, secs = _fp32_model(unet, ctx)
         files = _save_ir(model, ctx.out)
         note = f"INFERENCE_PRECISION_HINT {precision}; IR converted from the FP32 ONNX export"
-        return Built(_compiled(files[0], ctx.threads, precision), files, [note], {"export_s": round(secs, 1)})
+        reload = {"ir": str(files[0]), "precision": precision}
+        return Built(compiled(files[0], ctx.threads, precision), files, [note], {"export_s": round(secs, 1)}, reload)
 
     return build
 
@@ -116,10 +117,11 @@ def _nncf(recipe: str, precision: str = "f32") -> Callable[[nn.Module, Ctx], Bui
         qsecs = time.perf_counter() - t0
         files = _save_ir(model, ctx.out)
         return Built(
-            _compiled(files[0], ctx.threads, precision),
+            compiled(files[0], ctx.threads, precision),
             files,
             [f"{note}; {qsecs:.0f} s; float layers in {precision}"],
             {"export_s": round(secs, 1), "quantize_s": round(qsecs, 1)},
+            {"ir": str(files[0]), "precision": precision},
         )
 
     return build
@@ -168,7 +170,8 @@ def _diffusia_on(
         def run(x: Inputs) -> torch.Tensor:
             return ru(*x, return_dict=False)[0]
 
-        return Built(run, files, notes, {**built.info, "export_s": round(secs, 1)})
+        reload = {"runtime": runtime, "folder": str(folder), "precision": precision if runtime == "openvino" else None}
+        return Built(run, files, notes, {**built.info, "export_s": round(secs, 1)}, reload)
 
     return build
 

@@ -35,6 +35,9 @@ class Built:
     files: list[Path]
     notes: list[str] = dataclasses.field(default_factory=list)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # how another process runs the saved artifact (OpenVINO rows, for backends_interleaved.py): {"ir": xml path,
+    # "precision": p} or {"runtime": name, "folder": path, "precision": p}
+    reload: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _eager(unet: nn.Module, dtype: torch.dtype | None = None) -> Callable[[Inputs], torch.Tensor]:

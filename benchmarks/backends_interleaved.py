@@ -10,15 +10,16 @@ those ratios is the measurement's own.
         --out benchmarks/results/<class>/interleaved
 
 Rows, inputs, calibration and artifacts are those of `backends.py` (same builders, same 4 calibration inputs, the
-same timed input); rel-L2 against the FP32 eager output of that input. What differs from `backends.py`: no fresh
-process per row (so no peak RSS per row), and every row stays compiled in memory while the others run. Writes
-OUT/interleaved_<model>_<latent>.{json,md}.
+same timed input): each row is built in a fresh worker process that saves its artifact, as `backends.py` does, then
+ONE process loads and compiles every artifact (a diffusia row through `diffusia.runtime`, as the product loads its
+folder) and times them; rel-L2 of the reloaded artifact against the FP32 eager output of that input. What differs
+from `backends.py`: the rows are timed in one process (no peak RSS per row), every row compiled in memory while the
+others run. Writes OUT/interleaved_<model>_<latent>.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import random
 import shutil
@@ -44,37 +45,84 @@ def _ms(v: float) -> str:
     return f"{v:.1f}" if v < 100 else f"{v:,.0f}"
 
 
-def build_rows(model: str, names: list[str], work: Path, threads: int) -> tuple[dict[str, Any], dict, Any]:
-    """Each row built from a fresh U-Net, warmed up, with its rel-L2; returns (rows, their runners, timed input)."""
+def build(name: str, model: str, work: Path, threads: int) -> None:
+    """Worker (fresh process per row): build the row with its `backends.py` builder from a fresh U-Net, save the
+    artifact and write what `load_rows` needs to WORK/NAME.built.json; the first worker saves the FP32 reference."""
+    import json
+
     import torch
     from _backends_peers import BACKENDS, Ctx
 
+    torch.set_num_threads(threads)
     data = torch.load(work / "inputs.pt")
-    timed = data["timed"]
-    with torch.no_grad():
-        ref = backends.load_unet(model, work)(*timed, return_dict=False)[0]
-    rows, runners = {}, {}
-    for name in names:
-        builder, kind = BACKENDS[name]
-        ctx = Ctx(calib=data["calib"], out=work / name, cache=work, threads=threads, calibrator="preset")
-        ctx.out.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
+    builder, kind = BACKENDS[name]
+    unet = backends.load_unet(model, work)
+    if not (work / "ref_fp32.pt").is_file():
         with torch.no_grad():
-            built = builder(backends.load_unet(model, work), ctx)
-            gc.collect()
-            out = built.run(timed)
-            built.run(timed)
-        rows[name] = {
-            "kind": kind,
-            "notes": built.notes,
-            "build_s": round(time.perf_counter() - t0, 1),
-            "bytes": sum(p.stat().st_size for p in built.files),
-            "rel_l2": backends.rel_l2(out, ref),
-            "finite": bool(torch.isfinite(out).all()),
-        }
-        runners[name] = built.run
-        print(f"built {name}: {rows[name]['build_s']:.0f} s, rel-L2 {100 * rows[name]['rel_l2']:.2f} %", flush=True)
-    return rows, runners, timed
+            torch.save(unet(*data["timed"], return_dict=False)[0], work / "ref_fp32.pt")
+    config = dict(unet.config)
+    ctx = Ctx(calib=data["calib"], out=work / name, cache=work, threads=threads, calibrator="preset")
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        built = builder(unet, ctx)
+    if not built.reload:
+        raise SystemExit(f"{name}: not an OpenVINO row (its artifact cannot be reloaded); see --only's help")
+    row = {
+        "kind": kind,
+        "notes": built.notes,
+        "build_s": round(time.perf_counter() - t0, 1),
+        "bytes": sum(p.stat().st_size for p in built.files),
+        "reload": built.reload,
+        "config": config,
+    }
+    (work / f"{name}.built.json").write_text(json.dumps(row, default=str))
+
+
+def build_rows(model: str, names: list[str], work: Path, threads: int) -> dict[str, Any]:
+    """Each row built in its own worker process, one after another; returns their records by name."""
+    import json
+    import subprocess
+
+    rows = {}
+    for name in names:
+        cmd = [sys.executable, __file__, "--build", name, "--work", str(work), "--model", model]
+        log = work / f"{name}.build.log"
+        with open(log, "w") as f:
+            proc = subprocess.run([*cmd, "--threads", str(threads)], stdout=f, stderr=subprocess.STDOUT, check=False)
+        if proc.returncode:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:]
+            raise SystemExit(f"building {name} failed (exit {proc.returncode}): {tail[0] if tail else ''}")
+        rows[name] = json.loads((work / f"{name}.built.json").read_text())
+        print(f"built {name} in {rows[name]['build_s']:.0f} s", flush=True)
+    return rows
+
+
+def load_rows(rows: dict[str, Any], work: Path, threads: int) -> tuple[dict, Any]:
+    """This process loads and compiles every saved artifact, warms each up and records its rel-L2; returns (the
+    runners by name, the timed input)."""
+    import torch
+    from _backends_openvino import compiled
+    from diffusers.configuration_utils import FrozenDict
+
+    from diffusia.runtime import load_unet
+
+    timed, ref = torch.load(work / "inputs.pt")["timed"], torch.load(work / "ref_fp32.pt")
+    runners = {}
+    for name, row in rows.items():
+        spec = row["reload"]
+        if "ir" in spec:
+            run = compiled(Path(spec["ir"]), threads, spec["precision"])
+        else:
+            ru = load_unet(spec["runtime"], spec["folder"], FrozenDict(row["config"]), threads, spec["precision"])
+            run = lambda x, ru=ru: ru(*x, return_dict=False)[0]  # noqa: E731
+        with torch.no_grad():
+            out = run(timed)
+            run(timed)
+        row.update(rel_l2=backends.rel_l2(out, ref), finite=bool(torch.isfinite(out).all()))
+        runners[name] = run
+        print(f"loaded {name}: rel-L2 {100 * row['rel_l2']:.2f} %", flush=True)
+    return runners, timed
 
 
 def interleave(runners: dict, timed, rounds: int, seed: int = 0) -> dict[str, list[float]]:
@@ -122,8 +170,9 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         f"{res['cpu']} (class `{res['class']}`), {res['threads']} threads, {res['versions']}; {res['date']}, load "
         f"average {res['load_avg'][0]:.2f} at the start of the timing, {res['load_avg'][1]:.2f} at its end; timing "
-        f"{res['timing_s']:.0f} s. All rows built in one process (the `backends.py` builders, calibration and input), "
-        f"then each called twice per round in a shuffled order of rows, the second call timed. Step ms: median (IQR) of the {n} calls.",
+        f"{res['timing_s']:.0f} s. Each row built by its `backends.py` builder in a worker process (same calibration "
+        "and input), then all loaded in one process and each called twice per round in a shuffled order of rows, "
+        f"the second call timed. Step ms: median (IQR) of the {n} calls.",
         "",
         "| backend | step ms | rel-L2 vs FP32 | disk MB | build s |",
         "|---|---|---|---|---|",
@@ -160,13 +209,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="sd15-arch", choices=("sd15-arch", "tiny"))
     ap.add_argument("--latent", type=int, choices=(32, 64), default=32, help="sd15-arch latent size (tiny: 16)")
-    ap.add_argument("--only", required=True, help="comma list of OpenVINO rows of backends.py (nncf_*, *_ov*)")
+    ap.add_argument("--only", help="comma list of OpenVINO rows of backends.py (nncf_*, ov_*, diffusia_*_ov*)")
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calib", type=int, default=4, help="calibration inputs (batch 2 each)")
     ap.add_argument("--out", type=Path, default=results_dir() / "interleaved")
+    ap.add_argument("--build", help=argparse.SUPPRESS)  # worker: build this row
+    ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    if args.build:
+        build(args.build, args.model, args.work, args.threads)
+        return
+    names = [n.strip() for n in (args.only or "").split(",") if n.strip()]
     unknown = [n for n in names if n not in backends.backend_names()]
     if unknown or not names:
         ap.error(f"unknown backend(s) {', '.join(unknown) or '(none given)'}; valid: {backends.backend_names()}")
@@ -180,13 +234,16 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="diffusia-interleaved-"))
     try:
         backends.make_inputs(args.model, latent, args.calib, work)
-        rows, runners, timed = build_rows(args.model, names, work, args.threads)
+        rows = build_rows(args.model, names, work, args.threads)
+        runners, timed = load_rows(rows, work, args.threads)
         load = [os.getloadavg()[0]]
         t0 = time.perf_counter()
         times = interleave(runners, timed, args.rounds)
         timing_s, load = time.perf_counter() - t0, load + [os.getloadavg()[0]]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    for row in rows.values():
+        del row["config"], row["reload"]
     env = backends.environment(args.threads)
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if k in ("torch", "openvino", "nncf"))
     header = dict(model=args.model, latent=latent, threads=args.threads, rounds=args.rounds, versions=versions)
