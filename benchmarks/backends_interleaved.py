@@ -68,11 +68,16 @@ def build(name: str, model: str, work: Path, threads: int) -> None:
         built = builder(unet, ctx)
     if not built.reload:
         raise SystemExit(f"{name}: not an OpenVINO row (its artifact cannot be reloaded); see --only's help")
+    nbytes = sum(p.stat().st_size for p in built.files)
+    if "folder" in built.reload:  # a runtime folder: the rest (diffusia's safetensors) would fill the disk
+        for p in ctx.out.iterdir():
+            if p != Path(built.reload["folder"]):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
     row = {
         "kind": kind,
         "notes": built.notes,
         "build_s": round(time.perf_counter() - t0, 1),
-        "bytes": sum(p.stat().st_size for p in built.files),
+        "bytes": nbytes,
         "reload": built.reload,
         "config": config,
     }
