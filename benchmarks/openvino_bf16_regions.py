@@ -3,7 +3,8 @@
 
     python benchmarks/openvino_bf16_regions.py                    # sd15-arch, w8a8 (MSE calibrator), ~10 min
     python benchmarks/openvino_bf16_regions.py --preset w8a8x2    # adds the second digits' input paths
-Writes benchmarks/results/<class>/openvino_bf16_regions_<model>_<preset>.{json,md}.
+    python benchmarks/openvino_bf16_regions.py --activations balanced --attention int8   # ..._w8a8_balanced_attn8
+Writes benchmarks/results/<class>/openvino_bf16_regions_<model>_<preset>[_<activations>][_attn8].{json,md}.
 
 A region is kept in f32 by marking its nodes `precise` (OpenVINO's keep-the-original-precision attribute) and
 round-tripping the model through `ov.save_model`, after which the CPU plugin honours it; each row counts the nodes
@@ -40,6 +41,14 @@ def _float_weighted(op) -> bool:
     return src.get_type_name() == "Constant" and not src.get_element_type().is_integral()
 
 
+def _weighted(op) -> bool:
+    """A MatMul/Convolution whose second input is a constant (through Converts, reshapes, QDQ): a layer."""
+    src = op.input_value(1).get_node()
+    while src.get_type_name() in ("Convert", "Reshape", "Transpose", "FakeQuantize", "Multiply", "Subtract"):
+        src = src.input_value(0).get_node()
+    return src.get_type_name() == "Constant"
+
+
 def _second_digit_inputs(model) -> set:
     """The nodes that compute a `w8a8x2` layer's input and its residual (x - x1) back to the producing
     Convolution/MatMul/attention, inclusive: the path whose precision the second digit needs."""
@@ -64,8 +73,11 @@ REGIONS: dict[str, Callable] = {
     "float layers (kept Conv2d/Linear)": lambda m: {
         op for op in m.get_ordered_ops() if op.get_type_name() in ("Convolution", "MatMul") and _float_weighted(op)
     },
-    "attention (SDPA)": lambda m: {
-        op for op in m.get_ordered_ops() if op.get_type_name() == "ScaledDotProductAttention"
+    "attention (SDPA, or int8 attention's softmax and matmuls)": lambda m: {
+        op
+        for op in m.get_ordered_ops()
+        if op.get_type_name() in ("ScaledDotProductAttention", "Softmax")
+        or (op.get_type_name() == "MatMul" and not _weighted(op))
     },
     "norms (MVN)": lambda m: {op for op in m.get_ordered_ops() if op.get_type_name() == "MVN"},
     "additions": lambda m: {op for op in m.get_ordered_ops() if op.get_type_name() == "Add"},
@@ -98,6 +110,8 @@ def main() -> None:
     ap.add_argument("--model", default="sd15-arch", choices=("sd15-arch", "tiny"))
     ap.add_argument("--latent", type=int, default=32)
     ap.add_argument("--preset", default="w8a8", help="diffusia's preset (its calibrator set to mse)")
+    ap.add_argument("--activations", default="auto", help="diffusia's activation signedness (auto, int8, balanced)")
+    ap.add_argument("--attention", default="float", help="diffusia's attention: float or int8")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calls", type=int, default=5)
     ap.add_argument("--out", type=Path, default=results_dir())
@@ -119,7 +133,8 @@ def main() -> None:
     unet = load_unet(args.model, work)
     with torch.no_grad():
         reference = unet(*timed).sample
-        api.quantize(unet, get_preset(args.preset).replace(calibrator="mse"))
+        recipe = get_preset(args.preset).replace(calibrator="mse", activations=args.activations)
+        api.quantize(unet, recipe.replace(attention=args.attention))
         with api.calibrate(unet):
             for x in calib:
                 unet(*x)
@@ -163,10 +178,12 @@ def main() -> None:
             }
         )
         print(f"{label}: {rows[-1]['ms']:.0f} ms, {rel:.2%}", flush=True)
-    header = dict(model=args.model, latent=latent, preset=args.preset, threads=args.threads, openvino=ov.__version__)
+    variant = args.preset + ("" if args.activations == "auto" else f"_{args.activations}")
+    variant += "" if args.attention == "float" else "_attn8"
+    header = dict(model=args.model, latent=latent, preset=variant, threads=args.threads, openvino=ov.__version__)
     res = {**result_header(**header), "rows": rows}
     lines = [
-        f"# bf16 float layers on OpenVINO, region by region: {args.model}, diffusia `{args.preset}` (MSE calibrator)",
+        f"# bf16 float layers on OpenVINO, region by region: {args.model}, diffusia `{variant}` (MSE calibrator)",
         "",
         f"{res['cpu']} (class `{res['class']}`), {args.threads} threads, openvino {res['openvino']}, {res['date']}; "
         f"latent {latent}x{latent}, batch 2. Step = median of {args.calls} calls (min-max); rel-L2 vs FP32 eager; "
@@ -180,7 +197,7 @@ def main() -> None:
             f"| {r['row']} | {r['marked']} | {r['ms']:.0f} ({r['ms_min']:.0f}-{r['ms_max']:.0f}) | "
             f"{r['rel_l2']:.2%} | {r['executed_f32']} / {r['executed_bf16']} |"
         )
-    write_results(args.out / f"openvino_bf16_regions_{args.model}_{args.preset}", res, "\n".join(lines) + "\n")
+    write_results(args.out / f"openvino_bf16_regions_{args.model}_{variant}", res, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """SSIM against FP32 of the study's 32 `tiny` evaluation images (the harness's jobs, seeds from 42), for W8A8 with
 the percentile (default) and MSE calibrators, 16 calibration prompts x 25 steps; scikit-image SSIM on 8-bit images.
-Writes benchmarks/results/<class>/w8a8_ssim_tiny.{json,md} (mean, standard deviation and minimum over the images).
+Writes benchmarks/results/<class>/<stem>.{json,md} (default stem w8a8_ssim_tiny): mean, standard deviation and
+minimum over the images.
 
     python benchmarks/w8a8_ssim_tiny.py [--out DIR]
     python benchmarks/w8a8_ssim_tiny.py --calibrators mse --activations auto,int8,balanced   # the activation ranges
-    python benchmarks/w8a8_ssim_tiny.py --presets w8a8,w8a8x2 --calibrators mse --activations balanced,auto \
-        --attention float,int8 --out benchmarks/results/<class>/attention   # int8 attention (one row per combination)
+    python benchmarks/w8a8_ssim_tiny.py --presets w8a8,w8a8x2 --calibrators mse --activations auto,balanced \
+        --attention float,int8 --stem w8a8_ssim_tiny_attention   # int8 attention (one row per combination)
 
 Copied into a checkout of 59c3e9a (before the calibration-subsample fix) it gives the README's "before" figure.
 Quality only: nothing here is timed.
@@ -47,6 +48,7 @@ def main() -> None:
     ap.add_argument("--activations", default="auto", help="comma list of Recipe.activations values")
     ap.add_argument("--attention", default="float", help="comma list of Recipe.attention values (float, int8)")
     ap.add_argument("--presets", default="w8a8", help="comma list of W8A8-family presets (w8a8, w8a8x2)")
+    ap.add_argument("--stem", default="w8a8_ssim_tiny", help="name of the result files in --out")
     args = ap.parse_args()
     jobs = make_jobs(load_prompts("eval", "tiny"), 32, 42)
     fp32 = to_uint8(render(load_pipeline("tiny", progress=False), jobs, GenerationConfig()))
@@ -94,7 +96,7 @@ def main() -> None:
         f"{r['ssim_std']:.4f} | {r['ssim_min']:.4f} | {r['images']} |"
         for r in rows
     ]
-    write_results(args.out / "w8a8_ssim_tiny", res, "\n".join(lines) + "\n")
+    write_results(args.out / args.stem, res, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -36,9 +36,10 @@ class StudyConfig:
     runtime: str = "torch"  # where the evaluated U-Nets run (diffusia.runtime)
     runtime_precision: str = "f32"  # OpenVINO's float layers: f32 or bf16 (diffusia.runtime.PRECISIONS)
     activations: str = "auto"  # integer range of every W8A8 variant's activations (diffusia.config.ACTIVATIONS)
+    attention: str = "float"  # attention of the W8A8 variants with W8A8 to_q/to_k/to_v (diffusia.config.ATTENTION)
 
     def recipe(self, preset: str = "w8a8"):
-        """A W8A8 preset's recipe with the study's activations."""
+        """A W8A8 preset's recipe with the study's activations (its attention: `with_attention`)."""
         from diffusia.config import get_preset
 
         return self.with_activations(get_preset(preset))
@@ -46,6 +47,16 @@ class StudyConfig:
     def with_activations(self, recipe):
         """`recipe` with the study's activations (unchanged for auto)."""
         return recipe if self.activations == "auto" else recipe.replace(activations=self.activations)
+
+    def with_attention(self, recipe, unet):
+        """`recipe` with the study's attention where its plan for the float `unet` has attentions with W8A8
+        projections (`mixed` keeps them in fp16, so its attention stays float)."""
+        from diffusia.quant import attention
+        from diffusia.quant.policy import plan
+
+        if self.attention == "float" or not attention.eligible(unet, plan(unet, recipe)):
+            return recipe
+        return recipe.replace(attention=self.attention)
 
     @classmethod
     def quick_config(cls, model: str, out: str) -> StudyConfig:
@@ -89,7 +100,7 @@ def _observations(cfg: StudyConfig):
 
     pipe = load_pipeline(cfg.model, progress=False)
     prompts = take(load_prompts("calibration", cfg.model), cfg.calib_size)
-    recipe = cfg.recipe()
+    recipe = cfg.with_attention(cfg.recipe(), pipe.unet)
     return Observations.record(
         pipe, recipe, prompts, cfg.steps, DEFAULT_GUIDANCE, batch=CALIBRATION_BATCH, progress=not cfg.quick
     )
@@ -105,10 +116,10 @@ def _searched_variant(cfg: StudyConfig, sens: dict, out: Path, observations) -> 
 
     fp32_mb = search(sens, budget_mb=float("inf")).fp32_size_mb
     res = search(sens, budget_mb=cfg.budget_fraction * fp32_mb)
-    recipe = cfg.with_activations(res.recipe.replace(name="searched"))
+    pipe = load_pipeline(cfg.model, progress=False)
+    recipe = cfg.with_attention(cfg.with_activations(res.recipe.replace(name="searched")), pipe.unet)
     write_text(out / "searched_recipe.json", recipe.to_json() + "\n")
     write_json(out / "searched_recipe.search.json", res.to_dict())
-    pipe = load_pipeline(cfg.model, progress=False)
     quantize_pipeline(
         pipe,
         recipe,
@@ -121,25 +132,37 @@ def _searched_variant(cfg: StudyConfig, sens: dict, out: Path, observations) -> 
     return save_quantized_pipeline(pipe, out / "sources" / "searched", base_model=cfg.model)
 
 
+def _options_label(recipe) -> str:
+    """What a recipe's non-default activations and attention add to its variant's name, e.g. `-int8-attn8`."""
+    return ("" if recipe.activations == "auto" else f"-{recipe.activations}") + (
+        "" if recipe.attention == "float" else "-attn8"
+    )
+
+
 def _quantizing_variants(cfg: StudyConfig, out: Path) -> dict[str, str]:
-    """The study's W8A8 presets as evaluation variants: their names, or with non-default activations recipe files
-    that set them (labelled e.g. `w8a8-int8`)."""
-    if cfg.activations == "auto":
+    """The study's W8A8 presets as evaluation variants: their names, or with non-default options recipe files
+    that set them (labelled e.g. `w8a8-int8-attn8`)."""
+    if cfg.activations == "auto" and cfg.attention == "float":
         return {"w8a8": "w8a8", "mixed": "mixed"}
+    from diffusia import load_pipeline
+
+    unet = load_pipeline(cfg.model, progress=False).unet
     paths = {}
     for preset in ("w8a8", "mixed"):
-        path = out / "recipes" / f"{preset}-{cfg.activations}.json"
-        write_text(path, cfg.recipe(preset).to_json() + "\n")
-        paths[preset] = str(path)
+        recipe, path = cfg.with_attention(cfg.recipe(preset), unet), preset
+        if _options_label(recipe):  # changed by the options: a recipe file, labelled by them
+            path = str(out / "recipes" / f"{preset}{_options_label(recipe)}.json")
+            write_text(Path(path), recipe.to_json() + "\n")
+        paths[preset] = path
     return paths
 
 
 def _qat_variant(cfg: StudyConfig, out: Path, recipe: str) -> Path:
+    from diffusia.config import load_recipe
     from diffusia.qat.train import QATConfig, run_qat
 
-    suffix = "" if cfg.activations == "auto" else f"-{cfg.activations}"
     qcfg = QATConfig(
-        out=str(out / "sources" / f"w8a8-qat{suffix}"),
+        out=str(out / "sources" / f"w8a8-qat{_options_label(load_recipe(recipe))}"),
         model=cfg.model,
         recipe=recipe,
         steps=cfg.qat_steps,

@@ -8,10 +8,11 @@ from diffusia.study import StudyConfig, _quantizing_variants, run_study
 
 
 def test_quick_study_writes_full_report(micro_pipeline_dir, tmp_path):
-    """With `study --activations int8`, the path with more moving parts (recipe files as variants)."""
+    """With `study --activations int8 --attention int8`, the path with more moving parts (recipe files as
+    variants)."""
     activations = "int8"
     cfg = StudyConfig.quick_config(str(micro_pipeline_dir), str(tmp_path / "study"))
-    cfg.activations = activations
+    cfg.activations, cfg.attention = activations, "int8"
     report = run_study(cfg)
     text = report.read_text()
     for section in ("Layer sensitivity (SIMULATED", "Pareto fronts", "Recommendations by device class"):
@@ -24,14 +25,19 @@ def test_quick_study_writes_full_report(micro_pipeline_dir, tmp_path):
     assert "<table" in html and "data:image/png;base64," in html
     assert (tmp_path / "study" / "searched_recipe.json").is_file()
     # the W8A8 variants took their ranges from one sampling pass of the calibration prompts, with the study's
-    # activations (study --activations int8: recipe files, so the variants are labelled w8a8-int8 and mixed-int8)
-    suffix = "-int8"
-    for folder in (f"eval/variants/w8a8{suffix}", f"eval/variants/mixed{suffix}", "sources/searched"):
+    # options (recipe files, so the variants are labelled w8a8-int8-attn8 and mixed-int8: mixed keeps its attention
+    # projections in fp16, so its attention stays float)
+    for folder, attention in (
+        ("eval/variants/w8a8-int8-attn8", "int8"),
+        ("eval/variants/mixed-int8", "float"),
+        ("sources/searched", None),
+    ):
         meta = json.loads((tmp_path / "study" / folder / "diffusia.json").read_text())
         assert meta["calibration"]["shared"] and meta["calibration"]["size"] == cfg.calib_size, folder
         assert meta["recipe"]["activations"] == activations, folder
-    qat = json.loads((tmp_path / "study" / f"sources/w8a8-qat{suffix}" / "diffusia.json").read_text())
-    assert qat["recipe"]["activations"] == activations
+        assert attention is None or meta["recipe"]["attention"] == attention, folder
+    qat = json.loads((tmp_path / "study" / "sources/w8a8-qat-int8-attn8" / "diffusia.json").read_text())
+    assert qat["recipe"]["activations"] == activations and qat["recipe"]["attention"] == "int8"
     assert study["timings"]["observe_s"] > 0
 
 
@@ -49,3 +55,11 @@ def test_quantizing_variants_carry_the_activations(tmp_path, activations):
         recipe = load_recipe(path)
         assert recipe.activations == activations
         assert recipe.replace(activations="auto") == load_recipe(preset)
+
+
+def test_int8_attention_goes_where_the_plan_has_w8a8_attention_projections(tmp_path):
+    from diffusia.config import get_preset, load_recipe
+
+    variants = _quantizing_variants(StudyConfig(out=str(tmp_path), attention="int8"), tmp_path)
+    assert variants["w8a8"].endswith("w8a8-attn8.json") and variants["mixed"] == "mixed"  # the preset, unchanged
+    assert load_recipe(variants["w8a8"]) == get_preset("w8a8").replace(attention="int8")

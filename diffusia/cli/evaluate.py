@@ -90,6 +90,10 @@ def study(
     runtime: str = o.runtime(),
     runtime_precision: str = o.runtime_precision(),
     activations: str | None = o.activations("the activations of every W8A8 variant (w8a8, mixed, searched, QAT)"),
+    attention: str | None = o.attention(
+        " Applies to the W8A8 variants with W8A8 attention projections: w8a8, its QAT, the searched plan where it "
+        "has them (mixed keeps them in fp16)."
+    ),
     overwrite: bool = o.overwrite(),
 ):
     """The whole study: sensitivity, searched mixed precision, QAT, evaluation of every variant, Pareto, advice."""
@@ -108,7 +112,11 @@ def study(
         else StudyConfig(model=model, out=str(out), num=num, runs=runs, qat_steps=qat_steps)
     )
     cfg = dataclasses.replace(
-        cfg, runtime=runtime, runtime_precision=runtime_precision, activations=activations or "auto"
+        cfg,
+        runtime=runtime,
+        runtime_precision=runtime_precision,
+        activations=activations or "auto",
+        attention=attention or "float",
     )
     with output_dir(out, "study", overwrite, (model,)):
         typer.echo(str(run_study(cfg)))

@@ -232,7 +232,7 @@ def overwrite() -> Any:
     return typer.Option(False, help=OVERWRITE_HELP)
 
 
-def attention() -> Any:
+def attention(scope: str = "") -> Any:
     def choices() -> tuple[str, ...]:
         from diffusia.config import ATTENTION
 
@@ -243,7 +243,7 @@ def attention() -> Any:
         choices,
         "Attention: float, or int8: Q/K/V quantized to int8 and the attention probabilities to uint8 (ranges "
         "calibrated like the layers'), where to_q/to_k/to_v are W8A8, so OpenVINO runs both attention matmuls on "
-        "integers (in PyTorch it is computed in float: no faster there). Default: the recipe's.",
+        f"integers (in PyTorch it is computed in float: no faster there).{scope} Default: the recipe's.",
     )
 
 

@@ -154,13 +154,17 @@ def attentions(unet: nn.Module) -> dict[str, nn.Module]:
     }
 
 
-def eligible(unet: nn.Module) -> list[str]:
-    """The attentions whose Q/K/V projections are quantized layers with static activations (W8A8 family)."""
+def eligible(unet: nn.Module, layer_plan: dict[str, str] | None = None) -> list[str]:
+    """The attentions whose Q/K/V projections are W8A8-family layers (static activations): in the quantized
+    `unet`, or, given the `layer_plan` of a float one, in that plan."""
+    from diffusia.quant.precisions import act_digits
 
-    def w8a8(m: nn.Module) -> bool:
-        return bool(getattr(getattr(m, "spec", None), "act_digits", 0))
+    def w8a8(name: str) -> bool:
+        if layer_plan is not None:
+            return act_digits(layer_plan.get(name, "keep")) > 0
+        return bool(getattr(getattr(unet.get_submodule(name), "spec", None), "act_digits", 0))
 
-    return [n for n, m in attentions(unet).items() if all(w8a8(getattr(m, p)) for p in PROJECTIONS)]
+    return [n for n in attentions(unet) if all(w8a8(f"{n}.{p}") for p in PROJECTIONS)]
 
 
 def install(unet: nn.Module, names: list[str], groups: int = 1, ts: TimestepState | None = None) -> None:

@@ -70,6 +70,7 @@ CASES = [
     ("study", "--runs", "0", "from 1 to 10000"),
     ("study", "--qat-steps", "0", "from 1 to 1000000"),
     ("study", "--activations", "int4", "not one of auto, uint8, uint7, int8"),
+    ("study", "--attention", "int4", "not one of float, int8"),
     ("quantize", "--activations", "int4", "not one of auto, uint8, uint7, int8"),
     ("sensitivity", "--eval-timesteps", "0", "from 1 to 1000"),
     ("sensitivity", "--calib-size", "0", "from 1 to 10000"),

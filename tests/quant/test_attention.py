@@ -39,6 +39,18 @@ def test_installed_where_the_projections_are_w8a8_only():
         Recipe(attention="int4")
 
 
+def test_eligible_in_a_plan_of_the_float_unet_is_where_quantize_installs():
+    from diffusia.quant.policy import plan
+
+    recipe = INT8_ATTENTION.replace(rules=[Rule("down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k", "w8")])
+    u = tiny_unet()
+    planned = attention.eligible(u, plan(u, recipe))
+    api.quantize(u, recipe)
+    assert planned == list(attention.processors(u)) and len(planned) == 7
+    u = tiny_unet()
+    assert attention.eligible(u, plan(u, get_preset("mixed"))) == []  # its attention linears stay fp16
+
+
 def test_calibrated_ranges_and_real_codes():
     u = quantized()
     quantizers = attention.quantizers(u)
