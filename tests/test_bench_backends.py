@@ -161,25 +161,14 @@ def test_interleaved_ratios_are_paired_within_each_round(monkeypatch):
         for n, e in zip(times, (0.07, 0.07, 0.03))
     }
     res = il.summarize(rows, times)
-    assert res["fastest_nncf"] == "nncf_int8"
-    v = res["rows"]["diffusia_w8a8_mse_ov"]["versus"]
+    assert res["fastest_nncf"] == "nncf_int8" and res["nncf"] == ["nncf_int8", "nncf_int8_bf16"]
+    d = res["rows"]["diffusia_w8a8_mse_ov"]
+    v = d["versus"]["nncf_int8"]
     assert v["step_ratio"]["median"] == pytest.approx(1.1) and v["step_ratio"]["q3"] == pytest.approx(1.1)
-    assert v["rounds_at_or_under_1"] == 0 and v["error_ratio"] == pytest.approx(0.03 / 0.07)
+    assert d["versus"]["nncf_int8_bf16"]["step_ratio"]["q1"] == pytest.approx(660 / 700)
+    assert d["rounds_at_or_under_fastest"] == 0 and v["error_ratio"] == pytest.approx(0.03 / 0.07)
     assert res["rows"]["nncf_int8"]["step_ms"]["median"] == pytest.approx(600)
-    md = il.markdown(
-        {
-            **res,
-            "rounds": 5,
-            "model": "m",
-            "latent": 32,
-            "cpu": "cpu",
-            "class": "vnni",
-            "threads": 2,
-            "versions": "v",
-            "date": "d",
-            "load_avg": [0.1, 0.2],
-            "timing_s": 10.0,
-        }
-    )
-    assert "| diffusia_w8a8_mse_ov | 1.100x (1.100-1.100) | 0 of 5 | 0.43x |" in md
+    header = {"rounds": 5, "model": "m", "latent": 32, "cpu": "cpu", "class": "vnni", "threads": 2, "versions": "v"}
+    md = il.markdown({**res, **header, "date": "d", "load_avg": [0.1, 0.2], "timing_s": 10.0})
+    assert "| diffusia_w8a8_mse_ov | 1.100x (1.100-1.100) | 0 of 5 | 0.43x | 1.100x (1.100-1.100), 0.43x | " in md
     assert "| nncf_int8 | 600 (600-780) | 7.00 % | 1 | 1 |" in md
