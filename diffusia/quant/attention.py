@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from diffusia.calib.base import Calibrator, GroupCalibration, get_calibrator
 from diffusia.errors import DiffusiaError
 from diffusia.quant import qmath
+from diffusia.quant.precisions import act_digits
 from diffusia.quant.timestep import TimestepState
 
 QMAX = 255  # u8 codes; symmetric ranges put the zero point at 128, which a runtime runs as int8
@@ -157,7 +158,6 @@ def attentions(unet: nn.Module) -> dict[str, nn.Module]:
 def eligible(unet: nn.Module, layer_plan: dict[str, str] | None = None) -> list[str]:
     """The attentions whose Q/K/V projections are W8A8-family layers (static activations): in the quantized
     `unet`, or, given the `layer_plan` of a float one, in that plan."""
-    from diffusia.quant.precisions import act_digits
 
     def w8a8(name: str) -> bool:
         if layer_plan is not None:
