@@ -66,7 +66,7 @@ def build(name: str, model: str, work: Path, threads: int) -> None:
     with torch.no_grad():
         built = builder(unet, ctx)
     if not built.reload:
-        raise SystemExit(f"{name}: not an OpenVINO row (its artifact cannot be reloaded); see --only's help")
+        raise SystemExit(f"{name}: its builder records no reloadable artifact (Built.reload)")
     nbytes = sum(p.stat().st_size for p in built.files)
     if "folder" in built.reload:  # a runtime folder: the rest (diffusia's safetensors) would fill the disk
         for p in ctx.out.iterdir():
@@ -225,7 +225,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="sd15-arch", choices=("sd15-arch", "tiny"))
     ap.add_argument("--latent", type=int, choices=(32, 64), default=32, help="sd15-arch latent size (tiny: 16)")
-    ap.add_argument("--only", help="comma list of OpenVINO rows of backends.py (nncf_*, ov_*, diffusia_*_ov*)")
+    ap.add_argument(
+        "--only", help="comma list of runtime rows of backends.py (nncf_*, ov_*, diffusia_*_ov*, diffusia_*_ort)"
+    )
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calib", type=int, default=4, help="calibration inputs (batch 2 each)")
@@ -249,6 +251,12 @@ def main() -> None:
     unknown = [n for n in names if n not in backends.backend_names()]
     if unknown or not names:
         ap.error(f"unknown backend(s) {', '.join(unknown) or '(none given)'}; valid: {backends.backend_names()}")
+    eager = [n for n in names if not (n.startswith(("nncf_", "ov_")) or "_ov" in n or n.endswith("_ort"))]
+    if eager:
+        ap.error(
+            f"{', '.join(eager)}: not a runtime row (nncf_*, ov_*, diffusia_*_ov*, diffusia_*_ort); time it "
+            "with backends.py"
+        )
     if args.rounds < 4:
         ap.error(f"--rounds {args.rounds}: give 4 or more (quartiles)")
     import torch
