@@ -31,22 +31,23 @@ from _results import result_header, results_dir, write_results  # noqa: E402
 ELEMENTWISE = {"Add", "Multiply", "Subtract", "Divide", "Sqrt", "Swish", "Gelu"}
 
 
+def _weight_source(op):
+    """Where a Convolution/MatMul's second input comes from, through converts, reshapes and QDQ/dequantization."""
+    src = op.input_value(1).get_node()
+    while src.get_type_name() in ("Convert", "Reshape", "Transpose", "FakeQuantize", "Multiply", "Subtract"):
+        src = src.input_value(0).get_node()
+    return src
+
+
 def _float_weighted(op) -> bool:
     """A Convolution/MatMul whose weight is a float constant: a layer diffusia keeps in float."""
-    src = op.input_value(1).get_node()
-    while src.get_type_name() in ("Convert", "Reshape", "Transpose"):
-        if src.get_type_name() == "Convert" and src.input_value(0).get_element_type().is_integral():
-            return False
-        src = src.input_value(0).get_node()
+    src = _weight_source(op)
     return src.get_type_name() == "Constant" and not src.get_element_type().is_integral()
 
 
 def _weighted(op) -> bool:
-    """A MatMul/Convolution whose second input is a constant (through Converts, reshapes, QDQ): a layer."""
-    src = op.input_value(1).get_node()
-    while src.get_type_name() in ("Convert", "Reshape", "Transpose", "FakeQuantize", "Multiply", "Subtract"):
-        src = src.input_value(0).get_node()
-    return src.get_type_name() == "Constant"
+    """A MatMul/Convolution whose weight is a constant (float or int8): a layer, not an attention matmul."""
+    return _weight_source(op).get_type_name() == "Constant"
 
 
 def _second_digit_inputs(model) -> set:
