@@ -15,6 +15,18 @@ bb = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(bb)
 
 
+def _bench_module(monkeypatch, name: str):
+    """benchmarks/NAME.py imported as run (benchmarks/ on sys.path, its `backends` this module's)."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(Path(bb.__file__).parent))
+    monkeypatch.setitem(sys.modules, "backends", bb)
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(bb.__file__).parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _row(name, ms, nbytes, err=0.0, **kw):
     return {
         "name": name,
@@ -95,13 +107,8 @@ def test_versus_nncf_counts_nncf_with_bf16_float_layers_as_a_peer():
 def test_rounds_compare_each_round_with_its_own_fastest_nncf_row(tmp_path, monkeypatch):
     """A machine 20 % slower in round 2 shifts every row alike: the per-round ratios stay put."""
     import json
-    import sys
 
-    monkeypatch.syspath_prepend(str(Path(bb.__file__).parent))
-    monkeypatch.setitem(sys.modules, "backends", bb)
-    spec = importlib.util.spec_from_file_location("bench_rounds", Path(bb.__file__).parent / "backends_rounds.py")
-    rounds = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rounds)
+    rounds = _bench_module(monkeypatch, "backends_rounds")
     env = {"date": "d", "cpu_model": "cpu", "cpu_features": {"amx": False}, "cpu_class": "vnni", "threads": 2}
     paths = []
     for i, slow in enumerate((1.0, 1.2)):
@@ -124,20 +131,8 @@ def test_rounds_compare_each_round_with_its_own_fastest_nncf_row(tmp_path, monke
     assert "| nncf_int8 | 600 / 720 | 660 | 7.00 % |" in md
 
 
-def _interleaved(monkeypatch):
-    import sys
-
-    monkeypatch.syspath_prepend(str(Path(bb.__file__).parent))
-    monkeypatch.setitem(sys.modules, "backends", bb)
-    path = Path(bb.__file__).parent / "backends_interleaved.py"
-    spec = importlib.util.spec_from_file_location("bench_interleaved", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_interleave_calls_every_row_twice_per_round_in_shuffled_orders(monkeypatch):
-    il = _interleaved(monkeypatch)
+    il = _bench_module(monkeypatch, "backends_interleaved")
     calls = []
     runners = {n: (lambda x, n=n: calls.append(n)) for n in ("a", "b", "c")}
     times = il.interleave(runners, None, rounds=6)
@@ -149,7 +144,7 @@ def test_interleave_calls_every_row_twice_per_round_in_shuffled_orders(monkeypat
 
 def test_interleaved_ratios_are_paired_within_each_round(monkeypatch):
     """A machine that slows down mid-run shifts both calls of a round: the paired ratio stays 1.1."""
-    il = _interleaved(monkeypatch)
+    il = _bench_module(monkeypatch, "backends_interleaved")
     slow = [1.0, 1.0, 1.3, 1.3, 1.0]
     times = {
         "nncf_int8": [0.600 * s for s in slow],
