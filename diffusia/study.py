@@ -90,18 +90,19 @@ def _sensitivity(cfg: StudyConfig, out: Path) -> dict:
     return sens
 
 
-def _observations(cfg: StudyConfig):
-    """The calibration of the study's W8A8 variants (w8a8, mixed, the searched plan), sampled once."""
+def _calibration(cfg: StudyConfig):
+    """The calibration of the study's W8A8 variants (w8a8, mixed, the searched plan) and of its QAT (PTQ start
+    and distillation data): one sampling pass (`diffusia.qat.data.SharedCalibration`)."""
     from diffusia import load_pipeline
-    from diffusia.calib.observations import Observations
     from diffusia.generate import DEFAULT_GUIDANCE
     from diffusia.prompts import load_prompts, take
+    from diffusia.qat.data import SharedCalibration
     from diffusia.quant.pipeline import CALIBRATION_BATCH
 
     pipe = load_pipeline(cfg.model, progress=False)
     prompts = take(load_prompts("calibration", cfg.model), cfg.calib_size)
     recipe = cfg.with_attention(cfg.recipe(), pipe.unet)
-    return Observations.record(
+    return SharedCalibration.record(
         pipe, recipe, prompts, cfg.steps, DEFAULT_GUIDANCE, batch=CALIBRATION_BATCH, progress=not cfg.quick
     )
 
@@ -157,7 +158,7 @@ def _quantizing_variants(cfg: StudyConfig, out: Path) -> dict[str, str]:
     return paths
 
 
-def _qat_variant(cfg: StudyConfig, out: Path, recipe: str) -> Path:
+def _qat_variant(cfg: StudyConfig, out: Path, recipe: str, shared) -> Path:
     from diffusia.config import load_recipe
     from diffusia.qat.train import QATConfig, run_qat
 
@@ -171,7 +172,7 @@ def _qat_variant(cfg: StudyConfig, out: Path, recipe: str) -> Path:
         checkpoint_every=0,
         progress=not cfg.quick,
     )
-    result = run_qat(qcfg)
+    result = run_qat(qcfg, shared)
     if result is None:
         raise DiffusiaError("QAT did not finish: see the log above")
     return result.out
@@ -217,12 +218,12 @@ def run_study(cfg: StudyConfig) -> Path:
     timings = {}
     sens = _sensitivity(cfg, out)
     timings["sensitivity_s"] = time.perf_counter() - t0
-    observations = _observations(cfg)
+    shared = _calibration(cfg)
     timings["observe_s"] = time.perf_counter() - t0 - timings["sensitivity_s"]
-    searched = _searched_variant(cfg, sens, out, observations)
+    searched = _searched_variant(cfg, sens, out, shared.observations)
     timings["search_s"] = time.perf_counter() - t0 - sum(timings.values())
     quantizing = _quantizing_variants(cfg, out)
-    qat = _qat_variant(cfg, out, quantizing["w8a8"])
+    qat = _qat_variant(cfg, out, quantizing["w8a8"], shared)
     timings["qat_s"] = time.perf_counter() - t0 - sum(timings.values())
     variants = ["fp32", "fp16", "bf16", quantizing["w8a8"], str(qat), quantizing["mixed"], str(searched), "w8", "w4"]
     evaluate(
@@ -239,7 +240,7 @@ def run_study(cfg: StudyConfig) -> Path:
         progress=not cfg.quick,
         runtime=cfg.runtime,
         runtime_precision=cfg.runtime_precision,
-        observations=observations,
+        observations=shared.observations,
     )
     timings["eval_s"] = time.perf_counter() - t0 - sum(timings.values())
     results = load_results(out / "eval" / "results.json")

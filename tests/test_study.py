@@ -38,6 +38,7 @@ def test_quick_study_writes_full_report(micro_pipeline_dir, tmp_path):
         assert attention is None or meta["recipe"]["attention"] == attention, folder
     qat = json.loads((tmp_path / "study" / "sources/w8a8-qat-int8-attn8" / "diffusia.json").read_text())
     assert qat["recipe"]["activations"] == activations and qat["recipe"]["attention"] == "int8"
+    assert qat["calibration"]["shared"]  # QAT started from the same pass, and sampled nothing of its own
     assert study["timings"]["observe_s"] > 0
 
 

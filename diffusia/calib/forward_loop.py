@@ -4,9 +4,12 @@ UNet2DCondition pipeline works (SD 1.x, 2.x, SDXL): only the common call argumen
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from diffusia.errors import DiffusiaError
@@ -55,6 +58,45 @@ def sampling_forward_loop(
     return run
 
 
+@dataclass
+class UnetCalls:
+    """What the U-Net received along sampled trajectories (and, when kept, what it returned), on the CPU."""
+
+    calls: list[tuple[Tensor, Tensor, Tensor]] = field(default_factory=list)  # (sample, timestep, text embeddings)
+    outputs: list[Tensor] = field(default_factory=list)  # float32 noise predictions of the same calls
+
+
+@contextlib.contextmanager
+def recording_unet_calls(unet, outputs: bool = False) -> Iterator[UnetCalls]:
+    """Keep every call of `unet` made inside the block (with `outputs`, its noise prediction too); other hooks on
+    the U-Net (calibrators, observers) run as well, so one sampling pass serves them all."""
+    recorded = UnetCalls()
+
+    def keep_input(module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        t = args[1] if len(args) > 1 else kwargs["timestep"]
+        ehs = args[2] if len(args) > 2 else kwargs["encoder_hidden_states"]
+        if kwargs.get("added_cond_kwargs"):
+            raise DiffusiaError(
+                "recording U-Net inputs keeps sample, timestep and text embeddings only, and this "
+                "U-Net (SDXL) also takes added conditioning: use an SD 1.x/2.x model here"
+            )
+        recorded.calls.append((sample.detach().cpu(), torch.as_tensor(t).detach().cpu(), ehs.detach().cpu()))
+
+    def keep_output(module, args, output) -> None:
+        out = output[0] if isinstance(output, (tuple, list)) else output.sample
+        recorded.outputs.append(out.detach().float().cpu().clone())
+
+    handles = [unet.register_forward_pre_hook(keep_input, with_kwargs=True)]
+    if outputs:
+        handles.append(unet.register_forward_hook(keep_output))
+    try:
+        yield recorded
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def record_unet_inputs(
     pipe,
     prompts: list[Prompt],
@@ -65,23 +107,6 @@ def record_unet_inputs(
 ) -> list[tuple]:
     """Every (sample, timestep, encoder_hidden_states) the U-Net receives along the trajectories, on the CPU;
     used by sensitivity analysis and data-free distillation."""
-    calls: list[tuple] = []
-
-    def hook(module, args, kwargs):
-        sample = args[0] if args else kwargs["sample"]
-        t = args[1] if len(args) > 1 else kwargs["timestep"]
-        ehs = args[2] if len(args) > 2 else kwargs["encoder_hidden_states"]
-        if kwargs.get("added_cond_kwargs"):
-            raise DiffusiaError(
-                "recording U-Net inputs keeps sample, timestep and text embeddings only, and this "
-                "U-Net (SDXL) also takes added conditioning: use an SD 1.x/2.x model here"
-            )
-        calls.append((sample.detach().cpu(), torch.as_tensor(t).detach().cpu(), ehs.detach().cpu()))
-
-    handle = pipe.unet.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        with torch.no_grad():
-            sampling_forward_loop(pipe, prompts, steps, guidance, seed, progress)()
-    finally:
-        handle.remove()
-    return calls
+    with recording_unet_calls(pipe.unet) as recorded, torch.no_grad():
+        sampling_forward_loop(pipe, prompts, steps, guidance, seed, progress)()
+    return recorded.calls

@@ -6,6 +6,8 @@
 * `FashionMNISTData`: the noise-prediction objective on image-caption pairs (coloured Fashion-MNIST, the `tiny`
   model's training data): latents of the pipeline's VAE (x scaling_factor), captions through its text encoder,
   random DDPM timesteps (diffusia.models.architectures.SD_BETAS) and Gaussian noise as the target.
+* `SharedCalibration`: the distillation data recorded in the same sampling pass as a study's calibration
+  observations, so QAT samples nothing of its own there.
 
 A batch is drawn for the whole job (`batch * world` items) and process `rank` takes its slice, so one process with
 batch 2B sees the same items as two processes with batch B each.
@@ -25,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffusia.calib.forward_loop import CALIBRATION_SEED, record_unet_inputs
+from diffusia.calib.forward_loop import CALIBRATION_SEED, recording_unet_calls, sampling_forward_loop
+from diffusia.calib.observations import Observations
 from diffusia.errors import DiffusiaError
 from diffusia.prompts import Prompt
 
@@ -131,18 +134,10 @@ class DistillData:
         progress: bool = False,
     ) -> tuple[DistillData, list[tuple[Tensor, Tensor, Tensor]]]:
         """Run the (float) pipeline over `prompts`; returns the data and the raw calls (for calibration)."""
-        outputs: list[Tensor] = []
-
-        def keep_output(module, args, output) -> None:
-            out = output[0] if isinstance(output, (tuple, list)) else output.sample
-            outputs.append(out.detach().float().cpu().clone())
-
         t0 = time.perf_counter()
-        handle = pipe.unet.register_forward_hook(keep_output)
-        try:
-            calls = record_unet_inputs(pipe, prompts, steps, guidance, seed, progress)
-        finally:
-            handle.remove()
+        with recording_unet_calls(pipe.unet, outputs=True) as recorded, torch.no_grad():
+            sampling_forward_loop(pipe, prompts, steps, guidance, seed, progress)()
+        calls, outputs = recorded.calls, recorded.outputs
         info = dict(
             prompts=len(prompts),
             steps=steps,
@@ -196,6 +191,34 @@ class DistillData:
                 "with --overwrite instead of --resume"
             ) from None
         return cls(*tensors, info)
+
+
+@dataclass(frozen=True)
+class SharedCalibration:
+    """One float sampling pass over the calibration prompts seen two ways: the calibrators' observations (the
+    ranges of every PTQ variant, `diffusia.calib.observations`) and the distillation data of the same U-Net calls
+    (QAT's PTQ start and its teacher). A study records it once for its W8A8 variants and QAT."""
+
+    observations: Observations
+    distill: DistillData
+
+    @classmethod
+    def record(
+        cls, pipe, recipe, prompts: list[Prompt], steps: int, guidance: float, batch: int = 1, progress: bool = False
+    ) -> SharedCalibration:
+        t0 = time.perf_counter()
+        with recording_unet_calls(pipe.unet, outputs=True) as recorded:
+            observations = Observations.record(pipe, recipe, prompts, steps, guidance, batch=batch, progress=progress)
+        info = dict(
+            prompts=len(prompts),
+            steps=steps,
+            guidance=guidance,
+            seed=observations.sampling.seed,
+            unet_calls=len(recorded.calls),
+            seconds=time.perf_counter() - t0,
+            batch=batch,
+        )
+        return cls(observations, DistillData.from_calls(recorded.calls, recorded.outputs, info))
 
 
 def ddpm_alphas_cumprod() -> Tensor:

@@ -49,7 +49,7 @@ from diffusia.qat.checkpoints import (
     set_rng_state,
 )
 from diffusia.qat.config import QATConfig, QATResult
-from diffusia.qat.data import Batch, DistillData, FashionMNISTData
+from diffusia.qat.data import Batch, DistillData, FashionMNISTData, SharedCalibration
 from diffusia.qat.lsq import LearnableActScales, QATModel
 
 log = logging.getLogger(__name__)
@@ -156,15 +156,33 @@ def _finish(
 
 
 # ----------------------------------------------------------------------------------------------- the run
-def run_qat(cfg: QATConfig) -> QATResult | None:
+def run_qat(cfg: QATConfig, shared: SharedCalibration | None = None) -> QATResult | None:
     """Run QAT per `cfg`; returns the result on the main process (None on others, or when stopped early). A run
-    that fails before its first checkpoint leaves no output folder behind; after one, --resume continues it."""
+    that fails before its first checkpoint leaves no output folder behind; after one, --resume continues it.
+    `shared`: the calibration sampling pass a study recorded once (PTQ start and teacher from it, when it
+    matches this run's prompts, steps, guidance, calibrator and U-Net; otherwise QAT samples its own)."""
     out = Path(cfg.out)
     with resumable_output(out, lambda: latest_checkpoint(out) is not None):
-        return _run(cfg)
+        return _run(cfg, shared)
 
 
-def _run(cfg: QATConfig) -> QATResult | None:
+def _usable(shared: SharedCalibration | None, cfg: QATConfig, recipe, prompts, unet: nn.Module):
+    """`shared` when it can start this run (same prompts, steps, guidance, calibrator settings and float U-Net;
+    QAT does not mind how the pass was batched), else None (logged why)."""
+    from diffusia.calib.observations import Sampling, unet_id
+
+    if shared is None:
+        return None
+    seen = shared.observations.sampling
+    wanted = Sampling(tuple(p.text for p in prompts), cfg.calib_steps, cfg.guidance, seen.seed, seen.batch)
+    why = shared.observations.mismatch(recipe, wanted, unet_id(unet))
+    if why:
+        log.info("QAT samples its own calibration: the shared recording %s", why)
+        return None
+    return shared
+
+
+def _run(cfg: QATConfig, shared: SharedCalibration | None) -> QATResult | None:
     from accelerate.utils import gather_object, set_seed
     from tqdm.auto import tqdm
 
@@ -213,19 +231,29 @@ def _run(cfg: QATConfig) -> QATResult | None:
             unet.load_state_dict({k[len("unet.") :]: v for k, v in model_state.items() if k.startswith("unet.")})
     else:
         prompts = take(load_prompts(cfg.calib_prompts, model=cfg.model), cfg.calib_size)
-        distill, calls = DistillData.record(
-            pipe, prompts, cfg.calib_steps, cfg.guidance, progress=cfg.progress and main
-        )
-        api.quantize(unet, recipe)
-        seconds = _calibrate(unet, calls)
+        shared = _usable(shared, cfg, recipe, prompts, unet)
+        if shared is not None:
+            distill, calls = shared.distill, []
+            api.quantize(unet, recipe)
+            t0 = time.perf_counter()
+            api.calibrate_from(unet, shared.observations.layers)
+            seconds, unet_calls = time.perf_counter() - t0, shared.observations.unet_calls
+        else:
+            distill, calls = DistillData.record(
+                pipe, prompts, cfg.calib_steps, cfg.guidance, progress=cfg.progress and main
+            )
+            api.quantize(unet, recipe)
+            seconds, unet_calls = _calibrate(unet, calls), len(calls)
         calibration = CalibrationInfo(
             [p.text for p in prompts],
             len(prompts),
             cfg.calib_steps,
             cfg.guidance,
             distill.info["seed"],
-            len(calls),
+            unet_calls,
             seconds,
+            batch=int(distill.info.get("batch", 1)),
+            shared=shared is not None,
         )
         del calls
         if cfg.source != "distill":

@@ -61,6 +61,35 @@ def test_result_is_the_int8_folder_and_generates(straight):
     assert np.isfinite(image).all() and image.std() > 0
 
 
+def _shared(micro_pipeline_dir, prompts: int, batch: int = 1):
+    from diffusia.config import get_preset
+    from diffusia.prompts import load_prompts, take
+    from diffusia.qat.data import SharedCalibration
+
+    pipe = load_pipeline(micro_pipeline_dir, progress=False)
+    chosen = take(load_prompts("calibration", str(micro_pipeline_dir)), prompts)
+    return SharedCalibration.record(pipe, get_preset("w8a8"), chosen, FAST["calib_steps"], 7.5, batch=batch)
+
+
+def test_shared_calibration_starts_qat_as_its_own_sampling_would(micro_pipeline_dir, tmp_path, straight):
+    """A study's one sampling pass (observations + distillation data of the same calls) gives QAT the same PTQ
+    start and teacher: the first loss, taken before any update, equals the run that sampled on its own."""
+    shared = _shared(micro_pipeline_dir, FAST["calib_size"])
+    res = run_qat(_cfg(micro_pipeline_dir, tmp_path / "shared", validate=False), shared)
+    calibration = read_meta(res.out)["calibration"]
+    assert calibration["shared"] and calibration["unet_calls"] == shared.observations.unet_calls
+    assert not read_meta(straight.out)["calibration"]["shared"]
+    np.testing.assert_allclose(res.losses[0], straight.losses[0], rtol=1e-5)
+
+
+def test_shared_calibration_of_other_prompts_is_not_used(micro_pipeline_dir, tmp_path, caplog):
+    shared = _shared(micro_pipeline_dir, FAST["calib_size"] + 1)
+    with caplog.at_level("INFO", logger="diffusia.qat.train"):
+        res = run_qat(_cfg(micro_pipeline_dir, tmp_path / "other", steps=1, checkpoint_every=0, validate=False), shared)
+    assert not read_meta(res.out)["calibration"]["shared"]
+    assert "QAT samples its own calibration: the shared recording have sampling prompts=3 prompts" in caplog.text
+
+
 def test_lsq_on_fashion_mnist_learns_and_freezes_scales(micro_pipeline_dir, tmp_path):
     from diffusia.data.fashion_mnist import DATA_DIR
 
