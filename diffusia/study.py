@@ -38,25 +38,12 @@ class StudyConfig:
     activations: str = "auto"  # integer range of every W8A8 variant's activations (diffusia.config.ACTIVATIONS)
     attention: str = "float"  # attention of the W8A8 variants with W8A8 to_q/to_k/to_v (diffusia.config.ATTENTION)
 
-    def recipe(self, preset: str = "w8a8"):
-        """A W8A8 preset's recipe with the study's activations (its attention: `with_attention`)."""
+    def recipe(self, preset: str, unet):
+        """A preset's recipe with the study's activations and attention (`diffusia.eval.variants.with_options`)."""
         from diffusia.config import get_preset
+        from diffusia.eval.variants import with_options
 
-        return self.with_activations(get_preset(preset))
-
-    def with_activations(self, recipe):
-        """`recipe` with the study's activations (unchanged for auto)."""
-        return recipe if self.activations == "auto" else recipe.replace(activations=self.activations)
-
-    def with_attention(self, recipe, unet):
-        """`recipe` with the study's attention where its plan for the float `unet` has attentions with W8A8
-        projections (`mixed` keeps them in fp16, so its attention stays float)."""
-        from diffusia.quant import attention
-        from diffusia.quant.policy import plan
-
-        if self.attention == "float" or not attention.eligible(unet, plan(unet, recipe)):
-            return recipe
-        return recipe.replace(attention=self.attention)
+        return with_options(get_preset(preset), self.activations, self.attention, unet)
 
     @classmethod
     def quick_config(cls, model: str, out: str) -> StudyConfig:
@@ -69,6 +56,8 @@ def _sensitivity(cfg: StudyConfig, out: Path) -> dict:
     from diffusia import load_pipeline
     from diffusia.analysis.sensitivity import run_sensitivity
     from diffusia.analysis.sensitivity_report import write_sensitivity
+    from diffusia.config import get_preset
+    from diffusia.eval.variants import with_options
     from diffusia.prompts import load_prompts, take
 
     pipe = load_pipeline(cfg.model, progress=False)
@@ -76,7 +65,7 @@ def _sensitivity(cfg: StudyConfig, out: Path) -> dict:
     lpips_prompts = [p.text for p in load_prompts("eval", cfg.model)][: 1 if cfg.quick else 2]
     sens = run_sensitivity(
         pipe,
-        cfg.recipe(),
+        with_options(get_preset("w8a8"), cfg.activations),  # per-layer sensitivity: the layers, float attention
         prompts,
         steps=cfg.steps,
         top=1 if cfg.quick else 5,
@@ -101,9 +90,8 @@ def _calibration(cfg: StudyConfig):
 
     pipe = load_pipeline(cfg.model, progress=False)
     prompts = take(load_prompts("calibration", cfg.model), cfg.calib_size)
-    recipe = cfg.with_attention(cfg.recipe(), pipe.unet)
     return SharedCalibration.record(
-        pipe, recipe, prompts, cfg.steps, DEFAULT_GUIDANCE, batch=CALIBRATION_BATCH, progress=not cfg.quick
+        pipe, cfg.recipe("w8a8", pipe.unet), prompts, cfg.steps, DEFAULT_GUIDANCE, CALIBRATION_BATCH, not cfg.quick
     )
 
 
@@ -111,6 +99,7 @@ def _searched_variant(cfg: StudyConfig, sens: dict, out: Path, observations) -> 
     """Search a per-layer plan under the budget and materialise it as a quantized folder."""
     from diffusia import load_pipeline
     from diffusia.analysis.search import search
+    from diffusia.eval.variants import with_options
     from diffusia.prompts import load_prompts
     from diffusia.quant.pipeline import quantize_pipeline
     from diffusia.quant.serialization import save_quantized_pipeline
@@ -118,7 +107,7 @@ def _searched_variant(cfg: StudyConfig, sens: dict, out: Path, observations) -> 
     fp32_mb = search(sens, budget_mb=float("inf")).fp32_size_mb
     res = search(sens, budget_mb=cfg.budget_fraction * fp32_mb)
     pipe = load_pipeline(cfg.model, progress=False)
-    recipe = cfg.with_attention(cfg.with_activations(res.recipe.replace(name="searched")), pipe.unet)
+    recipe = with_options(res.recipe.replace(name="searched"), cfg.activations, cfg.attention, pipe.unet)
     write_text(out / "searched_recipe.json", recipe.to_json() + "\n")
     write_json(out / "searched_recipe.search.json", res.to_dict())
     quantize_pipeline(
@@ -133,37 +122,25 @@ def _searched_variant(cfg: StudyConfig, sens: dict, out: Path, observations) -> 
     return save_quantized_pipeline(pipe, out / "sources" / "searched", base_model=cfg.model)
 
 
-def _options_label(recipe) -> str:
-    """What a recipe's non-default activations and attention add to its variant's name, e.g. `-int8-attn8`."""
-    return ("" if recipe.activations == "auto" else f"-{recipe.activations}") + (
-        "" if recipe.attention == "float" else "-attn8"
-    )
+STUDIED_PRESETS = ("w8a8", "mixed", "w8a8x2")  # W8A8 presets evaluated beside QAT and the searched plan
 
 
 def _quantizing_variants(cfg: StudyConfig, out: Path) -> dict[str, str]:
     """The study's W8A8 presets as evaluation variants: their names, or with non-default options recipe files
     that set them (labelled e.g. `w8a8-int8-attn8`)."""
-    if cfg.activations == "auto" and cfg.attention == "float":
-        return {"w8a8": "w8a8", "mixed": "mixed"}
-    from diffusia import load_pipeline
+    from diffusia.eval.variants import with_option_recipes
 
-    unet = load_pipeline(cfg.model, progress=False).unet
-    paths = {}
-    for preset in ("w8a8", "mixed"):
-        recipe, path = cfg.with_attention(cfg.recipe(preset), unet), preset
-        if _options_label(recipe):  # changed by the options: a recipe file, labelled by them
-            path = str(out / "recipes" / f"{preset}{_options_label(recipe)}.json")
-            write_text(Path(path), recipe.to_json() + "\n")
-        paths[preset] = path
-    return paths
+    items = with_option_recipes(list(STUDIED_PRESETS), cfg.activations, cfg.attention, cfg.model, out / "recipes")
+    return dict(zip(STUDIED_PRESETS, items))
 
 
 def _qat_variant(cfg: StudyConfig, out: Path, recipe: str, shared) -> Path:
     from diffusia.config import load_recipe
+    from diffusia.eval.variants import options_label
     from diffusia.qat.train import QATConfig, run_qat
 
     qcfg = QATConfig(
-        out=str(out / "sources" / f"w8a8-qat{_options_label(load_recipe(recipe))}"),
+        out=str(out / "sources" / f"w8a8-qat{options_label(load_recipe(recipe))}"),
         model=cfg.model,
         recipe=recipe,
         steps=cfg.qat_steps,
@@ -225,7 +202,8 @@ def run_study(cfg: StudyConfig) -> Path:
     quantizing = _quantizing_variants(cfg, out)
     qat = _qat_variant(cfg, out, quantizing["w8a8"], shared)
     timings["qat_s"] = time.perf_counter() - t0 - sum(timings.values())
-    variants = ["fp32", "fp16", "bf16", quantizing["w8a8"], str(qat), quantizing["mixed"], str(searched), "w8", "w4"]
+    variants = ["fp32", "fp16", "bf16", quantizing["w8a8"], str(qat), quantizing["w8a8x2"], quantizing["mixed"]]
+    variants += [str(searched), "w8", "w4"]
     evaluate(
         cfg.model,
         variants,

@@ -39,20 +39,28 @@ def eval_(
     progress: bool = typer.Option(True),
     runtime: str = o.runtime(help=o.RUNTIME_HELP + " Whole-pipeline fp16/bf16 variants run on torch."),
     runtime_precision: str = o.runtime_precision(),
+    activations: str | None = o.activations("the activations of every W8A8 preset in --variants"),
+    attention: str | None = o.attention(
+        " Applies to the W8A8 presets in --variants whose plan has W8A8 attention projections (mixed keeps them in "
+        "fp16). A preset changed by these options becomes a recipe file, labelled e.g. w8a8-int8-attn8."
+    ),
     overwrite: bool = o.overwrite(),
 ):
     """Measure size, peak memory, latency and quality of U-Net variants; writes results.json and report.md."""
     from diffusia.eval.harness import evaluate
+    from diffusia.eval.variants import with_option_recipes
     from diffusia.fileio import output_dir
     from diffusia.runtime import check_precision, resolve
 
     runtime = resolve(runtime, device)
     check_precision(runtime, runtime_precision)
 
-    with output_dir(out, "eval", overwrite, (model, prompts, *variants.split(","))):
+    items = [v.strip() for v in variants.split(",") if v.strip()]
+    with output_dir(out, "eval", overwrite, (model, prompts, *items)):
+        items = with_option_recipes(items, activations or "auto", attention or "float", model, out / "recipes")
         res = evaluate(
             model,
-            variants,
+            items,
             prompts=prompts,
             num=num,
             out=out,
@@ -91,7 +99,7 @@ def study(
     runtime_precision: str = o.runtime_precision(),
     activations: str | None = o.activations("the activations of every W8A8 variant (w8a8, mixed, searched, QAT)"),
     attention: str | None = o.attention(
-        " Applies to the W8A8 variants with W8A8 attention projections: w8a8, its QAT, the searched plan where it "
+        " Applies to the W8A8 variants with W8A8 attention projections: w8a8, w8a8x2, QAT, the searched plan where it "
         "has them (mixed keeps them in fp16)."
     ),
     overwrite: bool = o.overwrite(),

@@ -122,6 +122,53 @@ def parse_variants(spec: str | Sequence[str], device: str = "cpu") -> list[Varia
     return out
 
 
+def with_options(recipe, activations: str = "auto", attention: str = "float", unet=None):
+    """`recipe` with W8A8 `activations` (unchanged for auto) and `attention` where its plan for the float `unet`
+    has attentions with W8A8 projections (`mixed` keeps them in fp16, so its attention stays float)."""
+    from diffusia.quant import attention as attn
+    from diffusia.quant.policy import plan
+
+    if activations != "auto":
+        recipe = recipe.replace(activations=activations)
+    if attention != "float" and attn.eligible(unet, plan(unet, recipe)):
+        recipe = recipe.replace(attention=attention)
+    return recipe
+
+
+def options_label(recipe) -> str:
+    """What a recipe's non-default activations and attention add to its variant's name, e.g. `-int8-attn8`."""
+    return ("" if recipe.activations == "auto" else f"-{recipe.activations}") + (
+        "" if recipe.attention == "float" else "-attn8"
+    )
+
+
+def with_option_recipes(items: list[str], activations: str, attention: str, model: str, folder: Path) -> list[str]:
+    """`--variants` items with `activations` / `attention` given to every preset with W8A8 layers: such a preset
+    becomes a recipe file in `folder` named by what changed (e.g. `w8a8-int8-attn8.json`, so its variant is
+    labelled so); other items unchanged (a recipe file sets its own)."""
+    from diffusia.config import get_preset
+    from diffusia.fileio import write_text
+    from diffusia.quant.pipeline import recipe_calibrates
+
+    if activations == "auto" and attention == "float":
+        return list(items)
+    unet = None
+    if attention != "float":
+        from diffusia import load_pipeline
+
+        unet = load_pipeline(model, progress=False).unet
+    out = []
+    for item in items:
+        if item in quant_presets() and recipe_calibrates(get_preset(item)):
+            recipe = with_options(get_preset(item), activations, attention, unet)
+            if options_label(recipe):
+                path = Path(folder) / f"{item}{options_label(recipe)}.json"
+                write_text(path, recipe.to_json() + "\n")
+                item = str(path)
+        out.append(item)
+    return out
+
+
 def _public(config: dict[str, Any]) -> dict[str, Any]:
     """A U-Net config without diffusers' private keys and the quantization, JSON-normalised (tuples -> lists)."""
     return json.loads(
