@@ -14,7 +14,9 @@ as `diffusia quantize --runtime` does; the FP32 U-Net exported for OpenVINO; NNC
 recorded along the same calibration trajectories. Measure phase: each row in a fresh process, one after another:
 load the pipeline, put the row's U-Net in it, one warm-up generation of 2 steps (compiles the runtime's shapes),
 then `--runs` timed generations of `--steps` steps; peak RSS = VmHWM growth over the post-import baseline (load
-included). Text encoder, scheduler and VAE are PyTorch FP32 in every row.
+included). Text encoder and scheduler are PyTorch FP32 in every row; the VAE decoder runs on OpenVINO in the
+OpenVINO rows (exported beside each U-Net, as `--runtime openvino` does: `diffusia.runtime.decoder`; results
+before 2026-12-05 decoded on PyTorch in every row) and on PyTorch in the others.
 """
 
 from __future__ import annotations
@@ -67,11 +69,11 @@ def build(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     pipe = load_pipeline(args.model, progress=False)
     t0 = time.perf_counter()
     pipe.save_pretrained(work / "fp32", safe_serialization=True)
-    export_runtime(pipe.unet, "openvino", work / "fp32-openvino", check=False)  # a float graph: nothing to check
+    export_runtime(pipe.unet, "openvino", work / "fp32-openvino", check=False, vae=pipe.vae)  # float: no check
     info["fp32_openvino_export_s"] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
     calls = record_unet_inputs(pipe, prompts, steps=args.calib_steps, progress=False)
-    _nncf_folder(pipe.unet, calls, work / "nncf-openvino")
+    _nncf_folder(pipe.unet, calls, work / "nncf-openvino", pipe.vae)
     info["nncf_build_s"] = round(time.perf_counter() - t0, 1)
     info["nncf_calibration_calls"] = len(calls)
     del calls
@@ -106,8 +108,9 @@ def build(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return info
 
 
-def _nncf_folder(unet, calls: list[tuple], folder: Path) -> None:
-    """NNCF INT8 (model_type=TRANSFORMER) of the FP32 U-Net, written as a `diffusia.runtime` OpenVINO folder."""
+def _nncf_folder(unet, calls: list[tuple], folder: Path, vae=None) -> None:
+    """NNCF INT8 (model_type=TRANSFORMER) of the FP32 U-Net, written as a `diffusia.runtime` OpenVINO folder (with
+    `vae`'s decoder beside it, as diffusia's folders have it)."""
     import nncf
     import openvino as ov
 
@@ -136,6 +139,10 @@ def _nncf_folder(unet, calls: list[tuple], folder: Path) -> None:
         "quantized": True,
         "made_by": "nncf.quantize(model_type=TRANSFORMER)",
     }
+    if vae is not None:
+        from diffusia.runtime.decoder import export_decoder
+
+        manifest["vae_decoder"] = export_decoder(vae, folder)
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -186,6 +193,7 @@ def worker(task_path: Path) -> None:
     result = {
         "name": task["name"],
         "runtime": rt,
+        "vae_decoder": getattr(pipe.vae, "diffusia_decoder", "torch"),
         "load_s": round(load_s, 1),
         "times_s": [round(t, 2) for t in times],
         "median_s": statistics.median(times),
@@ -242,19 +250,19 @@ def to_markdown(res: dict[str, Any]) -> str:
         f"{res['calib_steps']} sampler steps ({b['diffusia_calibration_s_per_prompt']} s per prompt); NNCF "
         f"calibrated on the {b['nncf_calibration_calls']} U-Net inputs of the same trajectories.",
         "",
-        "| row | U-Net runtime | s/image (median) | runs (s) | vs FP32 eager | peak RSS MB | vs FP32 eager | "
-        "load s | image vs FP32 eager (mean abs) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| row | U-Net runtime | VAE decoder | s/image (median) | runs (s) | vs FP32 eager | peak RSS MB | "
+        "vs FP32 eager | load s | image vs FP32 eager (mean abs) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['name']} | | failed: {r['reason']} | | | | | | |")
+            lines.append(f"| {r['name']} | | | failed: {r['reason']} | | | | | | |")
             continue
         vs = f"{r['median_s'] / base['median_s']:.2f}" if base else "-"
         mem = f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}" if base else "-"
         diff = "-" if r.get("image_diff") is None else f"{r['image_diff']:.4f}"
         lines.append(
-            f"| {r['name']} | {r['runtime']} | {r['median_s']:.2f} | "
+            f"| {r['name']} | {r['runtime']} | {r.get('vae_decoder', 'torch')} | {r['median_s']:.2f} | "
             f"{', '.join(f'{t:.2f}' for t in r['times_s'])} | {vs} | {r['peak_rss_mb']:,.0f} | {mem} | "
             f"{r['load_s']:.0f} | {diff} |"
         )

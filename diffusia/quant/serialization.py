@@ -81,8 +81,10 @@ def save_quantized_pipeline(
             )  # the CPU class the INT8 layout is for, and the CPU it was made on
         meta["runtimes"] = {}
         for runtime in runtimes:
-            manifest = artifact.export_runtime(pipe.unet, runtime, tmp / runtime)
+            manifest = artifact.export_runtime(pipe.unet, runtime, tmp / runtime, vae=pipe.vae)
             meta["runtimes"][runtime] = {"files": manifest["files"], "check": manifest.get("check")}
+            if manifest.get("vae_decoder"):
+                meta["runtimes"][runtime]["vae_decoder"] = manifest["vae_decoder"]
         hashed = [
             p for p in tmp.rglob("*") if p.is_file() and (p.suffix == ".safetensors" or p.parent.name in runtimes)
         ]

@@ -1,5 +1,5 @@
-"""Where a pipeline's U-Net runs, inside the unchanged diffusers pipeline (text encoder, scheduler and VAE stay
-PyTorch):
+"""Where a pipeline's U-Net runs, inside the unchanged diffusers pipeline (text encoder, scheduler and VAE encoder
+stay PyTorch; OpenVINO also decodes, where it measured faster: `runtime.decoder`):
 
 - `torch`: diffusia's own modules and kernels in eager PyTorch (any device);
 - `openvino` / `onnxruntime`: diffusia's quantized graph exported to that runtime (QDQ), checked against the torch
@@ -98,9 +98,12 @@ def load_unet(runtime: str, folder: str | Path, config: Any, threads: int | None
 
 
 def install(pipe, unet) -> None:
-    """Put `unet` in `pipe` as its U-Net (diffusers caches one fact of the U-Net config at construction)."""
+    """Put `unet` in `pipe` as its U-Net (diffusers caches one fact of the U-Net config at construction), and the
+    VAE decoder exported beside it, if any, as `pipe.vae.decode` (`runtime.decoder`)."""
     pipe.unet = unet
     pipe._is_unet_config_sample_size_int = isinstance(unet.config.sample_size, int)
+    if getattr(unet, "decoder", None) is not None:
+        unet.decoder.install(pipe.vae)
 
 
 def deploy(
@@ -123,7 +126,7 @@ def deploy(
         tmp = Path(tempfile.mkdtemp(prefix="diffusia-runtime-"))
         log.info("exporting the U-Net to %s (save it with `diffusia quantize --runtime %s`)", runtime, runtime)
         folder = tmp / runtime
-        export_runtime(pipe.unet, runtime, folder)
+        export_runtime(pipe.unet, runtime, folder, vae=pipe.vae)
     unet = load_unet(runtime, folder, pipe.unet.config, threads=threads, precision=precision)
     if tmp is not None:
         weakref.finalize(unet, shutil.rmtree, tmp, True)

@@ -12,6 +12,7 @@ import logging
 import math
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from diffusia.errors import DiffusiaError
@@ -36,11 +37,16 @@ def group_timesteps(unet: nn.Module) -> list[int]:
 
 
 def export_runtime(
-    unet: nn.Module, runtime: str, folder: str | Path, check: bool = True, tolerance: float = 0.05
+    unet: nn.Module,
+    runtime: str,
+    folder: str | Path,
+    check: bool = True,
+    tolerance: float = 0.05,
+    vae: nn.Module | None = None,
 ) -> dict:
     """Write `folder` (atomically) for `runtime`; with `check`, the graphs must quantize every activation as
     diffusia does and reproduce its real-kernel output within `tolerance` relative L2, else nothing is written.
-    Returns the manifest."""
+    For OpenVINO, a float32 `vae`'s decoder goes in too (`runtime.decoder`). Returns the manifest."""
     from diffusia.export import openvino as ovx
 
     if runtime not in EXPORTED:
@@ -83,6 +89,10 @@ def export_runtime(
             result["output_checked"] = output_checkable(unet)
             raise_on_failed_check(result, runtime, tolerance)
             manifest["check"] = result
+        if runtime == "openvino" and vae is not None and vae.dtype == torch.float32:
+            from diffusia.runtime.decoder import export_decoder
+
+            manifest["vae_decoder"] = export_decoder(vae, tmp)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     log.info("exported %s for %s: %d graph(s)", folder, runtime, len(files))
     return manifest
@@ -160,7 +170,10 @@ def read_manifest(folder: str | Path) -> dict:
         raise DiffusiaError(f"{path} is unreadable ({type(e).__name__}): {hint}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise DiffusiaError(f"{path} is not a diffusia v{VERSION} runtime export: {hint}")
-    missing = [f for f in manifest.get("files", []) if not (Path(folder) / f).is_file()]
+    decoder = (manifest.get("vae_decoder") or {}).get("file")
+    missing = [
+        f for f in [*manifest.get("files", []), *([decoder] if decoder else [])] if not (Path(folder) / f).is_file()
+    ]
     if missing or not manifest.get("files"):
         raise DiffusiaError(f"{folder} lacks its graph {missing[0] if missing else '(none listed)'}: {hint}")
     return manifest

@@ -59,6 +59,9 @@ def test_saved_runtime_graph_gives_the_torch_image(quantized_dir, name):
     pipe = load_pipeline(folder, progress=False, runtime=name)
     assert isinstance(pipe.unet, RuntimeUNet) and runtime.runtime_of(pipe) == name
     assert not api.qmodules(pipe.unet)  # no PyTorch U-Net was built
+    if name == "openvino":  # OpenVINO decodes too, from the graph saved and hashed beside the U-Net's
+        assert meta["runtimes"][name]["vae_decoder"]["relative_l2"] < 1e-3
+        assert "openvino/vae_decoder.bin" in meta["sha256"] and pipe.vae.diffusia_decoder == "openvino"
     image = _image(pipe)
     _same_quantized_model(image, torch_image, fp32_image)
 
