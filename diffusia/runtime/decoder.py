@@ -4,8 +4,8 @@ At 512x512 (SD v1.5's VAE, AMD Zen 4, `benchmarks/pipeline_parts.py`) OpenVINO d
 f32 and 0.40x in bf16, so an OpenVINO runtime folder carries the decoder too: converted from the pipeline's own VAE
 when the U-Net is exported (`vae_decoder.xml`, checked against PyTorch's decode), compiled per latent shape on first
 use, in the U-Net's float precision. `vae.encode` and the text encoder stay PyTorch (the text encoder would gain
-0.04 s per call). Converting takes as long as one decode at 512x512 (about 80 s for SD's VAE on 2 cores), which is
-why it is done once, at export, and not when a pipeline loads."""
+0.04 s per call). Converting and checking SD's decoder adds about 15 s to an export on 2 cores: done once, at
+export, and not whenever a pipeline loads."""
 
 from __future__ import annotations
 
@@ -81,10 +81,15 @@ class OpenVINODecoder:
         return torch.from_numpy(request.get_output_tensor(0).data.copy())
 
     def install(self, vae: nn.Module) -> None:
-        """Make `vae.decode` (what the pipelines call) run on this graph; everything else of `vae` is unchanged."""
+        """Make `vae.decode` (what the pipelines call) run on this graph; everything else of `vae` is unchanged, and
+        with VAE tiling or slicing on (`--vae-tiling`, `--vae-slicing`: less memory) PyTorch decodes as asked."""
         from diffusers.models.autoencoders.vae import DecoderOutput
 
+        torch_decode = vae.decode
+
         def decode(z: torch.Tensor, return_dict: bool = True, generator=None):
+            if getattr(vae, "use_tiling", False) or (getattr(vae, "use_slicing", False) and z.shape[0] > 1):
+                return torch_decode(z, return_dict=return_dict)
             if str(z.device) != "cpu":
                 raise DiffusiaError("the OpenVINO VAE decoder runs on the CPU: load the pipeline on --device cpu")
             sample = self(z).to(z.dtype)

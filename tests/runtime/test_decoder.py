@@ -42,12 +42,25 @@ def test_installed_decoder_is_what_the_pipeline_calls(exported, micro_pipeline_d
     _, folder, _ = exported
     vae = load_pipeline(micro_pipeline_dir, progress=False).vae  # a fresh VAE: installing changes it
     z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    other = torch.randn(1, 4, 12, 12, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         expected = vae.decode(z, return_dict=False)[0]
-    OpenVINODecoder(folder / DECODER).install(vae)
+        vae.enable_tiling()  # --vae-tiling: PyTorch's tiled decode (tiles blended), which saves memory
+        tiled = vae.decode(other).sample
+        vae.disable_tiling()
+        plain = vae.decode(other).sample
+    decoder = OpenVINODecoder(folder / DECODER)
+    decoder.install(vae)
     assert vae.diffusia_decoder == "openvino"
-    torch.testing.assert_close(vae.decode(z).sample, expected, rtol=1e-3, atol=1e-4)
-    torch.testing.assert_close(vae.decode(z, return_dict=False)[0], expected, rtol=1e-3, atol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(vae.decode(z).sample, expected, rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(vae.decode(z, return_dict=False)[0], expected, rtol=1e-3, atol=1e-4)
+        vae.enable_tiling()  # asked for: PyTorch decodes, tiled as before
+        torch.testing.assert_close(vae.decode(other).sample, tiled)
+        assert (1, 4, 12, 12) not in decoder._requests
+        vae.disable_tiling()
+        torch.testing.assert_close(vae.decode(other).sample, plain, rtol=1e-3, atol=1e-4)
+        assert (1, 4, 12, 12) in decoder._requests
 
 
 def test_manifest_naming_a_missing_decoder_is_refused(tmp_path):
