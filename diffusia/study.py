@@ -38,13 +38,6 @@ class StudyConfig:
     activations: str = "auto"  # integer range of every W8A8 variant's activations (diffusia.config.ACTIVATIONS)
     attention: str = "float"  # attention of the W8A8 variants with W8A8 to_q/to_k/to_v (diffusia.config.ATTENTION)
 
-    def recipe(self, preset: str, unet):
-        """A preset's recipe with the study's activations and attention (`diffusia.eval.variants.with_options`)."""
-        from diffusia.config import get_preset
-        from diffusia.eval.variants import with_options
-
-        return with_options(get_preset(preset), self.activations, self.attention, unet)
-
     @classmethod
     def quick_config(cls, model: str, out: str) -> StudyConfig:
         return cls(
@@ -83,6 +76,8 @@ def _calibration(cfg: StudyConfig):
     """The calibration of the study's W8A8 variants (w8a8, mixed, the searched plan) and of its QAT (PTQ start
     and distillation data): one sampling pass (`diffusia.qat.data.SharedCalibration`)."""
     from diffusia import load_pipeline
+    from diffusia.config import get_preset
+    from diffusia.eval.variants import with_options
     from diffusia.generate import DEFAULT_GUIDANCE
     from diffusia.prompts import load_prompts, take
     from diffusia.qat.data import SharedCalibration
@@ -90,8 +85,9 @@ def _calibration(cfg: StudyConfig):
 
     pipe = load_pipeline(cfg.model, progress=False)
     prompts = take(load_prompts("calibration", cfg.model), cfg.calib_size)
+    recipe = with_options(get_preset("w8a8"), cfg.activations, cfg.attention, pipe.unet)
     return SharedCalibration.record(
-        pipe, cfg.recipe("w8a8", pipe.unet), prompts, cfg.steps, DEFAULT_GUIDANCE, CALIBRATION_BATCH, not cfg.quick
+        pipe, recipe, prompts, cfg.steps, DEFAULT_GUIDANCE, batch=CALIBRATION_BATCH, progress=not cfg.quick
     )
 
 
