@@ -25,7 +25,10 @@ from diffusia.errors import DiffusiaError
 
 log = logging.getLogger(__name__)
 
-SEARCH_PRECISIONS = ("w8a8", "w8", "w4", "fp16", "keep")
+SEARCH_PRECISIONS = ("w8a8", "w8a8x2", "w8", "w4", "fp16", "keep")
+# w8a8x2 has w8a8's bytes and less noise, so it is a real choice only where its second INT8 call is costed
+DEFAULT_PRECISIONS = ("w8a8", "w8", "w4", "fp16", "keep")
+LATENCY_ONLY = ("w8a8x2",)
 METHODS = ("auto", "milp", "greedy")
 SQNR_CAP_DB = 200.0
 
@@ -128,7 +131,7 @@ def search(
     budget_mb: float | None = None,
     quality_floor_db: float | None = None,
     latency_s: float | None = None,
-    precisions: Sequence[str] = SEARCH_PRECISIONS,
+    precisions: Sequence[str] | None = None,
     method: str = "auto",
     name: str | None = None,
 ) -> SearchResult:
@@ -136,17 +139,17 @@ def search(
 
     budget_mb: U-Net size limit (MiB); quality_floor_db: minimum estimated SQNR of the noise prediction;
     latency_s: limit on the modelled seconds per image. With a budget, the estimated SQNR is maximised; with only
-    a quality floor, the size is minimised. Raises DiffusiaError when no plan meets the targets."""
+    a quality floor, the size is minimised. precisions: the allowed ones (default DEFAULT_PRECISIONS, and w8a8x2
+    where the sensitivity run simulated it, under a latency limit). Raises DiffusiaError when no plan meets the
+    targets."""
     if budget_mb is None and quality_floor_db is None:
         raise DiffusiaError("search needs a target: --budget-mb M and/or --quality-floor SQNR_DB")
     if method not in METHODS:
         raise DiffusiaError(f"unknown search method {method!r}; valid: {', '.join(METHODS)}")
-    bad = [p for p in precisions if p not in SEARCH_PRECISIONS]
-    if bad:
-        raise DiffusiaError(f"precision {bad[0]!r} is not searchable; valid: {', '.join(SEARCH_PRECISIONS)}")
     timing = sens.get("timing")
     if latency_s is not None and not timing:
         raise DiffusiaError("--latency-s needs per-layer timings: rerun `diffusia sensitivity` with --timing")
+    precisions = _allowed(sens, precisions, latency_s is not None)
     names, options, fixed = layer_options(sens, precisions, latency=latency_s is not None)
     options = [_prune(o, latency_s is not None) for o in options]
     k = calibration_factor(sens)
@@ -235,6 +238,28 @@ def search(
         dict(budget_mb=budget_mb, quality_floor_db=quality_floor_db, latency_s=latency_s),
         k,
     )
+
+
+def _allowed(sens: dict[str, Any], precisions: Sequence[str] | None, latency: bool) -> tuple[str, ...]:
+    """The precisions the search may choose: those asked for, each simulated by the sensitivity run."""
+    simulated = set(sens.get("precisions") or ()) | {p for r in sens["layers"] for p in r["sqnr_only_db_by_precision"]}
+    if precisions is None:
+        extra = LATENCY_ONLY if latency else ()
+        return tuple(p for p in (*DEFAULT_PRECISIONS, *extra) if p == "keep" or p in simulated)
+    for p in precisions:
+        if p not in SEARCH_PRECISIONS:
+            raise DiffusiaError(f"precision {p!r} is not searchable; valid: {', '.join(SEARCH_PRECISIONS)}")
+        if p in LATENCY_ONLY and not latency:
+            raise DiffusiaError(
+                f"{p} is a search choice only under a latency limit: add --latency-s S (it has w8a8's bytes and "
+                "less noise, so without its time cost it would replace every w8a8 layer)"
+            )
+        if p != "keep" and p not in simulated:
+            raise DiffusiaError(
+                f"the sensitivity run did not simulate {p}: rerun `diffusia sensitivity` with --precisions "
+                f"including {p}"
+            )
+    return tuple(precisions)
 
 
 def _time_of(sens: dict[str, Any], name: str, precision: str) -> float:

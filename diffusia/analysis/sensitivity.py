@@ -41,7 +41,7 @@ SIMULATED_NOTE = (
     "SIMULATED: fake quantization (quantize-dequantize in float32) of the noise prediction; "
     "not measured on the real INT8/INT4 kernels"
 )
-DEFAULT_PRECISIONS = ("w8a8", "w8", "w4", "fp16")
+DEFAULT_PRECISIONS = ("w8a8", "w8a8x2", "w8", "w4", "fp16")
 
 
 # ------------------------------------------------------------------ inputs
@@ -97,11 +97,19 @@ def _set_fake(qm: dict[str, QModuleMixin], fake: Iterable[str]) -> None:
         m.set_mode("fake" if n in fake else "float")
 
 
-def _settings_for(base: QSettings, precision: str) -> QSettings:
-    """`base` (a calibrated W8A8 layer's settings) re-targeted to another precision for simulation."""
+def _settings_for(base: QSettings, precision: str, recipe: Recipe) -> QSettings:
+    """`base` (a calibrated W8A8 layer's settings) re-targeted to another precision for simulation: what that
+    precision derives from the recipe (w8a8x2: its digits' integer range and its min-max calibrator)."""
     if precision == "w8a8":
         return base
-    return dataclasses.replace(base, precision=precision, weight_qmax=127)
+    return dataclasses.replace(api.layer_settings(precision, recipe), timestep_groups=base.timestep_groups)
+
+
+def _simulate_at(m: QModuleMixin, settings: QSettings) -> None:
+    """Switch `m` to `settings`, with the activation ranges their calibrator gives for what `m` observed."""
+    m.settings = settings
+    if m.spec.act_digits:
+        m.compute_ranges()
 
 
 # ------------------------------------------------------------------ latency microbenchmark (measured)
@@ -117,14 +125,19 @@ def _median_time(fn, x: Tensor, reps: int) -> float:
 
 
 def time_layer(
-    module: nn.Module, calibrated: QModuleMixin, shape: Sequence[int], precisions: Sequence[str], reps: int = 5
+    module: nn.Module,
+    calibrated: QModuleMixin,
+    shape: Sequence[int],
+    precisions: Sequence[str],
+    recipe: Recipe,
+    reps: int = 5,
 ) -> dict[str, float]:
     """Median seconds of one forward of `module` at input `shape`: `keep` (float) and each precision's frozen
-    real kernel (W8A8 with `calibrated`'s activation range)."""
+    real kernel under `recipe` (with activations: `calibrated`'s activation range)."""
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(module.weight.device, module.weight.dtype)
     out = {"keep": _median_time(module, x, reps)}
     for p in precisions:
-        q = qclass_for(module).from_module(module, _settings_for(calibrated.settings, p), None)
+        q = qclass_for(module).from_module(module, _settings_for(calibrated.settings, p, recipe), None)
         if get_precision(p).act_digits:
             q.act_range.copy_(calibrated.act_range)
             q.act_scale.copy_(calibrated.act_scale)
@@ -212,7 +225,7 @@ def run_sensitivity(
         base = {n: m.settings for n, m in qm.items()}
         for n in cands:
             if layer_plan[n] != "w8a8":
-                qm[n].settings = _settings_for(base[n], layer_plan[n])
+                qm[n].settings = _settings_for(base[n], layer_plan[n], recipe)
         # 1. calibrate and record in one pass of the sampler (calibrate mode computes in float)
         t0 = time.perf_counter()
         with api.calibrate(unet):
@@ -245,9 +258,9 @@ def run_sensitivity(
             by_p: dict[str, float] = {}
             _set_fake(qm, [n])
             for p in dict.fromkeys([rec_p, *precisions]):
-                m.settings = _settings_for(base[n], p)
+                _simulate_at(m, _settings_for(base[n], p, recipe))
                 by_p[p] = sqnr_db(refs, _forward(unet, batches))
-            m.settings = _settings_for(base[n], rec_p)
+            _simulate_at(m, _settings_for(base[n], rec_p, recipe))
             _set_fake(qm, [c for c in cands if c != n])
             all_but = sqnr_db(refs, _forward(unet, batches))
             rows.append(
@@ -306,7 +319,7 @@ def run_sensitivity(
                 for n in tqdm(cands, desc="timing", disable=not progress):
                     if n in shapes:
                         ps = list(dict.fromkeys([layer_plan[n], *precisions]))
-                        layer_times[n] = time_layer(originals[n], qm[n], shapes[n], ps, timing_reps)
+                        layer_times[n] = time_layer(originals[n], qm[n], shapes[n], ps, recipe, timing_reps)
                 for r in rows:
                     r["time_s"] = layer_times.get(r["name"])
                 timing_info = dict(

@@ -51,12 +51,15 @@ def feasible(p: Problem, tot: tuple[float, float, float]) -> bool:
 def greedy(p: Problem) -> list[int] | None:
     """Descend from the largest option of every layer along its lower convex hull in (bytes, noise), the move
     with the least added noise per byte saved first; return the first state that meets the budget (budget mode)
-    or the last state within the noise cap (quality-floor mode)."""
+    or the last state within the noise cap (quality-floor mode). Blind to time: a latency cap only filters its
+    states (the exact program weighs it)."""
     hulls: list[list[int]] = []
     for opts in p.options:
         order = sorted(range(len(opts)), key=lambda i: (-opts[i].bytes, opts[i].noise))
         hull: list[int] = []
         for i in order:  # lower convex hull, bytes decreasing
+            if hull and opts[i].bytes == opts[hull[-1]].bytes and opts[i].noise >= opts[hull[-1]].noise:
+                continue  # the same bytes, more noise (w8a8 beside w8a8x2): only the time model tells them apart
             if hull and opts[i].noise <= opts[hull[-1]].noise:
                 if opts[i].bytes == opts[hull[-1]].bytes:
                     hull[-1] = i

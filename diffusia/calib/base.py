@@ -42,9 +42,9 @@ class Calibrator(abc.ABC):
         """True if nothing was collected since the last reset."""
 
     def adopt(self, other: Calibrator) -> None:
-        """Take over what `other`, a calibrator of the same kind, collected (a copy); the settings that only
-        shape compute(), such as the integer range, stay this one's."""
-        if type(other) is not type(self) or not self.collected:
+        """Take over what `other`, a calibrator that collects the same (percentile and MSE: a histogram),
+        collected (a copy); the settings that only shape compute(), such as the integer range, stay this one's."""
+        if other.collected != self.collected or not self.collected:
             raise DiffusiaError(f"a {self.name} calibrator cannot take over what a {other.name} one collected")
         for attr in self.collected:
             setattr(self, attr, copy.deepcopy(getattr(other, attr)))

@@ -22,6 +22,15 @@ class MinMaxCalibrator(Calibrator):
         if x.numel():
             self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
 
+    def adopt(self, other: Calibrator) -> None:
+        """Also from a histogram calibrator (percentile, MSE): a histogram's range is the min and max it saw."""
+        hist = getattr(other, "hist", None)
+        if hist is None:
+            return super().adopt(other)
+        self.reset()
+        if not hist.empty:
+            self.lo, self.hi = float(hist.lo), float(hist.hi)
+
     def compute(self) -> tuple[float, float]:
         if self.empty:
             raise DiffusiaError("minmax calibrator has no data: run calibration inputs through the model first")

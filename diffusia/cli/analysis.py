@@ -37,7 +37,9 @@ def sensitivity(
     top: int = o.integer(5, 0, 10_000, "Image LPIPS vs FP32 for the K most sensitive layers (0: none)."),
     lpips_prompts: int = o.integer(2, 0, 1000, "Prompts (from the eval set) generated per top layer."),
     eval_timesteps: int = o.integer(8, 1, o.MAX_STEPS, "Recorded timesteps (evenly spaced) the SQNR is measured at."),
-    precisions: str = typer.Option("w8a8,w8,w4,fp16", help="Also simulate each layer alone at these precisions."),
+    precisions: str = typer.Option(
+        "w8a8,w8a8x2,w8,w4,fp16", help="Also simulate each layer alone at these precisions."
+    ),
     timing: bool = typer.Option(True, help="Microbenchmark each layer's real kernels (search latency model)."),
     device: str = o.device(),
     overwrite: bool = o.overwrite(),
@@ -80,7 +82,13 @@ def search(
     budget_mb: float | None = o.positive(None, "U-Net size limit in MB (MiB).", example=500),
     quality_floor: float | None = o.number(None, help="Minimum estimated SQNR (dB, simulated).", example=20),
     latency_s: float | None = o.positive(None, "Latency limit, s/image (per-layer cost model).", example=2),
-    precisions: str = o.choice("w8a8,w8,w4,fp16,keep", _search_precisions, "Allowed per-layer precisions.", sep=","),
+    precisions: str | None = o.choice(
+        None,
+        _search_precisions,
+        "Allowed per-layer precisions. Default: w8a8,w8,w4,fp16,keep, and w8a8x2 with --latency-s (the same bytes "
+        "as w8a8, less noise, a second INT8 call), each where the sensitivity run simulated it.",
+        sep=",",
+    ),
     method: str = o.choice("auto", _methods, "auto (best of both), milp or greedy."),
     overwrite: bool = o.overwrite(),
 ):
@@ -96,7 +104,9 @@ def search(
     check_output_file(out, "recipe", overwrite, [sensitivity])
     check_output_file(summary, "search", overwrite, [sensitivity])
     sens = load_sensitivity(sensitivity)
-    res = run_search(sens, budget_mb, quality_floor, latency_s, precisions=_csv(precisions), method=method)
+    res = run_search(
+        sens, budget_mb, quality_floor, latency_s, precisions=_csv(precisions) if precisions else None, method=method
+    )
     check_recipe_names(res.recipe, sens["unet"]["layers"])
     write_text(out, res.recipe.to_json() + "\n")
     write_json(summary, res.to_dict())

@@ -170,12 +170,12 @@ class QModuleMixin(GroupCalibration):
         seen = [g for g, c in enumerate(self._calibrators) if not c.empty]
         if not seen:
             return not self._calibrators
-        ranges = {g: self._calibrators[g].compute() for g in seen}
+        ranges = {g: self._range(self._calibrators[g]) for g in seen}
         union = (min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values()))
         symmetric = self.settings.act_symmetric
         if self.settings.act_balanced and not symmetric and qmath.is_balanced(*union):
             symmetric = True  # the calibrator's own symmetric range of what it observed (MSE searches one radius)
-            ranges = {g: self._symmetric_range(self._calibrators[g]) for g in seen}
+            ranges = {g: self._range(self._calibrators[g], symmetric=True) for g in seen}
             union = (min(r[0] for r in ranges.values()), max(r[1] for r in ranges.values()))
         for g in range(len(self._calibrators)):
             lo, hi = ranges.get(g, union)  # a group no calibration timestep fell in: use the union
@@ -184,8 +184,12 @@ class QModuleMixin(GroupCalibration):
             self.act_scale[g], self.act_zero_point[g] = scale, zp
         return True
 
-    def _symmetric_range(self, observed: Calibrator) -> tuple[float, float]:
-        c = self.settings.new_calibrator(symmetric=True)
+    def _range(self, observed: Calibrator, symmetric: bool | None = None) -> tuple[float, float]:
+        """The range the settings' calibrator gives for what `observed` collected: settings changed after the
+        calibration pass (the sensitivity analysis simulates other precisions) take effect without another pass."""
+        if symmetric is None and observed.name == self.settings.calibrator:
+            return observed.compute()
+        c = self.settings.new_calibrator(symmetric=symmetric)
         c.adopt(observed)
         return c.compute()
 

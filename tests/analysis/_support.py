@@ -19,7 +19,8 @@ def micro_unet(seed: int = 0) -> UNet2DConditionModel:
 
 
 def fake_sensitivity(unet, seed: int = 0) -> dict:
-    """A sensitivity.json-shaped dict: random per-layer SQNRs (w4 < w8a8 < w8 < fp16) and layer timings."""
+    """A sensitivity.json-shaped dict: random per-layer SQNRs (w4 < w8a8 < w8 < fp16, w8a8 < w8a8x2) and layer
+    timings (w8a8x2 slower than w8a8)."""
     rng = random.Random(seed)
     rows = []
     for name, p in default_plan(unet, "w8a8").items():
@@ -56,6 +57,9 @@ def fake_sensitivity(unet, seed: int = 0) -> dict:
                 },
             )
         )
+    for r in rows:  # drawn after the rest, which stays as it was
+        r["sqnr_only_db_by_precision"]["w8a8x2"] = r["sqnr_only_db"] + rng.uniform(8, 16)
+        r["time_s"]["w8a8x2"] = r["time_s"]["w8a8"] * rng.uniform(1.5, 2.0)
     rows.sort(key=lambda r: r["sqnr_only_db"])
     total = sum(t.numel() * t.element_size() for t in list(unet.parameters()) + list(unet.buffers()))
     return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffusia.analysis.search import MB, search, search_recipe
+from diffusia.analysis.search import DEFAULT_PRECISIONS, MB, search, search_recipe
 from diffusia.config import Recipe
 from diffusia.errors import DiffusiaError
 from diffusia.quant import api
@@ -63,6 +63,51 @@ def test_quality_floor_and_latency(sens):
         search(sens, budget_mb=_range(sens)[0] * 0.5)
     with pytest.raises(DiffusiaError, match="target"):
         search(sens)
+
+
+def test_w8a8x2_is_a_choice_under_a_latency_limit(sens):
+    lo, hi = _range(sens)
+    budget = lo + (hi - lo) * 0.3
+    assert "w8a8x2" not in search(sens, budget_mb=budget).counts  # without a latency model it is not offered
+    with pytest.raises(DiffusiaError, match="latency"):
+        search(sens, budget_mb=budget, precisions=("w8a8", "w8a8x2"))
+    fp32_s = sens["timing"]["image_s_fp32"]
+    loose = search(sens, budget_mb=budget, latency_s=fp32_s * 10, method="milp")
+    without = search(sens, budget_mb=budget, latency_s=fp32_s * 10, method="milp", precisions=DEFAULT_PRECISIONS)
+    assert loose.counts.get("w8a8x2", 0) > 0 and "w8a8x2" not in without.counts
+    assert loose.est_sqnr_db > without.est_sqnr_db and loose.size_mb <= budget * (1 + 1e-9)
+    q = micro_unet()  # the plan quantizes onto real two-digit kernels
+    api.quantize(q, loose.recipe)
+    x, t, ehs = torch.randn(2, 4, 8, 8), torch.tensor([500, 500]), torch.randn(2, 7, 32)
+    with api.calibrate(q):
+        q(x, t, ehs)
+    api.freeze(q)
+    x2 = [m for m in api.qmodules(q).values() if m.precision == "w8a8x2"]
+    assert len(x2) == loose.counts["w8a8x2"] and all(m.settings.calibrator == "minmax" for m in x2)
+    assert torch.isfinite(q(x, t, ehs).sample).all()
+    # a tighter limit: another plan, within it, and no better
+    tight = search(sens, budget_mb=budget, latency_s=loose.est_latency_s * 0.995, method="milp")
+    assert tight.est_latency_s <= loose.est_latency_s * 0.995 and tight.choices != loose.choices
+    assert tight.est_sqnr_db <= loose.est_sqnr_db + 1e-6
+
+
+def test_precisions_the_sensitivity_run_did_not_simulate(sens):
+    old = {
+        **sens,
+        "layers": [
+            {
+                **r,
+                "sqnr_only_db_by_precision": {k: v for k, v in r["sqnr_only_db_by_precision"].items() if k != "w8a8x2"},
+            }
+            for r in sens["layers"]
+        ],
+    }
+    fp32_s = sens["timing"]["image_s_fp32"]
+    assert "w8a8x2" not in search(old, budget_mb=1e9, latency_s=fp32_s).counts  # default: skipped
+    with pytest.raises(DiffusiaError, match="did not simulate w8a8x2"):
+        search(old, budget_mb=1e9, latency_s=fp32_s, precisions=("w8a8", "w8a8x2", "keep"))
+    with pytest.raises(DiffusiaError, match="not searchable"):
+        search(sens, budget_mb=1e9, precisions=("w8a8", "int3"))
 
 
 def test_recipe_loads_and_plans_on_the_unet(unet, sens, tmp_path):

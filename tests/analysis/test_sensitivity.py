@@ -34,7 +34,7 @@ def result(micro_pipeline_dir):
         lpips_prompts=["a blue bag"],
         lpips_steps=2,
         eval_timesteps=2,
-        precisions=("w8a8", "w4"),
+        precisions=("w8a8", "w8a8x2", "w8", "w4"),
         timing=True,
         timing_reps=1,
         progress=False,
@@ -50,13 +50,17 @@ def test_every_quantizable_layer_finite_and_ordered(result):
     assert sens["simulated"] is True and "SIMULATED" in sens["note"]
     for r in rows:
         assert math.isfinite(r["sqnr_only_db"]) and math.isfinite(r["sqnr_all_but_db"])
-        assert set(r["sqnr_only_db_by_precision"]) == {"w8a8", "w4"}
-        assert set(r["time_s"]) == {"keep", "w8a8", "w4"}
+        assert set(r["sqnr_only_db_by_precision"]) == {"w8a8", "w8a8x2", "w8", "w4"}
+        assert set(r["time_s"]) == {"keep", "w8a8", "w8a8x2", "w8", "w4"}
     assert [r["rank"] for r in rows] == list(range(1, len(rows) + 1))
     assert all(a["sqnr_only_db"] <= b["sqnr_only_db"] for a, b in zip(rows, rows[1:]))
     # quantizing everything is worse than quantizing one layer, for (nearly) every layer
     assert math.isfinite(sens["sqnr_all_db"])
     assert sum(sens["sqnr_all_db"] <= r["sqnr_only_db"] for r in rows) >= 0.9 * len(rows)
+    # the second activation digit (on a min-max range) takes the activations' noise away: the weights' is left
+    for r in rows:
+        by_p = r["sqnr_only_db_by_precision"]
+        assert by_p["w8a8x2"] > by_p["w8a8"] and by_p["w8a8x2"] == pytest.approx(by_p["w8"], abs=0.5)
     # w4 alone is noisier than w8a8 alone for most layers
     assert sum(r["sqnr_only_db_by_precision"]["w4"] < r["sqnr_only_db"] for r in rows) >= 0.8 * len(rows)
     # top-k LPIPS only, images labelled simulated

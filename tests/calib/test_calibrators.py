@@ -138,3 +138,19 @@ def test_histogram_subsample_sees_every_channel():
     once = StreamingHistogram()
     once.add(x)
     assert np.array_equal(again.counts, once.counts)  # seeded: calibration stays deterministic
+
+
+def test_adopt_across_calibrators_that_collect_the_same():
+    xs = batches()
+    pct = get_calibrator("percentile")
+    for x in xs:
+        pct.collect(x)
+    allx = torch.cat(xs)
+    mm = get_calibrator("minmax")  # from a histogram: its range is the exact min and max seen
+    mm.adopt(pct)
+    assert mm.compute() == (float(allx.min()), float(allx.max()))
+    mse = get_calibrator("mse", qmax=255)  # percentile and MSE both collect a histogram
+    mse.adopt(pct)
+    assert np.array_equal(mse.hist.counts, pct.hist.counts)
+    with pytest.raises(DiffusiaError, match="cannot take over"):
+        get_calibrator("percentile").adopt(mm)  # a histogram cannot come from a min and a max

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from diffusia.cli import app
 from diffusia.config import Recipe
+from diffusia.errors import DiffusiaError
 from diffusia.quant.policy import plan
 from tests.analysis._support import fake_sensitivity, micro_unet
 
@@ -30,6 +31,18 @@ def test_search_writes_a_recipe_quantize_accepts(tmp_path):
     from diffusia.config import load_recipe
 
     assert load_recipe(str(out)).rules == recipe.rules  # what `diffusia quantize --recipe` does
+
+
+def test_search_with_a_latency_limit_plans_second_digits(tmp_path):
+    unet = micro_unet()
+    sens = tmp_path / "sensitivity.json"
+    sens.write_text(json.dumps(fake_sensitivity(unet)))
+    args = ["search", "--sensitivity", str(sens), "--budget-mb", "1.0", "--out", str(tmp_path / "r.json")]
+    res = runner.invoke(app, [*args, "--latency-s", "100"])
+    assert res.exit_code == 0, res.output
+    assert "w8a8x2" in {r.precision for r in Recipe.from_json((tmp_path / "r.json").read_text()).rules}
+    res = runner.invoke(app, [*args, "--precisions", "w8a8,w8a8x2,keep", "--overwrite"])
+    assert isinstance(res.exception, DiffusiaError) and "add --latency-s" in str(res.exception)  # main(): one line
 
 
 def test_pareto_and_recommend(tmp_path):

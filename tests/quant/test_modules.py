@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -238,3 +240,20 @@ def test_int8_activations_calibrate_symmetric_ranges():
             assert zp == 128 and scale == pytest.approx(2 * hi / 255)
         else:
             assert zp == round(-lo / scale) and scale == pytest.approx((hi - lo) / 255)
+
+
+def test_ranges_follow_settings_changed_after_calibration():
+    """The sensitivity analysis re-targets a calibrated layer (w8a8x2: min-max range) without another pass."""
+    x = x_for("linear")
+    _, q = make("linear", "w8a8", act_qmax=255, calibrator="percentile")
+    q.set_mode("calibrate")
+    q(x)
+    q.compute_ranges()
+    clipped = [float(v) for v in q.act_range[0]]
+    q.settings = dataclasses.replace(q.settings, precision="w8a8x2", calibrator="minmax")
+    q.compute_ranges()
+    assert [float(v) for v in q.act_range[0]] == [float(x.min()), float(x.max())]
+    assert float(x.min()) < clipped[0] and clipped[1] < float(x.max())
+    q.settings = dataclasses.replace(q.settings, precision="w8a8", calibrator="percentile")
+    q.compute_ranges()
+    assert [float(v) for v in q.act_range[0]] == clipped
