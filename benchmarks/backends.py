@@ -47,6 +47,8 @@ RESULTS = results_dir()
 log = logging.getLogger("bench_backends")
 
 FP32_PATHS = ("fp32_eager", "fp32_compile", "ort_fp32", "ov_fp32")
+# OpenVINO's own kernels, oneDNN's (OpenVINO's copy and PyTorch's), PyTorch's ATen, diffusia's INT8 layout
+ISA_CAP_VARIABLES = ("OV_CPU_MAX_ISA", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "DIFFUSIA_CPU")
 NNCF_INT8 = (  # the INT8 peers of diffusia on OpenVINO
     "nncf_int8",
     "nncf_int8_transformer",
@@ -379,6 +381,17 @@ def markdown(result: dict[str, Any]) -> str:
             f"(the machine is shared: treat differences under ~10 % as noise). {env['date']}, "
             f"total {result['total_s']:.0f} s.",
             "",
+            *(
+                [
+                    "**Instruction sets capped** ("
+                    + ", ".join(f"`{k}={v}`" for k, v in env["isa_caps"].items())
+                    + "): an emulation of that class on this CPU, whose cores, caches and memory are not that "
+                    "machine's.",
+                    "",
+                ]
+                if env.get("isa_caps")
+                else []
+            ),
             f"One fresh process per backend; median of up to {result['repeats']} calls after warm-up, stopped after "
             f"{result['budget_s']:.0f} s (the notes say how many). Disk = the files the backend ships (safetensors, "
             "torch.save for tensor subclasses/packed params, .onnx + external data); % of FP32 = of the FP32 "
@@ -414,6 +427,11 @@ def markdown(result: dict[str, Any]) -> str:
     )
 
 
+def isa_caps() -> dict[str, str]:
+    """The environment variables that cap the instruction sets the kernels may use (set: an emulated class)."""
+    return {k: os.environ[k] for k in ISA_CAP_VARIABLES if os.environ.get(k)}
+
+
 def environment(threads: int) -> dict[str, Any]:
     import torch
 
@@ -427,6 +445,7 @@ def environment(threads: int) -> dict[str, Any]:
         "cpu_features": cpu.detected_features(),
         "cpu_class": cpu.host_class(cpu.detected_features()),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "isa_caps": isa_caps(),
         "cores": os.cpu_count(),
         "threads": threads,
         "versions": vers,
