@@ -6,9 +6,19 @@ BF16 matmuls on the tile units, so its timings are a class of their own)."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 from diffusia.quant import cpu
+
+# OpenVINO's own kernels, oneDNN's (OpenVINO's copy and PyTorch's), PyTorch's ATen, diffusia's INT8 layout
+ISA_CAP_VARIABLES = ("OV_CPU_MAX_ISA", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "DIFFUSIA_CPU")
+
+
+def isa_caps() -> dict[str, str]:
+    """The environment variables set to cap the instruction sets the kernels use: an emulated class, not the
+    machine's own (`machine_class` stays the real hardware's)."""
+    return {k: os.environ[k] for k in ISA_CAP_VARIABLES if os.environ.get(k)}
 
 
 def machine_class() -> str:
@@ -32,4 +42,4 @@ def write_results(stem: Path, result: dict, markdown: str) -> None:
 def result_header(**fields) -> dict:
     """What a result starts with: what ran (`fields`, e.g. model, latent, versions), on which CPU and class, when."""
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    return {**fields, "cpu": cpu.cpu_model(), "class": machine_class(), "date": now}
+    return {**fields, "cpu": cpu.cpu_model(), "class": machine_class(), "isa_caps": isa_caps(), "date": now}

@@ -41,14 +41,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import results_dir  # noqa: E402
+from _results import isa_caps, results_dir  # noqa: E402
 
 RESULTS = results_dir()
 log = logging.getLogger("bench_backends")
 
 FP32_PATHS = ("fp32_eager", "fp32_compile", "ort_fp32", "ov_fp32")
-# OpenVINO's own kernels, oneDNN's (OpenVINO's copy and PyTorch's), PyTorch's ATen, diffusia's INT8 layout
-ISA_CAP_VARIABLES = ("OV_CPU_MAX_ISA", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "DIFFUSIA_CPU")
 NNCF_INT8 = (  # the INT8 peers of diffusia on OpenVINO
     "nncf_int8",
     "nncf_int8_transformer",
@@ -425,11 +423,6 @@ def markdown(result: dict[str, Any]) -> str:
             "",
         ]
     )
-
-
-def isa_caps() -> dict[str, str]:
-    """The environment variables that cap the instruction sets the kernels may use (set: an emulated class)."""
-    return {k: os.environ[k] for k in ISA_CAP_VARIABLES if os.environ.get(k)}
 
 
 def environment(threads: int) -> dict[str, Any]:

@@ -167,3 +167,38 @@ def test_interleaved_ratios_are_paired_within_each_round(monkeypatch):
     md = il.markdown({**res, **header, "date": "d", "load_avg": [0.1, 0.2], "timing_s": 10.0})
     assert "| diffusia_w8a8_mse_ov | 1.100x (1.100-1.100) | 0 of 5 | 0.43x | 1.100x (1.100-1.100), 0.43x | " in md
     assert "| nncf_int8 | 600 (600-780) | 7.00 % | 1 | 1 |" in md
+
+
+def test_an_instruction_set_cap_is_recorded_and_stated(monkeypatch):
+    results = _bench_module(monkeypatch, "_results")
+    for k in results.ISA_CAP_VARIABLES:
+        monkeypatch.delenv(k, raising=False)
+    assert results.isa_caps() == {} and results.result_header()["isa_caps"] == {}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("DIFFUSIA_CPU", "avx2")
+    caps = {"ONEDNN_MAX_CPU_ISA": "AVX2", "DIFFUSIA_CPU": "avx2"}
+    assert results.isa_caps() == caps and results.result_header()["class"] == results.machine_class()
+    env = {
+        "cpu_model": "c",
+        "cpu_features": {"avx2": True},
+        "cpu_class": "vnni",
+        "cores": 2,
+        "threads": 2,
+        "versions": {},
+        "load_avg_start": 0.1,
+        "load_avg_end": 0.2,
+        "date": "d",
+    }
+    res = {
+        "environment": env,
+        "model": {"label": "m", "latent": 32},
+        "quick": False,
+        "total_s": 1.0,
+        "repeats": 3,
+        "budget_s": 9.0,
+        "calibration": "c",
+        "rows": [_row("fp32_eager", 10.0, 100)],
+    }
+    assert "capped" not in bb.markdown(res)
+    md = bb.markdown({**res, "environment": {**env, "isa_caps": caps}})
+    assert "**Instruction sets capped** (`ONEDNN_MAX_CPU_ISA=AVX2`, `DIFFUSIA_CPU=avx2`)" in md

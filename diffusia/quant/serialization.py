@@ -143,6 +143,7 @@ def quantization_config(folder: str | Path) -> dict | None:
 def verify_checksums(folder: Path, meta: dict) -> None:
     """Every component tensor file and runtime graph of the folder must be listed in diffusia.json's `sha256` and match it: a
     missing block, a file it does not list or one that differs is refused (never a silently skipped check)."""
+    from diffusia.models.loading import components, read_model_index
     from diffusia.runtime.artifact import EXPORTED
 
     digests = meta.get("sha256")
@@ -152,7 +153,11 @@ def verify_checksums(folder: Path, meta: dict) -> None:
             f"{folder / 'diffusia.json'} has no valid sha256 block, so the folder cannot be verified: {fix}"
         )
     # what loading reads: the components' tensor files and the runtime graphs (not, e.g., QAT checkpoints)
-    present = [*folder.glob("*/*.safetensors"), *(p for r in EXPORTED for p in (folder / r).rglob("*") if p.is_file())]
+    parts = components(read_model_index(folder))
+    present = [
+        *(p for c in parts for p in (folder / c).glob("*.safetensors")),
+        *(p for r in EXPORTED for p in (folder / r).rglob("*") if p.is_file()),
+    ]
     unlisted = sorted(str(p.relative_to(folder)) for p in present if str(p.relative_to(folder)) not in digests)
     if unlisted:
         raise DiffusiaError(

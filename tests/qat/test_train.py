@@ -16,7 +16,7 @@ from diffusia import load_pipeline
 from diffusia.errors import DiffusiaError
 from diffusia.generate import GenerationConfig, generate
 from diffusia.qat.checkpoints import checkpoint_dir, latest_checkpoint
-from diffusia.qat.train import LOSS_PNG, QATConfig, run_qat
+from diffusia.qat.train import DISTILL_FILE, LOSS_PNG, QATConfig, run_qat
 from diffusia.quant import api
 from diffusia.quant.serialization import UNET_FILE, read_meta
 
@@ -88,6 +88,13 @@ def test_shared_calibration_of_other_prompts_is_not_used(micro_pipeline_dir, tmp
         res = run_qat(_cfg(micro_pipeline_dir, tmp_path / "other", steps=1, checkpoint_every=0, validate=False), shared)
     assert not read_meta(res.out)["calibration"]["shared"]
     assert "QAT samples its own calibration: the shared recording have sampling prompts=3 prompts" in caplog.text
+
+
+def test_a_folder_with_its_checkpoints_and_distillation_data_loads(micro_pipeline_dir, tmp_path):
+    out = tmp_path / "kept"
+    run_qat(_cfg(micro_pipeline_dir, out, steps=2, checkpoint_every=0, validate=False, keep_checkpoints=True))
+    assert (checkpoint_dir(out) / DISTILL_FILE).is_file() and latest_checkpoint(out) is not None
+    assert api.qmodules(load_pipeline(out, progress=False).unet)  # resume data is not what loading verifies
 
 
 def test_lsq_on_fashion_mnist_learns_and_freezes_scales(micro_pipeline_dir, tmp_path):
