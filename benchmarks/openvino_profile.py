@@ -137,7 +137,11 @@ def main() -> None:
         f"{res['cpu']} (class `{res['class']}`), {args.threads} threads, openvino {res['openvino']}, nncf "
         f"{res['nncf']}, {res['date']}. Median of {args.repeats} profiled calls; float parts in the precision "
         "the row names (NNCF: f32)."
-        + "".join(f" Instruction sets capped: `{k}={v}`." for k, v in res["isa_caps"].items()),
+        + (
+            " Instruction sets capped: " + ", ".join(f"`{k}={v}`" for k, v in res["isa_caps"].items()) + "."
+            if res["isa_caps"]
+            else ""
+        ),
         "",
     ]
     for name, r in results.items():
