@@ -26,8 +26,9 @@ CHOICES = ("auto", *RUNTIMES)
 # The fastest runtime for diffusia's INT8 U-Net per CPU class. vnni: OpenVINO ran diffusia's W8A8 (MSE) step in 275 ms
 # against 406 ms on its PyTorch kernels and 1,287 ms on ONNX Runtime (benchmarks/results/amx/backends_sd15-arch_32.md,
 # an AMX Xeon); on an AMD Zen 4 (VNNI, no AMX) 687 ms against 777 ms, percentile W8A8 600 against 854 ms
-# (benchmarks/results/vnni/openvino/backends_sd15-arch_32.md). OpenVINO has not been measured on an AVX2-only CPU, so
-# that class keeps diffusia's PyTorch kernels, the fastest measured there.
+# (benchmarks/results/vnni/openvino/backends_sd15-arch_32.md). OpenVINO has not been measured on an AVX2-only CPU; on
+# the Zen 4 capped to AVX2 the PyTorch kernels were the faster (W8A8-MSE 1,274 against 1,353 ms,
+# benchmarks/results/vnni/avx2_capped/backends_sd15-arch_32.md), so that class keeps them.
 FASTEST = {"vnni": "openvino", "avx2": "torch"}
 # What OpenVINO computes the float layers (those the recipe keeps) in: f32, as the export check verified, or bf16
 # (AMX / AVX-512 BF16): 0.84x the f32 step of diffusia's W8A8-MSE graph on the AMX class, not checked
