@@ -28,7 +28,7 @@ from diffusia.config import Recipe, Rule
 from diffusia.errors import DiffusiaError
 from diffusia.generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, GenerationConfig, generate
 from diffusia.prompts import Prompt
-from diffusia.quant import api
+from diffusia.quant import api, qmath
 from diffusia.quant.modules import QModuleMixin, QSettings, qclass_for
 from diffusia.quant.policy import layer_names, plan
 from diffusia.quant.precisions import get_precision, precision_names
@@ -138,10 +138,11 @@ def time_layer(
     out = {"keep": _median_time(module, x, reps)}
     for p in precisions:
         q = qclass_for(module).from_module(module, _settings_for(calibrated.settings, p, recipe), None)
-        if get_precision(p).act_digits:
+        if get_precision(p).act_digits:  # the calibrated range in this precision's integer range
             q.act_range.copy_(calibrated.act_range)
-            q.act_scale.copy_(calibrated.act_scale)
-            q.act_zero_point.copy_(calibrated.act_zero_point)
+            for g, (lo, hi) in enumerate(calibrated.act_range.tolist()):
+                qmax, symmetric = q.settings.act_qmax, q.settings.act_symmetric
+                q.act_scale[g], q.act_zero_point[g] = qmath.act_qparams(lo, hi, qmax, symmetric)
         q.freeze()
         out[p] = _median_time(q, x, reps)
     return out
