@@ -22,16 +22,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from diffusia.analysis.layer_timing import time_layer
 from diffusia.analysis.layers import layer_type, weight_bytes
 from diffusia.calib.forward_loop import record_unet_inputs
 from diffusia.config import Recipe, Rule
 from diffusia.errors import DiffusiaError
 from diffusia.generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, GenerationConfig, generate
 from diffusia.prompts import Prompt
-from diffusia.quant import api, qmath
-from diffusia.quant.modules import QModuleMixin, QSettings, qclass_for
+from diffusia.quant import api
+from diffusia.quant.modules import QModuleMixin, QSettings
 from diffusia.quant.policy import layer_names, plan
-from diffusia.quant.precisions import get_precision, precision_names
+from diffusia.quant.precisions import precision_names
 
 log = logging.getLogger(__name__)
 
@@ -110,42 +111,6 @@ def _simulate_at(m: QModuleMixin, settings: QSettings) -> None:
     m.settings = settings
     if m.spec.act_digits:
         m.compute_ranges()
-
-
-# ------------------------------------------------------------------ latency microbenchmark (measured)
-def _median_time(fn, x: Tensor, reps: int) -> float:
-    with torch.no_grad():
-        fn(x)  # warm-up (kernel construction, caches)
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn(x)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def time_layer(
-    module: nn.Module,
-    calibrated: QModuleMixin,
-    shape: Sequence[int],
-    precisions: Sequence[str],
-    recipe: Recipe,
-    reps: int = 5,
-) -> dict[str, float]:
-    """Median seconds of one forward of `module` at input `shape`: `keep` (float) and each precision's frozen
-    real kernel under `recipe` (with activations: `calibrated`'s activation range)."""
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(module.weight.device, module.weight.dtype)
-    out = {"keep": _median_time(module, x, reps)}
-    for p in precisions:
-        q = qclass_for(module).from_module(module, _settings_for(calibrated.settings, p, recipe), None)
-        if get_precision(p).act_digits:  # the calibrated range in this precision's integer range
-            q.act_range.copy_(calibrated.act_range)
-            for g, (lo, hi) in enumerate(calibrated.act_range.tolist()):
-                qmax, symmetric = q.settings.act_qmax, q.settings.act_symmetric
-                q.act_scale[g], q.act_zero_point[g] = qmath.act_qparams(lo, hi, qmax, symmetric)
-        q.freeze()
-        out[p] = _median_time(q, x, reps)
-    return out
 
 
 # ------------------------------------------------------------------ images
@@ -319,8 +284,9 @@ def run_sensitivity(
                 layer_times = {}
                 for n in tqdm(cands, desc="timing", disable=not progress):
                     if n in shapes:
-                        ps = list(dict.fromkeys([layer_plan[n], *precisions]))
-                        layer_times[n] = time_layer(originals[n], qm[n], shapes[n], ps, recipe, timing_reps)
+                        ps = dict.fromkeys([layer_plan[n], *precisions])
+                        settings = {p: _settings_for(base[n], p, recipe) for p in ps}
+                        layer_times[n] = time_layer(originals[n], qm[n], shapes[n], settings, timing_reps)
                 for r in rows:
                     r["time_s"] = layer_times.get(r["name"])
                 timing_info = dict(
