@@ -242,7 +242,7 @@ def search(
 
 def _allowed(sens: dict[str, Any], precisions: Sequence[str] | None, latency: bool) -> tuple[str, ...]:
     """The precisions the search may choose: those asked for, each simulated by the sensitivity run."""
-    simulated = set(sens.get("precisions") or ()) | {p for r in sens["layers"] for p in r["sqnr_only_db_by_precision"]}
+    simulated = {p for r in sens["layers"] for p in r["sqnr_only_db_by_precision"]}
     if precisions is None:
         extra = LATENCY_ONLY if latency else ()
         return tuple(p for p in (*DEFAULT_PRECISIONS, *extra) if p == "keep" or p in simulated)

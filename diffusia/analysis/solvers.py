@@ -61,9 +61,6 @@ def greedy(p: Problem) -> list[int] | None:
             if hull and opts[i].bytes == opts[hull[-1]].bytes and opts[i].noise >= opts[hull[-1]].noise:
                 continue  # the same bytes, more noise (w8a8 beside w8a8x2): only the time model tells them apart
             if hull and opts[i].noise <= opts[hull[-1]].noise:
-                if opts[i].bytes == opts[hull[-1]].bytes:
-                    hull[-1] = i
-                    continue
                 hull = [h for h in hull if opts[h].noise < opts[i].noise]  # i dominates them
             while len(hull) >= 2:
                 a, b = opts[hull[-2]], opts[hull[-1]]
