@@ -46,24 +46,34 @@ DEFAULT_PRECISIONS = ("w8a8", "w8a8x2", "w8", "w4", "fp16")
 
 
 # ------------------------------------------------------------------ inputs
+def _spread(n: int, k: int | None) -> list[int]:
+    """`k` of `n` indices, evenly spaced from the first to the last (all of them when `k` is None or >= n)."""
+    if k is None or k <= 0 or k >= n:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
+
+
 def batch_by_timestep(
-    calls: Sequence[tuple[Tensor, Tensor, Tensor]], max_timesteps: int | None = None, max_batch: int = 16
+    calls: Sequence[tuple[Tensor, Tensor, Tensor]],
+    max_timesteps: int | None = None,
+    max_batch: int = 16,
+    samples_per_timestep: int | None = None,
 ) -> list[tuple[Tensor, Tensor, Tensor]]:
     """Concatenate recorded U-Net calls that share a timestep (one activation-range group per batch).
 
-    `max_timesteps` keeps that many timesteps, evenly spaced along the trajectory; batches hold at most
+    `max_timesteps` keeps that many timesteps, evenly spaced along the trajectory; `samples_per_timestep` that
+    many of each timestep's inputs, evenly spaced (over prompts and both guidance branches); batches hold at most
     `max_batch` samples."""
     by_t: dict[float, list[tuple[Tensor, Tensor, Tensor]]] = defaultdict(list)
     for sample, t, ehs in calls:
         by_t[float(t.reshape(-1)[0])].append((sample, t, ehs))
     keys = sorted(by_t, reverse=True)  # sampling order: noisy first
-    if max_timesteps is not None and 0 < max_timesteps < len(keys):
-        idx = sorted({round(i * (len(keys) - 1) / max(max_timesteps - 1, 1)) for i in range(max_timesteps)})
-        keys = [keys[i] for i in idx]
+    keys = [keys[i] for i in _spread(len(keys), max_timesteps)]
     batches = []
     for k in keys:
         sample = torch.cat([c[0] for c in by_t[k]])
-        ehs = torch.cat([c[2] for c in by_t[k]])
+        keep = _spread(len(sample), samples_per_timestep)
+        sample, ehs = sample[keep], torch.cat([c[2] for c in by_t[k]])[keep]
         for i in range(0, len(sample), max_batch):
             s = sample[i : i + max_batch]
             t = torch.full((len(s),), k, dtype=torch.float32 if not float(k).is_integer() else torch.int64)
@@ -145,6 +155,7 @@ def run_sensitivity(
     lpips_prompts: Sequence[str] | None = None,
     lpips_steps: int | None = None,
     eval_timesteps: int | None = 8,
+    eval_samples: int | None = None,
     eval_batch: int = 16,
     precisions: Sequence[str] = DEFAULT_PRECISIONS,
     timing: bool = True,
@@ -199,7 +210,7 @@ def run_sensitivity(
         for h in hooks:
             h.remove()
         calib_s = time.perf_counter() - t0
-        batches = batch_by_timestep(calls, eval_timesteps, eval_batch)
+        batches = batch_by_timestep(calls, eval_timesteps, eval_batch, eval_samples)
         n_eval = sum(len(b[0]) for b in batches)
         log.info(
             "calibrated on %d prompts (%d U-Net calls, %.1f s); SQNR over %d samples at %d timesteps",
