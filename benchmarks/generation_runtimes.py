@@ -108,7 +108,7 @@ def build(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return info
 
 
-def _nncf_folder(unet, calls: list[tuple], folder: Path, vae=None) -> None:
+def _nncf_folder(unet, calls: list, folder: Path, vae=None) -> None:
     """NNCF INT8 (model_type=TRANSFORMER) of the FP32 U-Net, written as a `diffusia.runtime` OpenVINO folder (with
     `vae`'s decoder beside it, as diffusia's folders have it)."""
     import nncf
@@ -124,7 +124,7 @@ def _nncf_folder(unet, calls: list[tuple], folder: Path, vae=None) -> None:
         f.unlink()
     feeds = [
         {"sample": s.numpy(), "timestep": torch_int64(t, s.shape[0]), "encoder_hidden_states": e.numpy()}
-        for s, t, e in calls
+        for s, t, e, _ in calls  # recorded `UnetCall`s of an SD 1.x U-Net (no added conditioning)
     ]
     model = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds), model_type=nncf.ModelType.TRANSFORMER)
     ov.save_model(model, str(folder / "unet-g0.xml"), compress_to_fp16=False)

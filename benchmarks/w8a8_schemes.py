@@ -18,7 +18,7 @@ import copy
 import dataclasses
 
 import torch
-from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
+from _results import isa_caps, results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
 from diffusers import UNet2DConditionModel
 
 from diffusia.config import get_preset
@@ -28,6 +28,14 @@ from diffusia.quant import api, cpu
 from diffusia.quant.modules import QModuleMixin
 
 RESULTS = results_dir()
+
+
+def _quantized_in(block: str) -> str:
+    """A rule pattern for the layers the policy quantizes inside `block` (a regular expression)."""
+    kinds = r"(resnets\.\d+\.(conv1|conv2|conv_shortcut)|(down|up)samplers\.0\.conv|proj_in|proj_out|to_[qkv]|to_out\.0|ff\.net\.(0\.proj|2))"
+    return f"re:{block}\\..*{kinds}$"
+
+
 # name, recipe changes, weight_qmax override (None: the CPU's rule), channels_last
 SCHEMES = [
     ("a8w7 percentile (default)", {}, None, False),
@@ -69,6 +77,21 @@ SCHEMES = [
         False,
     ),
     ("a7+7 w8 minmax everywhere (w8a8x2 on every layer)", {"weights": "w8a8x2"}, None, False),
+    # where one digit is worth spending without VNNI (the AVX2 class's <= 3 % question; errors only)
+    ("a8w7 mse, 2 timestep groups", {"calibrator": "mse", "timestep_groups": 2}, None, False),
+    (
+        "a8w7 mse, first down block a7+7 w8 minmax",
+        {"calibrator": "mse", "rules": [(_quantized_in("down_blocks\\.0"), "w8a8x2")]},
+        None,
+        False,
+    ),
+    (
+        "a8w7 mse, last up block a7+7 w8 minmax",
+        {"calibrator": "mse", "rules": [(_quantized_in("up_blocks\\.3"), "w8a8x2")]},
+        None,
+        False,
+    ),
+    ("a8w7 mse, every ff.net.2 a7+7 w8 minmax", {"calibrator": "mse", "rules": [("*ff.net.2", "w8a8x2")]}, None, False),
 ]
 PROFILED = "a8w7 minmax"  # the scheme whose per-layer activation error is estimated
 
@@ -128,7 +151,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def run(latent: int) -> tuple[list[dict], list[dict]]:
+def run(latent: int, only: list[str] | None = None) -> tuple[list[dict], list[dict]]:
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD15_UNET).eval()
     g = torch.Generator().manual_seed(1)
@@ -141,6 +164,8 @@ def run(latent: int) -> tuple[list[dict], list[dict]]:
         ref = unet(*test).sample
     rows, outputs, profile = [], {}, []
     for name, changes, wqmax, channels_last in SCHEMES:
+        if only and not any(o in name for o in only):
+            continue
         q = copy.deepcopy(unet)
         api.quantize(q, dataclasses.replace(get_preset("w8a8"), **changes))
         if wqmax is not None:
@@ -169,7 +194,7 @@ def run(latent: int) -> tuple[list[dict], list[dict]]:
             "act_digits": m.spec.act_digits,
             "rel_l2_vs_fp32": rel(y, ref),
         }
-        if channels_last:
+        if channels_last and "a8w7 minmax" in outputs:
             row["rel_l2_vs_nchw_same_scheme"] = rel(y, outputs["a8w7 minmax"])
         rows.append(row)
         print(row, flush=True)
@@ -181,24 +206,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--latent", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(RESULTS / "w8a8_schemes"))
+    ap.add_argument("--only", help="comma list: run the schemes whose names contain one of these")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows, profile = run(args.latent)
+    rows, profile = run(args.latent, args.only.split(",") if args.only else None)
     res = {
         "model": "sd15-arch (random weights)",
         "latent": args.latent,
         "batch": 2,
         "cpu": cpu.cpu_model(),
         "saturation_risk": not cpu.has_vnni(cpu.detected_features()),
+        "int8_layout": cpu.host_class(),  # the class diffusia lays the INT8 weights out for ($DIFFUSIA_CPU)
+        "isa_caps": isa_caps(),
         "torch": torch.__version__,
         "rows": rows,
         "error_sources": profile,
     }
     write_json(args.out + ".json", res)
+    caps = f", capped by {res['isa_caps']}" if res["isa_caps"] else ""
     lines = [
         f"# W8A8 schemes on the SD v1.5 U-Net (random weights), latent {args.latent}x{args.latent}, batch 2",
         "",
-        f"{res['cpu']}, saturation risk (no VNNI): {res['saturation_risk']}, torch {res['torch']}. "
+        f"{res['cpu']}, saturation risk (no VNNI): {res['saturation_risk']}, INT8 layout `{res['int8_layout']}`"
+        f"{caps}, torch {res['torch']}. "
         "Calibrated on 5 Gaussian inputs, error on a sixth. Errors only.",
         "",
         "| scheme | act levels | weight max | rel-L2 vs FP32 | vs the NCHW run |",

@@ -3,7 +3,8 @@
 One pass of the pipeline over calibration prompts both calibrates every quantizable layer and records the U-Net
 inputs of the sampling trajectories. Then, per quantizable layer, with the other layers toggled between float and
 fake-quant (no re-calibration): (a) only this layer quantized, (b) every layer but this one quantized; the
-noise-prediction SQNR (dB) against the FP32 U-Net over a subset of the recorded inputs. Optionally the SQNR of (a)
+noise-prediction SQNR (dB) against the FP32 U-Net over a subset of the recorded inputs (evenly spaced timesteps,
+evenly spread inputs of each: its cost is one U-Net forward of the subset per layer and precision). Optionally the SQNR of (a)
 at other precisions (inputs for `diffusia search`), image LPIPS for the top-k sensitive layers and a per-layer
 latency microbenchmark of the real kernels (the search's cost model; MEASURED, unlike the SQNRs).
 """
@@ -16,7 +17,7 @@ import math
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 
 from diffusia.analysis.layer_timing import time_layer
 from diffusia.analysis.layers import layer_type, weight_bytes
-from diffusia.calib.forward_loop import record_unet_inputs
+from diffusia.calib.forward_loop import UnetCall, concat_calls, record_unet_inputs
 from diffusia.config import Recipe, Rule
 from diffusia.errors import DiffusiaError
 from diffusia.generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, GenerationConfig, generate
@@ -33,6 +34,7 @@ from diffusia.quant import api
 from diffusia.quant.modules import QModuleMixin, QSettings
 from diffusia.quant.policy import layer_names, plan
 from diffusia.quant.precisions import precision_names
+from diffusia.quant.timestep import get_state
 
 log = logging.getLogger(__name__)
 
@@ -54,40 +56,40 @@ def _spread(n: int, k: int | None) -> list[int]:
 
 
 def batch_by_timestep(
-    calls: Sequence[tuple[Tensor, Tensor, Tensor]],
+    calls: Sequence[UnetCall],
     max_timesteps: int | None = None,
     max_batch: int = 16,
     samples_per_timestep: int | None = None,
-) -> list[tuple[Tensor, Tensor, Tensor]]:
-    """Concatenate recorded U-Net calls that share a timestep (one activation-range group per batch).
-
-    `max_timesteps` keeps that many timesteps, evenly spaced along the trajectory; `samples_per_timestep` that
-    many of each timestep's inputs, evenly spaced (over prompts and both guidance branches); batches hold at most
-    `max_batch` samples."""
-    by_t: dict[float, list[tuple[Tensor, Tensor, Tensor]]] = defaultdict(list)
-    for sample, t, ehs in calls:
-        by_t[float(t.reshape(-1)[0])].append((sample, t, ehs))
+    group_of: Callable[[float], int] | None = None,
+) -> list[UnetCall]:
+    """Recorded U-Net calls as evaluation batches: `max_timesteps` timesteps, evenly spaced along the trajectory,
+    `samples_per_timestep` of each timestep's inputs, evenly spread (over prompts and both guidance branches).
+    A batch holds at most `max_batch` samples, of timesteps in one activation-range group (`group_of(t)`; None: one
+    group), so every sample is quantized with its own group's ranges."""
+    by_t: dict[float, list[UnetCall]] = defaultdict(list)
+    for call in calls:
+        by_t[float(call.timestep.reshape(-1)[0])].append(call)
     keys = sorted(by_t, reverse=True)  # sampling order: noisy first
-    keys = [keys[i] for i in _spread(len(keys), max_timesteps)]
+    by_group: dict[int, list[UnetCall]] = defaultdict(list)
+    for k in [keys[i] for i in _spread(len(keys), max_timesteps)]:
+        rows = _spread(sum(len(c.sample) for c in by_t[k]), samples_per_timestep)
+        by_group[group_of(k) if group_of else 0].append(concat_calls(by_t[k], rows))
     batches = []
-    for k in keys:
-        sample = torch.cat([c[0] for c in by_t[k]])
-        keep = _spread(len(sample), samples_per_timestep)
-        sample, ehs = sample[keep], torch.cat([c[2] for c in by_t[k]])[keep]
-        for i in range(0, len(sample), max_batch):
-            s = sample[i : i + max_batch]
-            t = torch.full((len(s),), k, dtype=torch.float32 if not float(k).is_integer() else torch.int64)
-            batches.append((s, t, ehs[i : i + max_batch]))
+    for parts in by_group.values():
+        whole = concat_calls(parts)
+        for i in range(0, len(whole.sample), max_batch):
+            batches.append(concat_calls([whole], list(range(i, min(i + max_batch, len(whole.sample))))))
     return batches
 
 
-def _forward(unet: nn.Module, batches: Sequence[tuple[Tensor, Tensor, Tensor]]) -> list[Tensor]:
+def _timesteps(batches: Sequence[UnetCall]) -> list[float]:
+    return sorted({float(t) for b in batches for t in b.timestep}, reverse=True)
+
+
+def _forward(unet: nn.Module, batches: Sequence[UnetCall]) -> list[Tensor]:
     device, dtype = unet.device, unet.dtype
     with torch.no_grad():
-        return [
-            unet(s.to(device, dtype), t.to(device), encoder_hidden_states=e.to(device, dtype)).sample.float().cpu()
-            for s, t, e in batches
-        ]
+        return [unet(**b.kwargs(device, dtype)).sample.float().cpu() for b in batches]
 
 
 def sqnr_db(refs: Sequence[Tensor], outs: Sequence[Tensor]) -> float:
@@ -155,7 +157,7 @@ def run_sensitivity(
     lpips_prompts: Sequence[str] | None = None,
     lpips_steps: int | None = None,
     eval_timesteps: int | None = 8,
-    eval_samples: int | None = None,
+    eval_samples: int | None = 4,
     eval_batch: int = 16,
     precisions: Sequence[str] = DEFAULT_PRECISIONS,
     timing: bool = True,
@@ -210,15 +212,16 @@ def run_sensitivity(
         for h in hooks:
             h.remove()
         calib_s = time.perf_counter() - t0
-        batches = batch_by_timestep(calls, eval_timesteps, eval_batch, eval_samples)
-        n_eval = sum(len(b[0]) for b in batches)
+        state = get_state(unet)
+        batches = batch_by_timestep(calls, eval_timesteps, eval_batch, eval_samples, state and state.group_of)
+        n_eval = sum(len(b.sample) for b in batches)
         log.info(
             "calibrated on %d prompts (%d U-Net calls, %.1f s); SQNR over %d samples at %d timesteps",
             len(prompts),
             len(calls),
             calib_s,
             n_eval,
-            len({float(b[1][0]) for b in batches}),
+            len(_timesteps(batches)),
         )
         # 2. reference and all-quantized outputs
         _set_fake(qm, ())
@@ -333,7 +336,7 @@ def run_sensitivity(
             unet_calls=len(calls),
             eval_samples=n_eval,
             eval_batches=len(batches),
-            eval_timesteps=sorted({float(b[1][0]) for b in batches}, reverse=True),
+            eval_timesteps=_timesteps(batches),
         ),
         "sqnr_all_db": sqnr_all,
         "sqnr_all_additive_estimate_db": additive,

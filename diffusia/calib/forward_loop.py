@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -14,6 +15,7 @@ from tqdm.auto import tqdm
 
 from diffusia.errors import DiffusiaError
 from diffusia.generate import DEFAULT_GUIDANCE, DEFAULT_STEPS, use_dpm_solver
+from diffusia.models.unet_inputs import ADDED_INPUTS
 from diffusia.prompts import Prompt
 
 CALIBRATION_SEED = 1000  # calibration images use seeds 1000 + i, evaluation uses 42 + i
@@ -58,11 +60,44 @@ def sampling_forward_loop(
     return run
 
 
+class UnetCall(NamedTuple):
+    """One U-Net call's inputs, on the CPU: `added` is SDXL's added conditioning (`text_embeds`, `time_ids`), None
+    for SD 1.x/2.x."""
+
+    sample: Tensor
+    timestep: Tensor
+    encoder_hidden_states: Tensor
+    added: dict[str, Tensor] | None = None
+
+    def kwargs(self, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> dict:
+        """The call's keyword arguments of a `UNet2DConditionModel` on `device` (floats in `dtype`)."""
+        out = dict(
+            sample=self.sample.to(device, dtype),
+            timestep=self.timestep.to(device),
+            encoder_hidden_states=self.encoder_hidden_states.to(device, dtype),
+        )
+        if self.added is not None:
+            out["added_cond_kwargs"] = {k: v.to(device, dtype) for k, v in self.added.items()}
+        return out
+
+
+def concat_calls(calls: list[UnetCall], rows: list[int] | None = None) -> UnetCall:
+    """Calls as one batch (`rows` of it, if given), with one timestep per sample."""
+    pick = (lambda t: t[rows]) if rows is not None else (lambda t: t)
+    added = calls[0].added
+    return UnetCall(
+        pick(torch.cat([c.sample for c in calls])),
+        pick(torch.cat([c.timestep.reshape(-1).expand(len(c.sample)) for c in calls])),
+        pick(torch.cat([c.encoder_hidden_states for c in calls])),
+        None if added is None else {k: pick(torch.cat([c.added[k] for c in calls])) for k in added},
+    )
+
+
 @dataclass
 class UnetCalls:
     """What the U-Net received along sampled trajectories (and, when kept, what it returned), on the CPU."""
 
-    calls: list[tuple[Tensor, Tensor, Tensor]] = field(default_factory=list)  # (sample, timestep, text embeddings)
+    calls: list[UnetCall] = field(default_factory=list)
     outputs: list[Tensor] = field(default_factory=list)  # float32 noise predictions of the same calls
 
 
@@ -76,12 +111,17 @@ def recording_unet_calls(unet, outputs: bool = False) -> Iterator[UnetCalls]:
         sample = args[0] if args else kwargs["sample"]
         t = args[1] if len(args) > 1 else kwargs["timestep"]
         ehs = args[2] if len(args) > 2 else kwargs["encoder_hidden_states"]
-        if kwargs.get("added_cond_kwargs"):
+        added = kwargs.get("added_cond_kwargs")
+        unknown = sorted(set(added or {}) - set(ADDED_INPUTS))
+        if unknown:
             raise DiffusiaError(
-                "recording U-Net inputs keeps sample, timestep and text embeddings only, and this "
-                "U-Net (SDXL) also takes added conditioning: use an SD 1.x/2.x model here"
+                f"recording U-Net inputs keeps SDXL's added conditioning ({', '.join(ADDED_INPUTS)}), and this U-Net also "
+                f"takes {', '.join(unknown)}: use an SD 1.x/2.x or SDXL text-to-image model here"
             )
-        recorded.calls.append((sample.detach().cpu(), torch.as_tensor(t).detach().cpu(), ehs.detach().cpu()))
+        batch = sample.shape[0]
+        kept = {k: added[k].detach().cpu().expand(batch, *added[k].shape[1:]) for k in ADDED_INPUTS} if added else None
+        cpu = (sample.detach().cpu(), torch.as_tensor(t).detach().cpu(), ehs.detach().cpu())
+        recorded.calls.append(UnetCall(*cpu, kept))
 
     def keep_output(module, args, output) -> None:
         out = output[0] if isinstance(output, (tuple, list)) else output.sample
@@ -104,9 +144,9 @@ def record_unet_inputs(
     guidance: float = DEFAULT_GUIDANCE,
     seed: int = CALIBRATION_SEED,
     progress: bool = True,
-) -> list[tuple]:
-    """Every (sample, timestep, encoder_hidden_states) the U-Net receives along the trajectories, on the CPU;
-    used by sensitivity analysis and data-free distillation."""
+) -> list[UnetCall]:
+    """Every call's inputs the U-Net receives along the trajectories, on the CPU; used by sensitivity analysis and
+    data-free distillation."""
     with recording_unet_calls(pipe.unet) as recorded, torch.no_grad():
         sampling_forward_loop(pipe, prompts, steps, guidance, seed, progress)()
     return recorded.calls

@@ -37,6 +37,12 @@ def sensitivity(
     top: int = o.integer(5, 0, 10_000, "Image LPIPS vs FP32 for the K most sensitive layers (0: none)."),
     lpips_prompts: int = o.integer(2, 0, 1000, "Prompts (from the eval set) generated per top layer."),
     eval_timesteps: int = o.integer(8, 1, o.MAX_STEPS, "Recorded timesteps (evenly spaced) the SQNR is measured at."),
+    eval_samples: int = o.integer(
+        4,
+        0,
+        100_000,
+        "Recorded inputs per timestep the SQNR is measured on, spread over prompts and guidance branches (0: all).",
+    ),
     precisions: str = typer.Option(
         "w8a8,w8a8x2,w8,w4,fp16", help="Also simulate each layer alone at these precisions."
     ),
@@ -65,6 +71,7 @@ def sensitivity(
             top=top,
             lpips_prompts=eval_texts or None,
             eval_timesteps=eval_timesteps,
+            eval_samples=eval_samples or None,
             precisions=_csv(precisions),
             timing=timing,
         )

@@ -114,7 +114,7 @@ def export(
     format: str = o.choice(
         "onnx",
         _formats,
-        "onnx: one QDQ .onnx (static shapes); openvino: OpenVINO IR; "
+        "onnx: one QDQ .onnx (static shapes); openvino: OpenVINO IR (with a float32 VAE's decoder); "
         "onnxruntime: dynamic-shape QDQ graphs; the folders load with `--runtime`.",
     ),
     tolerance: float = o.number(
@@ -140,10 +140,11 @@ def export(
 
         pipe = load_pipeline(model, progress=False)
         api.qmodules(pipe.unet) or _not_quantized(model)
-        manifest = export_runtime(pipe.unet, format, out, tolerance=tolerance)
+        manifest = export_runtime(pipe.unet, format, out, tolerance=tolerance, vae=pipe.vae)
         check = manifest["check"]
+        decoder = " + the VAE decoder" if manifest.get("vae_decoder") else ""
         typer.echo(
-            f"{out}: {format} {manifest['runtime_version'].split('-')[0]}, {len(manifest['files'])} graph(s), "
+            f"{out}: {format} {manifest['runtime_version'].split('-')[0]}, {len(manifest['files'])} graph(s){decoder}, "
             f"matches diffusia within {check['relative_l2_vs_diffusia']:.2%} relative L2; "
             f"{check['quantizers']['quantizers']} activation quantizers identical but for "
             f"{check['quantizers']['tie_differences']} rounding ties"

@@ -18,6 +18,7 @@ from torch import nn
 from diffusia.errors import DiffusiaError
 from diffusia.export import compare
 from diffusia.fileio import atomic_path
+from diffusia.models.unet_inputs import ADDED_INPUTS, example_unet_inputs
 from diffusia.quant import api, qmath
 from diffusia.quant.kernels import quantize_act_u8
 
@@ -95,7 +96,6 @@ def run_unet(unet: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
 
 
 INPUTS = ("sample", "timestep", "encoder_hidden_states")
-ADDED_INPUTS = ("text_embeds", "time_ids")  # SDXL's added conditioning, graph inputs of its U-Nets only
 # Batch, latent size and prompt length free: a runtime fixes them per call (classifier-free guidance doubles the batch).
 DYNAMIC_AXES = {
     "sample": {0: "batch", 2: "height", 3: "width"},
@@ -120,8 +120,6 @@ def input_names(unet_or_config) -> tuple[str, ...]:
 
 def example_inputs(unet: nn.Module, batch: int = 2, seed: int = 0, timestep: int = 500) -> tuple[torch.Tensor, ...]:
     """Seeded graph inputs of `unet`, in `input_names(unet)` order (`diffusia.models.unet_inputs`)."""
-    from diffusia.models.unet_inputs import example_unet_inputs
-
     inputs = example_unet_inputs(unet.config, batch, timestep, seed)
     added = inputs.pop("added_cond_kwargs", None) or {}  # SDXL's only: unet_inputs refuses other kinds
     return tuple(inputs[k] for k in INPUTS) + tuple(added[k] for k in ADDED_INPUTS if added)

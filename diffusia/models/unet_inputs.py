@@ -8,6 +8,7 @@ import torch
 from diffusia.errors import DiffusiaError
 
 TOKENS = 77  # CLIP's context length
+ADDED_INPUTS = ("text_embeds", "time_ids")  # SDXL's added conditioning (`added_cond_kwargs`)
 
 
 def text_embeds_dim(config) -> int:

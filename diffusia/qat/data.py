@@ -1,8 +1,9 @@
 """Training data of quantization-aware training, as deterministic batches: batch `step` depends only on
 (seed, step), so a resumed run sees exactly the batches an uninterrupted one would.
 
-* `DistillData`: data-free distillation. Every (sample, timestep, encoder_hidden_states) the FP32 U-Net receives
-  along sampling trajectories of calibration prompts, with the FP32 U-Net's noise prediction as the target.
+* `DistillData`: data-free distillation. Every (sample, timestep, encoder_hidden_states and, for SDXL, the added
+  conditioning) the FP32 U-Net receives along sampling trajectories of calibration prompts, with the FP32 U-Net's
+  noise prediction as the target.
 * `FashionMNISTData`: the noise-prediction objective on image-caption pairs (coloured Fashion-MNIST, the `tiny`
   model's training data): latents of the pipeline's VAE (x scaling_factor), captions through its text encoder,
   random DDPM timesteps (diffusia.models.architectures.SD_BETAS) and Gaussian noise as the target.
@@ -27,16 +28,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from diffusia.calib.forward_loop import CALIBRATION_SEED, recording_unet_calls, sampling_forward_loop
+from diffusia.calib.forward_loop import CALIBRATION_SEED, UnetCall, recording_unet_calls, sampling_forward_loop
 from diffusia.calib.observations import Observations
 from diffusia.errors import DiffusiaError
+from diffusia.models.unet_inputs import ADDED_INPUTS
 from diffusia.prompts import Prompt
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("distill", "fashion-mnist")
 DATA_FORMAT, DATA_VERSION = "diffusia.qat.distill_data", 2  # v1 was a torch.save pickle
-TENSORS = ("samples", "timesteps", "ehs_table", "ehs_index", "targets")
+TENSORS = ("samples", "timesteps", "ehs_table", "ehs_index", "targets")  # and ADDED_INPUTS for SDXL
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Batch:
     timestep: Tensor  # (B,) float
     encoder_hidden_states: Tensor
     target: Tensor
+    added: dict[str, Tensor] | None = None  # SDXL's added conditioning, one row per item
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
@@ -54,7 +57,12 @@ class Batch:
             self.timestep.to(device),
             self.encoder_hidden_states.to(device),
             self.target.to(device),
+            None if self.added is None else {k: v.to(device) for k, v in self.added.items()},
         )
+
+    def added_rows(self, idx: Tensor) -> dict[str, Tensor] | None:
+        """`added_cond_kwargs` of the items `idx` (None without added conditioning)."""
+        return None if self.added is None else {k: v[idx] for k, v in self.added.items()}
 
     def __len__(self) -> int:
         return int(self.sample.shape[0])
@@ -75,7 +83,7 @@ class DistillData:
     """Recorded U-Net inputs and FP32 teacher outputs, one item per batch row of each recorded call.
 
     Conditioning tensors repeat across the steps of a trajectory, so they are stored once in `ehs_table` and
-    referenced by `ehs_index`."""
+    referenced by `ehs_index`; SDXL's added conditioning (`added`) is small and kept per item."""
 
     def __init__(
         self,
@@ -85,12 +93,15 @@ class DistillData:
         ehs_index: Tensor,
         targets: Tensor,
         info: dict[str, Any] | None = None,
+        added: dict[str, Tensor] | None = None,
     ) -> None:
         n = samples.shape[0]
-        if not (timesteps.shape[0] == ehs_index.shape[0] == targets.shape[0] == n) or n == 0:
+        rows = [timesteps.shape[0], ehs_index.shape[0], targets.shape[0], *(v.shape[0] for v in (added or {}).values())]
+        if any(r != n for r in rows) or n == 0 or (added is not None and set(added) != set(ADDED_INPUTS)):
             raise DiffusiaError("distillation data is empty or inconsistent: record it again")
         self.samples, self.timesteps, self.targets = samples, timesteps.float(), targets
         self.ehs_table, self.ehs_index = ehs_table, ehs_index.long()
+        self.added = None if added is None else {k: v.float() for k, v in added.items()}
         self.info = dict(info or {})
 
     def __len__(self) -> int:
@@ -98,13 +109,13 @@ class DistillData:
 
     @classmethod
     def from_calls(
-        cls, calls: list[tuple[Tensor, Tensor, Tensor]], outputs: list[Tensor], info: dict[str, Any] | None = None
+        cls, calls: list[UnetCall], outputs: list[Tensor], info: dict[str, Any] | None = None
     ) -> DistillData:
         """Build from `record_unet_inputs` calls and the U-Net outputs of the same calls."""
         if len(calls) != len(outputs) or not calls:
             raise DiffusiaError(f"{len(calls)} recorded U-Net calls but {len(outputs)} outputs")
         samples, timesteps, index, targets, table = [], [], [], [], []
-        for (sample, t, ehs), out in zip(calls, outputs):
+        for (sample, t, ehs, _), out in zip(calls, outputs):
             b = sample.shape[0]
             t = torch.as_tensor(t).float().reshape(-1)
             timesteps.append(t.expand(b) if t.numel() == 1 else t)
@@ -121,6 +132,7 @@ class DistillData:
             torch.cat(index),
             torch.cat(targets).float(),
             info,
+            None if calls[0].added is None else {k: torch.cat([c.added[k] for c in calls]) for k in ADDED_INPUTS},
         )
 
     @classmethod
@@ -132,7 +144,7 @@ class DistillData:
         guidance: float,
         seed: int = CALIBRATION_SEED,
         progress: bool = False,
-    ) -> tuple[DistillData, list[tuple[Tensor, Tensor, Tensor]]]:
+    ) -> tuple[DistillData, list[UnetCall]]:
         """Run the (float) pipeline over `prompts`; returns the data and the raw calls (for calibration)."""
         t0 = time.perf_counter()
         with recording_unet_calls(pipe.unet, outputs=True) as recorded, torch.no_grad():
@@ -160,7 +172,9 @@ class DistillData:
         """Items drawn with replacement from the stream of (seed, step); this process's slice."""
         gen = step_generator(seed, step)
         idx = torch.randint(0, len(self), (batch * world,), generator=gen)[_rank_slice(batch, rank, world)]
-        return Batch(self.samples[idx], self.timesteps[idx], self.ehs_table[self.ehs_index[idx]], self.targets[idx])
+        ehs = self.ehs_table[self.ehs_index[idx]]
+        added = None if self.added is None else {k: v[idx] for k, v in self.added.items()}
+        return Batch(self.samples[idx], self.timesteps[idx], ehs, self.targets[idx], added)
 
     def save(self, path: str | Path) -> None:
         """Write atomically: the tensors as safetensors, format and `info` (JSON) in its metadata."""
@@ -170,7 +184,10 @@ class DistillData:
 
         meta = {"format": DATA_FORMAT, "version": str(DATA_VERSION), "info": json.dumps(self.info)}
         with atomic_path(path) as tmp:
-            save_file({k: getattr(self, k).contiguous() for k in TENSORS}, str(tmp), metadata=meta)
+            tensors = {k: getattr(self, k).contiguous() for k in TENSORS}
+            save_file(
+                {**tensors, **{k: v.contiguous() for k, v in (self.added or {}).items()}}, str(tmp), metadata=meta
+            )
 
     @classmethod
     def load(cls, path: str | Path) -> DistillData:
@@ -182,6 +199,7 @@ class DistillData:
                 if (meta.get("format"), meta.get("version")) != (DATA_FORMAT, str(DATA_VERSION)):
                     raise ValueError(f"not diffusia distillation data v{DATA_VERSION}")
                 tensors = [f.get_tensor(k) for k in TENSORS]
+                added = {k: f.get_tensor(k) for k in ADDED_INPUTS if k in f.keys()} or None
             info = json.loads(meta.get("info", "{}"))
             if not isinstance(info, dict):
                 raise ValueError("its info is not a JSON object")
@@ -190,7 +208,7 @@ class DistillData:
                 f"distillation data {path} is unreadable ({' '.join(str(e).split())}): start again "
                 "with --overwrite instead of --resume"
             ) from None
-        return cls(*tensors, info)
+        return cls(*tensors, info, added)
 
 
 @dataclass(frozen=True)
@@ -241,6 +259,11 @@ class FashionMNISTData:
 
         if not 0.0 <= caption_dropout < 1.0:
             raise DiffusiaError(f"caption dropout must be in [0, 1), got {caption_dropout}")
+        if getattr(pipe, "text_encoder_2", None) is not None:
+            raise DiffusiaError(
+                "the fashion-mnist QAT source encodes captions with one text encoder (SD 1.x/2.x), and this pipeline "
+                "is SDXL: use --source distill"
+            )
         grey, labels = load_split(split)
         # the colour stream of diffusia.data.fashion_mnist.coloured_split over the full split
         colours = np.random.default_rng(colour_seed).integers(0, len(COLOURS), size=len(labels))

@@ -81,5 +81,8 @@ class QATModel(nn.Module):
         self.unet = unet
         self.lsq = lsq
 
-    def forward(self, sample: Tensor, timestep: Tensor, encoder_hidden_states: Tensor) -> Tensor:
-        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+    def forward(
+        self, sample: Tensor, timestep: Tensor, encoder_hidden_states: Tensor, added_cond_kwargs: dict | None = None
+    ) -> Tensor:
+        kwargs = {} if added_cond_kwargs is None else {"added_cond_kwargs": added_cond_kwargs}
+        return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False, **kwargs)[0]

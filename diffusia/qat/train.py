@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffusia.calib.forward_loop import UnetCall
 from diffusia.errors import DiffusiaError
 from diffusia.fileio import QUANTIZED, atomic_dir, check_output_dir, mark_output_dir, resumable_output, write_json
 from diffusia.qat.checkpoints import (
@@ -78,7 +79,7 @@ def _resolve_recipe(cfg: QATConfig):
     return recipe
 
 
-def _calibrate(unet: nn.Module, calls: list[tuple[Tensor, Tensor, Tensor]]) -> float:
+def _calibrate(unet: nn.Module, calls: list[UnetCall]) -> float:
     """Replay the recorded sampler calls through the quantized U-Net in calibration mode (float compute: the
     same inputs the sampler would give it); returns seconds."""
     from diffusia.quant import api
@@ -86,8 +87,8 @@ def _calibrate(unet: nn.Module, calls: list[tuple[Tensor, Tensor, Tensor]]) -> f
     t0 = time.perf_counter()
     device = next(unet.parameters()).device
     with api.calibrate(unet):
-        for sample, t, ehs in calls:
-            unet(sample.to(device), t.to(device), encoder_hidden_states=ehs.to(device))
+        for call in calls:
+            unet(**call.kwargs(device))
     return time.perf_counter() - t0
 
 
@@ -103,7 +104,7 @@ def _train_step(model: nn.Module, accelerator, batch: Batch, timestep_state) -> 
     total = torch.zeros((), device=batch.sample.device)
     for i, idx in enumerate(groups):
         idx = idx.to(batch.sample.device)
-        pred = model(batch.sample[idx], batch.timestep[idx], batch.encoder_hidden_states[idx])
+        pred = model(batch.sample[idx], batch.timestep[idx], batch.encoder_hidden_states[idx], batch.added_rows(idx))
         loss = F.mse_loss(pred.float(), batch.target[idx].float()) * (len(idx) / n)
         if i < len(groups) - 1:
             with accelerator.no_sync(model):

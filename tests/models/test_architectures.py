@@ -137,3 +137,67 @@ def test_runtime_export_inputs_add_sdxl_conditioning_only_for_sdxl():
     assert [t.shape[0] for t in example_inputs(sd2, batch=3)] == [3] * len(INPUTS)
     *_, text_embeds, time_ids = example_inputs(sdxl, batch=3)
     assert text_embeds.shape == (3, text_embeds_dim(sdxl.config)) and time_ids.shape == (3, 6)
+
+
+def test_sdxl_recorded_calls_replay_to_the_same_noise_prediction(tiny_dirs):
+    """The recorded calls keep SDXL's added conditioning: each replays to the output the pipeline's call gave (a
+    call without it, or with another one, would not)."""
+    from diffusia.calib.forward_loop import recording_unet_calls, sampling_forward_loop
+
+    pipe = load_pipeline(tiny_dirs["sdxl"], progress=False)
+    with recording_unet_calls(pipe.unet, outputs=True) as rec, torch.no_grad():
+        sampling_forward_loop(pipe, PROMPTS[:1], steps=2, progress=False)()
+    assert len(rec.calls) == 2
+    for call, out in zip(rec.calls, rec.outputs):
+        assert set(call.added) == {"text_embeds", "time_ids"} and call.added["time_ids"].shape == (2, 6)
+        with torch.no_grad():
+            torch.testing.assert_close(pipe.unet(**call.kwargs()).sample, out, rtol=0, atol=0)
+            moved = {**call.added, "time_ids": call.added["time_ids"] + 64}
+            assert not torch.allclose(pipe.unet(**{**call.kwargs(), "added_cond_kwargs": moved}).sample, out)
+
+
+def test_sdxl_sensitivity_analysis(tiny_dirs):
+    from diffusia.analysis.sensitivity import run_sensitivity
+
+    pipe = load_pipeline(tiny_dirs["sdxl"], progress=False)
+    sens = run_sensitivity(
+        pipe,
+        get_preset("w8a8"),
+        PROMPTS,
+        steps=2,
+        top=0,
+        eval_timesteps=1,
+        precisions=("w8a8",),
+        timing=False,
+        progress=False,
+    )
+    names = {r["name"] for r in sens["layers"]}
+    assert any(".attn1." in n for n in names) and not any(
+        n.startswith(("add_embedding", "time_embedding")) for n in names
+    )
+    assert all(np.isfinite(r["sqnr_only_db"]) and r["sqnr_only_db"] > sens["sqnr_all_db"] for r in sens["layers"])
+    assert not api.qmodules(pipe.unet)  # the pipeline is float again
+
+
+def test_sdxl_qat_distillation_gives_an_int8_pipeline(tiny_dirs, tmp_path):
+    from diffusia.qat.data import DistillData
+    from diffusia.qat.train import DISTILL_FILE, QATConfig, run_qat
+
+    cfg = QATConfig(
+        out=str(tmp_path / "qat"),
+        model=str(tiny_dirs["sdxl"]),
+        steps=2,
+        batch=2,
+        calib_size=1,
+        calib_steps=2,
+        keep_checkpoints=True,
+        progress=False,
+    )
+    res = run_qat(cfg)
+    assert len(res.losses) == 2 and all(np.isfinite(res.losses))
+    data = DistillData.load(res.out / "checkpoints" / DISTILL_FILE)
+    assert data.added is not None and data.added["text_embeds"].shape[0] == len(data)
+    pipe = load_pipeline(res.out, progress=False)
+    assert all(m.mode == "real" for m in api.qmodules(pipe.unet).values())
+    image = generate(pipe, "a red bag", 1, GenerationConfig(steps=2), progress=False, output_type="np")
+    assert np.isfinite(image).all() and image.std() > 0

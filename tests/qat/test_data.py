@@ -25,7 +25,8 @@ def test_distill_items_and_teacher_targets(pipe, distill):
     data, calls = distill
     assert len(calls) == 2 * 2 and len(data) == 2 * 2 * 2  # prompts x steps x guidance branches
     assert data.ehs_table.shape[0] == 2 * 2  # conditioning stored once per trajectory (uncond + cond rows)
-    sample, t, ehs = calls[3]
+    sample, t, ehs, added = calls[3]
+    assert added is None  # SD 1.x: no added conditioning
     with torch.no_grad():
         teacher = pipe.unet(sample, t, encoder_hidden_states=ehs).sample
     np.testing.assert_allclose(data.targets[6:8].numpy(), teacher.numpy(), atol=1e-5)
@@ -33,11 +34,14 @@ def test_distill_items_and_teacher_targets(pipe, distill):
     assert torch.equal(data.ehs_table[data.ehs_index[6:8]], ehs) and torch.all(data.timesteps[6:8] == float(t))
 
 
+TENSOR_FIELDS = ("sample", "timestep", "encoder_hidden_states", "target")
+
+
 def test_distill_batches_deterministic_and_sharded(distill, tmp_path):
     data, _ = distill
     a, b = data.batch(5, seed=1, batch=4), data.batch(5, seed=1, batch=4)
     assert isinstance(a, Batch) and len(a) == 4
-    assert all(torch.equal(x, y) for x, y in zip(vars(a).values(), vars(b).values()))
+    assert a.added is None and all(torch.equal(getattr(a, k), getattr(b, k)) for k in TENSOR_FIELDS)
     assert not torch.equal(a.sample, data.batch(6, seed=1, batch=4).sample)
     halves = [data.batch(5, seed=1, batch=2, rank=r, world=2) for r in range(2)]
     assert torch.equal(torch.cat([h.sample for h in halves]), a.sample)
