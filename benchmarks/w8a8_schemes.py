@@ -32,7 +32,10 @@ RESULTS = results_dir()
 
 def _quantized_in(block: str) -> str:
     """A rule pattern for the layers the policy quantizes inside `block` (a regular expression)."""
-    kinds = r"(resnets\.\d+\.(conv1|conv2|conv_shortcut)|(down|up)samplers\.0\.conv|proj_in|proj_out|to_[qkv]|to_out\.0|ff\.net\.(0\.proj|2))"
+    kinds = (
+        r"(resnets\.\d+\.(conv1|conv2|conv_shortcut)|(down|up)samplers\.0\.conv"
+        r"|proj_in|proj_out|to_[qkv]|to_out\.0|ff\.net\.(0\.proj|2))"
+    )
     return f"re:{block}\\..*{kinds}$"
 
 

@@ -4,9 +4,10 @@ One pass of the pipeline over calibration prompts both calibrates every quantiza
 inputs of the sampling trajectories. Then, per quantizable layer, with the other layers toggled between float and
 fake-quant (no re-calibration): (a) only this layer quantized, (b) every layer but this one quantized; the
 noise-prediction SQNR (dB) against the FP32 U-Net over a subset of the recorded inputs (evenly spaced timesteps,
-evenly spread inputs of each: its cost is one U-Net forward of the subset per layer and precision). Optionally the SQNR of (a)
-at other precisions (inputs for `diffusia search`), image LPIPS for the top-k sensitive layers and a per-layer
-latency microbenchmark of the real kernels (the search's cost model; MEASURED, unlike the SQNRs).
+a few evenly spread inputs of each: the analysis costs one U-Net forward of that subset per layer and precision).
+Optionally the SQNR of (a) at other precisions (inputs for `diffusia search`), image LPIPS for the top-k sensitive
+layers and a per-layer latency microbenchmark of the real kernels (the search's cost model; MEASURED, unlike the
+SQNRs).
 """
 
 from __future__ import annotations

@@ -115,8 +115,8 @@ def recording_unet_calls(unet, outputs: bool = False) -> Iterator[UnetCalls]:
         unknown = sorted(set(added or {}) - set(ADDED_INPUTS))
         if unknown:
             raise DiffusiaError(
-                f"recording U-Net inputs keeps SDXL's added conditioning ({', '.join(ADDED_INPUTS)}), and this U-Net also "
-                f"takes {', '.join(unknown)}: use an SD 1.x/2.x or SDXL text-to-image model here"
+                f"recording U-Net inputs keeps SDXL's added conditioning ({', '.join(ADDED_INPUTS)}), and this "
+                f"U-Net also takes {', '.join(unknown)}: use an SD 1.x/2.x or SDXL text-to-image model here"
             )
         batch = sample.shape[0]
         kept = {k: added[k].detach().cpu().expand(batch, *added[k].shape[1:]) for k in ADDED_INPUTS} if added else None
