@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 from _backends_openvino import _diffusia_on
-from _backends_peers import Built, Ctx
+from _backends_peers import Built, Ctx, _diffusia
 from torch import nn
 
 BACKENDS: dict[str, tuple[Callable[[nn.Module, Ctx], Built], str]] = {}
@@ -215,4 +215,24 @@ for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
         ),
         "diffusia W8A8 (MSE, --activations balanced) on OpenVINO, Q/K/V quantized int8 (experiment), float layers in "
         + _precision,
+    )
+
+
+# Experiment rows (the AVX2 class's <= 3 % question; SD v1.5 layer names): W8A8-MSE on diffusia's PyTorch kernels
+# with the second activation digit on the last up block only, or on its convolutions only
+# (`benchmarks/w8a8_schemes.py` has their errors).
+_UP3 = r"re:up_blocks\.3\..*"
+for _name, (_kinds, _what) in {
+    "diffusia_w8a8_mse_x2_up3": (
+        r"(resnets\.\d+\.(conv1|conv2|conv_shortcut)|proj_in|proj_out|to_[qkv]|to_out\.0|ff\.net\.(0\.proj|2))$",
+        "the last up block",
+    ),
+    "diffusia_w8a8_mse_x2_up3_convs": (
+        r"(resnets\.\d+\.(conv1|conv2|conv_shortcut)|proj_in|proj_out)$",
+        "the last up block's convolutions",
+    ),
+}.items():
+    BACKENDS[_name] = (
+        _diffusia("w8a8", "mse", rules=(f"{_UP3}{_kinds}=w8a8x2",)),
+        f"diffusia W8A8-MSE on its PyTorch kernels, second activation digit on {_what} (experiment)",
     )

@@ -95,6 +95,21 @@ SCHEMES = [
         False,
     ),
     ("a8w7 mse, every ff.net.2 a7+7 w8 minmax", {"calibrator": "mse", "rules": [("*ff.net.2", "w8a8x2")]}, None, False),
+    (
+        "a8w7 mse, last up block's convolutions a7+7 w8 minmax",
+        {
+            "calibrator": "mse",
+            "rules": [(r"re:up_blocks\.3\..*(resnets\.\d+\.(conv1|conv2|conv_shortcut)|proj_in|proj_out)$", "w8a8x2")],
+        },
+        None,
+        False,
+    ),
+    (
+        "a8w7 mse, last up block's attention and feed-forward a7+7 w8 minmax",
+        {"calibrator": "mse", "rules": [(r"re:up_blocks\.3\..*(to_[qkv]|to_out\.0|ff\.net\.(0\.proj|2))$", "w8a8x2")]},
+        None,
+        False,
+    ),
 ]
 PROFILED = "a8w7 minmax"  # the scheme whose per-layer activation error is estimated
 
@@ -244,16 +259,20 @@ def main(argv: list[str] | None = None) -> None:
             f"| {r['scheme']} | 0..{r['act_qmax']}{digits} | +-{r['weight_qmax']} | {r['rel_l2_vs_fp32']:.2%} | "
             f"{'-' if other is None else f'{other:.2%}'} |"
         )
-    lines += [
-        "",
-        f"## Where the error comes from ({PROFILED})",
-        "",
-        "Per kind of layer: the estimated relative rounding error of its input activations (quantization step "
-        "/ sqrt(12) over the RMS of the calibration inputs) and the measured relative error of its weights.",
-        "",
-        "| layer kind | layers | activations | weights |",
-        "|---|---|---|---|",
-    ]
+    lines += (
+        []
+        if not profile
+        else [
+            "",
+            f"## Where the error comes from ({PROFILED})",
+            "",
+            "Per kind of layer: the estimated relative rounding error of its input activations (quantization step "
+            "/ sqrt(12) over the RMS of the calibration inputs) and the measured relative error of its weights.",
+            "",
+            "| layer kind | layers | activations | weights |",
+            "|---|---|---|---|",
+        ]
+    )
     lines += [f"| {r['kind']} | {r['layers']} | {r['act_error']:.2%} | {r['weight_error']:.2%} |" for r in profile]
     write_text(args.out + ".md", "\n".join(lines) + "\n")
 
