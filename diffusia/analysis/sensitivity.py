@@ -56,7 +56,7 @@ def _spread(n: int, k: int | None) -> list[int]:
     return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
 
 
-def batch_by_timestep(
+def evaluation_batches(
     calls: Sequence[UnetCall],
     max_timesteps: int | None = None,
     max_batch: int = 16,
@@ -214,7 +214,7 @@ def run_sensitivity(
             h.remove()
         calib_s = time.perf_counter() - t0
         state = get_state(unet)
-        batches = batch_by_timestep(calls, eval_timesteps, eval_batch, eval_samples, state and state.group_of)
+        batches = evaluation_batches(calls, eval_timesteps, eval_batch, eval_samples, state and state.group_of)
         n_eval = sum(len(b.sample) for b in batches)
         log.info(
             "calibrated on %d prompts (%d U-Net calls, %.1f s); SQNR over %d samples at %d timesteps",

@@ -97,7 +97,7 @@ def test_evaluation_inputs_are_spread_over_each_timestep_and_batched_by_range_gr
     """`samples_per_timestep` keeps evenly spaced rows of each timestep's calls (over prompts and both guidance
     branches), with their text embeddings and added conditioning; `max_timesteps` evenly spaced timesteps; a batch
     mixes timesteps of one activation-range group only."""
-    from diffusia.analysis.sensitivity import batch_by_timestep
+    from diffusia.analysis.sensitivity import evaluation_batches
     from diffusia.calib.forward_loop import UnetCall
 
     def call(t: int, first: int) -> UnetCall:
@@ -107,14 +107,14 @@ def test_evaluation_inputs_are_spread_over_each_timestep_and_batched_by_range_gr
 
     calls = [call(t, first) for t in (900, 600, 100) for first in (0, 4)]  # two calls of 4 rows per timestep
     kept = [900, 904, 907, 100, 104, 107]  # first, middle and last of each end timestep's 8 rows: both calls
-    one_group = batch_by_timestep(calls, max_timesteps=2, max_batch=4, samples_per_timestep=3)
+    one_group = evaluation_batches(calls, max_timesteps=2, max_batch=4, samples_per_timestep=3)
     assert [b.sample.flatten().tolist() for b in one_group] == [kept[:4], kept[4:]]
     assert [b.timestep.tolist() for b in one_group] == [[900] * 3 + [100], [100] * 2]
-    two_groups = batch_by_timestep(calls, 2, 4, 3, group_of=lambda t: int(t < 500))
+    two_groups = evaluation_batches(calls, 2, 4, 3, group_of=lambda t: int(t < 500))
     assert [b.sample.flatten().tolist() for b in two_groups] == [kept[:3], kept[3:]]
     for b in one_group + two_groups:
         rows = b.sample.flatten()
         assert torch.equal(b.encoder_hidden_states[:, 0, 0], rows)
         assert torch.equal(b.added["text_embeds"][:, 0], rows) and torch.equal(b.added["time_ids"][:, 5], rows)
-    every = batch_by_timestep(calls, max_batch=16)
+    every = evaluation_batches(calls, max_batch=16)
     assert [len(b.sample) for b in every] == [16, 8] and every[0].timestep.tolist() == [900] * 8 + [600] * 8
