@@ -12,7 +12,7 @@ branches; `all` = 2 x prompts). The first row is the reference; every other row 
 - the mixed-precision plan `search` picks under a budget (20 % of the FP32 U-Net): layers that get the reference
   plan's precision, and the plan's estimated SQNR judged on the reference run's per-layer SQNRs.
 
-    python benchmarks/sensitivity_cost.py          # tiny: ~35 min on 2 cores
+    python benchmarks/sensitivity_cost.py          # tiny: ~46 min on 2 cores (Zen 4)
 Writes benchmarks/results/<class>/sensitivity_cost_<model>.{json,md}.
 """
 
