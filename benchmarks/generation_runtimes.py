@@ -4,6 +4,8 @@ on each runtime (torch, openvino, onnxruntime), inside the same diffusers pipeli
 
     python benchmarks/generation_runtimes.py                      # sd15-arch at 512x512 (64x64 latent), ~50 min
     python benchmarks/generation_runtimes.py --model tiny --runs 3
+    python benchmarks/generation_runtimes.py --preset w8a8 --calibrator mse --activations balanced --attention int8 \
+        --only nncf_int8_openvino,nncf_int8_openvino_bf16,diffusia_openvino,diffusia_openvino_bf16
 Writes benchmarks/results/<class>/generation_runtimes_<model>.{json,md}.
 
 Protocol. Build phase (untimed, one process): the FP32 pipeline folder; diffusia's preset (`--preset`, calibrated
@@ -16,7 +18,9 @@ load the pipeline, put the row's U-Net in it, one warm-up generation of 2 steps 
 then `--runs` timed generations of `--steps` steps; peak RSS = VmHWM growth over the post-import baseline (load
 included). Text encoder and scheduler are PyTorch FP32 in every row; the VAE decoder runs on OpenVINO in the
 OpenVINO rows (exported beside each U-Net, as `--runtime openvino` does: `diffusia.runtime.decoder`; results
-before 2026-12-05 decoded on PyTorch in every row) and on PyTorch in the others.
+before 2026-12-05 decoded on PyTorch in every row) and on PyTorch in the others. OpenVINO computes the float layers
+(U-Net and decoder) in f32, or in bf16 in the `_bf16` rows (its `INFERENCE_PRECISION_HINT`, `--runtime-precision
+bf16`; CPUs with AVX-512 BF16 or AMX).
 """
 
 from __future__ import annotations
@@ -39,14 +43,17 @@ from _results import machine_class, results_dir, write_results  # noqa: E402
 
 log = logging.getLogger("generation_runtimes")
 PROMPT = "a photo of a red sneaker on a white background"
-# row -> (pipeline folder under --work, runtime, runtime folder under --work or None)
+# row -> (pipeline folder under --work, runtime, runtime folder under --work or None, OpenVINO's float precision)
 ROWS = {
-    "fp32_torch": ("fp32", "torch", None),
-    "fp32_openvino": ("fp32", "openvino", "fp32-openvino"),
-    "nncf_int8_openvino": ("fp32", "openvino", "nncf-openvino"),
-    "diffusia_torch": ("diffusia", "torch", None),
-    "diffusia_openvino": ("diffusia", "openvino", "diffusia/openvino"),
-    "diffusia_onnxruntime": ("diffusia", "onnxruntime", "diffusia/onnxruntime"),
+    "fp32_torch": ("fp32", "torch", None, "f32"),
+    "fp32_openvino": ("fp32", "openvino", "fp32-openvino", "f32"),
+    "fp32_openvino_bf16": ("fp32", "openvino", "fp32-openvino", "bf16"),
+    "nncf_int8_openvino": ("fp32", "openvino", "nncf-openvino", "f32"),
+    "nncf_int8_openvino_bf16": ("fp32", "openvino", "nncf-openvino", "bf16"),
+    "diffusia_torch": ("diffusia", "torch", None, "f32"),
+    "diffusia_openvino": ("diffusia", "openvino", "diffusia/openvino", "f32"),
+    "diffusia_openvino_bf16": ("diffusia", "openvino", "diffusia/openvino", "bf16"),
+    "diffusia_onnxruntime": ("diffusia", "onnxruntime", "diffusia/onnxruntime", "f32"),
 }
 
 
@@ -79,8 +86,9 @@ def build(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     del calls
     t0 = time.perf_counter()
     recipe = get_preset(args.preset)
-    if args.calibrator != "preset":
-        recipe = recipe.replace(calibrator=args.calibrator)
+    for option in ("calibrator", "activations", "attention"):
+        if getattr(args, option) not in (None, "preset"):
+            recipe = recipe.replace(**{option: getattr(args, option)})
     quantize_pipeline(
         pipe,
         recipe,
@@ -169,7 +177,7 @@ def worker(task_path: Path) -> None:
     from diffusia.generate import GenerationConfig, generate
 
     mem = PeakMemory()
-    work, (folder, rt, rt_folder) = Path(task["work"]), ROWS[task["name"]]
+    work, (folder, rt, rt_folder, precision) = Path(task["work"]), ROWS[task["name"]]
     t0 = time.perf_counter()
     if rt_folder is None:
         pipe = load_pipeline(work / folder, progress=False, runtime=rt, threads=task["threads"])
@@ -181,7 +189,8 @@ def worker(task_path: Path) -> None:
             work / folder, unet=None, safety_checker=None, requires_safety_checker=False
         )
         config = FrozenDict(UNet2DConditionModel.load_config(work / folder / "unet"))
-        runtime.install(pipe, runtime.load_unet(rt, work / rt_folder, config, threads=task["threads"]))
+        unet = runtime.load_unet(rt, work / rt_folder, config, threads=task["threads"], precision=precision)
+        runtime.install(pipe, unet)
     load_s = time.perf_counter() - t0
     assert runtime.runtime_of(pipe) == rt
     generate(pipe, PROMPT, 1, GenerationConfig(steps=2), progress=False, output_type="np")  # warm-up / compile
@@ -193,6 +202,7 @@ def worker(task_path: Path) -> None:
     result = {
         "name": task["name"],
         "runtime": rt,
+        "float_precision": precision if rt == "openvino" else "f32",
         "vae_decoder": getattr(pipe.vae, "diffusia_decoder", "torch"),
         "load_s": round(load_s, 1),
         "times_s": [round(t, 2) for t in times],
@@ -246,23 +256,25 @@ def to_markdown(res: dict[str, Any]) -> str:
         "",
         f"diffusia preset `{res['preset']}`"
         + (f" with the {res['calibrator']} calibrator" if res.get("calibrator", "preset") != "preset" else "")
+        + "".join(f", `--{k} {res[k]}`" for k in ("activations", "attention") if res.get(k))
         + f", calibrated on {res['calib_size']} prompt(s) x "
         f"{res['calib_steps']} sampler steps ({b['diffusia_calibration_s_per_prompt']} s per prompt); NNCF "
         f"calibrated on the {b['nncf_calibration_calls']} U-Net inputs of the same trajectories.",
         "",
-        "| row | U-Net runtime | VAE decoder | s/image (median) | runs (s) | vs FP32 eager | peak RSS MB | "
-        "vs FP32 eager | load s | image vs FP32 eager (mean abs) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| row | U-Net runtime | VAE decoder | float layers | s/image (median) | runs (s) | vs FP32 eager | peak RSS MB "
+        "| vs FP32 eager | load s | image vs FP32 eager (mean abs) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['name']} | | | failed: {r['reason']} | | | | | | |")
+            lines.append(f"| {r['name']} | | | | failed: {r['reason']} | | | | | | |")
             continue
         vs = f"{r['median_s'] / base['median_s']:.2f}" if base else "-"
         mem = f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}" if base else "-"
         diff = "-" if r.get("image_diff") is None else f"{r['image_diff']:.4f}"
         lines.append(
-            f"| {r['name']} | {r['runtime']} | {r.get('vae_decoder', 'torch')} | {r['median_s']:.2f} | "
+            f"| {r['name']} | {r['runtime']} | {r.get('vae_decoder', 'torch')} | {r.get('float_precision', 'f32')} | "
+            f"{r['median_s']:.2f} | "
             f"{', '.join(f'{t:.2f}' for t in r['times_s'])} | {vs} | {r['peak_rss_mb']:,.0f} | {mem} | "
             f"{r['load_s']:.0f} | {diff} |"
         )
@@ -282,6 +294,8 @@ def main() -> None:
     ap.add_argument("--model", default="sd15-arch", choices=("sd15-arch", "tiny"))
     ap.add_argument("--preset", default="w8a8x2")
     ap.add_argument("--calibrator", default="preset", choices=("preset", "minmax", "percentile", "mse"))
+    ap.add_argument("--activations", default=None, help="the recipe's activation range (default: the preset's)")
+    ap.add_argument("--attention", default=None, help="float or int8 attention (default: the preset's)")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--calib-size", type=int, default=2)
@@ -335,6 +349,8 @@ def main() -> None:
         "random": args.model == "sd15-arch",
         "preset": args.preset,
         "calibrator": args.calibrator,
+        "activations": args.activations,
+        "attention": args.attention,
         "steps": args.steps,
         "runs": args.runs,
         "calib_size": args.calib_size,
@@ -351,8 +367,10 @@ def main() -> None:
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         },
     }
-    variant = (f"_{args.preset}" if args.preset != "w8a8x2" else "") + (
-        f"_{args.calibrator}" if args.calibrator != "preset" else ""
+    variant = (
+        (f"_{args.preset}" if args.preset != "w8a8x2" else "")
+        + (f"_{args.calibrator}" if args.calibrator != "preset" else "")
+        + "".join(f"_{v}" for v in (args.activations, args.attention and f"attn-{args.attention}") if v)
     )
     stem = args.out / f"generation_runtimes_{args.model}{variant}"
     write_results(stem, res, to_markdown(res))
