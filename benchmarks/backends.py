@@ -500,7 +500,8 @@ def run_model(model: str, args: argparse.Namespace, names: list[str]) -> Path:
         "quick": args.quick,
         "repeats": args.repeats,
         "budget_s": args.budget,
-        "calibration": f"{args.calib} inputs, {calib}; diffusia calibrator {cal_name}, quanto "
+        "calibration": f"{args.calib} inputs, {calib}; diffusia calibrator {cal_name} where a row names no other, "
+        "quanto "
         "Calibration(), ONNX Runtime MinMax",
         "total_s": time.perf_counter() - t_start,
         "rows": summarize(rows),

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _results import results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
+from _results import machine_class, results_dir  # noqa: E402  (benchmarks/ is on sys.path when run)
 
 from diffusia import load_pipeline
 from diffusia.calib.forward_loop import sampling_forward_loop
@@ -31,7 +30,7 @@ from diffusia.generate import GenerationConfig, generate
 from diffusia.prompts import load_prompts, take
 from diffusia.qat.checkpoints import latest_checkpoint
 from diffusia.qat.train import QATConfig, run_qat
-from diffusia.quant import api
+from diffusia.quant import api, cpu
 from diffusia.quant.pipeline import quantize_pipeline
 
 OUT = results_dir()
@@ -252,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
         "real_vs_simulated": agreement,
         "variants": variants,
         "total_seconds": round(time.time() - t0, 1),
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        "machine": f"{cpu.cpu_model()} (class `{machine_class()}`), {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}",
     }
     out = Path(args.out)
