@@ -14,7 +14,7 @@ import torch
 
 from diffusia.export.openvino import compile_model, require_openvino
 from diffusia.runtime.artifact import read_manifest
-from diffusia.runtime.decoder import OpenVINODecoder
+from diffusia.runtime.decoder import load_decoder
 from diffusia.runtime.unet import RuntimeUNet
 
 
@@ -29,8 +29,8 @@ class OpenVINOUNet(RuntimeUNet):
         self.folder, self.manifest, self.precision, self.threads = Path(folder), manifest, precision, threads
         self._models = [require_openvino().Core().read_model(str(self.folder / f)) for f in manifest["files"]]
         self._requests: dict[tuple, Any] = {}
-        decoder = manifest.get("vae_decoder")  # the VAE decoder exported beside it (runtime.decoder), if any
-        self.decoder = OpenVINODecoder(self.folder / decoder["file"], precision, threads) if decoder else None
+        # the VAE decoder exported beside it (runtime.decoder), if any
+        self.decoder = load_decoder(self.folder, manifest.get("vae_decoder"), precision, threads)
 
     def _request(self, group: int, shapes: dict[str, tuple]):
         key = (group, tuple(shapes.items()))
