@@ -96,6 +96,10 @@ def run_unet(unet: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
 
 
 INPUTS = ("sample", "timestep", "encoder_hidden_states")
+# Latent side the export checks run at, at most: the graphs' shapes are dynamic, and at SD's 64x64 the probes of
+# `--attention int8` (every quantizer's input and codes, 1 GB per full-resolution attention's probabilities) took
+# the whole 24 GB of RAM (benchmarks/generation_runtimes.py, 2026-12-06).
+CHECK_MAX_SIDE = 32
 # Batch, latent size and prompt length free: a runtime fixes them per call (classifier-free guidance doubles the batch).
 DYNAMIC_AXES = {
     "sample": {0: "batch", 2: "height", 3: "width"},
@@ -118,9 +122,12 @@ def input_names(unet_or_config) -> tuple[str, ...]:
     return INPUTS + ADDED_INPUTS if takes_added_cond(config) else INPUTS
 
 
-def example_inputs(unet: nn.Module, batch: int = 2, seed: int = 0, timestep: int = 500) -> tuple[torch.Tensor, ...]:
-    """Seeded graph inputs of `unet`, in `input_names(unet)` order (`diffusia.models.unet_inputs`)."""
-    inputs = example_unet_inputs(unet.config, batch, timestep, seed)
+def example_inputs(
+    unet: nn.Module, batch: int = 2, seed: int = 0, timestep: int = 500, max_side: int | None = None
+) -> tuple[torch.Tensor, ...]:
+    """Seeded graph inputs of `unet`, in `input_names(unet)` order (`diffusia.models.unet_inputs`; latent sides
+    capped at `max_side`)."""
+    inputs = example_unet_inputs(unet.config, batch, timestep, seed, max_side=max_side)
     added = inputs.pop("added_cond_kwargs", None) or {}  # SDXL's only: unet_inputs refuses other kinds
     return tuple(inputs[k] for k in INPUTS) + tuple(added[k] for k in ADDED_INPUTS if added)
 
@@ -252,7 +259,7 @@ def check_against_onnxruntime(
     output comparison only."""
     import onnxruntime as ort
 
-    inputs = example_inputs(unet, batch, seed, timestep=timestep)
+    inputs = example_inputs(unet, batch, seed, timestep=timestep, max_side=CHECK_MAX_SIDE)
     with torch.no_grad():
         ref = run_unet(unet, inputs).numpy()
     if not api.qmodules(unet):

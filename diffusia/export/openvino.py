@@ -139,7 +139,7 @@ def check_against_openvino(
     ov = require_openvino()
     worst, per_group, compared = 0.0, [], None
     for _g, (file, t) in enumerate(zip(files, timesteps)):
-        inputs = qdq.example_inputs(unet, batch, seed, timestep=t)
+        inputs = qdq.example_inputs(unet, batch, seed, timestep=t, max_side=qdq.CHECK_MAX_SIDE)
         with torch.no_grad():
             ref = qdq.run_unet(unet, inputs).numpy()
         compiled = compile_model(file, precision="f32")

@@ -39,12 +39,16 @@ def example_unet_inputs(
     tokens: int = TOKENS,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    max_side: int | None = None,
 ) -> dict:
     """Keyword inputs of a U-Net forward (`unet(**inputs)`): random sample and conditioning drawn from `seed`,
-    int64 `timestep`s; `added_cond_kwargs` only for SDXL."""
+    int64 `timestep`s; `added_cond_kwargs` only for SDXL. The latent is the config's `sample_size`, each side
+    capped at `max_side` if given (a multiple of 8 keeps every U-Net level whole)."""
     g = torch.Generator().manual_seed(seed)
     size = config.sample_size if isinstance(config.sample_size, int) else tuple(config.sample_size)
     h, w = (size, size) if isinstance(size, int) else size
+    if max_side is not None:
+        h, w = min(h, max_side), min(w, max_side)
     inputs = dict(
         sample=torch.randn(batch, config.in_channels, h, w, generator=g),
         timestep=torch.tensor([timestep] * batch, dtype=torch.int64),
