@@ -133,13 +133,14 @@ def check_against_openvino(
     seed: int = 1,
 ) -> dict:
     """OpenVINO (float layers in f32) against diffusia's real-kernel U-Net on seeded inputs, per timestep group:
-    `relative_l2_vs_diffusia` (worst group), and for a quantized U-Net `quantizers`: every activation FakeQuantize
-    of every group's IR checked on its own input against the codes diffusia's kernels compute from it (`compare_quantizers`:
-    only one-step differences on rounding ties may differ; `unmatched` counts FakeQuantize ops of no known layer)."""
+    `relative_l2_vs_diffusia` (worst group, at the U-Net's sample size), and for a quantized U-Net `quantizers`:
+    every activation FakeQuantize of every group's IR checked on its own input against the codes diffusia's kernels
+    compute from it, on a latent of at most `PROBE_MAX_SIDE` (`compare_quantizers`: only one-step differences on
+    rounding ties may differ; `unmatched` counts FakeQuantize ops of no known layer)."""
     ov = require_openvino()
     worst, per_group, compared = 0.0, [], None
     for _g, (file, t) in enumerate(zip(files, timesteps)):
-        inputs = qdq.example_inputs(unet, batch, seed, timestep=t, max_side=qdq.CHECK_MAX_SIDE)
+        inputs = qdq.example_inputs(unet, batch, seed, timestep=t)
         with torch.no_grad():
             ref = qdq.run_unet(unet, inputs).numpy()
         compiled = compile_model(file, precision="f32")
@@ -150,7 +151,8 @@ def check_against_openvino(
         if quantizers:
             model, probes, unmatched = _probe_model(file, quantizers)
             request = compile_model(model, "f32").create_infer_request()
-            request.infer(qdq.graph_feeds(inputs))
+            small = qdq.example_inputs(unet, batch, seed, timestep=t, max_side=qdq.PROBE_MAX_SIDE)
+            request.infer(qdq.graph_feeds(small))
             theirs = {}
             for (layer, digit), (x_name, y_name) in probes.items():
                 m = api.observers(unet)[layer]
