@@ -124,6 +124,12 @@ def _probe_model(path: Path, quantizers: dict[str, list]):
     return model, probes, unmatched
 
 
+def _static(model, feeds: dict[str, np.ndarray]):
+    """`model` with the static shapes of `feeds`: checked as the runtime U-Net compiles it."""
+    model.reshape({name: value.shape for name, value in feeds.items()})
+    return model
+
+
 def check_against_openvino(
     unet: nn.Module,
     files: list[Path],
@@ -133,7 +139,8 @@ def check_against_openvino(
     seed: int = 1,
 ) -> dict:
     """OpenVINO (float layers in f32) against diffusia's real-kernel U-Net on seeded inputs, per timestep group:
-    `relative_l2_vs_diffusia` (worst group, at the U-Net's sample size), and for a quantized U-Net `quantizers`:
+    `relative_l2_vs_diffusia` (worst group, at the U-Net's sample size, compiled for that static shape as the
+    runtime U-Net compiles it), and for a quantized U-Net `quantizers`:
     every activation FakeQuantize of every group's IR checked on its own input against the codes diffusia's kernels
     compute from it, on a latent of at most `PROBE_MAX_SIDE` (`compare_quantizers`: only one-step differences on
     rounding ties may differ; `unmatched` counts FakeQuantize ops of no known layer)."""
@@ -143,16 +150,16 @@ def check_against_openvino(
         inputs = qdq.example_inputs(unet, batch, seed, timestep=t)
         with torch.no_grad():
             ref = qdq.run_unet(unet, inputs).numpy()
-        compiled = compile_model(file, precision="f32")
-        out = compiled(qdq.graph_feeds(inputs))[0]
+        feeds = qdq.graph_feeds(inputs)
+        out = compile_model(_static(ov.Core().read_model(str(file)), feeds), precision="f32")(feeds)[0]
         rel = compare.relative_l2(out, ref)
         per_group.append(rel)
         worst = max(worst, rel)
         if quantizers:
             model, probes, unmatched = _probe_model(file, quantizers)
-            request = compile_model(model, "f32").create_infer_request()
-            small = qdq.example_inputs(unet, batch, seed, timestep=t, max_side=qdq.PROBE_MAX_SIDE)
-            request.infer(qdq.graph_feeds(small))
+            small = qdq.graph_feeds(qdq.example_inputs(unet, batch, seed, timestep=t, max_side=qdq.PROBE_MAX_SIDE))
+            request = compile_model(_static(model, small), "f32").create_infer_request()
+            request.infer(small)
             theirs = {}
             for (layer, digit), (x_name, y_name) in probes.items():
                 m = api.observers(unet)[layer]
