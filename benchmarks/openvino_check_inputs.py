@@ -1,7 +1,8 @@
 """Whether the OpenVINO export check's disagreement comes from its input: diffusia's quantized sd15-arch U-Net,
 calibrated along sampler trajectories as `generation_runtimes.py` does, exported to OpenVINO (unchecked), then
 OpenVINO's output against diffusia's kernels (relative L2) on the check's own seeded Gaussian input and on U-Net
-inputs recorded along a sampler trajectory of another prompt. Errors only, no timing.
+inputs recorded along a sampler trajectory of another prompt, and each of the two against the FP32 U-Net. Errors
+only, no timing.
 
     python benchmarks/openvino_check_inputs.py --attention int8 --activations balanced   # ~10 min
 Writes benchmarks/results/<class>/openvino_check_inputs_<variant>.{json,md}.
@@ -10,6 +11,7 @@ Writes benchmarks/results/<class>/openvino_check_inputs_<variant>.{json,md}.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 import time
@@ -49,6 +51,7 @@ def main() -> None:
         calibrator=args.calibrator, activations=args.activations, attention=args.attention
     )
     prompts = take(load_prompts("calibration", "sd15-arch"), args.calib_size)
+    float_unet = copy.deepcopy(pipe.unet).eval()
     quantize_pipeline(
         pipe, recipe, prompts, calib_size=args.calib_size, steps=args.calib_steps, progress=False, validate=False
     )
@@ -72,8 +75,16 @@ def main() -> None:
         for name, x in cases.items():
             with torch.no_grad():
                 ref = qdq.run_unet(pipe.unet, x).numpy()
+                fp32 = qdq.run_unet(float_unet, x).numpy()
             out = model(qdq.graph_feeds(x))[0]
-            rows.append({"input": name, "relative_l2_vs_diffusia": compare.relative_l2(out, ref)})
+            rows.append(
+                {
+                    "input": name,
+                    "relative_l2_vs_diffusia": compare.relative_l2(out, ref),
+                    "openvino_vs_fp32": compare.relative_l2(out, fp32),
+                    "diffusia_vs_fp32": compare.relative_l2(ref, fp32),
+                }
+            )
             print(rows[-1], flush=True)
     res = {
         **result_header(
@@ -95,9 +106,13 @@ def main() -> None:
         f"calibrated on {args.calib_size} prompts x {args.calib_steps} steps at 512x512. {res['cpu']} (class "
         f"`{res['class']}`), {res['date']}, {res['total_s']:.0f} s.",
         "",
-        "| input | rel-L2 OpenVINO vs diffusia |",
-        "|---|---|",
-        *[f"| {r['input']} | {r['relative_l2_vs_diffusia']:.2%} |" for r in rows],
+        "| input | rel-L2 OpenVINO vs diffusia | OpenVINO vs FP32 | diffusia vs FP32 |",
+        "|---|---|---|---|",
+        *[
+            f"| {r['input']} | {r['relative_l2_vs_diffusia']:.2%} | {r['openvino_vs_fp32']:.2%} | "
+            f"{r['diffusia_vs_fp32']:.2%} |"
+            for r in rows
+        ],
         "",
     ]
     variant = f"{args.preset}_{args.calibrator}_{args.activations}_attn-{args.attention}"
