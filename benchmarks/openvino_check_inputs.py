@@ -1,8 +1,9 @@
 """Whether the OpenVINO export check's disagreement comes from its input: diffusia's quantized sd15-arch U-Net,
 calibrated along sampler trajectories as `generation_runtimes.py` does, exported to OpenVINO (unchecked), then
 OpenVINO's output against diffusia's kernels (relative L2) on the check's own seeded Gaussian input and on U-Net
-inputs recorded along a sampler trajectory of another prompt, and each of the two against the FP32 U-Net. Errors
-only, no timing.
+inputs recorded along a sampler trajectory of another prompt, and each of the two against the FP32 U-Net; with how
+far diffusia's and the FP32 U-Net's own outputs move when the sample moves by 1e-6 of its RMS (`tie_noise`).
+Errors only, no timing.
 
     python benchmarks/openvino_check_inputs.py --attention int8 --activations balanced   # ~10 min
 Writes benchmarks/results/<class>/openvino_check_inputs_<variant>.{json,md}.
@@ -83,6 +84,8 @@ def main() -> None:
                     "relative_l2_vs_diffusia": compare.relative_l2(out, ref),
                     "openvino_vs_fp32": compare.relative_l2(out, fp32),
                     "diffusia_vs_fp32": compare.relative_l2(ref, fp32),
+                    "diffusia_tie_noise": qdq.tie_noise(pipe.unet, x),
+                    "fp32_tie_noise": qdq.tie_noise(float_unet, x),
                 }
             )
             print(rows[-1], flush=True)
@@ -106,11 +109,12 @@ def main() -> None:
         f"calibrated on {args.calib_size} prompts x {args.calib_steps} steps at 512x512. {res['cpu']} (class "
         f"`{res['class']}`), {res['date']}, {res['total_s']:.0f} s.",
         "",
-        "| input | rel-L2 OpenVINO vs diffusia | OpenVINO vs FP32 | diffusia vs FP32 |",
-        "|---|---|---|---|",
+        "| input | rel-L2 OpenVINO vs diffusia | OpenVINO vs FP32 | diffusia vs FP32 | diffusia, sample moved by 1e-6 "
+        "| FP32, sample moved by 1e-6 |",
+        "|---|---|---|---|---|---|",
         *[
             f"| {r['input']} | {r['relative_l2_vs_diffusia']:.2%} | {r['openvino_vs_fp32']:.2%} | "
-            f"{r['diffusia_vs_fp32']:.2%} |"
+            f"{r['diffusia_vs_fp32']:.2%} | {r['diffusia_tie_noise']:.2%} | {r['fp32_tie_noise']:.2%} |"
             for r in rows
         ],
         "",

@@ -95,6 +95,19 @@ def run_unet(unet: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return _UNetOnly(unet)(*inputs)
 
 
+def tie_noise(unet: nn.Module, inputs: tuple[torch.Tensor, ...], rel: float = 1e-6, seed: int = 0) -> float:
+    """Relative L2 by which `unet`'s output moves when its sample moves by `rel` of its RMS (seeded noise), far
+    below any quantizer step. A quantized network is piecewise constant: a value on a rounding tie takes the
+    neighbouring code and every later layer sees another input, so two correct runtimes, whose float sums round
+    differently, differ by about this much; where it is large, an output check cannot tell them apart from it."""
+    sample = inputs[0].float()
+    noise = torch.randn(sample.shape, generator=torch.Generator().manual_seed(seed))
+    moved = (sample + rel * sample.pow(2).mean().sqrt() * noise,) + tuple(inputs[1:])
+    with torch.no_grad():
+        a, b = run_unet(unet, inputs).numpy(), run_unet(unet, moved).numpy()
+    return compare.relative_l2(b, a)
+
+
 INPUTS = ("sample", "timestep", "encoder_hidden_states")
 # Latent side the export checks probe every quantizer at, at most (the output is compared at the model's own size,
 # where it was calibrated: int8 attention's probability ranges depend on the token count). At SD's 64x64 the probes of
