@@ -114,7 +114,7 @@ def main() -> None:
         "|---|---|---|---|---|---|",
         *[
             f"| {r['input']} | {r['relative_l2_vs_diffusia']:.2%} | {r['openvino_vs_fp32']:.2%} | "
-            f"{r['diffusia_vs_fp32']:.2%} | {r['diffusia_tie_noise']:.2%} | {r['fp32_tie_noise']:.2%} |"
+            f"{r['diffusia_vs_fp32']:.2%} | {r['diffusia_tie_noise']:.2%} | {r['fp32_tie_noise']:.1e} |"
             for r in rows
         ],
         "",

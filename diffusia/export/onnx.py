@@ -109,6 +109,7 @@ def tie_noise(unet: nn.Module, inputs: tuple[torch.Tensor, ...], rel: float = 1e
 
 
 INPUTS = ("sample", "timestep", "encoder_hidden_states")
+CHECK_BATCH, CHECK_SEED = 2, 1  # the export checks' seeded inputs (`example_inputs`)
 # Latent side the export checks probe every quantizer at, at most (the output is compared at the model's own size,
 # where it was calibrated: int8 attention's probability ranges depend on the token count). At SD's 64x64 the probes of
 # `--attention int8` (each quantizer's input and codes, 1 GB per full-resolution attention's probabilities) took the
@@ -264,7 +265,7 @@ def graph_feeds(inputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:
 
 
 def check_against_onnxruntime(
-    unet: nn.Module, path: str | Path, batch: int = 2, seed: int = 1, timestep: int = 500
+    unet: nn.Module, path: str | Path, batch: int = CHECK_BATCH, seed: int = CHECK_SEED, timestep: int = 500
 ) -> dict:
     """Relative L2 difference between ONNX Runtime's output and diffusia's: its real-kernel output, and the
     exported QDQ graph run in PyTorch (the exact math the ONNX file encodes); `codes`, the comparison of the

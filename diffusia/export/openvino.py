@@ -135,8 +135,8 @@ def check_against_openvino(
     files: list[Path],
     timesteps: list[int],
     quantizers: dict[str, list] | None,
-    batch: int = 2,
-    seed: int = 1,
+    batch: int = qdq.CHECK_BATCH,
+    seed: int = qdq.CHECK_SEED,
 ) -> dict:
     """OpenVINO (float layers in f32) against diffusia's real-kernel U-Net on seeded inputs, per timestep group:
     `relative_l2_vs_diffusia` (worst group, at the U-Net's sample size, compiled for that static shape as the

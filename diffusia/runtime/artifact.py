@@ -87,7 +87,7 @@ def export_runtime(
             else:
                 result = _check_onnxruntime(unet, paths, timesteps)
             result["output_checked"] = output_checkable(unet)
-            raise_on_failed_check(result, runtime, tolerance)
+            raise_on_failed_check(result, runtime, tolerance, unet, timesteps)
             manifest["check"] = result
         if runtime == "openvino" and vae is not None and vae.dtype == torch.float32:
             from diffusia.runtime.decoder import export_decoder
@@ -133,15 +133,20 @@ def _check_onnxruntime(unet: nn.Module, paths: list[Path], timesteps: list[int])
     }
 
 
-def raise_on_failed_check(check: dict, runtime: str, tolerance: float) -> None:
+def raise_on_failed_check(
+    check: dict, runtime: str, tolerance: float, unet: nn.Module | None = None, timesteps: list[int] | None = None
+) -> None:
     """One-line error if `runtime` quantizes an activation otherwise than diffusia (beyond rounding ties; every
     quantizer compared on the runtime's own input) or differs in output by more than `tolerance` relative L2.
 
     The codes along the whole network (`check["codes"]`) are reported, not a gate: once one rounding tie fell
     differently, every later layer sees another input, so how far they stay equal is tie luck (0.65 % of one
     layer's codes one step apart on the micro test model with the avx2 layout, with one tie among the 263k
-    quantizer codes). `check["output_checked"]` False (a layout this CPU's integer kernels saturate) skips the
-    output gate."""
+    quantizer codes). For the same reason, an output beyond `tolerance` from a quantized `unet` (checked at
+    `timesteps`, one per group) still passes within `TIE_MARGIN` times the model's own tie noise, by how much its
+    output moves when its input moves by 1e-6 (`qdq.tie_noise`, recorded as `check["tie_noise"]`): some models
+    amplify ties that far. `check["output_checked"]` False (a layout this CPU's integer kernels saturate) skips
+    the output gate."""
     label = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}.get(runtime, runtime)
     q = check.get("quantizers")
     if q is not None and q["other_differences"]:
@@ -157,8 +162,35 @@ def raise_on_failed_check(check: dict, runtime: str, tolerance: float) -> None:
             "cannot be checked: report it with the folder"
         )
     err = check["relative_l2_vs_diffusia"]
-    if check.get("output_checked", True) and not (math.isfinite(err) and err <= tolerance):
-        raise DiffusiaError(f"{label}'s output differs from diffusia's by {err:.2%} relative L2 (> {tolerance:.2%})")
+    if not check.get("output_checked", True) or (math.isfinite(err) and err <= tolerance):
+        return
+    if unet is not None and q is not None and math.isfinite(err):
+        check["tie_noise"] = noise = own_tie_noise(unet, timesteps or [500])
+        if err <= TIE_MARGIN * noise:
+            log.warning(
+                "%s's output differs from diffusia's by %.2f%% relative L2, within the %.2f%% by which diffusia's own "
+                "output moves when its input moves by 1e-6 (rounding ties this model amplifies)",
+                label,
+                100 * err,
+                100 * noise,
+            )
+            return
+        raise DiffusiaError(
+            f"{label}'s output differs from diffusia's by {err:.2%} relative L2 (> {tolerance:.2%}, and > "
+            f"{TIE_MARGIN:g}x the {noise:.2%} by which diffusia's own output moves when its input moves by 1e-6)"
+        )
+    raise DiffusiaError(f"{label}'s output differs from diffusia's by {err:.2%} relative L2 (> {tolerance:.2%})")
+
+
+# How far beyond the model's own tie noise a runtime's output may be: two correct runtimes each take other ties.
+TIE_MARGIN = 1.5
+
+
+def own_tie_noise(unet: nn.Module, timesteps: list[int]) -> float:
+    """The worst `qdq.tie_noise` of `unet` over the export checks' seeded inputs at `timesteps`."""
+    return max(
+        qdq.tie_noise(unet, qdq.example_inputs(unet, qdq.CHECK_BATCH, qdq.CHECK_SEED, timestep=t)) for t in timesteps
+    )
 
 
 def read_manifest(folder: str | Path) -> dict:

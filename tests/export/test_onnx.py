@@ -10,7 +10,14 @@ from diffusia import load_pipeline
 from diffusia.config import get_preset
 from diffusia.errors import DiffusiaError
 from diffusia.export.compare import same_codes
-from diffusia.export.onnx import check_against_onnxruntime, export_unet
+from diffusia.export.onnx import (
+    CHECK_BATCH,
+    CHECK_SEED,
+    check_against_onnxruntime,
+    example_inputs,
+    export_unet,
+    tie_noise,
+)
 from diffusia.prompts import load_prompts
 from diffusia.quant import api, attention, cpu
 from diffusia.quant.pipeline import quantize_pipeline
@@ -94,6 +101,17 @@ def test_code_comparison_catches_a_different_quantizer(tmp_path):
     assert not same_codes(check["codes"])
     q = check["quantizers"]
     assert q["first_other_difference"]["layer"] == name and q["other_differences"] > 0.1 * q["codes"] / q["quantizers"]
+
+
+def test_tie_noise_is_the_quantized_models_own():
+    float_unet = build_micro_pipeline().unet
+    pipe = _quantized("w8a8", keep_as="fp32")
+    x = example_inputs(pipe.unet, CHECK_BATCH, CHECK_SEED)
+    assert 0 < tie_noise(float_unet, x) < 1e-4  # a float U-Net moves with its input
+    # a quantized one is piecewise constant: it stays put until a code crosses a rounding boundary (none does at 1e-6
+    # in the micro model; 12 % moves in sd15-arch at 512x512: benchmarks/openvino_check_inputs.py), then jumps
+    assert tie_noise(pipe.unet, x) == 0.0
+    assert tie_noise(pipe.unet, x, rel=1e-2) > 0
 
 
 def test_w8a8_exports_qdq_with_int8_weights(tmp_path):
