@@ -110,10 +110,9 @@ def tie_noise(unet: nn.Module, inputs: tuple[torch.Tensor, ...], rel: float = 1e
 
 INPUTS = ("sample", "timestep", "encoder_hidden_states")
 CHECK_BATCH, CHECK_SEED = 2, 1  # the export checks' seeded inputs (`example_inputs`)
-# Latent side the export checks probe every quantizer at, at most (the output is compared at the model's own size,
-# where it was calibrated: int8 attention's probability ranges depend on the token count). At SD's 64x64 the probes of
-# `--attention int8` (each quantizer's input and codes, 1 GB per full-resolution attention's probabilities) took the
-# whole 24 GB of RAM (benchmarks/generation_runtimes.py, 2026-12-06).
+# Latent side the export checks probe every quantizer at, at most (the output is compared at the U-Net's own size,
+# the one it runs at). At SD's 64x64 the probes of `--attention int8` (each quantizer's input and codes, 1 GB per
+# full-resolution attention's probabilities) took the whole 24 GB of RAM (benchmarks/generation_runtimes.py).
 PROBE_MAX_SIDE = 32
 # Batch, latent size and prompt length free: a runtime fixes them per call (classifier-free guidance doubles the batch).
 DYNAMIC_AXES = {
