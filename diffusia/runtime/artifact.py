@@ -133,6 +133,10 @@ def _check_onnxruntime(unet: nn.Module, paths: list[Path], timesteps: list[int])
     }
 
 
+# How far beyond the model's own tie noise a runtime's output may be: two correct runtimes each take other ties.
+TIE_MARGIN = 1.5
+
+
 def raise_on_failed_check(
     check: dict, runtime: str, tolerance: float, unet: nn.Module | None = None, timesteps: list[int] | None = None
 ) -> None:
@@ -168,10 +172,11 @@ def raise_on_failed_check(
         check["tie_noise"] = noise = own_tie_noise(unet, timesteps or [500])
         if err <= TIE_MARGIN * noise:
             log.warning(
-                "%s's output differs from diffusia's by %.2f%% relative L2, within the %.2f%% by which diffusia's own "
-                "output moves when its input moves by 1e-6 (rounding ties this model amplifies)",
+                "%s's output differs from diffusia's by %.2f%% relative L2, within %gx the %.2f%% by which diffusia's "
+                "own output moves when its input moves by 1e-6 (rounding ties this model amplifies)",
                 label,
                 100 * err,
+                TIE_MARGIN,
                 100 * noise,
             )
             return
@@ -180,10 +185,6 @@ def raise_on_failed_check(
             f"{TIE_MARGIN:g}x the {noise:.2%} by which diffusia's own output moves when its input moves by 1e-6)"
         )
     raise DiffusiaError(f"{label}'s output differs from diffusia's by {err:.2%} relative L2 (> {tolerance:.2%})")
-
-
-# How far beyond the model's own tie noise a runtime's output may be: two correct runtimes each take other ties.
-TIE_MARGIN = 1.5
 
 
 def own_tie_noise(unet: nn.Module, timesteps: list[int]) -> float:
