@@ -282,6 +282,9 @@ def quantized(micro_pipeline_dir, tmp_path_factory):
 
 
 def test_export_that_fails_its_check_leaves_no_onnx(ctx, quantized, monkeypatch, capsys):
+    # a model whose output does not move with rounding ties: the tolerance alone gates (the micro model's does move,
+    # 2.3 % with the avx2 layout, and an output within 1.5x of that would pass)
+    monkeypatch.setattr("diffusia.runtime.artifact.own_tie_noise", lambda unet, timesteps: 0.0)
     new = ctx.tmp / "new.onnx"
     refused(monkeypatch, capsys, ["export", "--model", quantized, "--out", new, "--tolerance", "1e-9"], "ONNX Runtime")
     assert not new.exists()
