@@ -95,9 +95,14 @@ def run(latent: int, target: float, threads: int) -> dict:
     names = [n for n, m in api.qmodules(a).items() if m.precision == "w8a8"]
     b = _quantized(unet, [rule_for(names)], data["calib"])
     shapes = {}
-    hooks = [
-        a.get_submodule(n).register_forward_pre_hook(lambda m, x, n=n: shapes.setdefault(n, x[0].shape)) for n in names
-    ]
+
+    def record(name):
+        def hook(module, args):  # returns None: the inputs pass unchanged
+            shapes.setdefault(name, args[0].shape)
+
+        return hook
+
+    hooks = [a.get_submodule(n).register_forward_pre_hook(record(n)) for n in names]
     base_select, base_test = _error(a, select, ref_select), _error(a, test, ref_test)
     for h in hooks:
         h.remove()
