@@ -236,3 +236,30 @@ for _name, (_kinds, _what) in {
         _diffusia("w8a8", "mse", rules=(f"{_UP3}{_kinds}=w8a8x2",)),
         f"diffusia W8A8-MSE on its PyTorch kernels, second activation digit on {_what} (experiment)",
     )
+
+
+def _x2_plan(unet: nn.Module, ctx: Ctx) -> Built:
+    """W8A8-MSE with the second digit on the layers `benchmarks/x2_layer_gain.py` chose: its JSON at $X2_PLAN, by
+    default this class's `results/<class>/x2_layer_gain.json`."""
+    import json
+    import os
+    from pathlib import Path
+
+    from _results import results_dir
+
+    path = Path(os.environ.get("X2_PLAN") or results_dir() / "x2_layer_gain.json")
+    if not path.is_file():
+        raise SystemExit(f"no layer plan at {path}: run benchmarks/x2_layer_gain.py first, or set X2_PLAN")
+    plan = json.loads(path.read_text())["plan"]
+    if not plan:
+        raise SystemExit(f"{path} has no plan: no top-k list reached its target error")
+    built = _diffusia("w8a8", "mse", rules=(plan["rule"],))(unet, ctx)
+    built.notes[0] = built.notes[0].replace(plan["rule"], f"second digit on the top {plan['k']} layers of {path}")
+    return built
+
+
+BACKENDS["diffusia_w8a8_mse_x2_plan"] = (
+    _x2_plan,
+    "diffusia W8A8-MSE on its PyTorch kernels, second activation digit on the layers of x2_layer_gain.py's plan "
+    "(experiment)",
+)

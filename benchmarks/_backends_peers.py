@@ -35,8 +35,9 @@ class Built:
     files: list[Path]
     notes: list[str] = dataclasses.field(default_factory=list)
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
-    # how another process runs the saved artifact (OpenVINO rows, for backends_interleaved.py): {"ir": xml path,
-    # "precision": p} or {"runtime": name, "folder": path, "precision": p}
+    # how another process runs the saved artifact (for backends_interleaved.py): {"ir": xml path, "precision": p},
+    # {"runtime": name, "folder": path, "precision": p}, or diffusia's PyTorch kernels: {"safetensors": path,
+    # "quantization_map": path}
     reload: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -163,7 +164,8 @@ def _diffusia(
         path = _safetensors(unet, ctx.out / "diffusia_unet.safetensors")  # as save_quantized_pipeline writes it
         qmap = ctx.out / "quantization_map.json"
         qmap.write_text(json.dumps(api.quantization_map(unet)))
-        return Built(_eager(unet), [path, qmap], notes, {"recipe": recipe.to_dict()})
+        reload = {"safetensors": str(path), "quantization_map": str(qmap)}
+        return Built(_eager(unet), [path, qmap], notes, {"recipe": recipe.to_dict()}, reload)
 
     return build
 

@@ -1,5 +1,5 @@
-"""The OpenVINO rows of `backends.py` timed interleaved in ONE process: every round calls each row in a seeded
-shuffled order (twice in a row, the second call timed), so a shift of the machine's speed (this shared VM moves by
+"""The OpenVINO rows of `backends.py` (and diffusia's PyTorch-kernel rows) timed interleaved in ONE process: every
+round calls each row in a seeded shuffled order (twice in a row, the second call timed), so a shift of the machine's speed (this shared VM moves by
 up to 15 % between minutes and between processes, while one row's calls agree to 1-3 %) hits every row of a round
 alike. Each diffusia row is compared with the fastest NNCF INT8 row by the ratio of their calls *in the same round*
 (paired), so the spread of those ratios is the measurement's own.
@@ -102,6 +102,19 @@ def build_rows(model: str, names: list[str], work: Path, threads: int) -> dict[s
     return rows
 
 
+def _quantized_torch_unet(config: dict, spec: dict):
+    import json
+
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    from diffusia.quant import api
+
+    unet = UNet2DConditionModel.from_config(config).eval()
+    qmap = json.loads(Path(spec["quantization_map"]).read_text())
+    return api.load_quantized_state(unet, qmap, load_file(spec["safetensors"]))
+
+
 def load_rows(rows: dict[str, Any], work: Path, threads: int) -> tuple[dict, Any]:
     """This process loads and compiles every saved artifact, warms each up and records its rel-L2; returns (the
     runners by name, the timed input)."""
@@ -117,6 +130,9 @@ def load_rows(rows: dict[str, Any], work: Path, threads: int) -> tuple[dict, Any
         spec = row["reload"]
         if "ir" in spec:
             run = compiled(Path(spec["ir"]), threads, spec["precision"])
+        elif "safetensors" in spec:  # diffusia's PyTorch kernels, loaded as the product loads its U-Net
+            qunet = _quantized_torch_unet(row["config"], spec)
+            run = lambda x, u=qunet: u(*x, return_dict=False)[0]  # noqa: E731
         else:
             ru = load_unet(spec["runtime"], spec["folder"], FrozenDict(row["config"]), threads, spec["precision"])
             run = lambda x, ru=ru: ru(*x, return_dict=False)[0]  # noqa: E731
@@ -162,7 +178,7 @@ def summarize(rows: dict[str, Any], times: dict[str, list[float]]) -> dict[str, 
     nncf = [n for n in backends.NNCF_INT8 if n in rows]
     best = min(nncf, key=lambda n: rows[n]["step_ms"]["median"]) if nncf else None
     for name, row in rows.items():
-        if best and name.startswith("diffusia") and "_ov" in name:
+        if best and name.startswith("diffusia"):
             row["versus"] = {
                 p: {"step_ratio": _paired(times[name], times[p]), "error_ratio": row["rel_l2"] / rows[p]["rel_l2"]}
                 for p in nncf
@@ -171,16 +187,25 @@ def summarize(rows: dict[str, Any], times: dict[str, list[float]]) -> dict[str, 
     return {"fastest_nncf": best, "nncf": nncf, "rows": rows}
 
 
+def _caps_line(res: dict[str, Any]) -> list[str]:
+    caps = res.get("isa_caps")
+    if not caps:
+        return []
+    named = ", ".join(f"`{k}={v}`" for k, v in caps.items())
+    return ["", f"**Instruction sets capped** ({named}): an emulation of that class on this CPU, not that machine."]
+
+
 def markdown(res: dict[str, Any]) -> str:
     rows, n = res["rows"], res["rounds"]
     lines = [
-        f"# Interleaved OpenVINO rows: {res['model']}, latent {res['latent']}x{res['latent']}, batch 2, {n} rounds",
+        f"# Interleaved rows: {res['model']}, latent {res['latent']}x{res['latent']}, batch 2, {n} rounds",
         "",
         f"{res['cpu']} (class `{res['class']}`), {res['threads']} threads, {res['versions']}; {res['date']}, load "
         f"average {res['load_avg'][0]:.2f} at the start of the timing, {res['load_avg'][1]:.2f} at its end; timing "
         f"{res['timing_s']:.0f} s. Each row built by its `backends.py` builder in a worker process (same calibration "
         "and input), then all loaded in one process and each called twice per round in a shuffled order of rows, "
         f"the second call timed. Step ms: median (IQR) of the {n} calls.",
+        *_caps_line(res),
         "",
         "| backend | step ms | rel-L2 vs FP32 | disk MB | build s |",
         "|---|---|---|---|---|",
@@ -225,9 +250,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="sd15-arch", choices=("sd15-arch", "tiny"))
     ap.add_argument("--latent", type=int, choices=(32, 64), default=32, help="sd15-arch latent size (tiny: 16)")
-    ap.add_argument(
-        "--only", help="comma list of runtime rows of backends.py (nncf_*, ov_*, diffusia_*_ov*, diffusia_*_ort)"
-    )
+    ap.add_argument("--only", help="comma list of rows of backends.py with a saved artifact (nncf_*, ov_*, diffusia_*)")
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calib", type=int, default=4, help="calibration inputs (batch 2 each)")

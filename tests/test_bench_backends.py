@@ -202,3 +202,34 @@ def test_an_instruction_set_cap_is_recorded_and_stated(monkeypatch):
     assert "capped" not in bb.markdown(res)
     md = bb.markdown({**res, "environment": {**env, "isa_caps": caps}})
     assert "**Instruction sets capped** (`ONEDNN_MAX_CPU_ISA=AVX2`, `DIFFUSIA_CPU=avx2`)" in md
+
+
+def test_interleaved_reloads_diffusias_pytorch_row_as_built(monkeypatch, tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from tests.conftest import MICRO_UNET
+
+    inter = _bench_module(monkeypatch, "backends_interleaved")
+    peers = importlib.import_module("_backends_peers")  # benchmarks/ is on sys.path now
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**MICRO_UNET).eval()
+    config = dict(unet.config)
+    g = torch.Generator().manual_seed(0)
+
+    def x():
+        return torch.randn(2, 4, 8, 8, generator=g), torch.tensor([500, 500]), torch.randn(2, 77, 32, generator=g)
+
+    ctx = peers.Ctx(calib=[x(), x()], out=tmp_path, cache=tmp_path, threads=1, calibrator="preset")
+    with torch.no_grad():
+        built = peers._diffusia("w8a8", "mse")(unet, ctx)
+        timed = x()
+        reloaded = inter._quantized_torch_unet(config, built.reload)(*timed, return_dict=False)[0]
+        assert torch.equal(reloaded, built.run(timed))
+    assert built.reload["safetensors"].endswith(".safetensors")
+
+
+def test_interleaved_report_states_an_instruction_set_cap(monkeypatch):
+    inter = _bench_module(monkeypatch, "backends_interleaved")
+    assert inter._caps_line({"isa_caps": {}}) == []
+    (line,) = [s for s in inter._caps_line({"isa_caps": {"DIFFUSIA_CPU": "avx2"}}) if s]
+    assert line.startswith("**Instruction sets capped** (`DIFFUSIA_CPU=avx2`)")
