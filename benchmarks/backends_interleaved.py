@@ -274,11 +274,10 @@ def main() -> None:
     unknown = [n for n in names if n not in backends.backend_names()]
     if unknown or not names:
         ap.error(f"unknown backend(s) {', '.join(unknown) or '(none given)'}; valid: {backends.backend_names()}")
-    eager = [n for n in names if not (n.startswith(("nncf_", "ov_")) or "_ov" in n or n.endswith("_ort"))]
-    if eager:
+    unsaved = [n for n in names if not n.startswith(("nncf_", "ov_", "diffusia_"))]
+    if unsaved:
         ap.error(
-            f"{', '.join(eager)}: not a runtime row (nncf_*, ov_*, diffusia_*_ov*, diffusia_*_ort); time it "
-            "with backends.py"
+            f"{', '.join(unsaved)}: no saved artifact to reload (nncf_*, ov_*, diffusia_*); time it with backends.py"
         )
     if args.rounds < 4:
         ap.error(f"--rounds {args.rounds}: give 4 or more (quartiles)")
