@@ -5,6 +5,7 @@ sections give what each one measured; `_backends_openvino.py` has the product ro
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from _backends_openvino import _diffusia_on
@@ -238,12 +239,14 @@ for _name, (_kinds, _what) in {
     )
 
 
+_REPO = Path(__file__).resolve().parent.parent
+
+
 def _x2_plan(unet: nn.Module, ctx: Ctx) -> Built:
     """W8A8-MSE with the second digit on the layers `benchmarks/x2_layer_gain.py` chose: its JSON at $X2_PLAN, by
     default this class's `results/<class>/x2_layer_gain.json`."""
     import json
     import os
-    from pathlib import Path
 
     from _results import results_dir
 
@@ -254,7 +257,8 @@ def _x2_plan(unet: nn.Module, ctx: Ctx) -> Built:
     if not plan:
         raise SystemExit(f"{path} has no plan: no top-k list reached its target error")
     built = _diffusia("w8a8", "mse", rules=(plan["rule"],))(unet, ctx)
-    built.notes[0] = built.notes[0].replace(plan["rule"], f"second digit on the top {plan['k']} layers of {path}")
+    shown = path.resolve().relative_to(_REPO) if path.resolve().is_relative_to(_REPO) else path
+    built.notes[0] = built.notes[0].replace(plan["rule"], f"second digit on the top {plan['k']} layers of {shown}")
     return built
 
 

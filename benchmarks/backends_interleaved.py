@@ -224,7 +224,7 @@ def markdown(res: dict[str, Any]) -> str:
             f"{100 * rows[best]['rel_l2']:.2f} %), and against each NNCF row: the ratio of the two calls of each "
             "round, median (IQR) over the rounds, and the ratio of the errors.",
             "",
-            "| diffusia on OpenVINO | vs fastest: step | rounds <= 1.0 | error | "
+            "| diffusia row | vs fastest: step | rounds <= 1.0 | error | "
             + " | ".join(f"vs `{p}`: step, error" for p in res["nncf"])
             + " |",
             "|---|---|---|---|" + "---|" * len(res["nncf"]),
