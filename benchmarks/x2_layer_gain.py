@@ -49,12 +49,12 @@ def _gauss(seed: int, t: int, latent: int):
     return torch.randn(2, 4, latent, latent, generator=g), torch.tensor([t, t]), torch.randn(2, 77, 768, generator=g)
 
 
-def _quantized(unet, rules: list[str], calib) -> torch.nn.Module:
+def _quantized(unet, rules: list[str], calib, **recipe) -> torch.nn.Module:
     from diffusia.config import load_recipe
     from diffusia.quant import api
 
     q = copy.deepcopy(unet)
-    api.quantize(q, load_recipe("w8a8", rules=rules).replace(calibrator="mse"))
+    api.quantize(q, load_recipe("w8a8", rules=rules).replace(calibrator="mse", **recipe))
     with api.calibrate(q):
         for c in calib:
             q(*c)
@@ -81,7 +81,8 @@ def _ms(module, shape) -> float:
         return Timer("m(x)", globals={"m": module, "x": x}).blocked_autorange(min_run_time=0.3).median * 1e3
 
 
-def run(latent: int, target: float, threads: int) -> dict:
+def run(latent: int, target: float, threads: int, **recipe) -> dict:
+    """`recipe`: W8A8-MSE's other settings (`activations`, `attention`), as `diffusia quantize` takes them."""
     from diffusia.quant import api
 
     torch.set_num_threads(threads)
@@ -93,9 +94,9 @@ def run(latent: int, target: float, threads: int) -> dict:
     test = [data["timed"]]
     with torch.no_grad():
         ref_select, ref_test = [unet(*x).sample for x in select], [unet(*x).sample for x in test]
-    a = _quantized(unet, [], data["calib"])
+    a = _quantized(unet, [], data["calib"], **recipe)
     names = [n for n, m in api.qmodules(a).items() if m.precision == "w8a8"]
-    b = _quantized(unet, [rule_for(names)], data["calib"])
+    b = _quantized(unet, [rule_for(names)], data["calib"], **recipe)
     shapes = {}
 
     def record(name):
@@ -142,6 +143,7 @@ def run(latent: int, target: float, threads: int) -> dict:
     return {
         **result_header(model="sd15-arch", latent=latent, threads=threads, torch=torch.__version__),
         "target": target,
+        "recipe": {"preset": "w8a8", "calibrator": "mse", **recipe},
         "selection_inputs": [list(s) for s in SELECTION],
         "w8a8_mse": {"select_error": base_select, "test_error": base_test},
         "layers": ranked,
@@ -150,13 +152,18 @@ def run(latent: int, target: float, threads: int) -> dict:
     }
 
 
+def _settings(r: dict) -> str:
+    recipe = r.get("recipe", {})  # results before --activations/--attention: the defaults
+    return f"activations {recipe.get('activations', 'auto')}, attention {recipe.get('attention', 'float')}"
+
+
 def render(r: dict) -> str:
     caps = ", ".join(f"{k}={v}" for k, v in r["isa_caps"].items()) or "none"
     lines = [
         f"# Second activation digit per layer: sd15-arch (random weights), latent {r['latent']}x{r['latent']}, batch 2",
         "",
         f"{r['cpu']} (class `{r['class']}`, instruction-set caps: {caps}), {r['threads']} threads, torch {r['torch']},"
-        f" {r['date']}. W8A8-MSE on diffusia's PyTorch kernels: selection error {r['w8a8_mse']['select_error']:.2%}"
+        f" {r['date']}. W8A8-MSE ({_settings(r)}) on diffusia's PyTorch kernels: selection error {r['w8a8_mse']['select_error']:.2%}"
         f" (inputs (seed, t) {r['selection_inputs']}), test error {r['w8a8_mse']['test_error']:.2%} (`backends.py`'s"
         " timed input). Costs are single-layer timings (two digits minus one), not a step.",
         "",
@@ -181,9 +188,11 @@ def main() -> None:
     ap.add_argument("--latent", type=int, default=32)
     ap.add_argument("--target", type=float, default=0.028, help="selection error of the plan (default 2.8 %%)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--activations", default="auto", help="as diffusia quantize --activations (e.g. balanced)")
+    ap.add_argument("--attention", default="float", help="as diffusia quantize --attention (float or int8)")
     ap.add_argument("--out", type=Path, default=results_dir())
     args = ap.parse_args()
-    r = run(args.latent, args.target, args.threads)
+    r = run(args.latent, args.target, args.threads, activations=args.activations, attention=args.attention)
     write_results(args.out / "x2_layer_gain", r, render(r))
 
 
