@@ -1,8 +1,8 @@
 """The OpenVINO rows of `backends.py` (and diffusia's PyTorch-kernel rows) timed interleaved in ONE process: every
-round calls each row in a seeded shuffled order (twice in a row, the second call timed), so a shift of the machine's speed (this shared VM moves by
-up to 15 % between minutes and between processes, while one row's calls agree to 1-3 %) hits every row of a round
-alike. Each diffusia row is compared with the fastest NNCF INT8 row by the ratio of their calls *in the same round*
-(paired), so the spread of those ratios is the measurement's own.
+round calls each row in a seeded shuffled order (twice in a row, the second call timed), so a shift of the
+machine's speed (this shared VM moves by up to 15 % between minutes and between processes, while one row's calls
+agree to 1-3 %) hits every row of a round alike. Each diffusia row is compared with the fastest NNCF INT8 row by
+the ratio of their calls *in the same round* (paired), so the spread of those ratios is the measurement's own.
 
     python benchmarks/backends_interleaved.py --model sd15-arch --rounds 30 \\
         --only nncf_int8_transformer,nncf_int8_transformer_bf16,diffusia_w8a8_balanced_attn8_ov \\
@@ -10,10 +10,10 @@ alike. Each diffusia row is compared with the fastest NNCF INT8 row by the ratio
 
 Rows, inputs, calibration and artifacts are those of `backends.py` (same builders, same 4 calibration inputs, the
 same timed input): each row is built in a fresh worker process that saves its artifact, as `backends.py` does, then
-ONE process loads and compiles every artifact (a diffusia row through `diffusia.runtime`, as the product loads its
-folder) and times them; rel-L2 of the reloaded artifact against the FP32 eager output of that input. What differs
-from `backends.py`: the rows are timed in one process (no peak RSS per row), every row compiled in memory while the
-others run. Writes OUT/interleaved_<model>_<latent>.{json,md}.
+ONE process loads and compiles every artifact (a diffusia runtime row through `diffusia.runtime`, a PyTorch-kernel
+row from its safetensors and quantization map, as the product loads them) and times them; rel-L2 of the reloaded
+artifact against the FP32 eager output of that input. What differs from `backends.py`: the rows are timed in one
+process (no peak RSS per row), every row compiled in memory while the others run. Writes OUT/interleaved_<model>_<latent>.{json,md}.
 """
 
 from __future__ import annotations
