@@ -242,28 +242,44 @@ for _name, (_kinds, _what) in {
 _REPO = Path(__file__).resolve().parent.parent
 
 
-def _x2_plan(unet: nn.Module, ctx: Ctx) -> Built:
-    """W8A8-MSE with the second digit on the layers `benchmarks/x2_layer_gain.py` chose: its JSON at $X2_PLAN, by
-    default this class's `results/<class>/x2_layer_gain.json`."""
-    import json
-    import os
+def _x2_plan(runtime: str | None = None, precision: str = "f32") -> Callable[[nn.Module, Ctx], Built]:
+    """W8A8-MSE with the second digit on the layers `benchmarks/x2_layer_gain.py` chose, with the activations and
+    attention it measured them with: its JSON at $X2_PLAN, by default this class's `results/<class>/x2_layer_gain.json`;
+    on diffusia's PyTorch kernels, or exported to `runtime`."""
 
-    from _results import results_dir
+    def build(unet: nn.Module, ctx: Ctx) -> Built:
+        import json
+        import os
 
-    path = Path(os.environ.get("X2_PLAN") or results_dir() / "x2_layer_gain.json")
-    if not path.is_file():
-        raise SystemExit(f"no layer plan at {path}: run benchmarks/x2_layer_gain.py first, or set X2_PLAN")
-    plan = json.loads(path.read_text())["plan"]
-    if not plan:
-        raise SystemExit(f"{path} has no plan: no top-k list reached its target error")
-    built = _diffusia("w8a8", "mse", rules=(plan["rule"],))(unet, ctx)
-    shown = path.resolve().relative_to(_REPO) if path.resolve().is_relative_to(_REPO) else path
-    built.notes[0] = built.notes[0].replace(plan["rule"], f"second digit on the top {plan['k']} layers of {shown}")
-    return built
+        from _results import results_dir
+
+        path = Path(os.environ.get("X2_PLAN") or results_dir() / "x2_layer_gain.json")
+        if not path.is_file():
+            raise SystemExit(f"no layer plan at {path}: run benchmarks/x2_layer_gain.py first, or set X2_PLAN")
+        result = json.loads(path.read_text())
+        plan, recipe = result["plan"], result.get("recipe", {})
+        if not plan:
+            raise SystemExit(f"{path} has no plan: no top-k list reached its target error")
+        options = dict(
+            rules=(plan["rule"],),
+            activations=recipe.get("activations", "auto"),
+            attention=recipe.get("attention", "float"),
+        )
+        if runtime:
+            built = _diffusia_on(runtime, "w8a8", "mse", precision, **options)(unet, ctx)
+        else:
+            built = _diffusia("w8a8", "mse", **options)(unet, ctx)
+        shown = path.resolve().relative_to(_REPO) if path.resolve().is_relative_to(_REPO) else path
+        built.notes[0] = built.notes[0].replace(plan["rule"], f"second digit on the top {plan['k']} layers of {shown}")
+        return built
+
+    return build
 
 
-BACKENDS["diffusia_w8a8_mse_x2_plan"] = (
-    _x2_plan,
-    "diffusia W8A8-MSE on its PyTorch kernels, second activation digit on the layers of x2_layer_gain.py's plan "
-    "(experiment)",
-)
+_PLAN = "second activation digit on the layers of x2_layer_gain.py's plan (experiment)"
+BACKENDS["diffusia_w8a8_mse_x2_plan"] = (_x2_plan(), f"diffusia W8A8-MSE on its PyTorch kernels, {_PLAN}")
+for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
+    BACKENDS["diffusia_w8a8_mse_x2_plan_ov" + _suffix] = (
+        _x2_plan("openvino", _precision),
+        f"diffusia W8A8-MSE on OpenVINO, {_PLAN}, float layers in {_precision}",
+    )

@@ -10,10 +10,12 @@ that layer in `w8a8x2` gives. Per layer:
 - *cost*: B's module time minus A's on the layer's input shape (median, torch.utils.benchmark).
 Layers are ranked by gain per cost; the plans of the top k layers are measured (selection and test error, the sum of
 their costs), and the plan is the smallest k whose selection error is <= --target. Its rule, exact layer names,
-goes to `diffusia quantize --rule`; `backends.py`'s row `diffusia_w8a8_mse_x2_plan` times it (reading this
-result's JSON). The layer costs are single-layer timings, not a step: a timed run decides.
+goes to `diffusia quantize --rule`; `backends.py`'s rows `diffusia_w8a8_mse_x2_plan` (PyTorch kernels) and
+`diffusia_w8a8_mse_x2_plan_ov[_bf16]` (OpenVINO) time it with the same activations and attention (reading this
+result's JSON, or $X2_PLAN). The layer costs are single-layer timings, not a step: a timed run decides.
 
     DIFFUSIA_CPU=avx2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/x2_layer_gain.py  # ~30 min
+    python benchmarks/x2_layer_gain.py --activations balanced --attention int8 --target 0.02  # VNNI, w8a8x2's 2 %
 Writes OUT/x2_layer_gain.{json,md} (OUT: benchmarks/results/<class>/, or --out).
 """
 
