@@ -86,6 +86,14 @@ def load_unet(model: str, workdir: Path):
     return UNet2DConditionModel(**SD15_UNET).eval()
 
 
+def gaussian_input(seed: int, t: int, latent: int):
+    """An sd15-arch U-Net input of batch 2: seeded Gaussian latents and text embeddings at timestep `t`."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(2, 4, latent, latent, generator=g), torch.tensor([t, t]), torch.randn(2, 77, 768, generator=g)
+
+
 def make_inputs(model: str, latent: int, n_calib: int, workdir: Path) -> dict[str, Any]:
     """The timed input and the calibration inputs, saved once per run for every worker (tiny: with a copy of the
     pipeline they come from); returns what identifies the weights."""
@@ -112,17 +120,8 @@ def make_inputs(model: str, latent: int, n_calib: int, workdir: Path) -> dict[st
         calib = [batch2(*calls[i]) for i in idx]
         timed = batch2(*record_unet_inputs(pipe, [prompts[-1]], steps=8, seed=42, progress=False)[4])
     else:
-
-        def gauss(seed: int, t: int):
-            g = torch.Generator().manual_seed(seed)
-            return (
-                torch.randn(2, 4, latent, latent, generator=g),
-                torch.tensor([t, t]),
-                torch.randn(2, 77, 768, generator=g),
-            )
-
-        timed = gauss(0, 500)
-        calib = [gauss(100 + i, round(980 - i * 960 / max(n_calib - 1, 1))) for i in range(n_calib)]
+        timed = gaussian_input(0, 500, latent)
+        calib = [gaussian_input(100 + i, round(980 - i * 960 / max(n_calib - 1, 1)), latent) for i in range(n_calib)]
     torch.save({"timed": timed, "calib": calib}, workdir / "inputs.pt")
     if model != "tiny":
         return {"weights": "random, torch.manual_seed(0) before UNet2DConditionModel(**SD15_UNET)"}
