@@ -16,6 +16,11 @@ result's JSON, or $X2_PLAN). The layer costs are single-layer timings, not a ste
 
     DIFFUSIA_CPU=avx2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/x2_layer_gain.py  # ~30 min
     python benchmarks/x2_layer_gain.py --activations balanced --attention int8 --target 0.02  # VNNI, w8a8x2's 2 %
+    python benchmarks/x2_layer_gain.py --start w8a8x2 --attention int8 --target 0.019  # the preset, fewer layers
+
+`--start w8a8x2` goes the other way: from the `w8a8x2` preset (its full-resolution blocks in two digits), each of its
+layers is put back to one digit alone; the gain is the squared error that adds, the cost the time it saves; the
+plans keep the top k, shrinking k until the selection error passes --target, and the plan is the smallest k within.
 Writes OUT/x2_layer_gain.{json,md} (OUT: benchmarks/results/<class>/, or --out).
 """
 
@@ -39,6 +44,7 @@ from torch.utils.benchmark import Timer  # noqa: E402
 # whenever one layer's rounding changes (ties), so single-layer gains are noisy: four inputs average some of it out.
 SELECTION = ((300, 850), (301, 600), (302, 350), (303, 100))
 LADDER = (5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 74)  # top-k plans measured; 74: the preset's two-digit layers
+STEP_DOWN = 4  # --start w8a8x2: plans of the preset's layers measured with 4 fewer layers each
 
 
 def rule_for(names: list[str]) -> str:
@@ -78,8 +84,26 @@ def _ms(module, shape) -> float:
         return Timer("m(x)", globals={"m": module, "x": x}).blocked_autorange(min_run_time=0.3).median * 1e3
 
 
-def run(latent: int, target: float, threads: int, **recipe) -> dict:
-    """`recipe`: W8A8-MSE's other settings (`activations`, `attention`), as `diffusia quantize` takes them."""
+def _preset_layers(unet, **recipe) -> list[str]:
+    """The layers the `w8a8x2` preset (with these settings) puts in two digits."""
+    from diffusia.config import load_recipe
+    from diffusia.quant.policy import plan
+
+    return [n for n, p in plan(unet, load_recipe("w8a8x2").replace(**recipe)).items() if p == "w8a8x2"]
+
+
+def _ladder(start: str, n: int) -> list[int]:
+    """Plan sizes measured, in order: growing from none (start w8a8), or shrinking from all n (start w8a8x2)."""
+    if start == "w8a8":
+        return [k for k in LADDER if k <= n]
+    return list(range(n, 0, -STEP_DOWN))
+
+
+def run(latent: int, target: float, threads: int, start: str = "w8a8", **recipe) -> dict:
+    """`recipe`: W8A8-MSE's other settings (`activations`, `attention`), as `diffusia quantize` takes them.
+    `start`: "w8a8" ranks every W8A8 layer by what its second digit buys and adds the best ones to W8A8-MSE;
+    "w8a8x2" ranks the preset's two-digit layers by what their second digit buys and drops the worst ones while
+    the selection error stays <= target."""
     from diffusia.quant import api
 
     torch.set_num_threads(threads)
@@ -91,9 +115,11 @@ def run(latent: int, target: float, threads: int, **recipe) -> dict:
     test = [data["timed"]]
     with torch.no_grad():
         ref_select, ref_test = [unet(*x).sample for x in select], [unet(*x).sample for x in test]
+    base_x2 = _preset_layers(unet, **recipe) if start == "w8a8x2" else []
     a = _quantized(unet, [], data["calib"], **recipe)
     names = [n for n, m in api.qmodules(a).items() if m.precision == "w8a8"]
     b = _quantized(unet, [rule_for(names)], data["calib"], **recipe)
+    one_digit = {n: a.get_submodule(n) for n in names}
     shapes = {}
 
     def record(name):
@@ -102,47 +128,57 @@ def run(latent: int, target: float, threads: int, **recipe) -> dict:
 
         return hook
 
-    hooks = [a.get_submodule(n).register_forward_pre_hook(record(n)) for n in names]
-    base_select, base_test = _error(a, select, ref_select), _error(a, test, ref_test)
-    for h in hooks:
-        h.remove()
-    layers = []
-    for i, n in enumerate(names):
-        one, two = a.get_submodule(n), b.get_submodule(n)
-        _swap(a, n, two)
-        err = _error(a, select, ref_select)
-        _swap(a, n, one)
-        cost = _ms(two, shapes[n]) - _ms(one, shapes[n])
-        layers.append({"layer": n, "gain": base_select**2 - err**2, "cost_ms": cost, "error": err})
-        print(f"[{i + 1}/{len(names)}] {n}: {err:.4%} (+{cost:.2f} ms)", flush=True)
-    ranked = sorted(layers, key=lambda r: -r["gain"] / max(r["cost_ms"], 0.05))
-    plans = []
-    for k in [k for k in LADDER if k <= len(ranked)]:
-        chosen = [r["layer"] for r in ranked[:k]]
-        originals = {n: a.get_submodule(n) for n in chosen}
+    def with_x2(chosen) -> tuple[float, float]:
+        """(selection, test) error of A with the chosen layers in two digits (A is restored after)."""
         for n in chosen:
             _swap(a, n, b.get_submodule(n))
+        errors = _error(a, select, ref_select), _error(a, test, ref_test)
+        for n in chosen:
+            _swap(a, n, one_digit[n])
+        return errors
+
+    hooks = [a.get_submodule(n).register_forward_pre_hook(record(n)) for n in names]
+    w8a8_select, w8a8_test = _error(a, select, ref_select), _error(a, test, ref_test)
+    for h in hooks:
+        h.remove()
+    for n in base_x2:
+        _swap(a, n, b.get_submodule(n))
+    base_select = _error(a, select, ref_select) if base_x2 else w8a8_select
+    candidates = base_x2 or names
+    layers = []
+    for i, n in enumerate(candidates):
+        one, two = one_digit[n], b.get_submodule(n)
+        _swap(a, n, one if base_x2 else two)  # the one layer toggled from the base
+        err = _error(a, select, ref_select)
+        _swap(a, n, two if base_x2 else one)
+        gain = err**2 - base_select**2 if base_x2 else base_select**2 - err**2  # squared error its 2nd digit removes
+        cost = _ms(two, shapes[n]) - _ms(one, shapes[n])
+        layers.append({"layer": n, "gain": gain, "cost_ms": cost, "error": err})
+        print(f"[{i + 1}/{len(candidates)}] {n}: {err:.4%} ({cost:+.2f} ms)", flush=True)
+    for n in base_x2:
+        _swap(a, n, one_digit[n])
+    ranked = sorted(layers, key=lambda r: -r["gain"] / max(r["cost_ms"], 0.05))
+    plans = []
+    for k in _ladder(start, len(ranked)):
+        chosen = [r["layer"] for r in ranked[:k]]
+        select_error, test_error = with_x2(chosen)
+        cost = sum(r["cost_ms"] for r in ranked[:k])
         plans.append(
-            {
-                "k": k,
-                "layers": chosen,
-                "cost_ms": sum(r["cost_ms"] for r in ranked[:k]),
-                "select_error": _error(a, select, ref_select),
-                "test_error": _error(a, test, ref_test),
-            }
+            {"k": k, "layers": chosen, "cost_ms": cost, "select_error": select_error, "test_error": test_error}
         )
-        for n, m in originals.items():
-            _swap(a, n, m)
-        print(f"top {k}: select {plans[-1]['select_error']:.4%}, test {plans[-1]['test_error']:.4%}", flush=True)
-        if plans[-1]["select_error"] <= target:
+        print(f"top {k}: select {select_error:.4%}, test {test_error:.4%}", flush=True)
+        if (select_error <= target) == (start == "w8a8"):  # growing: reached; shrinking: went past
             break
-    best = next((p for p in plans if p["select_error"] <= target), None)
+    within = [p for p in plans if p["select_error"] <= target]
+    best = min(within, key=lambda p: p["k"]) if within else None
     return {
         **result_header(model="sd15-arch", latent=latent, threads=threads, torch=torch.__version__),
         "target": target,
+        "start": start,
         "recipe": {"preset": "w8a8", "calibrator": "mse", **recipe},
         "selection_inputs": [list(s) for s in SELECTION],
-        "w8a8_mse": {"select_error": base_select, "test_error": base_test},
+        "w8a8_mse": {"select_error": w8a8_select, "test_error": w8a8_test},
+        "start_select_error": base_select,
         "layers": ranked,
         "plans": plans,
         "plan": best and {**best, "rule": rule_for(best["layers"])},
@@ -152,6 +188,17 @@ def run(latent: int, target: float, threads: int, **recipe) -> dict:
 def _settings(r: dict) -> str:
     recipe = r.get("recipe", {})  # results before --activations/--attention: the defaults
     return f"activations {recipe.get('activations', 'auto')}, attention {recipe.get('attention', 'float')}"
+
+
+def _start_line(r: dict) -> str:
+    if r.get("start") != "w8a8x2":
+        return "Layers ranked by the squared error their second digit removes from W8A8-MSE, per millisecond."
+    n = len(r["layers"])
+    return (
+        f"Start: the `w8a8x2` preset's {n} two-digit layers (selection error {r['start_select_error']:.2%}); each"
+        " ranked by the squared error it adds back when it alone takes one digit, per millisecond saved; the plans"
+        " keep the top k."
+    )
 
 
 def render(r: dict) -> str:
@@ -164,7 +211,9 @@ def render(r: dict) -> str:
         f" (inputs (seed, t) {r['selection_inputs']}), test error {r['w8a8_mse']['test_error']:.2%} (`backends.py`'s"
         " timed input). Costs are single-layer timings (two digits minus one), not a step.",
         "",
-        "| top k layers | est. added ms | selection error | test error |",
+        _start_line(r),
+        "",
+        "| top k layers in two digits | est. added ms | selection error | test error |",
         "|---|---|---|---|",
     ]
     lines += [
@@ -172,7 +221,8 @@ def render(r: dict) -> str:
     ]
     plan = r["plan"]
     lines += ["", f"Plan (selection error <= {r['target']:.1%}): " + (f"top {plan['k']}" if plan else "none reached")]
-    lines += ["", "| rank | layer | error with it in two digits | gain (squared) | cost ms |", "|---|---|---|---|---|"]
+    toggled = "one digit (from the preset)" if r.get("start") == "w8a8x2" else "two digits (from W8A8-MSE)"
+    lines += ["", f"| rank | layer | error with it in {toggled} | gain (squared) | cost ms |", "|---|---|---|---|---|"]
     lines += [
         f"| {i + 1} | {x['layer']} | {x['error']:.3%} | {x['gain']:.2e} | {x['cost_ms']:.2f} |"
         for i, x in enumerate(r["layers"][:40])
@@ -187,9 +237,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--activations", default="auto", help="as diffusia quantize --activations (e.g. balanced)")
     ap.add_argument("--attention", default="float", help="as diffusia quantize --attention (float or int8)")
+    ap.add_argument(
+        "--start", choices=("w8a8", "w8a8x2"), default="w8a8", help="grow from W8A8-MSE, or shrink the preset"
+    )
     ap.add_argument("--out", type=Path, default=results_dir())
     args = ap.parse_args()
-    r = run(args.latent, args.target, args.threads, activations=args.activations, attention=args.attention)
+    recipe = dict(activations=args.activations, attention=args.attention)
+    r = run(args.latent, args.target, args.threads, args.start, **recipe)
     write_results(args.out / "x2_layer_gain", r, render(r))
 
 

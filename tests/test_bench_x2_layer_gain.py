@@ -6,6 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -35,3 +36,59 @@ def test_plan_rule_puts_exactly_its_layers_in_two_digits(monkeypatch):
     # the dots are literal and the names whole: proj_in's rule does not take proj_out or another block's proj_in
     assert sorted(n for n, p in plan.items() if p == "w8a8x2") == sorted(chosen)
     assert sum(p == "w8a8" for p in plan.values()) > 10
+
+
+def _micro_run(monkeypatch, gain, target):
+    """`gain.run` on the micro U-Net (its inputs in place of sd15-arch's), layer costs fixed by name length."""
+    from diffusers import UNet2DConditionModel
+
+    from tests.conftest import MICRO_UNET
+
+    def micro_input(seed, t, latent):
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(2, 4, 8, 8, generator=g), torch.tensor([t, t]), torch.randn(2, 7, 32, generator=g)
+
+    def make_inputs(model, latent, n_calib, work):
+        calib = [micro_input(100 + i, 999 - 250 * i, latent) for i in range(n_calib)]
+        torch.save({"calib": calib, "timed": micro_input(7, 500, latent)}, work / "inputs.pt")
+
+    def load_unet(model, work):
+        torch.manual_seed(0)
+        return UNet2DConditionModel(**MICRO_UNET).eval()
+
+    monkeypatch.setattr(gain.backends, "make_inputs", make_inputs)
+    monkeypatch.setattr(gain.backends, "load_unet", load_unet)
+    monkeypatch.setattr(gain.backends, "gaussian_input", micro_input)
+    monkeypatch.setattr(gain, "_ms", lambda module, shape: 0.1 * module.precision.count("x2") + 0.01 * shape[1])
+    return gain.run(8, target, threads=1, start="w8a8x2"), load_unet("sd15-arch", None), micro_input
+
+
+def test_shrinking_the_preset_measures_what_a_fresh_calibration_gives(monkeypatch):
+    from diffusia.config import load_recipe
+    from diffusia.quant.policy import plan
+
+    gain = _module(monkeypatch)
+    r, unet, micro_input = _micro_run(monkeypatch, gain, target=1.0)
+    preset = [n for n, p in plan(unet, load_recipe("w8a8x2")).items() if p == "w8a8x2"]
+    assert sorted(x["layer"] for x in r["layers"]) == sorted(preset)
+    ratios = [x["gain"] / max(x["cost_ms"], 0.05) for x in r["layers"]]
+    assert ratios == sorted(ratios, reverse=True)
+    # the ladder starts at the whole preset and shrinks by STEP_DOWN; with a target every plan meets it runs to the end
+    assert [p["k"] for p in r["plans"]] == list(range(len(preset), 0, -gain.STEP_DOWN))
+    assert r["plans"][0]["select_error"] == r["start_select_error"]
+    assert r["plan"]["k"] == r["plans"][-1]["k"]
+    # a plan's errors come from swapping modules between two calibrated copies: calibrating the plan's own rule
+    # from scratch gives the same error (calibration observes the float model)
+    calib = [micro_input(100 + i, 999 - 250 * i, 8) for i in range(4)]
+    select = [micro_input(s, t, 8) for s, t in gain.SELECTION]
+    with torch.no_grad():
+        refs = [unet(*x).sample for x in select]
+    fresh = gain._quantized(unet, [r["plan"]["rule"]], calib)
+    assert gain._error(fresh, select, refs) == pytest.approx(r["plan"]["select_error"], rel=1e-6)
+
+
+def test_shrinking_stops_at_the_first_plan_past_the_target(monkeypatch):
+    gain = _module(monkeypatch)
+    r, _, _ = _micro_run(monkeypatch, gain, target=0.0)
+    assert len(r["plans"]) == 1 and r["plan"] is None
+    assert "no plan" not in gain.render(r) and "none reached" in gain.render(r)
