@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import sys
 from pathlib import Path
@@ -63,8 +64,9 @@ def _micro_run(monkeypatch, gain, target):
     return gain.run(8, target, threads=1, start="w8a8x2"), load_unet("sd15-arch", None), micro_input
 
 
-def test_shrinking_the_preset_measures_what_a_fresh_calibration_gives(monkeypatch):
+def test_shrinking_the_preset_measures_what_its_recipe_file_gives(monkeypatch, tmp_path):
     from diffusia.config import load_recipe
+    from diffusia.quant import api
     from diffusia.quant.policy import plan
 
     gain = _module(monkeypatch)
@@ -77,13 +79,22 @@ def test_shrinking_the_preset_measures_what_a_fresh_calibration_gives(monkeypatc
     assert [p["k"] for p in r["plans"]] == list(range(len(preset), 0, -gain.STEP_DOWN))
     assert r["plans"][0]["select_error"] == r["start_select_error"]
     assert r["plan"]["k"] == r["plans"][-1]["k"]
-    # a plan's errors come from swapping modules between two calibrated copies: calibrating the plan's own rule
-    # from scratch gives the same error (calibration observes the float model)
-    calib = [micro_input(100 + i, 999 - 250 * i, 8) for i in range(4)]
+    # a plan's errors come from swapping modules between two calibrated copies: the recipe file it writes,
+    # quantized and calibrated from scratch, gives exactly its layers and the same error (calibration observes the
+    # float model)
+    gain.write(tmp_path, r)
+    recipe = load_recipe(str(tmp_path / "x2_plan_recipe.json"))
+    assert (recipe.calibrator, recipe.attention) == ("mse", "float")
+    fresh = copy.deepcopy(unet)
+    api.quantize(fresh, recipe)
+    with api.calibrate(fresh):
+        for i in range(4):
+            fresh(*micro_input(100 + i, 999 - 250 * i, 8))
+    api.freeze(fresh)
+    assert sorted(n for n, m in api.qmodules(fresh).items() if m.precision == "w8a8x2") == sorted(r["plan"]["layers"])
     select = [micro_input(s, t, 8) for s, t in gain.SELECTION]
     with torch.no_grad():
         refs = [unet(*x).sample for x in select]
-    fresh = gain._quantized(unet, [r["plan"]["rule"]], calib)
     assert gain._error(fresh, select, refs) == pytest.approx(r["plan"]["select_error"], rel=1e-6)
 
 
