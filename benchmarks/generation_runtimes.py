@@ -65,7 +65,7 @@ def build(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     from diffusia import load_pipeline
     from diffusia.calib.forward_loop import record_unet_inputs
-    from diffusia.config import get_preset
+    from diffusia.config import load_recipe
     from diffusia.prompts import load_prompts, take
     from diffusia.quant.pipeline import quantize_pipeline
     from diffusia.quant.serialization import save_quantized_pipeline
@@ -85,7 +85,7 @@ def build(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     info["nncf_calibration_calls"] = len(calls)
     del calls
     t0 = time.perf_counter()
-    recipe = get_preset(args.preset)
+    recipe = load_recipe(args.preset)  # a preset name or a recipe .json (e.g. x2_layer_gain.py's plan)
     for option in ("calibrator", "activations", "attention"):
         if getattr(args, option) not in (None, "preset"):
             recipe = recipe.replace(**{option: getattr(args, option)})
@@ -254,7 +254,7 @@ def to_markdown(res: dict[str, Any]) -> str:
         f"Machine: {m['cpu']} (class `{m['class']}`), {m['threads']} threads, load average "
         f"{m['load_start']:.2f} at start; {m['date']}; {', '.join(f'{k} {v}' for k, v in m['versions'].items())}.",
         "",
-        f"diffusia preset `{res['preset']}`"
+        f"diffusia {'recipe' if res['preset'].endswith('.json') else 'preset'} `{res['preset']}`"
         + (f" with the {res['calibrator']} calibrator" if res.get("calibrator", "preset") != "preset" else "")
         + "".join(f", `--{k} {res[k]}`" for k in ("activations", "attention") if res.get(k))
         + f", calibrated on {res['calib_size']} prompt(s) x "
@@ -292,7 +292,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--model", default="sd15-arch", choices=("sd15-arch", "tiny"))
-    ap.add_argument("--preset", default="w8a8x2")
+    ap.add_argument("--preset", default="w8a8x2", help="diffusia's preset, or a recipe .json")
     ap.add_argument("--calibrator", default="preset", choices=("preset", "minmax", "percentile", "mse"))
     ap.add_argument("--activations", default=None, help="the recipe's activation range (default: the preset's)")
     ap.add_argument("--attention", default=None, help="float or int8 attention (default: the preset's)")
@@ -368,7 +368,7 @@ def main() -> None:
         },
     }
     variant = (
-        (f"_{args.preset}" if args.preset != "w8a8x2" else "")
+        (f"_{Path(args.preset).stem}" if args.preset != "w8a8x2" else "")
         + (f"_{args.calibrator}" if args.calibrator != "preset" else "")
         + "".join(f"_{v}" for v in (args.activations, args.attention and f"attn-{args.attention}") if v)
     )
