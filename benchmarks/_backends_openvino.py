@@ -28,10 +28,12 @@ def _feeds(x: Inputs) -> dict[str, Any]:
     return dict(zip(FEEDS, (t.numpy() for t in x)))
 
 
-def compiled(model, threads: int, precision: str = "f32") -> Callable[[Inputs], torch.Tensor]:
+def compiled(
+    model, threads: int, precision: str = "f32", dynamic_quantization: bool = False
+) -> Callable[[Inputs], torch.Tensor]:
     from diffusia.export.openvino import compile_model
 
-    request = compile_model(model, precision, threads).create_infer_request()
+    request = compile_model(model, precision, threads, dynamic_quantization).create_infer_request()
 
     def run(x: Inputs) -> torch.Tensor:
         request.infer(_feeds(x))
@@ -116,12 +118,16 @@ def _nncf(recipe: str, precision: str = "f32") -> Callable[[nn.Module, Ctx], Bui
             model = nncf.quantize(model, _dataset(ctx), **kwargs)
         qsecs = time.perf_counter() - t0
         files = _save_ir(model, ctx.out)
+        # OpenVINO's default for weight-compressed MatMuls: their inputs quantized dynamically (int8 groups of 32)
+        dynamic = recipe in ("w8", "hybrid")
+        if dynamic:
+            note += "; MatMul inputs quantized dynamically (OpenVINO's default for compressed weights)"
         return Built(
-            compiled(files[0], ctx.threads, precision),
+            compiled(files[0], ctx.threads, precision, dynamic),
             files,
             [f"{note}; {qsecs:.0f} s; float layers in {precision}"],
             {"export_s": round(secs, 1), "quantize_s": round(qsecs, 1)},
-            {"ir": str(files[0]), "precision": precision},
+            {"ir": str(files[0]), "precision": precision, "dynamic_quantization": dynamic},
         )
 
     return build

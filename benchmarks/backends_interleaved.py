@@ -129,7 +129,7 @@ def load_rows(rows: dict[str, Any], work: Path, threads: int) -> tuple[dict, Any
     for name, row in rows.items():
         spec = row["reload"]
         if "ir" in spec:
-            run = compiled(Path(spec["ir"]), threads, spec["precision"])
+            run = compiled(Path(spec["ir"]), threads, spec["precision"], spec.get("dynamic_quantization", False))
         elif "safetensors" in spec:  # diffusia's PyTorch kernels, loaded as the product loads its U-Net
             qunet = _quantized_torch_unet(row["config"], spec)
             run = lambda x, u=qunet: u(*x, return_dict=False)[0]  # noqa: E731

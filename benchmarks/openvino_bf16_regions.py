@@ -87,7 +87,12 @@ REGIONS: dict[str, Callable] = {
 
 
 def run_row(core, model, precision: str, feeds: dict, calls: int, threads: int) -> tuple[list[float], object, dict]:
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision}
+    config = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": threads,
+        "INFERENCE_PRECISION_HINT": precision,
+        "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,  # as diffusia.export.openvino.compile_model: weight-only stays so
+    }
     request = core.compile_model(model, "CPU", config).create_infer_request()
     request.infer(feeds)
     times = []

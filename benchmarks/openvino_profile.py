@@ -98,6 +98,7 @@ def main() -> None:
         "PERF_COUNT": True,
         "INFERENCE_PRECISION_HINT": "f32",
     }
+    ours = {"DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}  # as diffusia.export.openvino.compile_model compiles its graphs
     core = ov.Core()
     results = {}
     unet = load_unet(args.model, work)
@@ -126,7 +127,9 @@ def main() -> None:
         suffix = act_suffix + ("" if attention == "float" else "_attn8")
         for precision in ("f32", "bf16"):
             results[f"diffusia_{args.preset}_mse{suffix}_{precision}"] = profile(
-                core.compile_model(model, "CPU", {**config, "INFERENCE_PRECISION_HINT": precision}), feeds, args.repeats
+                core.compile_model(model, "CPU", {**config, **ours, "INFERENCE_PRECISION_HINT": precision}),
+                feeds,
+                args.repeats,
             )
         del unet, model
     header = dict(model=args.model, latent=latent, threads=args.threads, openvino=ov.__version__, nncf=nncf.__version__)

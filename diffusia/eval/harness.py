@@ -32,7 +32,10 @@ GRID_COLUMNS = 8
 REAL_SET = "Fashion-MNIST test"
 
 
-def _size(folder: Path, fp32: dict[str, int] | None) -> dict[str, Any]:
+def _size(folder: Path, fp32: dict[str, int] | None, runtime: str = "torch") -> dict[str, Any]:
+    """Bytes on disk: the U-Net's weights, the whole folder, and the U-Net graph the runtime ran, if it was saved."""
+    from diffusia.runtime.artifact import MANIFEST, graph_bytes
+
     unet, whole = folder_bytes(folder / "unet"), folder_bytes(folder)
     out: dict[str, Any] = {
         "unet_bytes": unet,
@@ -40,6 +43,8 @@ def _size(folder: Path, fp32: dict[str, int] | None) -> dict[str, Any]:
         "unet_mb": unet / 2**20,
         "pipeline_mb": whole / 2**20,
     }
+    if runtime != "torch" and (folder / runtime / MANIFEST).is_file():
+        out["runtime_graph_mb"] = graph_bytes(folder / runtime) / 2**20
     if fp32:
         out["unet_change_pct"] = 100.0 * (unet / fp32["unet_bytes"] - 1)
         out["pipeline_change_pct"] = 100.0 * (whole / fp32["pipeline_bytes"] - 1)
@@ -283,7 +288,7 @@ def evaluate(
         if processes > 1:
             with atomic_dir(images_dir) as tmp:
                 generate_shards.launch({**task, "runs": 0, "images_dir": str(tmp)}, processes, work, timeout)
-        size = _size(folders[v.name], fp32_size)
+        size = _size(folders[v.name], fp32_size, _runtime_of(v, runtime))
         if v.kind == "fp32":
             fp32_size = size
         mem = m["memory"]

@@ -129,20 +129,30 @@ def render_markdown(res: dict[str, Any]) -> str:
         f"{cfg['threads']} threads" + (f", load average {mach['loadavg'][0]}" if mach.get("loadavg") else "") + ".",
         "",
     ]
-    lines += ["## I. Model size", "", "Bytes on disk of each variant's folder; MB = 2^20 bytes.", ""]
+    graphs = any("runtime_graph_mb" in variants[n]["size"] for n in names)
+    lines += ["## I. Model size", "", "Bytes on disk of each variant's folder; MB = 2^20 bytes."]
+    if graphs:
+        lines[-1] += (
+            " U-Net graph MB: the exported graph the U-Net ran on its runtime (every timestep group; it is saved "
+            "in the folder beside the PyTorch weights, so Pipeline MB counts both; - where it was exported at load)."
+        )
+    lines += [""]
     rows = []
     for n in names:
         s = variants[n]["size"]
+        graph = [_f(s["runtime_graph_mb"], 2) if "runtime_graph_mb" in s else "-"] if graphs else []
         rows.append(
             [
                 n,
                 _f(s["unet_mb"], 2),
                 _pct(s.get("unet_change_pct")),
+                *graph,
                 _f(s["pipeline_mb"], 2),
                 _pct(s.get("pipeline_change_pct")),
             ]
         )
-    lines += _table(["Variant", "U-Net MB", "vs FP32", "Pipeline MB", "vs FP32"], rows)
+    graph_head = ["U-Net graph MB"] if graphs else []
+    lines += _table(["Variant", "U-Net MB", "vs FP32", *graph_head, "Pipeline MB", "vs FP32"], rows)
 
     budget = cfg["budget_mb"]
     lines += [

@@ -1,6 +1,6 @@
 """Export a quantized U-Net to ONNX in QDQ form (QuantizeLinear/DequantizeLinear around float ops), the format
 edge runtimes (ONNX Runtime, TensorRT, OpenVINO, QNN) turn into integer kernels. Weights are stored as int8
-initializers (int4 layers are exported dequantized, fp16 layers as fp16 with a Cast)."""
+initializers (int4 layers as int8 initializers of their codes with group scales, fp16 layers as float32)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import contextlib
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,20 +34,41 @@ def _fake_quant(x: torch.Tensor, scale: float, zp: int, qmax: int) -> torch.Tens
     return torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, 255)
 
 
+GROUP_SCALE = "onnx_group_scale"  # int4 layers' group scales, flat, while they export
+
+
+def _weight(m) -> Callable[[], torch.Tensor]:
+    """The weight as the graph computes it. Unpacking happens here, outside the traced graph, so the graph sees one
+    constant per weight: per-channel int8 as a QDQ pair (`fold_weight_quantizers` stores an int8 initializer);
+    int4 groups as a QDQ pair per row of [out x groups, group] (the codes fit int8: stored as int8, as int4 in
+    OpenVINO's IR), then reshaped to the weight; fp16/bf16 weights as their float32 values."""
+    spec = m.spec
+    w_float = spec.dequantize(m.frozen_buffers(), m.weight_shape)
+    if not (spec.onnx_int8_weight or spec.grouped):
+        return lambda: w_float
+    scale = m.weight_scale.float()  # per output channel, or [out, groups]
+    if spec.onnx_int8_weight:
+        zeros = torch.zeros_like(scale, dtype=torch.int32)
+        return lambda: torch.fake_quantize_per_channel_affine(w_float, scale, zeros, 0, -128, 127)
+    # a (temporary, persistent) buffer like the per-channel scale: the tracer folds a QDQ pair of plain constants
+    m.register_buffer(GROUP_SCALE, scale.reshape(-1).contiguous())
+    scale = getattr(m, GROUP_SCALE)
+    zeros = torch.zeros_like(scale, dtype=torch.int32)
+    out, cols = w_float.shape[0], w_float[0].numel()
+    padded = qmath.int4_padded_cols(cols, m.settings.group_size)
+    rows = torch.nn.functional.pad(w_float.reshape(out, cols), (0, padded - cols)).reshape(scale.numel(), -1)
+
+    def grouped() -> torch.Tensor:
+        w = torch.fake_quantize_per_channel_affine(rows, scale, zeros, 0, -128, 127).reshape(out, padded)
+        return (w[:, :cols] if padded != cols else w).reshape(w_float.shape)
+
+    return grouped
+
+
 def _qdq_forward(m) -> callable:
     """A forward for a frozen quantized module, written with fake-quant ops that export as QDQ pairs."""
     spec = m.spec
-    # Unpacking happens here, outside the traced graph: the graph sees one constant per weight. Weights without an
-    # int8 form (int4: opset 17 has none, fp16/bf16) are exported dequantized (float) and flagged in the report.
-    w_float = spec.dequantize(m.frozen_buffers(), m.weight_shape)
-    if spec.onnx_int8_weight:
-        scale = m.weight_scale.float()
-        zeros = torch.zeros_like(scale, dtype=torch.int32)
-
-    def weight() -> torch.Tensor:
-        if spec.onnx_int8_weight:
-            return torch.fake_quantize_per_channel_affine(w_float, scale, zeros, 0, -128, 127)
-        return w_float
+    weight = _weight(m)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         if not spec.act_digits:
@@ -75,6 +96,7 @@ def qdq_mode(unet: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m in qmods.values():
             del m.forward
+            m._buffers.pop(GROUP_SCALE, None)
 
 
 class _UNetOnly(nn.Module):

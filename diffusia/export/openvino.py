@@ -48,19 +48,76 @@ def activation_quantizers(onnx_path: str | Path) -> dict[str, list]:
 
 
 def convert(onnx_path: str | Path, xml_path: str | Path) -> Path:
-    """The QDQ ONNX graph as OpenVINO IR (.xml + .bin), weights as they are (int8 stays int8, no fp16 compression)."""
+    """The QDQ ONNX graph as OpenVINO IR (.xml + .bin), every weight stored exactly (`narrow_weights`; no lossy
+    fp16 compression of the float layers)."""
     ov = require_openvino()
-    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
+    model = ov.convert_model(str(onnx_path))
+    narrow_weights(model)
+    ov.save_model(model, str(xml_path), compress_to_fp16=False)
     return Path(xml_path)
 
 
-def compile_model(model, precision: str | None = None, threads: int | None = None):
+NARROW_MIN_SIZE = 1024  # elements: weights, not the graph's small constants
+
+
+def narrow_weights(model) -> dict[str, int]:
+    """Store each weight constant in the narrowest type that holds its values exactly: int8 codes within [-8, 7]
+    (diffusia's int4 groups; a per-channel int8 weight always reaches +-127) as int4, float32 weights whose values
+    are all float16 values (fp16 layers) as float16 behind a Convert. Lossless by construction; OpenVINO widens
+    them again when it compiles. Returns how many constants of each kind it narrowed."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    narrowed = {"int4": 0, "float16": 0}
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Constant" or int(np.prod(list(op.get_output_shape(0)))) < NARROW_MIN_SIZE:
+            continue
+        kind = op.get_element_type()
+        if kind == ov.Type.i8:
+            values = op.get_data()
+            if values.min() < -8 or values.max() > 7:
+                continue
+            new = ov.op.Constant(_int4_tensor(values))
+            narrowed["int4"] += 1
+        elif kind == ov.Type.f32:
+            values = op.get_data()
+            half = values.astype(np.float16)
+            if not np.array_equal(half.astype(np.float32), values):
+                continue
+            new = ops.convert(ops.constant(half), ov.Type.f32)
+            narrowed["float16"] += 1
+        else:
+            continue
+        new.set_friendly_name(op.get_friendly_name())
+        op.output(0).replace(new.output(0))
+    model.validate_nodes_and_infer_types()
+    return narrowed
+
+
+def _int4_tensor(values: np.ndarray):
+    """An int4 OpenVINO tensor (it owns its bytes) of int8 `values` in [-8, 7]: two's-complement nibbles, the
+    first element in the low one."""
+    import openvino as ov
+
+    nibbles = (values.astype(np.uint8) & 0x0F).reshape(-1)
+    nibbles = np.append(nibbles, np.uint8(0)) if nibbles.size % 2 else nibbles
+    tensor = ov.Tensor(ov.Type.i4, ov.Shape(list(values.shape)))
+    tensor.data[:] = (nibbles[0::2] | (nibbles[1::2] << 4)).view(tensor.data.dtype)
+    return tensor
+
+
+def compile_model(model, precision: str | None = None, threads: int | None = None, dynamic_quantization: bool = False):
     """An OpenVINO CPU compiled model for latency from an IR path or an `ov.Model` (`precision`: f32, bf16 or f16;
-    None = OpenVINO's choice for this CPU, bf16 for the float layers where the CPU has it)."""
+    None = OpenVINO's choice for this CPU, bf16 for the float layers where the CPU has it). OpenVINO's CPU plugin
+    quantizes the inputs of a MatMul with int8/int4 weights and no quantized input dynamically (int8, groups of 32
+    values) by default; diffusia's weight-only layers keep float activations, so that is off unless
+    `dynamic_quantization` (NNCF's weight-compressed peers in `benchmarks/`, OpenVINO's default for them)."""
     ov = require_openvino()
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
     if precision is not None:
         config["INFERENCE_PRECISION_HINT"] = precision
+    if not dynamic_quantization:
+        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 0
     return ov.Core().compile_model(model if isinstance(model, ov.Model) else str(model), "CPU", config)
 
 

@@ -194,6 +194,16 @@ def own_tie_noise(unet: nn.Module, timesteps: list[int]) -> float:
     )
 
 
+def graph_bytes(folder: str | Path) -> int:
+    """Bytes on disk of the U-Net graphs of an exported folder, every timestep group's (OpenVINO's .xml and .bin,
+    ONNX's .onnx and external data), without the VAE decoder."""
+    files = []
+    for name in read_manifest(folder)["files"]:
+        graph = Path(folder) / name
+        files += [graph, graph.with_suffix(".bin")] if graph.suffix == ".xml" else qdq.onnx_files(graph)
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
 def read_manifest(folder: str | Path) -> dict:
     path = Path(folder) / MANIFEST
     hint = "re-export with `diffusia export --format openvino|onnxruntime` or `diffusia quantize --runtime ...`"

@@ -299,3 +299,22 @@ def test_variants_run_on_openvino_in_every_measurement(micro_pipeline_dir, promp
     finally:
         torch.set_num_threads(threads)
     np.testing.assert_array_equal(to_uint8(load_images(tmp_path / "run" / "images" / "w8a8", 2)), expected)
+
+
+def test_size_counts_the_runtime_graph_the_unet_ran_and_nothing_else(tmp_path):
+    from diffusia.eval.harness import _size
+    from diffusia.runtime.artifact import FORMAT, MANIFEST, VERSION
+
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "weights.safetensors").write_bytes(b"w" * 3000)
+    ov = tmp_path / "openvino"
+    ov.mkdir()
+    for name, n in (("unet-g0.xml", 100), ("unet-g0.bin", 2000), ("unet-g1.xml", 100), ("unet-g1.bin", 2000)):
+        (ov / name).write_bytes(b"x" * n)
+    (ov / "vae_decoder.bin").write_bytes(b"v" * 5000)  # the decoder is not the U-Net
+    manifest = {"format": FORMAT, "version": VERSION, "files": ["unet-g0.xml", "unet-g1.xml"]}
+    (ov / MANIFEST).write_text(json.dumps(manifest))
+    size = _size(tmp_path, None, "openvino")
+    assert size["runtime_graph_mb"] * 2**20 == 4200 and size["unet_bytes"] == 3000
+    assert "runtime_graph_mb" not in _size(tmp_path, None, "torch")
+    assert "runtime_graph_mb" not in _size(tmp_path, None, "onnxruntime")  # no graph saved for it

@@ -142,3 +142,12 @@ def test_grid_png(tmp_path):
 def test_machine_info_has_what_latency_depends_on():
     info = machine_info()
     assert info["cpu_cores"] >= 1 and info["torch_threads"] >= 1 and info["torch"] and info["cpu_model"]
+
+
+def test_size_table_shows_the_runtime_graph_only_when_a_variant_ran_on_one():
+    res = _results()
+    assert "U-Net graph MB" not in render_markdown(json_safe(res))
+    res["variants"]["w8a8"]["size"]["runtime_graph_mb"] = 2.75  # the fp32 graph was exported at load: no size
+    md = render_markdown(json_safe(res))
+    assert "| Variant | U-Net MB | vs FP32 | U-Net graph MB | Pipeline MB | vs FP32 |" in md
+    assert "| w8a8 | 2.60 | -74.0% | 2.75 | 32.60 | -37.0% |" in md and "| fp32 | 10.00 | - | - | 40.00 | - |" in md

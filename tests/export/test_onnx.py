@@ -135,6 +135,18 @@ def test_weight_only_int8_export(tmp_path):
     assert check_against_onnxruntime(pipe.unet, path)["relative_l2_vs_diffusia"] < 1e-2
 
 
+@pytest.mark.parametrize("group_size", [64, 48], ids=["whole-groups", "padded-groups"])
+def test_int4_weights_export_as_their_codes_and_group_scales(tmp_path, group_size):
+    pipe = _quantized("w4", int4_group_size=group_size)
+    path = export_unet(pipe.unet, tmp_path / "unet.onnx")
+    assert check_against_onnxruntime(pipe.unet, path)["relative_l2_vs_diffusia"] < 1e-5
+    model = onnx.load(str(path))
+    codes = [onnx.numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    w4 = [m for m in api.qmodules(pipe.unet).values() if m.precision == "w4"]
+    assert len(codes) == len(w4) > 10 and all(c.min() >= -8 and c.max() <= 7 for c in codes)
+    assert sorted(c.size for c in codes) == sorted(2 * m.weight_int4.numel() for m in w4)  # padded, one per nibble
+
+
 def test_float_unet_is_refused(tmp_path):
     with pytest.raises(DiffusiaError, match="frozen quantized"):
         export_unet(build_micro_pipeline().unet, tmp_path / "unet.onnx")

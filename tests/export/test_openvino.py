@@ -183,3 +183,44 @@ def test_export_checks_probe_quantizers_at_most_at_the_probe_side(tmp_path, monk
     check = qdq.check_against_onnxruntime(pipe.unet, qdq.export_unet(pipe.unet, tmp_path / "u.onnx", dynamic=True))
     assert check["quantizers"]["other_differences"] == 0 and sorted(set(sides)) == [4, 8]
     assert check["relative_l2_vs_diffusia"] < 0.05
+
+
+def test_narrow_weights_stores_int4_codes_and_fp16_values_exactly_and_nothing_else():
+    from openvino import opset13 as ops
+
+    from diffusia.export.openvino import compile_model, narrow_weights
+
+    rng = np.random.default_rng(0)
+    int4 = rng.integers(-8, 8, size=(64, 33)).astype(np.int8)  # odd element count: the last byte is half used
+    int8 = rng.integers(-127, 128, size=(64, 32)).astype(np.int8)
+    half = rng.standard_normal((64, 32)).astype(np.float16).astype(np.float32)
+    single = rng.standard_normal((64, 32)).astype(np.float32)
+    small = np.ones((4, 4), np.float32)  # below the size of a weight: left alone
+    values = [int4, int8, half, single, small]
+    model = ov.Model([ops.convert(ops.constant(v), ov.Type.f32) for v in values], [])
+    assert narrow_weights(model) == {"int4": 1, "float16": 1}
+    kinds = [str(op.get_element_type()) for op in model.get_ordered_ops() if op.get_type_name() == "Constant"]
+    assert sorted(kinds) == sorted(map(str, [ov.Type.i4, ov.Type.i8, ov.Type.f16, ov.Type.f32, ov.Type.f32]))
+    outputs = compile_model(model, "f32")({})
+    for k, v in enumerate(values):
+        assert np.array_equal(outputs[k], v.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "preset,kind,at_most", [("w4", ov.Type.i4, 0.2), ("fp16", ov.Type.f16, 0.55), ("w8", ov.Type.i8, 0.3)]
+)
+def test_weight_only_graphs_keep_their_weights_narrow_and_their_activations_float(tmp_path, preset, kind, at_most):
+    from diffusia.runtime.artifact import graph_bytes
+
+    pipe = _quantized(preset, pipe=load_pipeline("tiny", progress=False))
+    manifest = export_runtime(pipe.unet, "openvino", tmp_path / "ov")
+    # weight-only layers compute the exact dequantized weights on float activations: OpenVINO's CPU default would
+    # quantize the inputs of MatMuls with int8/int4 weights dynamically (0.3 % on this U-Net's w8)
+    assert manifest["check"]["relative_l2_vs_diffusia"] < 1e-5
+    model = ov.Core().read_model(str(tmp_path / "ov" / manifest["files"][0]))
+    narrow = [op for op in model.get_ops() if op.get_type_name() == "Constant" and op.get_element_type() == kind]
+    assert len(narrow) >= sum(m.precision == preset for m in api.qmodules(pipe.unet).values()) > 100
+    float_bytes = sum(p.numel() * 4 for p in load_pipeline("tiny", progress=False).unet.parameters())
+    files = tmp_path / "ov" / "unet-g0.xml", tmp_path / "ov" / "unet-g0.bin"
+    assert graph_bytes(tmp_path / "ov") == sum(f.stat().st_size for f in files)
+    assert files[1].stat().st_size < at_most * float_bytes  # the weights; the .xml is the graph's structure
