@@ -115,7 +115,15 @@ def _searched_variant(cfg: StudyConfig, sens: dict, out: Path, observations) -> 
         progress=not cfg.quick,
         observations=observations,
     )
-    return save_quantized_pipeline(pipe, out / "sources" / "searched", base_model=cfg.model)
+    return save_quantized_pipeline(pipe, out / "sources" / "searched", base_model=cfg.model, runtimes=_saved(cfg))
+
+
+def _saved(cfg: StudyConfig) -> tuple[str, ...]:
+    """The runtime the study's own folders (QAT, the searched plan) are saved with, so its U-Nets load as the
+    presets' do instead of being exported when loaded."""
+    from diffusia.runtime import saved_runtimes
+
+    return saved_runtimes(cfg.runtime)
 
 
 STUDIED_PRESETS = ("w8a8", "mixed", "w8a8x2")  # W8A8 presets evaluated beside QAT and the searched plan
@@ -144,6 +152,7 @@ def _qat_variant(cfg: StudyConfig, out: Path, recipe: str, shared) -> Path:
         calib_steps=cfg.steps,
         checkpoint_every=0,
         progress=not cfg.quick,
+        runtimes=_saved(cfg),
     )
     result = run_qat(qcfg, shared)
     if result is None:

@@ -66,3 +66,10 @@ def test_int8_attention_goes_where_the_plan_has_w8a8_attention_projections(tmp_p
     assert variants["w8a8"].endswith("w8a8-attn8.json") and variants["mixed"] == "mixed"  # the preset, unchanged
     assert load_recipe(variants["w8a8"]) == get_preset("w8a8").replace(attention="int8")
     assert load_recipe(variants["w8a8x2"]) == get_preset("w8a8x2").replace(attention="int8")
+
+
+def test_the_studys_own_folders_are_saved_with_the_graph_of_its_runtime():
+    from diffusia.study import _saved
+
+    assert _saved(StudyConfig(model="tiny", out="x", runtime="openvino")) == ("openvino",)
+    assert _saved(StudyConfig(model="tiny", out="x")) == ()

@@ -47,9 +47,16 @@ def qat(
     progress: bool = typer.Option(True),
     overwrite: bool = o.overwrite(),
     stop_after: int | None = typer.Option(None, hidden=True, help="End as if killed after this many steps."),
+    runtime: str | None = o.runtime(
+        None,
+        "Also save the U-Net exported and checked for these runtimes (comma-separated: openvino, onnxruntime, "
+        "or auto), in OUT/<runtime>/ for `--runtime` at load time, as `diffusia quantize --runtime` does.",
+        sep=",",
+    ),
 ):
     """Quantization-aware training: PTQ start, fake-quant fine-tuning, then the same INT8 folder as `quantize`."""
     from diffusia.qat.train import QATConfig, run_qat
+    from diffusia.runtime import saved_runtimes
 
     if data is not None and distill:
         raise DiffusiaError("--data and --distill exclude each other: pick one loss")
@@ -76,6 +83,7 @@ def qat(
         validate=validate,
         progress=progress,
         stop_after=stop_after,
+        runtimes=saved_runtimes(runtime, device if device != "auto" else "cpu"),
     )
     result = run_qat(cfg)
     if result is not None:

@@ -76,7 +76,7 @@ def quantize(
     from diffusia.prompts import load_prompts
     from diffusia.quant.pipeline import quantize_pipeline
     from diffusia.quant.serialization import save_quantized_pipeline
-    from diffusia.runtime import resolve
+    from diffusia.runtime import saved_runtimes
 
     r = load_recipe(recipe, timestep_groups, rule)
     if target is not None:
@@ -87,8 +87,7 @@ def quantize(
         r = r.replace(activations=activations)
     if attention is not None:
         r = r.replace(attention=attention)
-    runtimes = tuple(dict.fromkeys(resolve(x.strip()) for x in (runtime or "").split(",") if x.strip()))
-    runtimes = tuple(x for x in runtimes if x != "torch")
+    runtimes = saved_runtimes(runtime, device)
     prompts = load_prompts(calib_prompts, model=model)
     check_output_dir(out, QUANTIZED, overwrite, (model, config, recipe, calib_prompts))
     pipe = load_pipeline(model, device=device, progress=False, config=config)

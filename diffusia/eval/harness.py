@@ -20,36 +20,16 @@ from diffusia.eval.variants import (
     QUANTIZING,
     Variant,
     check_compatible,
-    folder_bytes,
     materialise,
     parse_variants,
     shared_observations,
+    variant_size,
 )
 
 log = logging.getLogger(__name__)
 
 GRID_COLUMNS = 8
 REAL_SET = "Fashion-MNIST test"
-
-
-def _size(folder: Path, fp32: dict[str, int] | None, runtime: str = "torch") -> dict[str, Any]:
-    """Bytes on disk: the U-Net's weights, the whole folder, and the U-Net graph the runtime ran, if it was saved."""
-    from diffusia.runtime.artifact import MANIFEST, graph_bytes
-
-    unet, whole = folder_bytes(folder / "unet"), folder_bytes(folder)
-    out: dict[str, Any] = {
-        "unet_bytes": unet,
-        "pipeline_bytes": whole,
-        "unet_mb": unet / 2**20,
-        "pipeline_mb": whole / 2**20,
-    }
-    if runtime != "torch" and (folder / runtime / MANIFEST).is_file():
-        out["runtime_graph_mb"] = graph_bytes(folder / runtime) / 2**20
-    if fp32:
-        out["unet_change_pct"] = 100.0 * (unet / fp32["unet_bytes"] - 1)
-        out["pipeline_change_pct"] = 100.0 * (whole / fp32["pipeline_bytes"] - 1)
-        out["unet_ratio_vs_fp32"] = fp32["unet_bytes"] / unet
-    return out
 
 
 def real_images(model: str, count: int) -> tuple[np.ndarray | None, str | None]:
@@ -94,6 +74,16 @@ def _notes(res: dict[str, Any], specs: list[Variant], device: str) -> list[str]:
             + "; ".join(f"{rt}: {', '.join(names)}" for rt, names in by_runtime.items())
             + ". Text encoder, scheduler and VAE "
             "run in PyTorch."
+        )
+    at_load = [
+        n
+        for n, v in res["variants"].items()
+        if v.get("runtime", "torch") != "torch" and "runtime_graph_mb" not in v["size"]
+    ]
+    if at_load:
+        notes.append(
+            f"{', '.join(at_load)}: no runtime graph saved in the folder, so the U-Net was exported (and checked) "
+            "when loaded; its peak memory after load includes that export."
         )
     lat = {n: (v.get("latency") or {}).get("end_to_end", {}).get("median") for n, v in res["variants"].items()}
     for v in specs:
@@ -288,7 +278,7 @@ def evaluate(
         if processes > 1:
             with atomic_dir(images_dir) as tmp:
                 generate_shards.launch({**task, "runs": 0, "images_dir": str(tmp)}, processes, work, timeout)
-        size = _size(folders[v.name], fp32_size, _runtime_of(v, runtime))
+        size = variant_size(folders[v.name], fp32_size, _runtime_of(v, runtime))
         if v.kind == "fp32":
             fp32_size = size
         mem = m["memory"]

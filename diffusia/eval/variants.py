@@ -243,6 +243,26 @@ def folder_bytes(folder: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
+def variant_size(folder: Path, fp32: dict[str, int] | None, runtime: str = "torch") -> dict[str, Any]:
+    """Bytes on disk: the U-Net's weights, the whole folder, and the U-Net graph the runtime ran, if it was saved."""
+    from diffusia.runtime.artifact import MANIFEST, graph_bytes
+
+    unet, whole = folder_bytes(folder / "unet"), folder_bytes(folder)
+    out: dict[str, Any] = {
+        "unet_bytes": unet,
+        "pipeline_bytes": whole,
+        "unet_mb": unet / 2**20,
+        "pipeline_mb": whole / 2**20,
+    }
+    if runtime != "torch" and (folder / runtime / MANIFEST).is_file():
+        out["runtime_graph_mb"] = graph_bytes(folder / runtime) / 2**20
+    if fp32:
+        out["unet_change_pct"] = 100.0 * (unet / fp32["unet_bytes"] - 1)
+        out["pipeline_change_pct"] = 100.0 * (whole / fp32["pipeline_bytes"] - 1)
+        out["unet_ratio_vs_fp32"] = fp32["unet_bytes"] / unet
+    return out
+
+
 def shared_observations(pipe, specs: list[Variant], calib, calib_size: int, steps: int, guidance: float):
     """One sampling pass of the calibration prompts for the recipes that calibrate with the same settings, when
     two or more do (`diffusia.calib.observations`); else None."""

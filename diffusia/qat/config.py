@@ -40,6 +40,7 @@ class QATConfig:
     validate: bool = True
     progress: bool = True
     stop_after: int | None = None  # end (as if killed) after this many steps: for tests
+    runtimes: tuple[str, ...] = ()  # also save the U-Net exported for these (`diffusia.runtime.saved_runtimes`)
 
     def check(self) -> None:
         if self.source not in SOURCES:

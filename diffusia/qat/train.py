@@ -135,7 +135,7 @@ def _finish(
     pipe.diffusia_validation = validate_pipeline(pipe) if cfg.validate else None
     last = latest_checkpoint(out)
     with atomic_dir(out) as tmp:
-        save_quantized_pipeline(pipe, tmp / "pipeline", base_model=cfg.model)
+        save_quantized_pipeline(pipe, tmp / "pipeline", base_model=cfg.model, runtimes=tuple(cfg.runtimes))
         for item in (tmp / "pipeline").iterdir():
             os.replace(item, tmp / item.name)
         (tmp / "pipeline").rmdir()

@@ -62,6 +62,13 @@ def resolve(runtime: str | None, device: str = "cpu") -> str:
     return runtime
 
 
+def saved_runtimes(spec: str | None, device: str = "cpu") -> tuple[str, ...]:
+    """The exported runtimes a comma-separated `--runtime` list names (`auto` resolved, torch dropped): those whose
+    graphs a quantized folder is saved with."""
+    named = [resolve(x.strip(), device) for x in (spec or "").split(",") if x.strip()]
+    return tuple(x for x in dict.fromkeys(named) if x != "torch")
+
+
 def check_precision(runtime: str, precision: str) -> None:
     """Refuse a float-layer precision the runtime or this CPU cannot honour (one line naming the fix)."""
     from diffusia.quant import cpu
@@ -148,4 +155,5 @@ __all__ = [
     "load_unet",
     "resolve",
     "runtime_of",
+    "saved_runtimes",
 ]

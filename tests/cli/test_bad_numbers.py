@@ -50,6 +50,7 @@ CASES = [
     ("quantize", "--device", "tpu", "unknown device"),
     ("quantize", "--target", "arm", "not one of auto, portable"),
     ("quantize", "--runtime", "openvino,tensorrt", "'tensorrt' is not one of"),
+    ("qat", "--runtime", "tensorrt", "'tensorrt' is not one of"),
     ("export", "--tolerance", "nan", "finite"),
     ("export", "--tolerance", "0", "above 0 to 1"),
     ("export", "--tolerance", "-1", "above 0 to 1"),

@@ -302,7 +302,7 @@ def test_variants_run_on_openvino_in_every_measurement(micro_pipeline_dir, promp
 
 
 def test_size_counts_the_runtime_graph_the_unet_ran_and_nothing_else(tmp_path):
-    from diffusia.eval.harness import _size
+    from diffusia.eval.variants import variant_size
     from diffusia.runtime.artifact import FORMAT, MANIFEST, VERSION
 
     (tmp_path / "unet").mkdir()
@@ -314,7 +314,24 @@ def test_size_counts_the_runtime_graph_the_unet_ran_and_nothing_else(tmp_path):
     (ov / "vae_decoder.bin").write_bytes(b"v" * 5000)  # the decoder is not the U-Net
     manifest = {"format": FORMAT, "version": VERSION, "files": ["unet-g0.xml", "unet-g1.xml"]}
     (ov / MANIFEST).write_text(json.dumps(manifest))
-    size = _size(tmp_path, None, "openvino")
+    size = variant_size(tmp_path, None, "openvino")
     assert size["runtime_graph_mb"] * 2**20 == 4200 and size["unet_bytes"] == 3000
-    assert "runtime_graph_mb" not in _size(tmp_path, None, "torch")
-    assert "runtime_graph_mb" not in _size(tmp_path, None, "onnxruntime")  # no graph saved for it
+    assert "runtime_graph_mb" not in variant_size(tmp_path, None, "torch")
+    assert "runtime_graph_mb" not in variant_size(tmp_path, None, "onnxruntime")  # no graph saved for it
+
+
+def test_note_names_the_unets_exported_when_loaded():
+    ran = {"runtime": "openvino", "latency": {"end_to_end": {"median": 1.0}}}
+    res = {
+        "variants": {
+            "fp32": {**ran, "size": {"unet_mb": 2.0}},
+            "w8a8": {**ran, "size": {"unet_mb": 1.0, "runtime_graph_mb": 1.1}},
+            "qat": {**ran, "size": {"unet_mb": 1.0}},
+            "bf16": {"runtime": "torch", "size": {"unet_mb": 1.0}},
+        },
+        "machine": {"cpu_cores": 2, "loadavg": [0.5]},
+        "quality": None,
+    }
+    notes = _notes(res, parse_variants("fp32", "cpu"), "cpu")
+    at_load = [n for n in notes if "exported (and checked) when loaded" in n]
+    assert len(at_load) == 1 and at_load[0].startswith("fp32, qat: ")

@@ -97,6 +97,16 @@ def test_a_folder_with_its_checkpoints_and_distillation_data_loads(micro_pipelin
     assert api.qmodules(load_pipeline(out, progress=False).unet)  # resume data is not what loading verifies
 
 
+def test_the_folder_is_saved_with_its_runtime_graph_as_quantize_saves_it(micro_pipeline_dir, tmp_path):
+    pytest.importorskip("openvino")
+    from diffusia.runtime import runtime_of
+
+    out = tmp_path / "ov"
+    run_qat(_cfg(micro_pipeline_dir, out, steps=1, checkpoint_every=0, validate=False, runtimes=("openvino",)))
+    assert (out / "openvino" / "runtime.json").is_file()
+    assert runtime_of(load_pipeline(out, runtime="openvino", progress=False)) == "openvino"
+
+
 def test_lsq_on_fashion_mnist_learns_and_freezes_scales(micro_pipeline_dir, tmp_path):
     from diffusia.data.fashion_mnist import DATA_DIR
 

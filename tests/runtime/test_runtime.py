@@ -170,3 +170,12 @@ def test_bf16_float_layers_on_openvino_are_an_option(quantized_dir):
     assert np.abs(image - fp32_image).mean() < 3 * np.abs(torch_image - fp32_image).mean()
     with pytest.raises(DiffusiaError, match="applies to the openvino runtime, and the U-Net runs on torch"):
         load_pipeline(folder, progress=False, runtime_precision="bf16")
+
+
+def test_saved_runtimes_are_the_named_exported_ones_once_each():
+    from diffusia.runtime import saved_runtimes
+
+    assert saved_runtimes("openvino, onnxruntime,openvino,torch") == ("openvino", "onnxruntime")
+    assert saved_runtimes(None) == saved_runtimes("torch") == ()
+    with pytest.raises(DiffusiaError, match="unknown runtime 'tensorrt'"):
+        saved_runtimes("openvino,tensorrt")

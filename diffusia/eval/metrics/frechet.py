@@ -52,7 +52,7 @@ def frechet_distance_from_stats(
             worst = np.abs(covmean.imag).max()
             raise DiffusiaError(f"Frechet distance: sqrt(S1 S2) has an imaginary part of {worst:.3g}")
         covmean = covmean.real
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+    return max(0.0, float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)))  # round-off: >= 0
 
 
 def _check_features(feats: np.ndarray) -> np.ndarray:
@@ -79,7 +79,7 @@ def frechet_distance_low_rank(feats1: np.ndarray, feats2: np.ndarray) -> float:
     b = (f2 - mu2) / np.sqrt(len(f2) - 1)
     tr_covmean = np.linalg.svd(a @ b.T, compute_uv=False).sum()
     diff = mu1 - mu2
-    return float(diff @ diff + (a * a).sum() + (b * b).sum() - 2 * tr_covmean)
+    return max(0.0, float(diff @ diff + (a * a).sum() + (b * b).sum() - 2 * tr_covmean))  # round-off: >= 0
 
 
 def frechet_distance(feats1: np.ndarray, feats2: np.ndarray, eps: float = 1e-6, method: str = "auto") -> float:
