@@ -57,9 +57,6 @@ def convert(onnx_path: str | Path, xml_path: str | Path) -> Path:
     return Path(xml_path)
 
 
-NARROW_MIN_SIZE = 1024  # elements: weights, not the graph's small constants
-
-
 def narrow_weights(model) -> dict[str, int]:
     """Store each weight constant in the narrowest type that holds its values exactly: int8 codes within [-8, 7]
     (diffusia's int4 groups; a per-channel int8 weight always reaches +-127) as int4, float32 weights whose values
@@ -70,7 +67,7 @@ def narrow_weights(model) -> dict[str, int]:
 
     narrowed = {"int4": 0, "float16": 0}
     for op in model.get_ordered_ops():
-        if op.get_type_name() != "Constant" or int(np.prod(list(op.get_output_shape(0)))) < NARROW_MIN_SIZE:
+        if op.get_type_name() != "Constant" or int(np.prod(list(op.get_output_shape(0)))) < qdq.NARROW_MIN_SIZE:
             continue
         kind = op.get_element_type()
         if kind == ov.Type.i8:

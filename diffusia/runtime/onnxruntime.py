@@ -19,18 +19,16 @@ class ONNXRuntimeUNet(RuntimeUNet):
 
     def __init__(self, folder: str | Path, config: Any, threads: int | None = None) -> None:
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401
         except ImportError:
             raise DiffusiaError(f"the onnxruntime runtime is not installed: {INSTALL}") from None
+        from diffusia.export.onnx import onnxruntime_session
+
         manifest = read_manifest(folder)
         super().__init__(config, manifest["timestep_groups"], manifest["num_train_timesteps"])
         self.folder, self.manifest = Path(folder), manifest
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = int(threads or torch.get_num_threads()), 1
-        self._sessions = [
-            ort.InferenceSession(str(self.folder / f), options, providers=["CPUExecutionProvider"])
-            for f in manifest["files"]
-        ]
+        threads = int(threads or torch.get_num_threads())
+        self._sessions = [onnxruntime_session(self.folder / f, threads) for f in manifest["files"]]
 
     def _run(
         self,
