@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from diffusia.errors import DiffusiaError
-from diffusia.export import compare
+from diffusia.export import compare, weights
 from diffusia.export import onnx as qdq
 from diffusia.quant import api, qmath
 
@@ -67,7 +67,7 @@ def narrow_weights(model) -> dict[str, int]:
 
     narrowed = {"int4": 0, "float16": 0}
     for op in model.get_ordered_ops():
-        if op.get_type_name() != "Constant" or int(np.prod(list(op.get_output_shape(0)))) < qdq.NARROW_MIN_SIZE:
+        if op.get_type_name() != "Constant" or int(np.prod(list(op.get_output_shape(0)))) < weights.NARROW_MIN_SIZE:
             continue
         kind = op.get_element_type()
         if kind == ov.Type.i8:
