@@ -205,6 +205,8 @@ BACKENDS = {
         _diffusia_on("openvino", "w8a8x2", precision="bf16"),
         "diffusia w8a8x2 on OpenVINO, float layers in bf16",
     ),
+    "diffusia_w8_ov": (_diffusia_on("openvino", "w8"), "diffusia weight-only INT8 on OpenVINO"),
+    "diffusia_w4_ov": (_diffusia_on("openvino", "w4"), "diffusia weight-only INT4 (groups of 64) on OpenVINO"),
     "diffusia_w8a8_mse_ort": (
         _diffusia_on("onnxruntime", "w8a8", "mse"),
         "diffusia W8A8 (MSE calibrator) on ONNX Runtime",
