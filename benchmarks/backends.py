@@ -102,7 +102,8 @@ def make_inputs(model: str, latent: int, n_calib: int, workdir: Path) -> dict[st
 
     import torch
 
-    def batch2(s, t, e):
+    def batch2(call):  # a recorded UnetCall (SD 1.x: no added conditioning)
+        s, t, e = call.sample, call.timestep, call.encoder_hidden_states
         step = int(torch.as_tensor(t).reshape(-1)[0])
         return s.float(), torch.full((s.shape[0],), step, dtype=torch.int64), e.float()
 
@@ -117,8 +118,8 @@ def make_inputs(model: str, latent: int, n_calib: int, workdir: Path) -> dict[st
         prompts = load_prompts("tiny")
         calls = record_unet_inputs(pipe, prompts[:2], steps=8, progress=False)
         idx = [round(i * (len(calls) - 1) / max(n_calib - 1, 1)) for i in range(n_calib)]
-        calib = [batch2(*calls[i]) for i in idx]
-        timed = batch2(*record_unet_inputs(pipe, [prompts[-1]], steps=8, seed=42, progress=False)[4])
+        calib = [batch2(calls[i]) for i in idx]
+        timed = batch2(record_unet_inputs(pipe, [prompts[-1]], steps=8, seed=42, progress=False)[4])
     else:
         timed = gaussian_input(0, 500, latent)
         calib = [gaussian_input(100 + i, round(980 - i * 960 / max(n_calib - 1, 1)), latent) for i in range(n_calib)]

@@ -233,3 +233,12 @@ def test_interleaved_report_states_an_instruction_set_cap(monkeypatch):
     assert inter._caps_line({"isa_caps": {}}) == []
     (line,) = [s for s in inter._caps_line({"isa_caps": {"DIFFUSIA_CPU": "avx2"}}) if s]
     assert line.startswith("**Instruction sets capped** (`DIFFUSIA_CPU=avx2`)")
+
+
+def test_tiny_inputs_are_recorded_sampler_calls_at_batch_two(tmp_path):
+    info = bb.make_inputs("tiny", 16, 2, tmp_path)
+    data = torch.load(tmp_path / "inputs.pt")
+    assert len(data["calib"]) == 2 and info["weights"].startswith("diffusia/assets/tiny/unet/")
+    for sample, timestep, text in [data["timed"], *data["calib"]]:
+        assert sample.shape[0] == timestep.shape[0] == text.shape[0] == 2 and timestep.dtype == torch.int64
+    assert data["calib"][0][1][0] > data["calib"][1][1][0]  # spread over the trajectory: first and last call
