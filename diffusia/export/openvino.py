@@ -52,9 +52,61 @@ def convert(onnx_path: str | Path, xml_path: str | Path) -> Path:
     fp16 compression of the float layers)."""
     ov = require_openvino()
     model = ov.convert_model(str(onnx_path))
+    group_int4_weights(model)
     narrow_weights(model)
     ov.save_model(model, str(xml_path), compress_to_fp16=False)
     return Path(xml_path)
+
+
+def group_int4_weights(model) -> int:
+    """Give each int4 weight the form OpenVINO's CPU plugin runs as a compressed FullyConnected (int4 codes kept
+    in memory, unpacked per tile): the export's codes [out x groups, group] and scales [out x groups, 1] reshaped to
+    [out, groups, group] and [out, groups, 1] ahead of the Reshape to [out, in]; a single padded group (in < group)
+    as the [out, in] codes with one scale per row, the padding dropped. Exact: the same values, other shapes. A
+    last group that is partial (in not a multiple of the group) stays as exported; convolutions take the same form,
+    but OpenVINO's CPU plugin widens their weights when it compiles. Returns how many weights it reshaped."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    reshaped = 0
+    for mul in model.get_ordered_ops():
+        inputs = [mul.input_value(i).get_node() for i in range(mul.get_input_size())]
+        if mul.get_type_name() != "Multiply" or [n.get_type_name() for n in inputs] != ["Convert", "Constant"]:
+            continue
+        codes, scale = inputs[0].input_value(0).get_node(), inputs[1]
+        users = [i.get_node() for i in mul.output(0).get_target_inputs()]
+        if codes.get_type_name() != "Constant" or codes.get_element_type() != ov.Type.i8 or len(users) != 1:
+            continue
+        kind, user = users[0].get_type_name(), users[0]
+        if kind not in ("Reshape", "Slice") or not user.get_output_partial_shape(0).is_static:
+            continue
+        (rows, group), shape = list(codes.get_output_shape(0)), list(user.get_output_shape(0))
+        q, s = codes.get_data(), scale.get_data().reshape(rows, 1)
+        if kind == "Reshape" and len(shape) == 2 and rows % shape[0] == 0 and rows > shape[0]:  # groups > 1
+            groups = rows // shape[0]
+            user = _last_of_reshapes(user)
+            if any(i.get_node().get_type_name() == "Slice" for i in user.output(0).get_target_inputs()):
+                continue  # a partial last group: OpenVINO cannot run it compressed either way
+            q, s = q.reshape(shape[0], groups, group), s.reshape(shape[0], groups, 1)
+        elif kind == "Slice" and len(shape) == 2 and shape[0] == rows:  # one group, padded: drop the padding
+            q = q[:, : shape[1]].copy()
+        else:
+            continue
+        new = ops.multiply(ops.convert(ops.constant(q), ov.Type.f32), ops.constant(s))
+        (user.input(0).replace_source_output if kind == "Reshape" else user.output(0).replace)(new.output(0))
+        reshaped += 1
+    model.validate_nodes_and_infer_types()
+    return reshaped
+
+
+def _last_of_reshapes(reshape):
+    """The last of a chain of Reshapes to the same static shape (the export can leave one to the weight's own)."""
+    shape = reshape.get_output_partial_shape(0)
+    while len(after := [i.get_node() for i in reshape.output(0).get_target_inputs()]) == 1:
+        if after[0].get_type_name() != "Reshape" or after[0].get_output_partial_shape(0) != shape:
+            break
+        reshape = after[0]
+    return reshape
 
 
 def narrow_weights(model) -> dict[str, int]:

@@ -206,6 +206,33 @@ def test_narrow_weights_stores_int4_codes_and_fp16_values_exactly_and_nothing_el
         assert np.array_equal(outputs[k], v.astype(np.float32))
 
 
+def test_group_int4_weights_reshapes_whole_and_single_padded_groups_and_keeps_every_value():
+    from openvino import opset13 as ops
+
+    from diffusia.export.openvino import compile_model, group_int4_weights
+
+    rng = np.random.default_rng(0)
+
+    def weight(out, groups, cols):  # as the export writes int4 groups: codes [out x groups, 64], a scale per row
+        codes = rng.integers(-8, 8, size=(out * groups, 64)).astype(np.int8)
+        scale = rng.uniform(0.01, 0.1, size=(out * groups, 1)).astype(np.float32)
+        w = ops.multiply(ops.convert(ops.constant(codes), ov.Type.f32), ops.constant(scale))
+        if groups > 1:
+            w = ops.reshape(w, ops.constant(np.array([out, groups * 64])), False)
+        if cols < groups * 64:
+            w = ops.slice(w, ops.constant(np.array([0, 0])), ops.constant(np.array([out, cols])), ops.constant([1, 1]))
+        return w
+
+    model = ov.Model([weight(8, 2, 128), weight(8, 1, 40), weight(8, 2, 96)], [])
+    before = compile_model(model.clone(), "f32")({})
+    assert group_int4_weights(model) == 2  # the partial last group stays as exported
+    codes = [list(op.get_output_shape(0)) for op in model.get_ordered_ops() if op.get_element_type() == ov.Type.i8]
+    assert sorted(codes) == [[8, 2, 64], [8, 40], [16, 64]]
+    after = compile_model(model, "f32")({})
+    for k in range(3):
+        assert np.array_equal(before[k], after[k])
+
+
 @pytest.mark.parametrize(
     "preset,kind,at_most", [("w4", ov.Type.i4, 0.2), ("fp16", ov.Type.f16, 0.55), ("w8", ov.Type.i8, 0.3)]
 )
@@ -224,3 +251,20 @@ def test_weight_only_graphs_keep_their_weights_narrow_and_their_activations_floa
     files = tmp_path / "ov" / "unet-g0.xml", tmp_path / "ov" / "unet-g0.bin"
     assert graph_bytes(tmp_path / "ov") == sum(f.stat().st_size for f in files)
     assert files[1].stat().st_size < at_most * float_bytes  # the weights; the .xml is the graph's structure
+    if preset == "w4":  # OpenVINO keeps int4 in memory for every linear whose groups it can express
+        from diffusia.export.openvino import compile_model
+
+        runtime = compile_model(str(files[0]), "f32", 1).get_runtime_model()
+        linears = [
+            op.get_rt_info()["runtimePrecision"].astype(str)
+            for op in runtime.get_ops()
+            if op.get_rt_info()["layerType"].astype(str) == "FullyConnected"
+        ]
+        whole = [  # in_features a multiple of the group, or one padded group
+            m
+            for m in api.qmodules(pipe.unet).values()
+            if m.precision == "w4"
+            and isinstance(m, torch.nn.Linear)
+            and (m.in_features % m.settings.group_size == 0 or m.in_features < m.settings.group_size)
+        ]
+        assert linears.count("i4") == len(whole) > 50  # was 35 of 93 before group_int4_weights
