@@ -1,17 +1,21 @@
-"""What diffusia's runtime exports of `tiny` hold and compute: per preset and runtime (OpenVINO, ONNX Runtime), the
-bytes of the U-Net graph's weights (.bin, or the .onnx with its data) and the export check's relative L2 against
-diffusia's own kernels (the figure `runtime.json` records). Nothing is timed.
+"""What diffusia's runtime exports hold and cost: per preset and runtime (OpenVINO, ONNX Runtime), the bytes of the
+U-Net graph's weights (.bin, or the .onnx with its data), the export check's relative L2 against diffusia's own
+kernels (the figure `runtime.json` records) and, for OpenVINO, the memory the compiled graph holds: the peak RSS
+growth of a fresh process that compiles it for the U-Net's own sample size and runs it once (batch 2; weights are
+widened or kept narrow when it compiles). Nothing is timed.
 
-    python benchmarks/runtime_exports.py [--presets w8,w4,fp16,w8a8] [--out DIR]
+    python benchmarks/runtime_exports.py [--model tiny|sd15-arch] [--presets w8,w4,fp16,w8a8] [--out DIR]
 
-Writes benchmarks/results/<class>/runtime_exports_tiny.{json,md}. Copied into a checkout of e827ca8 (before the
-weight-only fixes) it gives the README's "before" figures. Calibration: 2 prompts x 2 steps (the check compares the
-graph with the same frozen U-Net, so the ranges only need to exist).
+Writes benchmarks/results/<class>/runtime_exports_<model>.{json,md}. Copied into a checkout of e827ca8 (before the
+weight-only fixes) it gave the README's first "before" figures. Calibration: 2 prompts x 2 steps (the check
+compares the graph with the same frozen U-Net, so the ranges only need to exist; sd15-arch has random weights).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import json
 import subprocess
 import sys
 import tempfile
@@ -30,48 +34,114 @@ def weight_bytes(folder: Path) -> int:
     )
 
 
-def measure(presets: list[str]) -> dict:
+def compiled(xml: Path, feeds: Path) -> dict:
+    """Peak RSS growth (MiB) of a fresh process that compiles `xml` for the shapes of `feeds` (.npz) and runs it,
+    and its compiled FullyConnected nodes counted by weight precision."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--compile", str(xml), str(feeds)], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _compile_and_run(xml: str, feeds_path: str) -> None:
+    import numpy as np
+    import openvino as ov
+
+    from diffusia.eval.memory import reset_peak_rss, status_mb
+    from diffusia.export.openvino import compile_model
+
+    feeds = dict(np.load(feeds_path))
+    reset_peak_rss()
+    base = status_mb("VmRSS")
+    model = ov.Core().read_model(xml)
+    model.reshape({name: value.shape for name, value in feeds.items()})
+    compiled = compile_model(model, "f32", 2)
+    compiled(feeds)
+    peak = status_mb("VmHWM") - base
+    linears = collections.Counter(
+        op.get_rt_info()["runtimePrecision"].astype(str)
+        for op in compiled.get_runtime_model().get_ops()
+        if op.get_rt_info()["layerType"].astype(str) == "FullyConnected"
+    )
+    print(json.dumps({"peak_growth_mb": peak, "fully_connected": dict(linears.most_common())}))
+
+
+def measure(model: str, presets: list[str], runtimes: list[str]) -> dict:
+    import numpy as np
+
     from diffusia import load_pipeline
     from diffusia.config import get_preset
+    from diffusia.export.onnx import example_inputs, graph_feeds
     from diffusia.prompts import load_prompts
     from diffusia.quant.pipeline import quantize_pipeline
     from diffusia.runtime.artifact import export_runtime
 
     rows = {}
     with tempfile.TemporaryDirectory(prefix="diffusia-exports-") as tmp:
+        feeds = Path(tmp) / "feeds.npz"
         for preset in presets:
-            pipe = load_pipeline("tiny", progress=False)
+            pipe = load_pipeline(model, progress=False)
+            if not feeds.is_file():
+                np.savez(feeds, **graph_feeds(example_inputs(pipe.unet, batch=2)))
             quantize_pipeline(
-                pipe, get_preset(preset), load_prompts("tiny"), calib_size=2, steps=2, progress=False, validate=False
+                pipe,
+                get_preset(preset),
+                load_prompts("calibration", model),
+                calib_size=2,
+                steps=2,
+                progress=False,
+                validate=False,
             )
-            for runtime in RUNTIMES:
+            for runtime in runtimes:
                 folder = Path(tmp) / f"{preset}-{runtime}"
                 manifest = export_runtime(pipe.unet, runtime, folder)
                 rows[f"{preset} {runtime}"] = {
                     "weights_mb": weight_bytes(folder) / 2**20,
                     "relative_l2_vs_diffusia": manifest["check"]["relative_l2_vs_diffusia"],
+                    "compiled": compiled(folder / manifest["files"][0], feeds) if runtime == "openvino" else None,
                 }
     return rows
 
 
+def to_markdown(res: dict) -> str:
+    def row(name: str, v: dict) -> str:
+        c = v.get("compiled")
+        mb, linears = ("-", "-") if c is None else (f"{c['peak_growth_mb']:.1f}", fc(c["fully_connected"]))
+        return f"| {name} | {v['weights_mb']:.2f} | {v['relative_l2_vs_diffusia']:.2e} | {mb} | {linears} |"
+
+    def fc(counts: dict) -> str:
+        return ", ".join(f"{k} {n}" for k, n in counts.items())
+
+    lines = [
+        f"# Runtime exports of `{res['model']}`: weight bytes, the export check, compiled memory",
+        "",
+        f"{res['cpu']} (class `{res['class']}`), commit {res['commit']}, {res['date']}. Weights MB = 2^20 bytes of the "
+        "files holding the weights (OpenVINO .bin; ONNX .onnx); rel-L2 = the export check against diffusia's "
+        "kernels; compiled MB = peak RSS growth of a fresh process compiling the OpenVINO graph (f32 float layers, "
+        "2 threads) for the U-Net's sample size and running it once at batch 2; FullyConnected = its compiled "
+        "matrix-multiply nodes by weight precision (i4 / i8: kept narrow in memory).",
+        "",
+        "| preset, runtime | weights MB | rel-L2 vs diffusia | compiled MB | FullyConnected |",
+        "|---|---|---|---|---|",
+        *[row(k, v) for k, v in res["rows"].items()],
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--compile"]:
+        _compile_and_run(*sys.argv[2:4])
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny", choices=("tiny", "sd15-arch"))
     ap.add_argument("--presets", default="w8,w4,fp16,w8a8")
+    ap.add_argument("--runtimes", default=",".join(RUNTIMES))
     ap.add_argument("--out", type=Path, default=results_dir())
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    res = {**result_header(model="tiny", commit=commit), "rows": measure(args.presets.split(","))}
-    lines = [
-        "# Runtime exports of `tiny`: weight bytes and the export check",
-        "",
-        f"{res['cpu']} (class `{res['class']}`), commit {commit}, {res['date']}. MB = 2^20 bytes of the files holding "
-        "the weights (OpenVINO .bin; ONNX .onnx); rel-L2 = the export check against diffusia's kernels.",
-        "",
-        "| preset, runtime | weights MB | rel-L2 vs diffusia |",
-        "|---|---|---|",
-        *[f"| {k} | {v['weights_mb']:.2f} | {v['relative_l2_vs_diffusia']:.2e} |" for k, v in res["rows"].items()],
-    ]
-    write_results(args.out / "runtime_exports_tiny", res, "\n".join(lines) + "\n")
+    rows = measure(args.model, args.presets.split(","), args.runtimes.split(","))
+    res = {**result_header(model=args.model, commit=commit), "rows": rows}
+    write_results(args.out / f"runtime_exports_{args.model}", res, to_markdown(res))
 
 
 if __name__ == "__main__":

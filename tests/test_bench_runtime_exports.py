@@ -11,3 +11,27 @@ def test_weight_bytes_count_the_unet_weight_files_only(monkeypatch, tmp_path):
     assert bench.weight_bytes(tmp_path) == 700
     (tmp_path / "unet-g1.onnx").write_bytes(b"x" * 30)
     assert bench.weight_bytes(tmp_path) == 730
+
+
+def test_compiled_reports_the_fresh_process_memory_and_its_linears_and_the_table_shows_them(monkeypatch, tmp_path):
+    import numpy as np
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    bench = _bench_module(monkeypatch, "runtime_exports")
+    x = ops.parameter([2, 64], ov.Type.f32, name="sample")
+    weight = np.random.default_rng(0).standard_normal((32, 64)).astype(np.float32)
+    ov.save_model(
+        ov.Model([ops.matmul(x, ops.constant(weight), False, True)], [x]),
+        str(tmp_path / "g.xml"),
+        compress_to_fp16=False,
+    )
+    np.savez(tmp_path / "feeds.npz", sample=np.ones((4, 64), np.float32))  # compiled for these shapes
+    compiled = bench.compiled(tmp_path / "g.xml", tmp_path / "feeds.npz")
+    assert compiled["fully_connected"] == {"f32": 1} and compiled["peak_growth_mb"] > 0
+    row = {"weights_mb": 1.5, "relative_l2_vs_diffusia": 2e-7}
+    res = {"model": "tiny", "cpu": "cpu", "class": "vnni", "commit": "c", "date": "d"}
+    rows = {"w4 openvino": {**row, "compiled": compiled}, "w4 onnxruntime": {**row, "compiled": None}}
+    lines = bench.to_markdown({**res, "rows": rows}).splitlines()
+    assert f"| w4 openvino | 1.50 | 2.00e-07 | {compiled['peak_growth_mb']:.1f} | f32 1 |" in lines
+    assert "| w4 onnxruntime | 1.50 | 2.00e-07 | - | - |" in lines
