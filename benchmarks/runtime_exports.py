@@ -2,7 +2,7 @@
 U-Net graph's weights (.bin, or the .onnx with its data), the export check's relative L2 against diffusia's own
 kernels (the figure `runtime.json` records) and, for OpenVINO, the memory the compiled graph holds: the peak RSS
 growth of a fresh process that compiles it for the U-Net's own sample size and runs it once (batch 2; weights are
-widened or kept narrow when it compiles). Nothing is timed.
+widened or kept narrow when it compiles), and what it holds after that run. Nothing is timed.
 
     python benchmarks/runtime_exports.py [--model tiny|sd15-arch] [--presets w8,w4,fp16,w8a8] [--out DIR]
 
@@ -56,14 +56,15 @@ def _compile_and_run(xml: str, feeds_path: str) -> None:
     model = ov.Core().read_model(xml)
     model.reshape({name: value.shape for name, value in feeds.items()})
     compiled = compile_model(model, "f32", 2)
+    del model  # what a deployed U-Net keeps: the compiled model
     compiled(feeds)
-    peak = status_mb("VmHWM") - base
+    peak, held = status_mb("VmHWM") - base, status_mb("VmRSS") - base
     linears = collections.Counter(
         op.get_rt_info()["runtimePrecision"].astype(str)
         for op in compiled.get_runtime_model().get_ops()
         if op.get_rt_info()["layerType"].astype(str) == "FullyConnected"
     )
-    print(json.dumps({"peak_growth_mb": peak, "fully_connected": dict(linears.most_common())}))
+    print(json.dumps({"peak_growth_mb": peak, "held_mb": held, "fully_connected": dict(linears.most_common())}))
 
 
 def measure(model: str, presets: list[str], runtimes: list[str]) -> dict:
@@ -106,7 +107,8 @@ def measure(model: str, presets: list[str], runtimes: list[str]) -> dict:
 def to_markdown(res: dict) -> str:
     def row(name: str, v: dict) -> str:
         c = v.get("compiled")
-        mb, linears = ("-", "-") if c is None else (f"{c['peak_growth_mb']:.1f}", fc(c["fully_connected"]))
+        mb = "- | -" if c is None else f"{c['peak_growth_mb']:.1f} | {c['held_mb']:.1f}"
+        linears = "-" if c is None else fc(c["fully_connected"])
         return f"| {name} | {v['weights_mb']:.2f} | {v['relative_l2_vs_diffusia']:.2e} | {mb} | {linears} |"
 
     def fc(counts: dict) -> str:
@@ -117,12 +119,13 @@ def to_markdown(res: dict) -> str:
         "",
         f"{res['cpu']} (class `{res['class']}`), commit {res['commit']}, {res['date']}. Weights MB = 2^20 bytes of the "
         "files holding the weights (OpenVINO .bin; ONNX .onnx); rel-L2 = the export check against diffusia's "
-        "kernels; compiled MB = peak RSS growth of a fresh process compiling the OpenVINO graph (f32 float layers, "
-        "2 threads) for the U-Net's sample size and running it once at batch 2; FullyConnected = its compiled "
+        "kernels; peak MB = peak RSS growth of a fresh process reading the OpenVINO graph, compiling it (f32 float "
+        "layers, 2 threads) for the U-Net's sample size and running it once at batch 2; held MB = its RSS growth "
+        "after that run, the graph it read released; FullyConnected = its compiled "
         "matrix-multiply nodes by weight precision (i4 / i8: kept narrow in memory).",
         "",
-        "| preset, runtime | weights MB | rel-L2 vs diffusia | compiled MB | FullyConnected |",
-        "|---|---|---|---|---|",
+        "| preset, runtime | weights MB | rel-L2 vs diffusia | peak MB | held MB | FullyConnected |",
+        "|---|---|---|---|---|---|",
         *[row(k, v) for k, v in res["rows"].items()],
     ]
     return "\n".join(lines) + "\n"
