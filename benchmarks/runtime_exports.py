@@ -1,8 +1,8 @@
 """What diffusia's runtime exports hold and cost: per preset and runtime (OpenVINO, ONNX Runtime), the bytes of the
 U-Net graph's weights (.bin, or the .onnx with its data), the export check's relative L2 against diffusia's own
-kernels (the figure `runtime.json` records) and, for OpenVINO, the memory the compiled graph holds: the peak RSS
-growth of a fresh process that compiles it for the U-Net's own sample size and runs it once (batch 2; weights are
-widened or kept narrow when it compiles), and what it holds after that run. Nothing is timed.
+kernels (the figure `runtime.json` records) and the memory of a fresh process that loads the graph (OpenVINO:
+compiled for the U-Net's own sample size) and runs it once at batch 2: its peak RSS growth, and the anonymous
+memory it holds after the run (weights are widened or kept narrow when the runtime loads them). Nothing is timed.
 
     python benchmarks/runtime_exports.py [--model tiny|sd15-arch] [--presets w8,w4,fp16,w8a8] [--out DIR]
 
@@ -34,37 +34,44 @@ def weight_bytes(folder: Path) -> int:
     )
 
 
-def compiled(xml: Path, feeds: Path) -> dict:
-    """Peak RSS growth (MiB) of a fresh process that compiles `xml` for the shapes of `feeds` (.npz) and runs it,
-    and its compiled FullyConnected nodes counted by weight precision."""
+def loaded(graph: Path, feeds: Path) -> dict:
+    """Memory of a fresh process that loads `graph` (OpenVINO .xml: compiled for the shapes of `feeds`, .npz;
+    .onnx: an ONNX Runtime session) and runs it once, and OpenVINO's compiled FullyConnected nodes by weight
+    precision."""
     out = subprocess.run(
-        [sys.executable, __file__, "--compile", str(xml), str(feeds)], capture_output=True, text=True, check=True
+        [sys.executable, __file__, "--load", str(graph), str(feeds)], capture_output=True, text=True, check=True
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _compile_and_run(xml: str, feeds_path: str) -> None:
+def _load_and_run(graph: str, feeds_path: str) -> None:
     import numpy as np
     import openvino as ov
 
     from diffusia.eval.memory import reset_peak_rss, status_mb
+    from diffusia.export.onnx import onnxruntime_session
     from diffusia.export.openvino import compile_model
 
     feeds = dict(np.load(feeds_path))
     reset_peak_rss()
-    base = status_mb("VmRSS")
-    model = ov.Core().read_model(xml)
-    model.reshape({name: value.shape for name, value in feeds.items()})
-    compiled = compile_model(model, "f32", 2)
-    del model  # what a deployed U-Net keeps: the compiled model
-    compiled(feeds)
-    peak, held = status_mb("VmHWM") - base, status_mb("VmRSS") - base
-    linears = collections.Counter(
-        op.get_rt_info()["runtimePrecision"].astype(str)
-        for op in compiled.get_runtime_model().get_ops()
-        if op.get_rt_info()["layerType"].astype(str) == "FullyConnected"
-    )
-    print(json.dumps({"peak_growth_mb": peak, "held_mb": held, "fully_connected": dict(linears.most_common())}))
+    base, base_anon = status_mb("VmRSS"), status_mb("RssAnon")
+    linears = None
+    if graph.endswith(".onnx"):
+        onnxruntime_session(graph, 2).run(None, feeds)
+    else:
+        model = ov.Core().read_model(graph)
+        model.reshape({name: value.shape for name, value in feeds.items()})
+        compiled = compile_model(model, "f32", 2)
+        del model  # what a deployed U-Net keeps: the compiled model
+        compiled(feeds)
+        linears = collections.Counter(
+            op.get_rt_info()["runtimePrecision"].astype(str)
+            for op in compiled.get_runtime_model().get_ops()
+            if op.get_rt_info()["layerType"].astype(str) == "FullyConnected"
+        )
+        linears = dict(linears.most_common())
+    peak, held = status_mb("VmHWM") - base, status_mb("RssAnon") - base_anon
+    print(json.dumps({"peak_growth_mb": peak, "held_mb": held, "fully_connected": linears}))
 
 
 def measure(model: str, presets: list[str], runtimes: list[str]) -> dict:
@@ -99,29 +106,27 @@ def measure(model: str, presets: list[str], runtimes: list[str]) -> dict:
                 rows[f"{preset} {runtime}"] = {
                     "weights_mb": weight_bytes(folder) / 2**20,
                     "relative_l2_vs_diffusia": manifest["check"]["relative_l2_vs_diffusia"],
-                    "compiled": compiled(folder / manifest["files"][0], feeds) if runtime == "openvino" else None,
+                    "loaded": loaded(folder / manifest["files"][0], feeds),
                 }
     return rows
 
 
 def to_markdown(res: dict) -> str:
     def row(name: str, v: dict) -> str:
-        c = v.get("compiled")
+        c = v.get("loaded")
         mb = "- | -" if c is None else f"{c['peak_growth_mb']:.1f} | {c['held_mb']:.1f}"
-        linears = "-" if c is None else fc(c["fully_connected"])
+        linears = ", ".join(f"{k} {n}" for k, n in ((c or {}).get("fully_connected") or {}).items()) or "-"
         return f"| {name} | {v['weights_mb']:.2f} | {v['relative_l2_vs_diffusia']:.2e} | {mb} | {linears} |"
 
-    def fc(counts: dict) -> str:
-        return ", ".join(f"{k} {n}" for k, n in counts.items())
-
     lines = [
-        f"# Runtime exports of `{res['model']}`: weight bytes, the export check, compiled memory",
+        f"# Runtime exports of `{res['model']}`: weight bytes, the export check, loaded memory",
         "",
         f"{res['cpu']} (class `{res['class']}`), commit {res['commit']}, {res['date']}. Weights MB = 2^20 bytes of the "
         "files holding the weights (OpenVINO .bin; ONNX .onnx); rel-L2 = the export check against diffusia's "
-        "kernels; peak MB = peak RSS growth of a fresh process reading the OpenVINO graph, compiling it (f32 float "
-        "layers, 2 threads) for the U-Net's sample size and running it once at batch 2; held MB = its RSS growth "
-        "after that run, the graph it read released; FullyConnected = its compiled "
+        "kernels; peak MB = peak RSS growth of a fresh process loading the graph (OpenVINO: compiled for the "
+        "U-Net's sample size, f32 float layers; ONNX Runtime: a CPU session; 2 threads) and running it once at "
+        "batch 2, the pages of the weight file OpenVINO maps included; held MB = its anonymous memory (RssAnon) "
+        "growth after that run: what the loaded model holds; FullyConnected = OpenVINO's compiled "
         "matrix-multiply nodes by weight precision (i4 / i8: kept narrow in memory).",
         "",
         "| preset, runtime | weights MB | rel-L2 vs diffusia | peak MB | held MB | FullyConnected |",
@@ -132,8 +137,8 @@ def to_markdown(res: dict) -> str:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--compile"]:
-        _compile_and_run(*sys.argv[2:4])
+    if sys.argv[1:2] == ["--load"]:
+        _load_and_run(*sys.argv[2:4])
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny", choices=("tiny", "sd15-arch"))

@@ -27,11 +27,11 @@ def test_compiled_reports_the_fresh_process_memory_and_its_linears_and_the_table
         compress_to_fp16=False,
     )
     np.savez(tmp_path / "feeds.npz", sample=np.ones((4, 64), np.float32))  # compiled for these shapes
-    compiled = bench.compiled(tmp_path / "g.xml", tmp_path / "feeds.npz")
+    compiled = bench.loaded(tmp_path / "g.xml", tmp_path / "feeds.npz")
     assert compiled["fully_connected"] == {"f32": 1} and compiled["peak_growth_mb"] >= compiled["held_mb"] > 0
     row = {"weights_mb": 1.5, "relative_l2_vs_diffusia": 2e-7}
     res = {"model": "tiny", "cpu": "cpu", "class": "vnni", "commit": "c", "date": "d"}
-    rows = {"w4 openvino": {**row, "compiled": compiled}, "w4 onnxruntime": {**row, "compiled": None}}
+    rows = {"w4 openvino": {**row, "loaded": compiled}, "w4 onnxruntime": {**row, "loaded": None}}
     lines = bench.to_markdown({**res, "rows": rows}).splitlines()
     peak, held = compiled["peak_growth_mb"], compiled["held_mb"]
     assert f"| w4 openvino | 1.50 | 2.00e-07 | {peak:.1f} | {held:.1f} | f32 1 |" in lines

@@ -37,18 +37,11 @@ def fold_weight_quantizers(model) -> int:
         renamed[node.output[0]] = node.output[0] + "_int8"
     nodes = model.graph.node
     folded = [k for k, n in enumerate(nodes) if n.op_type == "QuantizeLinear" and n.output[0] in renamed]
-    for k in reversed(folded):  # by index: protobuf's remove() compares whole messages
-        del nodes[k]
     for node in nodes:
         for i, name in enumerate(node.input):
             if name in renamed:
                 node.input[i] = renamed[name]
-    used = {i for n in nodes for i in n.input} | {o.name for o in model.graph.output}
-    for k in reversed([k for k, n in enumerate(nodes) if n.op_type == "Constant" and n.output[0] not in used]):
-        del nodes[k]
-    initializers = model.graph.initializer
-    for k in reversed([k for k, i in enumerate(initializers) if i.name not in used]):
-        del initializers[k]
+    _drop_unused(model)  # the QuantizeLinear nodes, their float weights
     return len(folded)
 
 
@@ -88,3 +81,115 @@ def narrow_float_weights(model) -> int:
             nodes.insert(0, cast(name))
             n += 1
     return n
+
+
+def int4_matmuls(model) -> int:
+    """Run each int4 linear as ONNX Runtime's MatMulNBits (contrib op, ONNX Runtime only): the export's int8 codes
+    [out x groups, group] behind DequantizeLinear, reshaped (and sliced) to the weight and transposed, become packed
+    4-bit codes [out, groups, group / 2] (code + 8, zero point 8, the first in the low nibble) with the group scales,
+    computed in float32 (accuracy level 1). Same values, half the bytes of the int8 codes, and ONNX Runtime keeps
+    them 4-bit in memory instead of folding them into a float32 weight. Returns how many."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+
+    def array(name):  # a constant's value: an initializer, a Constant node, or either behind a Cast to float32
+        node = producer.get(name)
+        if name in inits or node is None:
+            return numpy_helper.to_array(inits[name]) if name in inits else None
+        if node.op_type == "Cast" and node.attribute[0].i == TensorProto.FLOAT:
+            value = array(node.input[0])
+            return None if value is None else value.astype(np.float32)
+        return _constant(node)
+
+    nodes, n = model.graph.node, 0
+    for k, matmul in enumerate(nodes):
+        chain = _weight_chain(matmul, producer, readers) if matmul.op_type == "MatMul" else None
+        if chain is None:
+            continue
+        dq, last_reshape = chain
+        codes, scale, shape = array(dq.input[0]), array(dq.input[1]), array(last_reshape.input[1])
+        zero = array(dq.input[2]) if len(dq.input) > 2 else np.zeros(1, np.int8)
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        if any(v is None for v in (codes, scale, shape, zero)) or codes.dtype != np.int8 or codes.ndim != 2:
+            continue
+        if shape.size != 2 or axis != 0 or zero.any() or codes.min() < -8 or codes.max() > 7:
+            continue
+        (rows, group), (out, cols) = codes.shape, (int(v) for v in shape)
+        if out <= 0 or rows % out or -(-cols // group) != rows // out or scale.size != rows:
+            continue
+        if group < 16 or group & (group - 1):  # MatMulNBits' blocks: a power of two from 16
+            continue
+        q = (codes.astype(np.int16) + 8).astype(np.uint8).reshape(out, rows // out, group)
+        name = matmul.name or matmul.output[0]
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(q[..., 0::2] | (q[..., 1::2] << 4), name=f"{name}.nbits_codes"),
+                numpy_helper.from_array(scale.astype(np.float32).reshape(out, -1), name=f"{name}.nbits_scales"),
+            ]
+        )
+        new = helper.make_node(
+            "MatMulNBits",
+            [matmul.input[0], f"{name}.nbits_codes", f"{name}.nbits_scales"],
+            list(matmul.output),
+            name=name,
+            domain="com.microsoft",
+            K=cols,
+            N=out,
+            bits=4,
+            block_size=group,
+            accuracy_level=1,
+        )
+        nodes[k].CopyFrom(new)
+        n += 1
+    if n:
+        if not any(o.domain == "com.microsoft" for o in model.opset_import):
+            model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+        _drop_unused(model)
+    return n
+
+
+def _weight_chain(matmul, producer: dict, readers: dict):
+    """(DequantizeLinear, the Reshape to the weight) when MatMul's second input is the export's int4 weight path:
+    Transpose <- Reshape <- (Slice, Reshape)... <- DequantizeLinear, each read once; else None."""
+    node = producer.get(matmul.input[1])
+    if node is None or node.op_type != "Transpose" or readers.get(matmul.input[1]) != 1:
+        return None
+    node = producer.get(node.input[0])
+    last = node
+    while node is not None and node.op_type in ("Reshape", "Slice") and readers.get(node.output[0]) == 1:
+        node = producer.get(node.input[0])
+    if node is None or node.op_type != "DequantizeLinear" or last.op_type != "Reshape" or last is node:
+        return None
+    return node, last
+
+
+def _constant(node):
+    if node is None or node.op_type != "Constant":
+        return None
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(node.attribute[0].t)
+
+
+def _drop_unused(model) -> None:
+    """Remove nodes none of whose outputs is read (nor a graph output), then unread initializers. By index:
+    protobuf's remove() compares whole messages."""
+    outputs = {o.name for o in model.graph.output}
+    nodes = model.graph.node
+    while True:
+        read = {i for n in nodes for i in n.input} | outputs
+        dead = [k for k, n in enumerate(nodes) if not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for k in reversed(dead):
+            del nodes[k]
+    read = {i for n in nodes for i in n.input} | outputs
+    initializers = model.graph.initializer
+    for k in reversed([k for k, i in enumerate(initializers) if i.name not in read]):
+        del initializers[k]

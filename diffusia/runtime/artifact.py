@@ -58,7 +58,14 @@ def export_runtime(
     with atomic_dir(folder) as tmp:
         files, quantizers = [], None
         for g, t in enumerate(timesteps):
-            onnx_path = qdq.export_unet(unet, tmp / f"unet-g{g}.onnx", dynamic=True, timestep=t, float_ok=True)
+            onnx_path = qdq.export_unet(
+                unet,
+                tmp / f"unet-g{g}.onnx",
+                dynamic=True,
+                timestep=t,
+                float_ok=True,
+                matmul_nbits=runtime != "openvino",
+            )
             if runtime == "openvino":
                 if quantized and quantizers is None:
                     quantizers = ovx.activation_quantizers(onnx_path)

@@ -5,6 +5,7 @@ import re
 
 import onnx
 import pytest
+import torch
 
 from diffusia import load_pipeline
 from diffusia.config import get_preset
@@ -158,6 +159,20 @@ def test_int4_weights_export_as_their_codes_and_group_scales(tmp_path, group_siz
     w4 = [m for m in api.qmodules(pipe.unet).values() if m.precision == "w4"]
     assert len(codes) == len(w4) > 10 and all(c.min() >= -8 and c.max() <= 7 for c in codes)
     assert sorted(c.size for c in codes) == sorted(2 * m.weight_int4.numel() for m in w4)  # padded, one per nibble
+
+
+@pytest.mark.parametrize("group_size", [64, 48], ids=["power-of-two-groups", "other-groups"])
+def test_int4_linears_become_matmulnbits_for_onnxruntime_and_compute_the_same(tmp_path, group_size):
+    pipe = _quantized("w4", int4_group_size=group_size)
+    path = export_unet(pipe.unet, tmp_path / "unet.onnx", matmul_nbits=True)
+    assert check_against_onnxruntime(pipe.unet, path)["relative_l2_vs_diffusia"] < 1e-5
+    nodes = onnx.load(str(path)).graph.node
+    linears = [m for m in api.qmodules(pipe.unet).values() if m.precision == "w4" and isinstance(m, torch.nn.Linear)]
+    nbits = [n for n in nodes if n.op_type == "MatMulNBits"]
+    assert len(linears) > 5 and len(nbits) == (len(linears) if group_size == 64 else 0)  # its blocks: powers of 2
+    if group_size == 64:  # per-channel int8 weights stay DequantizeLinear (ONNX Runtime fuses those itself)
+        w8 = export_unet(_quantized("w8").unet, tmp_path / "w8.onnx", matmul_nbits=True)
+        assert not any(n.op_type == "MatMulNBits" for n in onnx.load(str(w8)).graph.node)
 
 
 def test_float_unet_is_refused(tmp_path):
