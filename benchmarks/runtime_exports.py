@@ -2,7 +2,8 @@
 U-Net graph's weights (.bin, or the .onnx with its data), the export check's relative L2 against diffusia's own
 kernels (the figure `runtime.json` records) and the memory of a fresh process that loads the graph (OpenVINO:
 compiled for the U-Net's own sample size) and runs it once at batch 2: its peak RSS growth, and the anonymous
-memory it holds after the run (weights are widened or kept narrow when the runtime loads them). Nothing is timed.
+memory it holds after the run and the file pages it maps (weights are widened or kept narrow when the runtime
+loads them). Nothing is timed.
 
     python benchmarks/runtime_exports.py [--model tiny|sd15-arch] [--presets w8,w4,fp16,w8a8] [--out DIR]
 
@@ -54,7 +55,7 @@ def _load_and_run(graph: str, feeds_path: str) -> None:
 
     feeds = dict(np.load(feeds_path))
     reset_peak_rss()
-    base, base_anon = status_mb("VmRSS"), status_mb("RssAnon")
+    base, base_anon, base_file = status_mb("VmRSS"), status_mb("RssAnon"), status_mb("RssFile")
     linears = None
     if graph.endswith(".onnx"):
         onnxruntime_session(graph, 2).run(None, feeds)
@@ -70,8 +71,8 @@ def _load_and_run(graph: str, feeds_path: str) -> None:
             if op.get_rt_info()["layerType"].astype(str) == "FullyConnected"
         )
         linears = dict(linears.most_common())
-    peak, held = status_mb("VmHWM") - base, status_mb("RssAnon") - base_anon
-    print(json.dumps({"peak_growth_mb": peak, "held_mb": held, "fully_connected": linears}))
+    peak, held, mapped = status_mb("VmHWM") - base, status_mb("RssAnon") - base_anon, status_mb("RssFile") - base_file
+    print(json.dumps({"peak_growth_mb": peak, "held_mb": held, "mapped_mb": mapped, "fully_connected": linears}))
 
 
 def measure(model: str, presets: list[str], runtimes: list[str]) -> dict:
@@ -114,7 +115,7 @@ def measure(model: str, presets: list[str], runtimes: list[str]) -> dict:
 def to_markdown(res: dict) -> str:
     def row(name: str, v: dict) -> str:
         c = v.get("loaded")
-        mb = "- | -" if c is None else f"{c['peak_growth_mb']:.1f} | {c['held_mb']:.1f}"
+        mb = "- | - | -" if c is None else f"{c['peak_growth_mb']:.1f} | {c['held_mb']:.1f} | {c['mapped_mb']:.1f}"
         linears = ", ".join(f"{k} {n}" for k, n in ((c or {}).get("fully_connected") or {}).items()) or "-"
         return f"| {name} | {v['weights_mb']:.2f} | {v['relative_l2_vs_diffusia']:.2e} | {mb} | {linears} |"
 
@@ -126,11 +127,12 @@ def to_markdown(res: dict) -> str:
         "kernels; peak MB = peak RSS growth of a fresh process loading the graph (OpenVINO: compiled for the "
         "U-Net's sample size, f32 float layers; ONNX Runtime: a CPU session; 2 threads) and running it once at "
         "batch 2, the pages of the weight file OpenVINO maps included; held MB = its anonymous memory (RssAnon) "
-        "growth after that run: what the loaded model holds; FullyConnected = OpenVINO's compiled "
+        "growth after that run: what the loaded model holds; mapped MB = its file-backed resident pages (RssFile) "
+        "growth: weight files the runtime maps, which the kernel can evict; FullyConnected = OpenVINO's compiled "
         "matrix-multiply nodes by weight precision (i4 / i8: kept narrow in memory).",
         "",
-        "| preset, runtime | weights MB | rel-L2 vs diffusia | peak MB | held MB | FullyConnected |",
-        "|---|---|---|---|---|---|",
+        "| preset, runtime | weights MB | rel-L2 vs diffusia | peak MB | held MB | mapped MB | FullyConnected |",
+        "|---|---|---|---|---|---|---|",
         *[row(k, v) for k, v in res["rows"].items()],
     ]
     return "\n".join(lines) + "\n"

@@ -33,6 +33,6 @@ def test_compiled_reports_the_fresh_process_memory_and_its_linears_and_the_table
     res = {"model": "tiny", "cpu": "cpu", "class": "vnni", "commit": "c", "date": "d"}
     rows = {"w4 openvino": {**row, "loaded": compiled}, "w4 onnxruntime": {**row, "loaded": None}}
     lines = bench.to_markdown({**res, "rows": rows}).splitlines()
-    peak, held = compiled["peak_growth_mb"], compiled["held_mb"]
-    assert f"| w4 openvino | 1.50 | 2.00e-07 | {peak:.1f} | {held:.1f} | f32 1 |" in lines
-    assert "| w4 onnxruntime | 1.50 | 2.00e-07 | - | - | - |" in lines
+    peak, held, mapped = compiled["peak_growth_mb"], compiled["held_mb"], compiled["mapped_mb"]
+    assert f"| w4 openvino | 1.50 | 2.00e-07 | {peak:.1f} | {held:.1f} | {mapped:.1f} | f32 1 |" in lines
+    assert "| w4 onnxruntime | 1.50 | 2.00e-07 | - | - | - | - |" in lines
