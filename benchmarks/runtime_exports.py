@@ -58,7 +58,8 @@ def _load_and_run(graph: str, feeds_path: str) -> None:
     base, base_anon, base_file = status_mb("VmRSS"), status_mb("RssAnon"), status_mb("RssFile")
     linears = None
     if graph.endswith(".onnx"):
-        onnxruntime_session(graph, 2).run(None, feeds)
+        session = onnxruntime_session(graph, 2)  # held while measured
+        session.run(None, feeds)
     else:
         model = ov.Core().read_model(graph)
         model.reshape({name: value.shape for name, value in feeds.items()})
