@@ -93,7 +93,10 @@ def group_int4_weights(model) -> int:
         else:
             continue
         new = ops.multiply(ops.convert(ops.constant(q), ov.Type.f32), ops.constant(s))
-        (user.input(0).replace_source_output if kind == "Reshape" else user.output(0).replace)(new.output(0))
+        if kind == "Reshape":
+            user.input(0).replace_source_output(new.output(0))
+        else:
+            user.output(0).replace(new.output(0))
         reshaped += 1
     model.validate_nodes_and_infer_types()
     return reshaped

@@ -87,8 +87,8 @@ def int4_matmuls(model) -> int:
     """Run each int4 linear as ONNX Runtime's MatMulNBits (contrib op, ONNX Runtime only): the export's int8 codes
     [out x groups, group] behind DequantizeLinear, reshaped (and sliced) to the weight and transposed, become packed
     4-bit codes [out, groups, group / 2] (code + 8, zero point 8, the first in the low nibble) with the group scales,
-    computed in float32 (accuracy level 1). Same values, half the bytes of the int8 codes, and ONNX Runtime keeps
-    them 4-bit in memory instead of folding them into a float32 weight. Returns how many."""
+    computed in float32 (accuracy level 1). Same values in half the bytes of the int8 codes, on disk and in the
+    session. Returns how many."""
     from onnx import TensorProto, helper, numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
@@ -102,7 +102,7 @@ def int4_matmuls(model) -> int:
         node = producer.get(name)
         if name in inits or node is None:
             return numpy_helper.to_array(inits[name]) if name in inits else None
-        if node.op_type == "Cast" and node.attribute[0].i == TensorProto.FLOAT:
+        if node.op_type == "Cast" and next(a.i for a in node.attribute if a.name == "to") == TensorProto.FLOAT:
             value = array(node.input[0])
             return None if value is None else value.astype(np.float32)
         return _constant(node)
