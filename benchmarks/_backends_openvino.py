@@ -6,6 +6,9 @@ NNCF recipes, as optimum-intel applies them to diffusion U-Nets (optimum/intel/o
 - `nncf_int8`: `nncf.quantize` with its defaults (performance preset: symmetric activations, per-channel weights);
 - `nncf_int8_transformer`: the same with `model_type=TRANSFORMER` (its attention-aware placement of quantizers);
 - `nncf_w8`: `nncf.compress_weights` (weight-only INT8, asymmetric per channel);
+- `nncf_w4`: `nncf.compress_weights` in INT4_SYM, groups of 64 (diffusia `w4`'s), every MatMul (ratio 1, no INT8
+  backup; a layer whose width 64 does not divide gets the largest power-of-two group that does, NNCF's ADJUST):
+  the OpenVINO route to 4-bit weights;
 - `nncf_hybrid`: weight-only INT8 for every MatMul, then full INT8 (`model_type=TRANSFORMER`) for the rest, the
   convolutions: optimum-intel's hybrid mode for diffusion.
 """
@@ -100,6 +103,12 @@ def _nncf(recipe: str, precision: str = "f32") -> Callable[[nn.Module, Ctx], Bui
         if recipe == "w8":
             model = nncf.compress_weights(model)
             note = "nncf.compress_weights (INT8_ASYM, per channel), no calibration"
+        elif recipe == "w4":
+            adjust = nncf.AdvancedCompressionParameters(group_size_fallback_mode=nncf.GroupSizeFallbackMode.ADJUST)
+            model = nncf.compress_weights(
+                model, mode=nncf.CompressWeightsMode.INT4_SYM, group_size=64, ratio=1.0, advanced_parameters=adjust
+            )
+            note = "nncf.compress_weights (INT4_SYM, groups of 64 or the width's largest power of 2, ratio 1)"
         else:
             kwargs: dict[str, Any] = {"subset_size": len(ctx.calib)}
             if recipe in ("transformer", "hybrid"):
@@ -119,7 +128,7 @@ def _nncf(recipe: str, precision: str = "f32") -> Callable[[nn.Module, Ctx], Bui
         qsecs = time.perf_counter() - t0
         files = _save_ir(model, ctx.out)
         # OpenVINO's default for weight-compressed MatMuls: their inputs quantized dynamically (int8 groups of 32)
-        dynamic = recipe in ("w8", "hybrid")
+        dynamic = recipe in ("w8", "w4", "hybrid")
         if dynamic:
             note += "; MatMul inputs quantized dynamically (OpenVINO's default for compressed weights)"
         return Built(
@@ -189,6 +198,7 @@ BACKENDS = {
     "nncf_int8_transformer": (_nncf("transformer"), "OpenVINO + NNCF INT8, model_type=TRANSFORMER"),
     "nncf_hybrid": (_nncf("hybrid"), "OpenVINO + NNCF hybrid (weight-only MatMuls, INT8 rest)"),
     "nncf_w8": (_nncf("w8"), "OpenVINO + NNCF weight-only INT8"),
+    "nncf_w4": (_nncf("w4"), "OpenVINO + NNCF weight-only INT4 (groups of 64)"),
     "nncf_int8_bf16": (_nncf("default", "bf16"), "OpenVINO + NNCF INT8 (defaults), float layers in bf16"),
     "nncf_int8_transformer_bf16": (
         _nncf("transformer", "bf16"),
@@ -207,6 +217,11 @@ BACKENDS = {
     ),
     "diffusia_w8_ov": (_diffusia_on("openvino", "w8"), "diffusia weight-only INT8 on OpenVINO"),
     "diffusia_w4_ov": (_diffusia_on("openvino", "w4"), "diffusia weight-only INT4 (groups of 64) on OpenVINO"),
+    "diffusia_w8_ort": (_diffusia_on("onnxruntime", "w8"), "diffusia weight-only INT8 on ONNX Runtime"),
+    "diffusia_w4_ort": (
+        _diffusia_on("onnxruntime", "w4"),
+        "diffusia weight-only INT4 (groups of 64, MatMulNBits) on ONNX Runtime",
+    ),
     "diffusia_w8a8_mse_ort": (
         _diffusia_on("onnxruntime", "w8a8", "mse"),
         "diffusia W8A8 (MSE calibrator) on ONNX Runtime",
