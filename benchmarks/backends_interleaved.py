@@ -1,8 +1,9 @@
 """The OpenVINO rows of `backends.py` (and diffusia's PyTorch-kernel rows) timed interleaved in ONE process: every
 round calls each row in a seeded shuffled order (twice in a row, the second call timed), so a shift of the
 machine's speed (this shared VM moves by up to 15 % between minutes and between processes, while one row's calls
-agree to 1-3 %) hits every row of a round alike. Each diffusia row is compared with the fastest NNCF INT8 row by
-the ratio of their calls *in the same round* (paired), so the spread of those ratios is the measurement's own.
+agree to 1-3 %) hits every row of a round alike. Each diffusia row is compared with the fastest NNCF row of the
+run (its INT8 recipes, or its weight-only ones where those are the peers timed) by the ratio of their calls *in the
+same round* (paired), so the spread of those ratios is the measurement's own.
 
     python benchmarks/backends_interleaved.py --model sd15-arch --rounds 30 \\
         --only nncf_int8_transformer,nncf_int8_transformer_bf16,diffusia_w8a8_balanced_attn8_ov \\
@@ -170,12 +171,12 @@ def _paired(times: list[float], peer: list[float]) -> dict[str, float]:
 
 
 def summarize(rows: dict[str, Any], times: dict[str, list[float]]) -> dict[str, Any]:
-    """Per row its quartiles of step ms; per diffusia row its paired step ratios to every NNCF INT8 row, and the
-    count of rounds at or under 1.0 against the fastest one (the issue's reference)."""
+    """Per row its quartiles of step ms; per diffusia row its paired step ratios to every NNCF row, and the count
+    of rounds at or under 1.0 against the fastest one (the issue's reference)."""
     for name, row in rows.items():
         row["times_ms"] = [round(1e3 * t, 2) for t in times[name]]
         row["step_ms"] = dict(zip(("q1", "median", "q3"), _quartiles(row["times_ms"])))
-    nncf = [n for n in backends.NNCF_INT8 if n in rows]
+    nncf = [n for n in rows if n.startswith("nncf_")]
     best = min(nncf, key=lambda n: rows[n]["step_ms"]["median"]) if nncf else None
     for name, row in rows.items():
         if best and name.startswith("diffusia"):
@@ -220,7 +221,7 @@ def markdown(res: dict[str, Any]) -> str:
     if best:
         lines += [
             "",
-            f"Against the fastest NNCF INT8 row (`{best}`, median {_ms(rows[best]['step_ms']['median'])} ms, "
+            f"Against the fastest NNCF row (`{best}`, median {_ms(rows[best]['step_ms']['median'])} ms, "
             f"{100 * rows[best]['rel_l2']:.2f} %), and against each NNCF row: the ratio of the two calls of each "
             "round, median (IQR) over the rounds, and the ratio of the errors.",
             "",
