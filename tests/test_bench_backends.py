@@ -169,6 +169,17 @@ def test_interleaved_ratios_are_paired_within_each_round(monkeypatch):
     assert "| nncf_int8 | 600 (600-780) | 7.00 % | 1 | 1 |" in md
 
 
+def test_interleaved_weight_only_rows_are_paired_with_nncfs_weight_compressed_rows(monkeypatch):
+    il = _bench_module(monkeypatch, "backends_interleaved")
+    times = {"nncf_w8": [1.4] * 4, "nncf_w4": [1.3] * 4, "diffusia_w8_ov_dynamic": [1.43] * 4, "ov_fp32": [1.7] * 4}
+    rows = {n: {"rel_l2": 0.014} for n in times}
+    res = il.summarize(rows, times)
+    assert res["nncf"] == ["nncf_w8", "nncf_w4"] and res["fastest_nncf"] == "nncf_w4"
+    d = res["rows"]["diffusia_w8_ov_dynamic"]
+    assert d["versus"]["nncf_w8"]["step_ratio"]["median"] == pytest.approx(1.43 / 1.4)
+    assert "versus" not in res["rows"]["ov_fp32"]
+
+
 def test_an_instruction_set_cap_is_recorded_and_stated(monkeypatch):
     results = _bench_module(monkeypatch, "_results")
     for k in results.ISA_CAP_VARIABLES:
