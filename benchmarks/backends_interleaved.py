@@ -1,9 +1,9 @@
 """The OpenVINO rows of `backends.py` (and diffusia's PyTorch-kernel rows) timed interleaved in ONE process: every
 round calls each row in a seeded shuffled order (twice in a row, the second call timed), so a shift of the
 machine's speed (this shared VM moves by up to 15 % between minutes and between processes, while one row's calls
-agree to 1-3 %) hits every row of a round alike. Each diffusia row is compared with the fastest NNCF row of the
-run (its INT8 recipes, or its weight-only ones where those are the peers timed) by the ratio of their calls *in the
-same round* (paired), so the spread of those ratios is the measurement's own.
+agree to 1-3 %) hits every row of a round alike. Each diffusia row is compared with every NNCF row of the run
+(INT8 or weight-compressed, whichever it times) and the fastest of them by the ratio of their calls *in the same
+round* (paired), so the spread of those ratios is the measurement's own.
 
     python benchmarks/backends_interleaved.py --model sd15-arch --rounds 30 \\
         --only nncf_int8_transformer,nncf_int8_transformer_bf16,diffusia_w8a8_balanced_attn8_ov \\
