@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from diffusia.errors import DiffusiaError
@@ -30,14 +31,5 @@ class ONNXRuntimeUNet(RuntimeUNet):
         threads = int(threads or torch.get_num_threads())
         self._sessions = [onnxruntime_session(self.folder / f, threads) for f in manifest["files"]]
 
-    def _run(
-        self,
-        sample: torch.Tensor,
-        timestep: torch.Tensor,
-        text: torch.Tensor,
-        group: int,
-        added: dict[str, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        feeds = {"sample": sample, "timestep": timestep, "encoder_hidden_states": text, **(added or {})}
-        feeds = {k: v.numpy() for k, v in feeds.items()}
+    def _infer(self, feeds: dict[str, np.ndarray], group: int) -> torch.Tensor:
         return torch.from_numpy(self._sessions[group].run(None, feeds)[0])

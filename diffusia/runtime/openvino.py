@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from diffusia.export.openvino import compile_model, require_openvino
@@ -40,15 +41,7 @@ class OpenVINOUNet(RuntimeUNet):
             self._requests[key] = compile_model(model, self.precision, self.threads).create_infer_request()
         return self._requests[key]
 
-    def _run(
-        self,
-        sample: torch.Tensor,
-        timestep: torch.Tensor,
-        text: torch.Tensor,
-        group: int,
-        added: dict[str, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        feeds = {"sample": sample, "timestep": timestep, "encoder_hidden_states": text, **(added or {})}
-        request = self._request(group, {k: tuple(v.shape) for k, v in feeds.items()})
-        request.infer({k: v.numpy() for k, v in feeds.items()})
+    def _infer(self, feeds: dict[str, np.ndarray], group: int) -> torch.Tensor:
+        request = self._request(group, {k: v.shape for k, v in feeds.items()})
+        request.infer(feeds)
         return torch.from_numpy(request.get_output_tensor(0).data.copy())

@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -16,7 +17,7 @@ from diffusia.export.onnx import ADDED_INPUTS, takes_added_cond
 class RuntimeUNet(nn.Module):
     """What the Stable Diffusion pipelines use of a `UNet2DConditionModel`: `config`, `dtype`, `device` and
     `forward(sample, timestep, encoder_hidden_states, ..., added_cond_kwargs, return_dict)` (SDXL's `text_embeds`
-    and `time_ids` are graph inputs of SDXL U-Nets). Subclasses implement `_run`."""
+    and `time_ids` are graph inputs of SDXL U-Nets). Subclasses implement `_infer`."""
 
     runtime = "?"
 
@@ -111,4 +112,9 @@ class RuntimeUNet(nn.Module):
         added: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The runtime's output for one call; `added` holds SDXL's `text_embeds` and `time_ids` (else None)."""
+        feeds = {"sample": sample, "timestep": timestep, "encoder_hidden_states": text, **(added or {})}
+        return self._infer({k: v.numpy() for k, v in feeds.items()}, group)
+
+    def _infer(self, feeds: dict[str, np.ndarray], group: int) -> torch.Tensor:
+        """The output of timestep group `group`'s graph for the graph inputs `feeds`."""
         raise NotImplementedError
