@@ -38,23 +38,17 @@ def _load_and_run(graph: str, feeds_path: str, cache_dir: str, mode: str) -> Non
     import openvino as ov
 
     from diffusia.eval.memory import reset_peak_rss, status_mb
+    from diffusia.export.openvino import compile_model
 
     feeds = dict(np.load(feeds_path))
     reset_peak_rss()
     base, base_anon, base_file = status_mb("VmRSS"), status_mb("RssAnon"), status_mb("RssFile")
-    config = {
-        "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_NUM_THREADS": 2,
-        "INFERENCE_PRECISION_HINT": "f32",
-        "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0,
-    }
-    if mode != "-":
-        config.update(CACHE_DIR=cache_dir, CACHE_MODE=mode)
+    cache = {"CACHE_DIR": cache_dir, "CACHE_MODE": mode} if mode != "-" else {}
     t0 = time.perf_counter()
     model = ov.Core().read_model(graph)
     model.reshape({name: value.shape for name, value in feeds.items()})
     t1 = time.perf_counter()
-    compiled = ov.Core().compile_model(model, "CPU", config)
+    compiled = compile_model(model, "f32", 2, properties=cache)  # the runtime's settings, and the cache
     del model
     t2 = time.perf_counter()
     compiled(feeds)

@@ -158,14 +158,22 @@ def _int4_tensor(values: np.ndarray):
     return tensor
 
 
-def compile_model(model, precision: str | None = None, threads: int | None = None, dynamic_quantization: bool = False):
+def compile_model(
+    model,
+    precision: str | None = None,
+    threads: int | None = None,
+    dynamic_quantization: bool = False,
+    properties: dict | None = None,
+):
     """An OpenVINO CPU compiled model for latency from an IR path or an `ov.Model` (`precision`: f32, bf16 or f16;
     None = OpenVINO's choice for this CPU, bf16 for the float layers where the CPU has it). OpenVINO's CPU plugin
     quantizes the inputs of a MatMul with int8/int4 weights and no quantized input dynamically (int8, groups of 32
     values) by default; diffusia's weight-only layers keep float activations, so that is off unless
-    `dynamic_quantization` (NNCF's weight-compressed peers in `benchmarks/`, OpenVINO's default for them)."""
+    `dynamic_quantization` (NNCF's weight-compressed peers in `benchmarks/`, OpenVINO's default for them).
+    `properties`: further OpenVINO properties (`benchmarks/openvino_cache.py`'s CACHE_DIR)."""
     ov = require_openvino()
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
+    config.update(properties or {})
     if precision is not None:
         config["INFERENCE_PRECISION_HINT"] = precision
     if not dynamic_quantization:
