@@ -36,13 +36,12 @@ LOADS = (
 def _load_and_run(graph: str, feeds_path: str, cache_dir: str, mode: str) -> None:
     import numpy as np
     import openvino as ov
+    from runtime_exports import memory_growth
 
-    from diffusia.eval.memory import reset_peak_rss, status_mb
     from diffusia.export.openvino import compile_model
 
     feeds = dict(np.load(feeds_path))
-    reset_peak_rss()
-    base, base_anon, base_file = status_mb("VmRSS"), status_mb("RssAnon"), status_mb("RssFile")
+    memory = memory_growth()
     cache = {"CACHE_DIR": cache_dir, "CACHE_MODE": mode} if mode != "-" else {}
     t0 = time.perf_counter()
     model = ov.Core().read_model(graph)
@@ -58,9 +57,8 @@ def _load_and_run(graph: str, feeds_path: str, cache_dir: str, mode: str) -> Non
         s = time.perf_counter()
         compiled(feeds)
         calls.append(time.perf_counter() - s)
-    peak, held, mapped = status_mb("VmHWM") - base, status_mb("RssAnon") - base_anon, status_mb("RssFile") - base_file
     result = {"read_s": t1 - t0, "compile_s": t2 - t1, "first_call_s": t3 - t2, "call_s": sorted(calls)[1]}
-    print(json.dumps({**result, "peak_growth_mb": peak, "held_mb": held, "mapped_mb": mapped}))
+    print(json.dumps({**result, **memory()}))
 
 
 def load(graph: Path, feeds: Path, cache_dir: Path, mode: str | None) -> dict:

@@ -45,17 +45,33 @@ def loaded(graph: Path, feeds: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def memory_growth():
+    """From now (the peak reset): a function giving this process's peak RSS growth, anonymous memory held and
+    file pages mapped since, in MB."""
+    from diffusia.eval.memory import reset_peak_rss, status_mb
+
+    reset_peak_rss()
+    base, base_anon, base_file = status_mb("VmRSS"), status_mb("RssAnon"), status_mb("RssFile")
+
+    def since() -> dict:
+        return {
+            "peak_growth_mb": status_mb("VmHWM") - base,
+            "held_mb": status_mb("RssAnon") - base_anon,
+            "mapped_mb": status_mb("RssFile") - base_file,
+        }
+
+    return since
+
+
 def _load_and_run(graph: str, feeds_path: str) -> None:
     import numpy as np
     import openvino as ov
 
-    from diffusia.eval.memory import reset_peak_rss, status_mb
     from diffusia.export.onnx import onnxruntime_session
     from diffusia.export.openvino import compile_model
 
     feeds = dict(np.load(feeds_path))
-    reset_peak_rss()
-    base, base_anon, base_file = status_mb("VmRSS"), status_mb("RssAnon"), status_mb("RssFile")
+    memory = memory_growth()
     linears = None
     if graph.endswith(".onnx"):
         session = onnxruntime_session(graph, 2)  # held while measured
@@ -72,8 +88,7 @@ def _load_and_run(graph: str, feeds_path: str) -> None:
             if op.get_rt_info()["layerType"].astype(str) == "FullyConnected"
         )
         linears = dict(linears.most_common())
-    peak, held, mapped = status_mb("VmHWM") - base, status_mb("RssAnon") - base_anon, status_mb("RssFile") - base_file
-    print(json.dumps({"peak_growth_mb": peak, "held_mb": held, "mapped_mb": mapped, "fully_connected": linears}))
+    print(json.dumps({**memory(), "fully_connected": linears}))
 
 
 def measure(model: str, presets: list[str], runtimes: list[str]) -> dict:
