@@ -308,3 +308,26 @@ for _preset, _what in (("w8", "INT8"), ("w4", "INT4 (groups of 64)")):
         _dynamic_activations(_preset),
         f"diffusia weight-only {_what} on OpenVINO, MatMul inputs quantized dynamically (experiment)",
     )
+
+
+def _dequantized_per_call(preset: str) -> Callable[[nn.Module, Ctx], Built]:
+    """Experiment: diffusia's ONNX Runtime graph as it was before `export.weights.widen_weight_only_convs`, its
+    weight-only convolutions dequantizing their int8 weights on every call (DequantizeLinear, which ONNX Runtime
+    leaves unfolded)."""
+
+    def build(unet: nn.Module, ctx: Ctx) -> Built:
+        from diffusia.export import weights
+
+        weights.widen_weight_only_convs = lambda model: 0  # this worker process only
+        built = _diffusia_on("onnxruntime", preset)(unet, ctx)
+        built.notes.append("weight-only convolutions dequantized on every call (experiment)")
+        return built
+
+    return build
+
+
+for _preset, _what in (("w8", "INT8"), ("w4", "INT4 (groups of 64, MatMulNBits)")):
+    BACKENDS[f"diffusia_{_preset}_ort_dq_convs"] = (
+        _dequantized_per_call(_preset),
+        f"diffusia weight-only {_what} on ONNX Runtime, convolutions dequantized on every call (experiment)",
+    )
