@@ -150,11 +150,13 @@ def int4_matmuls(model) -> int:
 
 
 def widen_weight_only_convs(model) -> int:
-    """Let ONNX Runtime widen the int8 weights of weight-only convolutions once, when it loads the graph: their
-    DequantizeLinear becomes Cast + Mul by the scale, which its constant folding computes at load (it leaves
-    DequantizeLinear for its QDQ fusions), so the Conv gets a constant float weight it can pre-pack instead of
-    dequantizing it on every call. Same values (code x scale, zero point 0). A convolution whose input is quantized
-    (W8A8) keeps its pair for ONNX Runtime's integer kernels. Returns how many weights."""
+    """Let ONNX Runtime widen the per-channel int8 weights of weight-only convolutions once, when it loads the
+    graph: their DequantizeLinear becomes Cast + Mul by the scale, which its constant folding computes at load (it
+    leaves DequantizeLinear for its QDQ fusions), so the Conv gets a constant float weight in its blocked layout
+    instead of dequantizing it on every call. Same values (code x scale, zero point 0). A convolution whose input
+    is quantized (W8A8) keeps its pair for ONNX Runtime's integer kernels; int4 groups (reshaped, and sliced, into
+    the weight) keep theirs, since folding that chain holds several float copies of every weight at load (sd15-arch
+    `w4`: a 10 GB peak). Returns how many weights."""
     from onnx import TensorProto, helper, numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
@@ -162,8 +164,6 @@ def widen_weight_only_convs(model) -> int:
     weight_only: dict[str, bool] = {}  # weight DequantizeLinear -> every Conv it feeds has a float input
     for conv in (n for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 1):
         node = producer.get(conv.input[1])
-        while node is not None and node.op_type in ("Reshape", "Slice"):
-            node = producer.get(node.input[0])
         if node is None or node.op_type != "DequantizeLinear" or node.input[0] not in inits:
             continue
         source = producer.get(conv.input[0])

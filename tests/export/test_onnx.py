@@ -189,16 +189,16 @@ def _conv_weight_sources(path) -> list[str]:
 
 
 @pytest.mark.parametrize("preset", ["w8", "w4", "w8a8"])
-def test_onnxruntime_graph_widens_weight_only_convolutions_and_computes_the_same(tmp_path, preset):
+def test_onnxruntime_graph_widens_int8_weight_only_convolutions_and_computes_the_same(tmp_path, preset):
     pipe = _quantized(preset)
     path = export_unet(pipe.unet, tmp_path / "unet.onnx", for_onnxruntime=True)
     check = check_against_onnxruntime(pipe.unet, path)
     assert same_codes(check["codes"]) if preset == "w8a8" else check["relative_l2_vs_diffusia"] < 1e-5
     convs = [m for m in api.qmodules(pipe.unet).values() if isinstance(m, torch.nn.Conv2d) and m.precision == preset]
     sources = _conv_weight_sources(path)
-    widened = "DequantizeLinear" if preset == "w8a8" else "Mul"  # W8A8 keeps its pairs for the integer kernels
-    assert len(convs) > 5 and sources.count(widened) == len(convs)
-    assert "Mul" not in sources if preset == "w8a8" else "DequantizeLinear" not in sources
+    widened = preset == "w8"  # W8A8 keeps its pairs for the integer kernels, int4 groups theirs (see the pass)
+    assert len(convs) > 5 and sources.count("Mul" if widened else "DequantizeLinear") == len(convs)
+    assert ("DequantizeLinear" if widened else "Mul") not in sources
 
 
 def test_float_unet_is_refused(tmp_path):
