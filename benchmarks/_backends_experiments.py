@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from _backends_openvino import _diffusia_on
 from _backends_peers import Built, Ctx, _diffusia
+from _onnxruntime_convs import widen_weight_only_convs
 from torch import nn
 
 BACKENDS: dict[str, tuple[Callable[[nn.Module, Ctx], Built], str]] = {}
@@ -310,23 +311,29 @@ for _preset, _what in (("w8", "INT8"), ("w4", "INT4 (groups of 64)")):
     )
 
 
-def _dequantized_per_call(preset: str) -> Callable[[nn.Module, Ctx], Built]:
-    """Experiment: diffusia's ONNX Runtime graph as it was before `export.weights.widen_weight_only_convs`, its
-    weight-only convolutions dequantizing their int8 weights on every call (DequantizeLinear, which ONNX Runtime
-    leaves unfolded). At 7c0d5da the pass widened int4 groups too, and a `w4` row of this experiment ran."""
+def _widened_convs(preset: str) -> Callable[[nn.Module, Ctx], Built]:
+    """Experiment: diffusia's ONNX Runtime graph with `_onnxruntime_convs.widen_weight_only_convs` applied after its
+    own passes."""
 
     def build(unet: nn.Module, ctx: Ctx) -> Built:
         from diffusia.export import weights
 
-        weights.widen_weight_only_convs = lambda model: 0  # this worker process only
+        int4_matmuls = weights.int4_matmuls  # the last pass of an ONNX Runtime graph's export
+
+        def passes(model) -> int:
+            n = int4_matmuls(model)
+            widen_weight_only_convs(model)
+            return n
+
+        weights.int4_matmuls = passes  # this worker process only
         built = _diffusia_on("onnxruntime", preset)(unet, ctx)
-        built.notes.append("weight-only convolutions dequantized on every call (experiment)")
+        built.notes.append("weight-only convolutions widened by ONNX Runtime at load (experiment)")
         return built
 
     return build
 
 
-BACKENDS["diffusia_w8_ort_dq_convs"] = (
-    _dequantized_per_call("w8"),
-    "diffusia weight-only INT8 on ONNX Runtime, convolutions dequantized on every call (experiment)",
+BACKENDS["diffusia_w8_ort_widened_convs"] = (
+    _widened_convs("w8"),
+    "diffusia weight-only INT8 on ONNX Runtime, convolutions widened at load (experiment)",
 )

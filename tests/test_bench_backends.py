@@ -253,3 +253,66 @@ def test_tiny_inputs_are_recorded_sampler_calls_at_batch_two(tmp_path):
     for sample, timestep, text in [data["timed"], *data["calib"]]:
         assert sample.shape[0] == timestep.shape[0] == text.shape[0] == 2 and timestep.dtype == torch.int64
     assert data["calib"][0][1][0] > data["calib"][1][1][0]  # spread over the trajectory: first and last call
+
+
+def _conv_graph(rng):
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    """x -> Conv(DequantizeLinear(int8 weight)) [weight-only] -> QDQ -> Conv(DequantizeLinear(int8 weight)) [W8A8]."""
+    codes = [rng.integers(-127, 128, (8, 8, 3, 3)).astype(np.int8) for _ in range(2)]
+    scales = [rng.uniform(1e-3, 1e-2, 8).astype(np.float32) for _ in range(2)]
+    inits = [
+        numpy_helper.from_array(a, f"{kind}{k}") for k in range(2) for kind, a in (("q", codes[k]), ("s", scales[k]))
+    ]
+    inits += [numpy_helper.from_array(np.zeros(8, np.int8), "z"), numpy_helper.from_array(np.float32(0.05), "a_s")]
+    inits += [numpy_helper.from_array(np.uint8(128), "a_z")]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["q0", "s0", "z"], ["w0"], axis=0),
+        helper.make_node("Conv", ["x", "w0"], ["h"], pads=[1, 1, 1, 1]),
+        helper.make_node("QuantizeLinear", ["h", "a_s", "a_z"], ["hq"]),
+        helper.make_node("DequantizeLinear", ["hq", "a_s", "a_z"], ["hd"]),
+        helper.make_node("DequantizeLinear", ["q1", "s1", "z"], ["w1"], axis=0),
+        helper.make_node("Conv", ["hd", "w1"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 6])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_widened_convs_experiment_folds_weight_only_convolutions_at_load_and_keeps_w8a8_pairs(tmp_path, monkeypatch):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    from diffusia.export.onnx import onnxruntime_session
+
+    experiments = _bench_module(monkeypatch, "_onnxruntime_convs")
+
+    rng = np.random.default_rng(0)
+    model, x = _conv_graph(rng), rng.standard_normal((1, 8, 6, 6)).astype(np.float32)
+    before = tmp_path / "before.onnx"
+    onnx.save(model, str(before))
+    assert experiments.widen_weight_only_convs(model) == 1
+    onnx.checker.check_model(model)
+    dq_weights = [n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert dq_weights == ["hq", "q1"]  # the W8A8 convolution keeps its weight's pair, the int8 codes stay stored
+    assert {i.name: i.data_type for i in model.graph.initializer}["q0"] == TensorProto.INT8
+    after = tmp_path / "after.onnx"
+    onnx.save(model, str(after))
+    ref, got = (onnxruntime_session(p).run(None, {"x": x})[0] for p in (before, after))
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+    options = ort.SessionOptions()  # the graph ONNX Runtime runs: the widened weight folded into a float constant
+    options.optimized_model_filepath = str(tmp_path / "loaded.onnx")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    ort.InferenceSession(str(after), options, providers=["CPUExecutionProvider"])
+    loaded = onnx.load(str(tmp_path / "loaded.onnx"))
+    first = next(n for n in loaded.graph.node if n.op_type == "Conv" and n.input[0] == "x")
+    assert first.input[1] in {i.name for i in loaded.graph.initializer}
+    assert not any(n.op_type in ("Cast", "Mul") for n in loaded.graph.node)

@@ -179,15 +179,13 @@ def export_unet(
     dynamic: bool = False,
     timestep: int = 500,
     float_ok: bool = False,
-    for_onnxruntime: bool = False,
+    matmul_nbits: bool = False,
 ) -> Path:
     """Export the frozen quantized U-Net to `path` (.onnx, atomically); returns the path.
 
     `dynamic` leaves batch, latent size and prompt length free. The timestep group whose activation ranges the graph
     carries is that of `timestep` (one graph per group). `float_ok` exports a U-Net without quantized layers as is;
-    `for_onnxruntime` writes the graph ONNX Runtime runs fastest: int4 linears as its MatMulNBits
-    (`weights.int4_matmuls`) and weight-only convolutions widened at load (`weights.widen_weight_only_convs`);
-    standard QDQ ONNX without.
+    `matmul_nbits` writes int4 linears as ONNX Runtime's MatMulNBits (`weights.int4_matmuls`; standard ONNX without).
     The exporter runs in a private folder (over 2 GB it writes one file per weight); a graph still over the
     protobuf limit after its weights are folded to int8 (an FP32 SD U-Net) keeps its weights in `<path>.data`."""
     import onnx
@@ -218,9 +216,8 @@ def export_unet(
         model = onnx.load(str(raw))
     n = weights.fold_weight_quantizers(model)
     weights.narrow_float_weights(model)
-    if for_onnxruntime:
+    if matmul_nbits:
         weights.int4_matmuls(model)
-        weights.widen_weight_only_convs(model)
     external = _tensor_bytes(model) > PROTOBUF_LIMIT
     with atomic_path(path) as tmp:
         onnx.save(

@@ -1,6 +1,5 @@
 """How an exported ONNX graph stores its weights: int8 initializers folded from the weights' QDQ pairs, and fp16
-values as fp16. Both keep every value exactly; OpenVINO's IR narrows further (`export.openvino.narrow_weights`). For
-ONNX Runtime's own graphs, int4 linears become MatMulNBits and weight-only convolutions widen at load."""
+values as fp16. Both keep every value exactly; OpenVINO's IR narrows further (`export.openvino.narrow_weights`)."""
 
 from __future__ import annotations
 
@@ -90,7 +89,7 @@ def int4_matmuls(model) -> int:
     4-bit codes [out, groups, group / 2] (code + 8, zero point 8, the first in the low nibble) with the group scales,
     computed in float32 (accuracy level 1). Same values in half the bytes of the int8 codes, on disk and in the
     session. Returns how many."""
-    from onnx import helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
@@ -99,8 +98,14 @@ def int4_matmuls(model) -> int:
         for i in n.input:
             readers[i] = readers.get(i, 0) + 1
 
-    def array(name):
-        return _value(name, inits, producer)
+    def array(name):  # a constant's value: an initializer, a Constant node, or either behind a Cast to float32
+        node = producer.get(name)
+        if name in inits or node is None:
+            return numpy_helper.to_array(inits[name]) if name in inits else None
+        if node.op_type == "Cast" and next(a.i for a in node.attribute if a.name == "to") == TensorProto.FLOAT:
+            value = array(node.input[0])
+            return None if value is None else value.astype(np.float32)
+        return _constant(node)
 
     nodes, n = model.graph.node, 0
     for k, matmul in enumerate(nodes):
@@ -149,50 +154,6 @@ def int4_matmuls(model) -> int:
     return n
 
 
-def widen_weight_only_convs(model) -> int:
-    """Let ONNX Runtime widen the per-channel int8 weights of weight-only convolutions once, when it loads the
-    graph: their DequantizeLinear becomes Cast + Mul by the scale, which its constant folding computes at load (it
-    leaves DequantizeLinear for its QDQ fusions), so the Conv gets a constant float weight in its blocked layout
-    instead of dequantizing it on every call. Same values (code x scale, zero point 0). A convolution whose input
-    is quantized (W8A8) keeps its pair for ONNX Runtime's integer kernels; int4 groups (reshaped, and sliced, into
-    the weight) keep theirs, since folding that chain holds several float copies of every weight at load (sd15-arch
-    `w4`: a 10 GB peak). Returns how many weights."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    inits = {i.name: i for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    weight_only: dict[str, bool] = {}  # weight DequantizeLinear -> every Conv it feeds has a float input
-    for conv in (n for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 1):
-        node = producer.get(conv.input[1])
-        if node is None or node.op_type != "DequantizeLinear" or node.input[0] not in inits:
-            continue
-        source = producer.get(conv.input[0])
-        float_input = source is None or source.op_type != "DequantizeLinear"
-        weight_only[node.output[0]] = weight_only.get(node.output[0], True) and float_input
-    nodes, n = model.graph.node, 0
-    for k in reversed(range(len(nodes))):
-        dq = nodes[k]
-        if dq.op_type != "DequantizeLinear" or not weight_only.get(dq.output[0]):
-            continue
-        codes, scale = inits[dq.input[0]], _value(dq.input[1], inits, producer)
-        zero = _value(dq.input[2], inits, producer) if len(dq.input) > 2 else np.zeros((), np.int8)
-        if codes.data_type != TensorProto.INT8 or scale is None or zero is None or zero.any():
-            continue
-        if scale.ndim:  # per channel along `axis`: broadcast as Mul does
-            axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % len(codes.dims)
-            scale = scale.reshape([-1 if d == axis else 1 for d in range(len(codes.dims))])
-        name = dq.output[0]
-        model.graph.initializer.append(numpy_helper.from_array(scale.astype(np.float32), name=f"{name}.scale"))
-        cast = helper.make_node("Cast", [dq.input[0]], [f"{name}.float_codes"], to=TensorProto.FLOAT)
-        mul = helper.make_node("Mul", [f"{name}.float_codes", f"{name}.scale"], [name], name=dq.name)
-        nodes[k].CopyFrom(mul)
-        nodes.insert(k, cast)
-        n += 1
-    if n:
-        _drop_unused(model)  # the scales and zero points only the replaced pairs read
-    return n
-
-
 def _weight_chain(matmul, producer: dict, readers: dict):
     """(DequantizeLinear, the Reshape to the weight) when MatMul's second input is the export's int4 weight path:
     Transpose <- Reshape <- (Slice, Reshape)... <- DequantizeLinear, each read once; else None."""
@@ -206,20 +167,6 @@ def _weight_chain(matmul, producer: dict, readers: dict):
     if node is None or node.op_type != "DequantizeLinear" or last.op_type != "Reshape" or last is node:
         return None
     return node, last
-
-
-def _value(name: str, inits: dict, producer: dict):
-    """A constant's value: an initializer, a Constant node, or either behind a Cast; else None."""
-    from onnx import helper, numpy_helper
-
-    node = producer.get(name)
-    if name in inits or node is None:
-        return numpy_helper.to_array(inits[name]) if name in inits else None
-    if node.op_type == "Cast":
-        value = _value(node.input[0], inits, producer)
-        to = next(a.i for a in node.attribute if a.name == "to")
-        return None if value is None else value.astype(helper.tensor_dtype_to_np_dtype(to))
-    return _constant(node)
 
 
 def _constant(node):

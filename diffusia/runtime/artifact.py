@@ -64,7 +64,7 @@ def export_runtime(
                 dynamic=True,
                 timestep=t,
                 float_ok=True,
-                for_onnxruntime=runtime != "openvino",
+                matmul_nbits=runtime != "openvino",
             )
             if runtime == "openvino":
                 if quantized and quantizers is None:

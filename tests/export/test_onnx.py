@@ -164,41 +164,15 @@ def test_int4_weights_export_as_their_codes_and_group_scales(tmp_path, group_siz
 @pytest.mark.parametrize("group_size", [64, 48], ids=["power-of-two-groups", "other-groups"])
 def test_int4_linears_become_matmulnbits_for_onnxruntime_and_compute_the_same(tmp_path, group_size):
     pipe = _quantized("w4", int4_group_size=group_size)
-    path = export_unet(pipe.unet, tmp_path / "unet.onnx", for_onnxruntime=True)
+    path = export_unet(pipe.unet, tmp_path / "unet.onnx", matmul_nbits=True)
     assert check_against_onnxruntime(pipe.unet, path)["relative_l2_vs_diffusia"] < 1e-5
     nodes = onnx.load(str(path)).graph.node
     linears = [m for m in api.qmodules(pipe.unet).values() if m.precision == "w4" and isinstance(m, torch.nn.Linear)]
     nbits = [n for n in nodes if n.op_type == "MatMulNBits"]
     assert len(linears) > 5 and len(nbits) == (len(linears) if group_size == 64 else 0)  # its blocks: powers of 2
     if group_size == 64:  # per-channel int8 weights stay DequantizeLinear (ONNX Runtime fuses those itself)
-        w8 = export_unet(_quantized("w8").unet, tmp_path / "w8.onnx", for_onnxruntime=True)
+        w8 = export_unet(_quantized("w8").unet, tmp_path / "w8.onnx", matmul_nbits=True)
         assert not any(n.op_type == "MatMulNBits" for n in onnx.load(str(w8)).graph.node)
-
-
-def _conv_weight_sources(path) -> list[str]:
-    """What makes each Conv's weight, through Reshape/Slice: DequantizeLinear, Mul (widened), or a float constant."""
-    nodes = onnx.load(str(path)).graph.node
-    producer = {o: n for n in nodes for o in n.output}
-    sources = []
-    for conv in (n for n in nodes if n.op_type == "Conv"):
-        node = producer.get(conv.input[1])
-        while node is not None and node.op_type in ("Reshape", "Slice"):
-            node = producer.get(node.input[0])
-        sources.append(node.op_type if node is not None else "initializer")
-    return sources
-
-
-@pytest.mark.parametrize("preset", ["w8", "w4", "w8a8"])
-def test_onnxruntime_graph_widens_int8_weight_only_convolutions_and_computes_the_same(tmp_path, preset):
-    pipe = _quantized(preset)
-    path = export_unet(pipe.unet, tmp_path / "unet.onnx", for_onnxruntime=True)
-    check = check_against_onnxruntime(pipe.unet, path)
-    assert same_codes(check["codes"]) if preset == "w8a8" else check["relative_l2_vs_diffusia"] < 1e-5
-    convs = [m for m in api.qmodules(pipe.unet).values() if isinstance(m, torch.nn.Conv2d) and m.precision == preset]
-    sources = _conv_weight_sources(path)
-    widened = preset == "w8"  # W8A8 keeps its pairs for the integer kernels, int4 groups theirs (see the pass)
-    assert len(convs) > 5 and sources.count("Mul" if widened else "DequantizeLinear") == len(convs)
-    assert ("DequantizeLinear" if widened else "Mul") not in sources
 
 
 def test_float_unet_is_refused(tmp_path):
