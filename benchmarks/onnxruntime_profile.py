@@ -2,10 +2,10 @@
 graph diffusia ships (`runtime.artifact.export_runtime`), the same graph with its weight-only convolutions widened
 at load (the experiment of `_onnxruntime_convs.py`), and the same graph with every weight pair folded at load
 (`session.disable_quant_qdq`: float32 weights throughout, linears as plain MatMul). One session per variant, in one
-process, at the U-Net's own sample size, batch 2; after a warm-up call each, the variants are called in turn for
+process, at the U-Net's own sample size (or `--latent`), batch 2; after a warm-up call each, the variants are called in turn for
 `--rounds` rounds (idle sessions do not spin) and each gets the median over its calls.
 
-    python benchmarks/onnxruntime_profile.py [--model tiny] [--preset w8] [--rounds 9] [--out DIR]
+    python benchmarks/onnxruntime_profile.py [--model tiny] [--preset w8] [--rounds 9] [--latent 32] [--out DIR]
 
 Writes benchmarks/results/<class>/onnxruntime_profile_<model>_<preset>.{json,md}.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import json
 import statistics
 import subprocess
@@ -80,7 +81,7 @@ def profile(graphs: dict[str, tuple[Path, bool]], feeds: dict, rounds: int) -> d
     return out
 
 
-def measure(model: str, preset: str, rounds: int) -> dict:
+def measure(model: str, preset: str, rounds: int, latent: int | None) -> dict:
     import onnx
 
     from diffusia import load_pipeline
@@ -91,13 +92,15 @@ def measure(model: str, preset: str, rounds: int) -> dict:
     from diffusia.runtime.artifact import export_runtime
 
     pipe = load_pipeline(model, progress=False)
-    feeds = graph_feeds(example_inputs(pipe.unet, batch=2))
+    feeds = graph_feeds(example_inputs(pipe.unet, batch=2, max_side=latent))
     quantize_pipeline(
         pipe, get_preset(preset), load_prompts("calibration", model), calib_size=2, steps=2, progress=False
     )
     with tempfile.TemporaryDirectory(prefix="diffusia-ort-profile-") as tmp:
         folder = Path(tmp) / "onnxruntime"
         manifest = export_runtime(pipe.unet, "onnxruntime", folder, check=False)
+        del pipe  # three sessions of sd15-arch take most of the memory
+        gc.collect()
         shipped = folder / manifest["files"][0]
         graph = onnx.load(str(shipped))
         widened_n = widen_weight_only_convs(graph)
@@ -139,12 +142,13 @@ def main() -> None:
     ap.add_argument("--model", default="tiny", choices=("tiny", "sd15-arch"))
     ap.add_argument("--preset", default="w8")
     ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--latent", type=int, help="cap the latent sides (sd15-arch: 32, as backends.py; default: own)")
     ap.add_argument("--out", type=Path, default=results_dir())
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     res = {
         **result_header(model=args.model, preset=args.preset, commit=commit, onnxruntime=onnxruntime.__version__),
-        **measure(args.model, args.preset, args.rounds),
+        **measure(args.model, args.preset, args.rounds, args.latent),
     }
     write_results(args.out / f"onnxruntime_profile_{args.model}_{args.preset}", res, to_markdown(res))
 
