@@ -1,7 +1,8 @@
 """Where a weight-only U-Net's step goes on ONNX Runtime: its profiler's kernel time per operator type, for the
 graph diffusia ships (`runtime.artifact.export_runtime`), the same graph with its weight-only convolutions widened
-at load (the experiment of `_onnxruntime_convs.py`), and the same graph with every weight pair folded at load
-(`session.disable_quant_qdq`: float32 weights throughout, linears as plain MatMul). One session per variant, in one
+at load (the experiment of `_onnxruntime_convs.py`), the graph with ONNX Runtime's QDQ fusions off (its linears
+then dequantize their weights on every call into a float MatMul instead of running as MatMulNBits), and the graph
+with every weight pair folded at load (`session.disable_quant_qdq`: float32 weights throughout). One session per variant, in one
 process, at the U-Net's own sample size (or `--latent`), batch 2; after a warm-up call each, the variants are called in turn for
 `--rounds` rounds (idle sessions do not spin) and each gets the median over its calls.
 
@@ -29,22 +30,24 @@ from _results import result_header, results_dir, write_results  # noqa: E402
 VARIANTS = {
     "as shipped": "the graph diffusia's ONNX Runtime runtime loads",
     "convolutions widened": "weight-only convolutions widened at load (experiment)",
+    "linears dequantized per call": "ONNX Runtime's QDQ fusions off (no MatMulNBits: DequantizeLinear + MatMul)",
     "all weights folded": "every weight pair folded at load (session.disable_quant_qdq)",
 }
 
 
-def _session(path: Path, fold_all: bool):
+def _session(path: Path, variant: str):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")  # as the runtime's sessions
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle sessions leave the cores free
-    if fold_all:
+    if variant == "all weights folded":
         options.add_session_config_entry("session.disable_quant_qdq", "1")
     options.intra_op_num_threads, options.inter_op_num_threads = 2, 1
     options.enable_profiling = True
-    options.profile_file_prefix = str(path.parent / f"profile-{int(fold_all)}-{path.stem}")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    options.profile_file_prefix = str(path.parent / f"profile-{list(VARIANTS).index(variant)}")
+    disabled = ["QDQSelectorActionTransformer"] if variant == "linears dequantized per call" else None
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
 
 
 def _kernel_ms(session) -> list[collections.Counter]:
@@ -60,10 +63,10 @@ def _kernel_ms(session) -> list[collections.Counter]:
     return calls
 
 
-def profile(graphs: dict[str, tuple[Path, bool]], feeds: dict, rounds: int) -> dict:
-    """Each variant's (graph, fold all) session, warmed up, then called once per round in turn; per variant the
-    median over the rounds of its kernel ms per operator type and of their sum."""
-    sessions = {name: _session(path, fold_all) for name, (path, fold_all) in graphs.items()}
+def profile(graphs: dict[str, Path], feeds: dict, rounds: int) -> dict:
+    """Each variant's session of its graph, warmed up, then called once per round in turn; per variant the median
+    over the rounds of its kernel ms per operator type and of their sum."""
+    sessions = {name: _session(path, name) for name, path in graphs.items()}
     for session in sessions.values():
         session.run(None, feeds)
     for _ in range(rounds):
@@ -106,8 +109,7 @@ def measure(model: str, preset: str, rounds: int, latent: int | None) -> dict:
         widened_n = widen_weight_only_convs(graph)
         widened = Path(tmp) / "widened.onnx"
         onnx.save(graph, str(widened))
-        graphs = {"as shipped": (shipped, False), "convolutions widened": (widened, False)}
-        rows = profile({**graphs, "all weights folded": (shipped, True)}, feeds, rounds)
+        rows = profile({v: widened if v == "convolutions widened" else shipped for v in VARIANTS}, feeds, rounds)
     return {"sample": list(feeds["sample"].shape), "widened_convolutions": widened_n, "rows": rows}
 
 
