@@ -337,25 +337,3 @@ BACKENDS["diffusia_w8_ort_widened_convs"] = (
     _widened_convs("w8"),
     "diffusia weight-only INT8 on ONNX Runtime, convolutions widened at load (experiment)",
 )
-
-
-def _qdq_fusions_on(preset: str) -> Callable[[nn.Module, Ctx], Built]:
-    """Experiment: diffusia's weight-only graph on ONNX Runtime with its QDQ fusions on, as the runtime ran it
-    before: the int8 linears fused into MatMulNBits (float32 accuracy) instead of a DequantizeLinear + MatMul."""
-
-    def build(unet: nn.Module, ctx: Ctx) -> Built:
-        from diffusia.export import onnx as qdq
-
-        session = qdq.onnxruntime_session
-        qdq.onnxruntime_session = lambda path, threads=None, weight_only=False: session(path, threads)  # worker only
-        built = _diffusia_on("onnxruntime", preset)(unet, ctx)
-        built.notes.append("QDQ fusions on: linears as MatMulNBits (experiment)")
-        return built
-
-    return build
-
-
-BACKENDS["diffusia_w8_ort_matmulnbits"] = (
-    _qdq_fusions_on("w8"),
-    "diffusia weight-only INT8 on ONNX Runtime, linears fused into MatMulNBits as before (experiment)",
-)

@@ -1,9 +1,8 @@
 """Where a weight-only U-Net's step goes on ONNX Runtime: its profiler's kernel time per operator type, for the
-graph diffusia ships run as its runtime runs it (`runtime.artifact.export_runtime`, `export.onnx.onnxruntime_session`:
-a weight-only graph with ONNX Runtime's QDQ fusions off, so its linears dequantize into a float MatMul), the same
-with the fusions on (linears as MatMulNBits, as before), with its weight-only convolutions widened at load (the
-experiment of `_onnxruntime_convs.py`), and with every weight pair folded at load (`session.disable_quant_qdq`:
-float32 weights throughout). One session per variant, in one
+graph diffusia ships (`runtime.artifact.export_runtime`), the same graph with its weight-only convolutions widened
+at load (the experiment of `_onnxruntime_convs.py`), the graph with ONNX Runtime's QDQ fusions off (its linears
+then dequantize their weights on every call into a float MatMul instead of running as MatMulNBits), and the graph
+with every weight pair folded at load (`session.disable_quant_qdq`: float32 weights throughout). One session per variant, in one
 process, at the U-Net's own sample size (or `--latent`), batch 2; after a warm-up call each, the variants are called in turn for
 `--rounds` rounds (idle sessions do not spin) and each gets the median over its calls.
 
@@ -29,17 +28,15 @@ from _onnxruntime_convs import widen_weight_only_convs  # noqa: E402
 from _results import result_header, results_dir, write_results  # noqa: E402
 
 VARIANTS = {
-    "as shipped": "the graph and session of diffusia's ONNX Runtime runtime (a weight-only graph: QDQ fusions off)",
-    "linears as MatMulNBits": "the same graph with ONNX Runtime's QDQ fusions on (as before 2026-12-06)",
-    "convolutions widened": "as shipped, weight-only convolutions widened at load (experiment)",
+    "as shipped": "the graph diffusia's ONNX Runtime runtime loads",
+    "convolutions widened": "weight-only convolutions widened at load (experiment)",
+    "linears dequantized per call": "ONNX Runtime's QDQ fusions off (no MatMulNBits: DequantizeLinear + MatMul)",
     "all weights folded": "every weight pair folded at load (session.disable_quant_qdq)",
 }
 
 
-def _session(path: Path, variant: str, weight_only: bool):
+def _session(path: Path, variant: str):
     import onnxruntime as ort
-
-    from diffusia.export.onnx import QDQ_FUSIONS
 
     options = ort.SessionOptions()
     options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")  # as the runtime's sessions
@@ -49,8 +46,7 @@ def _session(path: Path, variant: str, weight_only: bool):
     options.intra_op_num_threads, options.inter_op_num_threads = 2, 1
     options.enable_profiling = True
     options.profile_file_prefix = str(path.parent / f"profile-{list(VARIANTS).index(variant)}")
-    fusions_off = weight_only and variant in ("as shipped", "convolutions widened")
-    disabled = [QDQ_FUSIONS] if fusions_off else None
+    disabled = ["QDQSelectorActionTransformer"] if variant == "linears dequantized per call" else None
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
 
 
@@ -67,10 +63,10 @@ def _kernel_ms(session) -> list[collections.Counter]:
     return calls
 
 
-def profile(graphs: dict[str, Path], feeds: dict, rounds: int, weight_only: bool) -> dict:
+def profile(graphs: dict[str, Path], feeds: dict, rounds: int) -> dict:
     """Each variant's session of its graph, warmed up, then called once per round in turn; per variant the median
     over the rounds of its kernel ms per operator type and of their sum."""
-    sessions = {name: _session(path, name, weight_only) for name, path in graphs.items()}
+    sessions = {name: _session(path, name) for name, path in graphs.items()}
     for session in sessions.values():
         session.run(None, feeds)
     for _ in range(rounds):
@@ -113,8 +109,7 @@ def measure(model: str, preset: str, rounds: int, latent: int | None) -> dict:
         widened_n = widen_weight_only_convs(graph)
         widened = Path(tmp) / "widened.onnx"
         onnx.save(graph, str(widened))
-        graphs = {v: widened if v == "convolutions widened" else shipped for v in VARIANTS}
-        rows = profile(graphs, feeds, rounds, manifest["weight_only"])
+        rows = profile({v: widened if v == "convolutions widened" else shipped for v in VARIANTS}, feeds, rounds)
     return {"sample": list(feeds["sample"].shape), "widened_convolutions": widened_n, "rows": rows}
 
 

@@ -69,14 +69,12 @@ def _load_and_run(graph: str, feeds_path: str) -> None:
 
     from diffusia.export.onnx import onnxruntime_session
     from diffusia.export.openvino import compile_model
-    from diffusia.runtime.artifact import read_manifest
 
     feeds = dict(np.load(feeds_path))
     memory = memory_growth()
     linears = None
     if graph.endswith(".onnx"):
-        weight_only = read_manifest(Path(graph).parent).get("weight_only", False)  # as the runtime's session
-        session = onnxruntime_session(graph, 2, weight_only)  # held while measured
+        session = onnxruntime_session(graph, 2)  # held while measured
         session.run(None, feeds)
     else:
         model = ov.Core().read_model(graph)

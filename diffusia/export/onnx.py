@@ -260,16 +260,15 @@ def check_against_onnxruntime(
         ref = run_unet(unet, inputs).numpy()
     if not api.qmodules(unet):
         return {
-            "relative_l2_vs_diffusia": compare.relative_l2(_onnxruntime_output(path, inputs, False), ref),
+            "relative_l2_vs_diffusia": compare.relative_l2(_onnxruntime_output(path, inputs), ref),
             "codes": None,
             "quantizers": None,
             "onnxruntime": ort.__version__,
         }
     small = example_inputs(unet, batch, seed, timestep=timestep, max_side=PROBE_MAX_SIDE)
     graph, ours = _qdq_run(unet, small)
-    weight_only = not api.observers(unet)  # as the runtime's session runs it
-    out_small, theirs = _onnxruntime_run(path, small, weight_only)
-    out = out_small if small[0].shape == inputs[0].shape else _onnxruntime_output(path, inputs, weight_only)
+    out_small, theirs = _onnxruntime_run(path, small)
+    out = out_small if small[0].shape == inputs[0].shape else _onnxruntime_output(path, inputs)
     first_digits = {layer: q for (layer, digit), (_, q) in theirs.items() if digit == 1}
     return {
         "relative_l2_vs_diffusia": compare.relative_l2(out, ref),
@@ -301,32 +300,25 @@ def _qdq_run(unet: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[np.ndar
     return out, codes
 
 
-def onnxruntime_session(path: str | Path, threads: int | None = None, weight_only: bool = False):
+def onnxruntime_session(path: str | Path, threads: int | None = None):
     """An ONNX Runtime CPU session of an exported graph. ONNX Runtime fuses a weight-only int8 layer (DequantizeLinear
     on the weight, float input) into MatMulNBits, which by default quantizes its input to int8 on the fly (accuracy
-    level 4: 0.2 % rel-L2 on `tiny`'s w8); level 1 computes in float32, as diffusia's weight-only layers do, but
-    slower than float32 MatMul. So a `weight_only` graph (no activation quantizers, where those fusions do nothing
-    else) runs with them off: its linears dequantize their weights into a float32 MatMul on every call, as its
-    convolutions do (`benchmarks/onnxruntime_profile.py`)."""
+    level 4: 0.2 % rel-L2 on `tiny`'s w8); level 1 computes in float32, as diffusia's weight-only layers do."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")
     if threads:
         options.intra_op_num_threads, options.inter_op_num_threads = int(threads), 1
-    disabled = [QDQ_FUSIONS] if weight_only else None
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-QDQ_FUSIONS = "QDQSelectorActionTransformer"  # ONNX Runtime's fusions of QDQ pairs into quantized operators
-
-
-def _onnxruntime_output(path: str | Path, inputs: tuple[torch.Tensor, ...], weight_only: bool) -> np.ndarray:
-    return onnxruntime_session(path, weight_only=weight_only).run(None, graph_feeds(inputs))[0]
+def _onnxruntime_output(path: str | Path, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
+    return onnxruntime_session(path).run(None, graph_feeds(inputs))[0]
 
 
 def _onnxruntime_run(
-    path: str | Path, inputs: tuple[torch.Tensor, ...], weight_only: bool
+    path: str | Path, inputs: tuple[torch.Tensor, ...]
 ) -> tuple[np.ndarray, dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]]:
     """ONNX Runtime's output, and for every activation quantizer (layer, digit): its float input and the uint8
     codes it feeds to DequantizeLinear. The graph is re-saved next to `path` (external data referenced, not
@@ -347,7 +339,7 @@ def _onnxruntime_run(
     probe = path.with_name(f".{path.stem}.codes.onnx")
     try:
         onnx.save(model, str(probe))
-        session = onnxruntime_session(probe, weight_only=weight_only)
+        session = onnxruntime_session(probe)
         values = dict(zip([o.name for o in model.graph.output], session.run(None, graph_feeds(inputs))))
     finally:
         probe.unlink(missing_ok=True)

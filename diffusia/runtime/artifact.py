@@ -85,7 +85,6 @@ def export_runtime(
             "timestep_groups": len(files),
             "num_train_timesteps": state.num_train_timesteps if state is not None else 1000,
             "quantized": quantized,
-            "weight_only": quantized and not api.observers(unet),  # no activation quantizers in the graph
             "unet_config": {k: v for k, v in dict(unet.config).items() if not k.startswith("_")},
         }
         if check:

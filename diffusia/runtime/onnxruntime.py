@@ -29,8 +29,7 @@ class ONNXRuntimeUNet(RuntimeUNet):
         super().__init__(config, manifest["timestep_groups"], manifest["num_train_timesteps"])
         self.folder, self.manifest = Path(folder), manifest
         threads = int(threads or torch.get_num_threads())
-        weight_only = manifest.get("weight_only", False)  # folders written before it: the fusions on, as then
-        self._sessions = [onnxruntime_session(self.folder / f, threads, weight_only) for f in manifest["files"]]
+        self._sessions = [onnxruntime_session(self.folder / f, threads) for f in manifest["files"]]
 
     def _infer(self, feeds: dict[str, np.ndarray], group: int) -> torch.Tensor:
         return torch.from_numpy(self._sessions[group].run(None, feeds)[0])

@@ -175,30 +175,6 @@ def test_int4_linears_become_matmulnbits_for_onnxruntime_and_compute_the_same(tm
         assert not any(n.op_type == "MatMulNBits" for n in onnx.load(str(w8)).graph.node)
 
 
-@pytest.mark.parametrize("preset", ["w8", "w8a8"])
-def test_onnxruntime_runs_weight_only_graphs_with_its_qdq_fusions_off(tmp_path, monkeypatch, preset):
-    """A graph without activation quantizers: its int8 linears dequantize into float MatMul instead of ONNX Runtime's
-    slower MatMulNBits; the export check runs the session the runtime runs."""
-    from diffusia.export import onnx as qdq
-    from diffusia.runtime import load_unet
-    from diffusia.runtime.artifact import export_runtime
-
-    pipe = _quantized(preset)
-    manifest = export_runtime(pipe.unet, "onnxruntime", tmp_path / "rt")
-    assert manifest["weight_only"] is (preset == "w8")
-    if preset == "w8":
-        assert manifest["check"]["relative_l2_vs_diffusia"] < 1e-5
-    session, seen = qdq.onnxruntime_session, []
-
-    def recorded(path, threads=None, weight_only=False):
-        seen.append(weight_only)
-        return session(path, threads, weight_only)
-
-    monkeypatch.setattr(qdq, "onnxruntime_session", recorded)
-    load_unet("onnxruntime", tmp_path / "rt", pipe.unet.config)
-    assert seen == [preset == "w8"] * len(manifest["files"])
-
-
 def test_float_unet_is_refused(tmp_path):
     with pytest.raises(DiffusiaError, match="frozen quantized"):
         export_unet(build_micro_pipeline().unet, tmp_path / "unet.onnx")
