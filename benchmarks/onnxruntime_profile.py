@@ -2,9 +2,11 @@
 graph diffusia ships (`runtime.artifact.export_runtime`), the same graph with its weight-only convolutions widened
 at load (the experiment of `_onnxruntime_convs.py`), the graph with ONNX Runtime's QDQ fusions off (its linears
 then dequantize their weights on every call into a float MatMul instead of running as MatMulNBits), and the graph
-with every weight pair folded at load (`session.disable_quant_qdq`: float32 weights throughout). One session per variant, in one
-process, at the U-Net's own sample size (or `--latent`), batch 2; after a warm-up call each, the variants are called in turn for
-`--rounds` rounds (idle sessions do not spin) and each gets the median over its calls.
+with every weight pair folded at load (`session.disable_quant_qdq`: float32 weights throughout). One session per
+variant, in one process, at the U-Net's own sample size (or `--latent`), batch 2; after a warm-up call each, the
+variants are called in turn for `--rounds` rounds (idle sessions do not spin) and each gets the median over its
+calls. Kernel time with spinning off is not wall time: on sd15-arch the fusions-off variant profiled 16 % faster
+and ran 9 % slower in `backends.py` (README, "Weight-only layers on ONNX Runtime").
 
     python benchmarks/onnxruntime_profile.py [--model tiny] [--preset w8] [--rounds 9] [--latent 32] [--out DIR]
 

@@ -256,10 +256,10 @@ def test_tiny_inputs_are_recorded_sampler_calls_at_batch_two(tmp_path):
 
 
 def _conv_graph(rng):
+    """x -> Conv(DequantizeLinear(int8 weight)) [weight-only] -> QDQ -> Conv(DequantizeLinear(int8 weight)) [W8A8]."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    """x -> Conv(DequantizeLinear(int8 weight)) [weight-only] -> QDQ -> Conv(DequantizeLinear(int8 weight)) [W8A8]."""
     codes = [rng.integers(-127, 128, (8, 8, 3, 3)).astype(np.int8) for _ in range(2)]
     scales = [rng.uniform(1e-3, 1e-2, 8).astype(np.float32) for _ in range(2)]
     inits = [
