@@ -15,19 +15,10 @@ def widen_weight_only_convs(model) -> int:
     0), same bytes on disk. W8A8 convolutions (quantized input) keep their pairs. Returns how many weights."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from diffusia.export.weights import _constant, _drop_unused
+    from diffusia.export.weights import _drop_unused, constant_value
 
     inits = {i.name: i for i in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
-
-    def value(name: str):  # an initializer, a Constant node, or either behind a Cast
-        node = producer.get(name)
-        if name in inits or node is None:
-            return numpy_helper.to_array(inits[name]) if name in inits else None
-        if node.op_type == "Cast":
-            v, to = value(node.input[0]), next(a.i for a in node.attribute if a.name == "to")
-            return None if v is None else v.astype(helper.tensor_dtype_to_np_dtype(to))
-        return _constant(node)
 
     weight_only: dict[str, bool] = {}  # weight DequantizeLinear -> every Conv it feeds has a float input
     for conv in (n for n in model.graph.node if n.op_type == "Conv" and len(n.input) > 1):
@@ -41,8 +32,8 @@ def widen_weight_only_convs(model) -> int:
         dq = nodes[k]
         if dq.op_type != "DequantizeLinear" or not weight_only.get(dq.output[0]):
             continue
-        codes, scale = inits[dq.input[0]], value(dq.input[1])
-        zero = value(dq.input[2]) if len(dq.input) > 2 else np.zeros((), np.int8)
+        codes, scale = inits[dq.input[0]], constant_value(dq.input[1], inits, producer)
+        zero = constant_value(dq.input[2], inits, producer) if len(dq.input) > 2 else np.zeros((), np.int8)
         if codes.data_type != TensorProto.INT8 or scale is None or zero is None or zero.any():
             continue
         if scale.ndim:  # per channel along `axis`: broadcast as Mul does

@@ -89,7 +89,7 @@ def int4_matmuls(model) -> int:
     4-bit codes [out, groups, group / 2] (code + 8, zero point 8, the first in the low nibble) with the group scales,
     computed in float32 (accuracy level 1). Same values in half the bytes of the int8 codes, on disk and in the
     session. Returns how many."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
@@ -98,14 +98,8 @@ def int4_matmuls(model) -> int:
         for i in n.input:
             readers[i] = readers.get(i, 0) + 1
 
-    def array(name):  # a constant's value: an initializer, a Constant node, or either behind a Cast to float32
-        node = producer.get(name)
-        if name in inits or node is None:
-            return numpy_helper.to_array(inits[name]) if name in inits else None
-        if node.op_type == "Cast" and next(a.i for a in node.attribute if a.name == "to") == TensorProto.FLOAT:
-            value = array(node.input[0])
-            return None if value is None else value.astype(np.float32)
-        return _constant(node)
+    def array(name):
+        return constant_value(name, inits, producer)
 
     nodes, n = model.graph.node, 0
     for k, matmul in enumerate(nodes):
@@ -167,6 +161,20 @@ def _weight_chain(matmul, producer: dict, readers: dict):
     if node is None or node.op_type != "DequantizeLinear" or last.op_type != "Reshape" or last is node:
         return None
     return node, last
+
+
+def constant_value(name: str, inits: dict, producer: dict):
+    """A graph constant's value: an initializer (`inits`, by name), a Constant node (`producer`, by output), or
+    either behind a Cast; None for anything computed."""
+    from onnx import helper, numpy_helper
+
+    node = producer.get(name)
+    if name in inits or node is None:
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+    if node.op_type == "Cast":
+        value, to = constant_value(node.input[0], inits, producer), next(a.i for a in node.attribute if a.name == "to")
+        return None if value is None else value.astype(helper.tensor_dtype_to_np_dtype(to))
+    return _constant(node)
 
 
 def _constant(node):
