@@ -1,11 +1,15 @@
 """What diffusia's runtime exports hold and cost: per preset and runtime (OpenVINO, ONNX Runtime), the bytes of the
 U-Net graph's weights (.bin, or the .onnx with its data), the export check's relative L2 against diffusia's own
 kernels (the figure `runtime.json` records) and the memory of a fresh process that loads the graph (OpenVINO:
-compiled for the U-Net's own sample size) and runs it once at batch 2: its peak RSS growth, and the anonymous
-memory it holds after the run and the file pages it maps (weights are widened or kept narrow when the runtime
-loads them). Nothing is timed.
+compiled for the U-Net's own sample size) and runs it at batch 2 (once, or `--calls` times): its peak RSS growth,
+and the anonymous memory it holds after the runs and the file pages it maps (weights are widened or kept narrow when
+the runtime loads them). Nothing is timed.
 
     python benchmarks/runtime_exports.py [--model tiny|sd15-arch] [--presets w8,w4,fp16,w8a8] [--out DIR]
+        [--ort-memory arena,no-arena,arena-shrunk] [--calls N]
+
+`--ort-memory`: ONNX Runtime sessions with its CPU memory arena (the default), without it, or with the arena shrunk
+at the end of every run (a run option); one row each. `--calls`: runs of the loaded graph before its memory is read.
 
 Writes benchmarks/results/<class>/runtime_exports_<model>.{json,md}. Copied into a checkout of e827ca8 (before the
 weight-only fixes) it gave the README's first "before" figures. Calibration: 2 prompts x 2 steps (the check
@@ -26,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import result_header, results_dir, write_results  # noqa: E402
 
 RUNTIMES = ("openvino", "onnxruntime")
+ORT_MEMORY = ("arena", "no-arena", "arena-shrunk")
 
 
 def weight_bytes(folder: Path) -> int:
@@ -35,12 +40,15 @@ def weight_bytes(folder: Path) -> int:
     )
 
 
-def loaded(graph: Path, feeds: Path) -> dict:
+def loaded(graph: Path, feeds: Path, ort_memory: str = "arena", calls: int = 1) -> dict:
     """Memory of a fresh process that loads `graph` (OpenVINO .xml: compiled for the shapes of `feeds`, .npz;
-    .onnx: an ONNX Runtime session) and runs it once, and OpenVINO's compiled FullyConnected nodes by weight
-    precision."""
+    .onnx: an ONNX Runtime session, its memory arena as `ort_memory` says) and runs it `calls` times, and
+    OpenVINO's compiled FullyConnected nodes by weight precision."""
     out = subprocess.run(
-        [sys.executable, __file__, "--load", str(graph), str(feeds)], capture_output=True, text=True, check=True
+        [sys.executable, __file__, "--load", str(graph), str(feeds), ort_memory, str(calls)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -63,8 +71,9 @@ def memory_growth():
     return since
 
 
-def _load_and_run(graph: str, feeds_path: str) -> None:
+def _load_and_run(graph: str, feeds_path: str, ort_memory: str, calls: str) -> None:
     import numpy as np
+    import onnxruntime as ort
     import openvino as ov
 
     from diffusia.export.onnx import onnxruntime_session
@@ -74,14 +83,19 @@ def _load_and_run(graph: str, feeds_path: str) -> None:
     memory = memory_growth()
     linears = None
     if graph.endswith(".onnx"):
-        session = onnxruntime_session(graph, 2)  # held while measured
-        session.run(None, feeds)
+        session = onnxruntime_session(graph, 2, memory_arena=ort_memory != "no-arena")  # held while measured
+        options = ort.RunOptions()
+        if ort_memory == "arena-shrunk":
+            options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        for _ in range(int(calls)):
+            session.run(None, feeds, options)
     else:
         model = ov.Core().read_model(graph)
         model.reshape({name: value.shape for name, value in feeds.items()})
         compiled = compile_model(model, "f32", 2)
         del model  # what a deployed U-Net keeps: the compiled model
-        compiled(feeds)
+        for _ in range(int(calls)):
+            compiled(feeds)
         linears = collections.Counter(
             op.get_rt_info()["runtimePrecision"].astype(str)
             for op in compiled.get_runtime_model().get_ops()
@@ -91,7 +105,7 @@ def _load_and_run(graph: str, feeds_path: str) -> None:
     print(json.dumps({**memory(), "fully_connected": linears}))
 
 
-def measure(model: str, presets: list[str], runtimes: list[str]) -> dict:
+def measure(model: str, presets: list[str], runtimes: list[str], ort_memory: list[str], calls: int) -> dict:
     import numpy as np
 
     from diffusia import load_pipeline
@@ -120,11 +134,13 @@ def measure(model: str, presets: list[str], runtimes: list[str]) -> dict:
             for runtime in runtimes:
                 folder = Path(tmp) / f"{preset}-{runtime}"
                 manifest = export_runtime(pipe.unet, runtime, folder)
-                rows[f"{preset} {runtime}"] = {
-                    "weights_mb": weight_bytes(folder) / 2**20,
-                    "relative_l2_vs_diffusia": manifest["check"]["relative_l2_vs_diffusia"],
-                    "loaded": loaded(folder / manifest["files"][0], feeds),
-                }
+                graph = folder / manifest["files"][0]
+                for mode in ort_memory if runtime == "onnxruntime" else ["arena"]:
+                    rows[f"{preset} {runtime}" + ("" if mode == "arena" else f", {mode}")] = {
+                        "weights_mb": weight_bytes(folder) / 2**20,
+                        "relative_l2_vs_diffusia": manifest["check"]["relative_l2_vs_diffusia"],
+                        "loaded": loaded(graph, feeds, mode, calls),
+                    }
     return rows
 
 
@@ -138,14 +154,15 @@ def to_markdown(res: dict) -> str:
     lines = [
         f"# Runtime exports of `{res['model']}`: weight bytes, the export check, loaded memory",
         "",
-        f"{res['cpu']} (class `{res['class']}`), commit {res['commit']}, {res['date']}. Weights MB = 2^20 bytes of the "
-        "files holding the weights (OpenVINO .bin; ONNX .onnx); rel-L2 = the export check against diffusia's "
-        "kernels; peak MB = peak RSS growth of a fresh process loading the graph (OpenVINO: compiled for the "
-        "U-Net's sample size, f32 float layers; ONNX Runtime: a CPU session; 2 threads) and running it once at "
-        "batch 2, the pages of the weight file OpenVINO maps included; held MB = its anonymous memory (RssAnon) "
-        "growth after that run: what the loaded model holds; mapped MB = its file-backed resident pages (RssFile) "
-        "growth: weight files the runtime maps, which the kernel can evict; FullyConnected = OpenVINO's compiled "
-        "matrix-multiply nodes by weight precision (i4 / i8: kept narrow in memory).",
+        f"{res['cpu']} (class `{res['class']}`), commit {res['commit']}, {res['date']}. Weights MB = 2^20 bytes "
+        "of the files holding the weights (OpenVINO .bin; ONNX .onnx); rel-L2 = the export check against "
+        "diffusia's kernels; peak MB = peak RSS growth of a fresh process loading the graph (OpenVINO: compiled for "
+        "the U-Net's sample size, f32 float layers; ONNX Runtime: a CPU session, with its memory arena unless the "
+        f"row says otherwise; 2 threads) and running it {res.get('calls', 1)} time(s) at batch 2, the pages of the "
+        "weight file OpenVINO maps included; held MB = its anonymous memory (RssAnon) growth after the runs: what "
+        "the loaded model holds; mapped MB = its file-backed resident pages (RssFile) growth: weight files the "
+        "runtime maps, which the kernel can evict; FullyConnected = OpenVINO's compiled matrix-multiply nodes by "
+        "weight precision (i4 / i8: kept narrow in memory).",
         "",
         "| preset, runtime | weights MB | rel-L2 vs diffusia | peak MB | held MB | mapped MB | FullyConnected |",
         "|---|---|---|---|---|---|---|",
@@ -156,17 +173,22 @@ def to_markdown(res: dict) -> str:
 
 def main() -> None:
     if sys.argv[1:2] == ["--load"]:
-        _load_and_run(*sys.argv[2:4])
+        _load_and_run(*sys.argv[2:6])
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny", choices=("tiny", "sd15-arch"))
     ap.add_argument("--presets", default="w8,w4,fp16,w8a8")
     ap.add_argument("--runtimes", default=",".join(RUNTIMES))
+    ap.add_argument("--ort-memory", default="arena", help=f"comma-separated, of {', '.join(ORT_MEMORY)}")
+    ap.add_argument("--calls", type=int, default=1)
     ap.add_argument("--out", type=Path, default=results_dir())
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    rows = measure(args.model, args.presets.split(","), args.runtimes.split(","))
-    res = {**result_header(model=args.model, commit=commit), "rows": rows}
+    ort_memory = args.ort_memory.split(",")
+    if unknown := set(ort_memory) - set(ORT_MEMORY):
+        ap.error(f"--ort-memory: unknown {', '.join(sorted(unknown))}; choose from {', '.join(ORT_MEMORY)}")
+    rows = measure(args.model, args.presets.split(","), args.runtimes.split(","), ort_memory, args.calls)
+    res = {**result_header(model=args.model, commit=commit), "calls": args.calls, "rows": rows}
     write_results(args.out / f"runtime_exports_{args.model}", res, to_markdown(res))
 
 

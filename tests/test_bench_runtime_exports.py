@@ -36,3 +36,31 @@ def test_compiled_reports_the_fresh_process_memory_and_its_linears_and_the_table
     peak, held, mapped = compiled["peak_growth_mb"], compiled["held_mb"], compiled["mapped_mb"]
     assert f"| w4 openvino | 1.50 | 2.00e-07 | {peak:.1f} | {held:.1f} | {mapped:.1f} | f32 1 |" in lines
     assert "| w4 onnxruntime | 1.50 | 2.00e-07 | - | - | - | - |" in lines
+
+
+def test_onnxruntime_rows_load_with_each_memory_arena_mode_and_an_unknown_mode_is_refused(
+    monkeypatch, tmp_path, capsys
+):
+    import numpy as np
+    import onnx
+    import pytest
+    from onnx import TensorProto, helper, numpy_helper
+
+    bench = _bench_module(monkeypatch, "runtime_exports")
+    weight = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["sample", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("sample", TensorProto.FLOAT, [512, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [512, 256])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "g.onnx"))
+    np.savez(tmp_path / "feeds.npz", sample=np.ones((512, 64), np.float32))
+    for mode in bench.ORT_MEMORY:
+        got = bench.loaded(tmp_path / "g.onnx", tmp_path / "feeds.npz", mode, calls=2)
+        assert got["fully_connected"] is None and got["peak_growth_mb"] >= got["held_mb"], mode
+    monkeypatch.setattr("sys.argv", ["runtime_exports.py", "--ort-memory", "arena,pooled"])
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "--ort-memory: unknown pooled; choose from arena, no-arena, arena-shrunk" in capsys.readouterr().err

@@ -300,13 +300,15 @@ def _qdq_run(unet: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[np.ndar
     return out, codes
 
 
-def onnxruntime_session(path: str | Path, threads: int | None = None):
+def onnxruntime_session(path: str | Path, threads: int | None = None, memory_arena: bool = True):
     """An ONNX Runtime CPU session of an exported graph. ONNX Runtime fuses a weight-only int8 layer (DequantizeLinear
     on the weight, float input) into MatMulNBits, which by default quantizes its input to int8 on the fly (accuracy
-    level 4: 0.2 % rel-L2 on `tiny`'s w8); level 1 computes in float32, as diffusia's weight-only layers do."""
+    level 4: 0.2 % rel-L2 on `tiny`'s w8); level 1 computes in float32, as diffusia's weight-only layers do.
+    `memory_arena`: ONNX Runtime's CPU memory arena (its default), which keeps freed buffers for later runs."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = memory_arena
     options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")
     if threads:
         options.intra_op_num_threads, options.inter_op_num_threads = int(threads), 1
