@@ -152,10 +152,11 @@ def _diffusia_on(
     prepare: Callable[[nn.Module, Ctx], str] | None = None,
     activations: str | None = None,
     attention: str | None = None,
+    arena: str = "kept",
 ) -> Callable[[nn.Module, Ctx], Built]:
     """diffusia's preset (quantized and calibrated exactly as its torch row) exported with `diffusia.runtime` and
     run by the product's runtime U-Net (static shapes compiled on first call); `precision` of OpenVINO's float
-    layers (the quantized ones are INT8 either way); `prepare(unet, ctx)`, an experiment's step between freezing
+    layers (the quantized ones are INT8 either way); `arena`, ONNX Runtime's memory arena; `prepare(unet, ctx)`, an experiment's step between freezing
     and export, returns its note."""
 
     def build(unet: nn.Module, ctx: Ctx) -> Built:
@@ -171,21 +172,20 @@ def _diffusia_on(
         secs = time.perf_counter() - t0
         config = unet.config
         del unet
-        ru = load_unet(
-            runtime, folder, config, threads=ctx.threads, **({"precision": precision} if runtime == "openvino" else {})
-        )
+        options = {"precision": precision} if runtime == "openvino" else {"arena": arena}
+        ru = load_unet(runtime, folder, config, threads=ctx.threads, **options)
         files = [p for p in folder.iterdir() if p.name != "runtime.json"]
         notes = list(built.notes)
         notes.append(
             f"exported for {runtime} {manifest['runtime_version'].split('-')[0]} in {secs:.0f} s "
             "(diffusia.runtime, not re-checked here)"
-            + (f"; float layers in {precision}" if runtime == "openvino" else "")
+            + (f"; float layers in {precision}" if runtime == "openvino" else f"; memory arena {arena}")
         )
 
         def run(x: Inputs) -> torch.Tensor:
             return ru(*x, return_dict=False)[0]
 
-        reload = {"runtime": runtime, "folder": str(folder), "precision": precision if runtime == "openvino" else None}
+        reload = {"runtime": runtime, "folder": str(folder), **({"precision": None} | options)}
         return Built(run, files, notes, {**built.info, "export_s": round(secs, 1)}, reload)
 
     return build

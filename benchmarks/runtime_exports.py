@@ -6,10 +6,10 @@ and the anonymous memory it holds after the runs and the file pages it maps (wei
 the runtime loads them). Nothing is timed.
 
     python benchmarks/runtime_exports.py [--model tiny|sd15-arch] [--presets w8,w4,fp16,w8a8] [--out DIR]
-        [--ort-memory arena,no-arena,arena-shrunk] [--calls N]
+        [--arena kept,shrunk,off] [--calls N]
 
-`--ort-memory`: ONNX Runtime sessions with its CPU memory arena (the default), without it, or with the arena shrunk
-at the end of every run (a run option); one row each. `--calls`: runs of the loaded graph before its memory is read.
+`--arena`: ONNX Runtime sessions whose CPU memory arena keeps what a run frees (its default), is shrunk at the end of
+every run, or is off (`diffusia.export.onnx.ARENA`); one row each. `--calls`: runs of the loaded graph before its memory is read.
 
 Writes benchmarks/results/<class>/runtime_exports_<model>.{json,md}. Copied into a checkout of e827ca8 (before the
 weight-only fixes) it gave the README's first "before" figures. Calibration: 2 prompts x 2 steps (the check
@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import result_header, results_dir, write_results  # noqa: E402
 
 RUNTIMES = ("openvino", "onnxruntime")
-ORT_MEMORY = ("arena", "no-arena", "arena-shrunk")
 
 
 def weight_bytes(folder: Path) -> int:
@@ -40,12 +39,12 @@ def weight_bytes(folder: Path) -> int:
     )
 
 
-def loaded(graph: Path, feeds: Path, ort_memory: str = "arena", calls: int = 1) -> dict:
+def loaded(graph: Path, feeds: Path, arena: str = "kept", calls: int = 1) -> dict:
     """Memory of a fresh process that loads `graph` (OpenVINO .xml: compiled for the shapes of `feeds`, .npz;
-    .onnx: an ONNX Runtime session, its memory arena as `ort_memory` says) and runs it `calls` times, and
+    .onnx: an ONNX Runtime session with that `arena`) and runs it `calls` times, and
     OpenVINO's compiled FullyConnected nodes by weight precision."""
     out = subprocess.run(
-        [sys.executable, __file__, "--load", str(graph), str(feeds), ort_memory, str(calls)],
+        [sys.executable, __file__, "--load", str(graph), str(feeds), arena, str(calls)],
         capture_output=True,
         text=True,
         check=True,
@@ -71,22 +70,19 @@ def memory_growth():
     return since
 
 
-def _load_and_run(graph: str, feeds_path: str, ort_memory: str, calls: str) -> None:
+def _load_and_run(graph: str, feeds_path: str, arena: str, calls: str) -> None:
     import numpy as np
-    import onnxruntime as ort
     import openvino as ov
 
-    from diffusia.export.onnx import onnxruntime_session
+    from diffusia.export.onnx import onnxruntime_run_options, onnxruntime_session
     from diffusia.export.openvino import compile_model
 
     feeds = dict(np.load(feeds_path))
     memory = memory_growth()
     linears = None
     if graph.endswith(".onnx"):
-        session = onnxruntime_session(graph, 2, memory_arena=ort_memory != "no-arena")  # held while measured
-        options = ort.RunOptions()
-        if ort_memory == "arena-shrunk":
-            options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        session = onnxruntime_session(graph, 2, arena)  # held while measured
+        options = onnxruntime_run_options(arena)
         for _ in range(int(calls)):
             session.run(None, feeds, options)
     else:
@@ -105,7 +101,7 @@ def _load_and_run(graph: str, feeds_path: str, ort_memory: str, calls: str) -> N
     print(json.dumps({**memory(), "fully_connected": linears}))
 
 
-def measure(model: str, presets: list[str], runtimes: list[str], ort_memory: list[str], calls: int) -> dict:
+def measure(model: str, presets: list[str], runtimes: list[str], arenas: list[str], calls: int) -> dict:
     import numpy as np
 
     from diffusia import load_pipeline
@@ -135,11 +131,11 @@ def measure(model: str, presets: list[str], runtimes: list[str], ort_memory: lis
                 folder = Path(tmp) / f"{preset}-{runtime}"
                 manifest = export_runtime(pipe.unet, runtime, folder)
                 graph = folder / manifest["files"][0]
-                for mode in ort_memory if runtime == "onnxruntime" else ["arena"]:
-                    rows[f"{preset} {runtime}" + ("" if mode == "arena" else f", {mode}")] = {
+                for arena in arenas if runtime == "onnxruntime" else ["kept"]:
+                    rows[f"{preset} {runtime}" + ("" if arena == "kept" else f", arena {arena}")] = {
                         "weights_mb": weight_bytes(folder) / 2**20,
                         "relative_l2_vs_diffusia": manifest["check"]["relative_l2_vs_diffusia"],
-                        "loaded": loaded(graph, feeds, mode, calls),
+                        "loaded": loaded(graph, feeds, arena, calls),
                     }
     return rows
 
@@ -157,8 +153,8 @@ def to_markdown(res: dict) -> str:
         f"{res['cpu']} (class `{res['class']}`), commit {res['commit']}, {res['date']}. Weights MB = 2^20 bytes "
         "of the files holding the weights (OpenVINO .bin; ONNX .onnx); rel-L2 = the export check against "
         "diffusia's kernels; peak MB = peak RSS growth of a fresh process loading the graph (OpenVINO: compiled for "
-        "the U-Net's sample size, f32 float layers; ONNX Runtime: a CPU session, with its memory arena unless the "
-        f"row says otherwise; 2 threads) and running it {res.get('calls', 1)} time(s) at batch 2, the pages of the "
+        "the U-Net's sample size, f32 float layers; ONNX Runtime: a CPU session whose memory arena keeps what a run "
+        f"frees unless the row says otherwise; 2 threads) and running it {res.get('calls', 1)} time(s) at batch 2, the pages of the "
         "weight file OpenVINO maps included; held MB = its anonymous memory (RssAnon) growth after the runs: what "
         "the loaded model holds; mapped MB = its file-backed resident pages (RssFile) growth: weight files the "
         "runtime maps, which the kernel can evict; FullyConnected = OpenVINO's compiled matrix-multiply nodes by "
@@ -179,15 +175,17 @@ def main() -> None:
     ap.add_argument("--model", default="tiny", choices=("tiny", "sd15-arch"))
     ap.add_argument("--presets", default="w8,w4,fp16,w8a8")
     ap.add_argument("--runtimes", default=",".join(RUNTIMES))
-    ap.add_argument("--ort-memory", default="arena", help=f"comma-separated, of {', '.join(ORT_MEMORY)}")
+    ap.add_argument("--arena", default="kept", help="ONNX Runtime's memory arena, comma-separated: kept,shrunk,off")
     ap.add_argument("--calls", type=int, default=1)
     ap.add_argument("--out", type=Path, default=results_dir())
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    ort_memory = args.ort_memory.split(",")
-    if unknown := set(ort_memory) - set(ORT_MEMORY):
-        ap.error(f"--ort-memory: unknown {', '.join(sorted(unknown))}; choose from {', '.join(ORT_MEMORY)}")
-    rows = measure(args.model, args.presets.split(","), args.runtimes.split(","), ort_memory, args.calls)
+    from diffusia.export.onnx import ARENA
+
+    arenas = args.arena.split(",")
+    if unknown := set(arenas) - set(ARENA):
+        ap.error(f"--arena: unknown {', '.join(sorted(unknown))}; choose from {', '.join(ARENA)}")
+    rows = measure(args.model, args.presets.split(","), args.runtimes.split(","), arenas, args.calls)
     res = {**result_header(model=args.model, commit=commit), "calls": args.calls, "rows": rows}
     write_results(args.out / f"runtime_exports_{args.model}", res, to_markdown(res))
 

@@ -38,13 +38,13 @@ def test_compiled_reports_the_fresh_process_memory_and_its_linears_and_the_table
     assert "| w4 onnxruntime | 1.50 | 2.00e-07 | - | - | - | - |" in lines
 
 
-def test_onnxruntime_rows_load_with_each_memory_arena_mode_and_an_unknown_mode_is_refused(
-    monkeypatch, tmp_path, capsys
-):
+def test_onnxruntime_rows_load_with_each_memory_arena_and_an_unknown_one_is_refused(monkeypatch, tmp_path, capsys):
     import numpy as np
     import onnx
     import pytest
     from onnx import TensorProto, helper, numpy_helper
+
+    from diffusia.export.onnx import ARENA
 
     bench = _bench_module(monkeypatch, "runtime_exports")
     weight = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
@@ -57,10 +57,10 @@ def test_onnxruntime_rows_load_with_each_memory_arena_mode_and_an_unknown_mode_i
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "g.onnx"))
     np.savez(tmp_path / "feeds.npz", sample=np.ones((512, 64), np.float32))
-    for mode in bench.ORT_MEMORY:
-        got = bench.loaded(tmp_path / "g.onnx", tmp_path / "feeds.npz", mode, calls=2)
-        assert got["fully_connected"] is None and got["peak_growth_mb"] >= got["held_mb"], mode
-    monkeypatch.setattr("sys.argv", ["runtime_exports.py", "--ort-memory", "arena,pooled"])
+    for arena in ARENA:
+        got = bench.loaded(tmp_path / "g.onnx", tmp_path / "feeds.npz", arena, calls=2)
+        assert got["fully_connected"] is None and got["peak_growth_mb"] >= got["held_mb"], arena
+    monkeypatch.setattr("sys.argv", ["runtime_exports.py", "--arena", "kept,pooled"])
     with pytest.raises(SystemExit):
         bench.main()
-    assert "--ort-memory: unknown pooled; choose from arena, no-arena, arena-shrunk" in capsys.readouterr().err
+    assert "--arena: unknown pooled; choose from kept, shrunk, off" in capsys.readouterr().err

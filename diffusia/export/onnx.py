@@ -300,19 +300,35 @@ def _qdq_run(unet: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[np.ndar
     return out, codes
 
 
-def onnxruntime_session(path: str | Path, threads: int | None = None, memory_arena: bool = True):
+# ONNX Runtime's CPU memory arena: "kept" (its default) keeps the buffers a run frees for the next runs, "shrunk"
+# returns them to the system at the end of every run, "off" allocates each tensor from the system
+ARENA = ("kept", "shrunk", "off")
+
+
+def onnxruntime_session(path: str | Path, threads: int | None = None, arena: str = "kept"):
     """An ONNX Runtime CPU session of an exported graph. ONNX Runtime fuses a weight-only int8 layer (DequantizeLinear
     on the weight, float input) into MatMulNBits, which by default quantizes its input to int8 on the fly (accuracy
     level 4: 0.2 % rel-L2 on `tiny`'s w8); level 1 computes in float32, as diffusia's weight-only layers do.
-    `memory_arena`: ONNX Runtime's CPU memory arena (its default), which keeps freed buffers for later runs."""
+    `arena`: one of ARENA; run a "shrunk" session with `onnxruntime_run_options("shrunk")`."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.enable_cpu_mem_arena = memory_arena
+    options.enable_cpu_mem_arena = arena != "off"
     options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")
     if threads:
         options.intra_op_num_threads, options.inter_op_num_threads = int(threads), 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnxruntime_run_options(arena: str = "kept"):
+    """The run options of a session made with `arena` (ARENA): "shrunk" frees the arena's unused memory after each
+    run."""
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    if arena == "shrunk":
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
 
 
 def _onnxruntime_output(path: str | Path, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:

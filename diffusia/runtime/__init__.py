@@ -92,8 +92,16 @@ def runtime_of(pipe) -> str:
     return getattr(pipe.unet, "runtime", "torch")
 
 
-def load_unet(runtime: str, folder: str | Path, config: Any, threads: int | None = None, precision: str | None = "f32"):
-    """The runtime U-Net of an exported folder (`runtime.artifact`)."""
+def load_unet(
+    runtime: str,
+    folder: str | Path,
+    config: Any,
+    threads: int | None = None,
+    precision: str | None = "f32",
+    arena: str = "kept",
+):
+    """The runtime U-Net of an exported folder (`runtime.artifact`); `arena`: ONNX Runtime's memory arena
+    (`export.onnx.ARENA`)."""
     if runtime == "openvino":
         from diffusia.runtime.openvino import OpenVINOUNet
 
@@ -101,7 +109,7 @@ def load_unet(runtime: str, folder: str | Path, config: Any, threads: int | None
     if runtime == "onnxruntime":
         from diffusia.runtime.onnxruntime import ONNXRuntimeUNet
 
-        return ONNXRuntimeUNet(folder, config, threads=threads)
+        return ONNXRuntimeUNet(folder, config, threads=threads, arena=arena)
     raise DiffusiaError(f"runtime {runtime!r} runs no exported folder; valid: {', '.join(EXPORTED)}")
 
 

@@ -18,18 +18,19 @@ INSTALL = "pip install onnxruntime==1.32.0"
 class ONNXRuntimeUNet(RuntimeUNet):
     runtime = "onnxruntime"
 
-    def __init__(self, folder: str | Path, config: Any, threads: int | None = None) -> None:
+    def __init__(self, folder: str | Path, config: Any, threads: int | None = None, arena: str = "kept") -> None:
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
             raise DiffusiaError(f"the onnxruntime runtime is not installed: {INSTALL}") from None
-        from diffusia.export.onnx import onnxruntime_session
+        from diffusia.export.onnx import onnxruntime_run_options, onnxruntime_session
 
         manifest = read_manifest(folder)
         super().__init__(config, manifest["timestep_groups"], manifest["num_train_timesteps"])
         self.folder, self.manifest = Path(folder), manifest
         threads = int(threads or torch.get_num_threads())
-        self._sessions = [onnxruntime_session(self.folder / f, threads) for f in manifest["files"]]
+        self._sessions = [onnxruntime_session(self.folder / f, threads, arena) for f in manifest["files"]]
+        self._run_options = onnxruntime_run_options(arena)
 
     def _infer(self, feeds: dict[str, np.ndarray], group: int) -> torch.Tensor:
-        return torch.from_numpy(self._sessions[group].run(None, feeds)[0])
+        return torch.from_numpy(self._sessions[group].run(None, feeds, self._run_options)[0])
