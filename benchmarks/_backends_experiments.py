@@ -338,12 +338,12 @@ BACKENDS["diffusia_w8_ort_widened_convs"] = (
     "diffusia weight-only INT8 on ONNX Runtime, convolutions widened at load (experiment)",
 )
 
-# ONNX Runtime's memory arena shrunk after every run, or off (the product's sessions keep it)
+# ONNX Runtime sessions that allocate otherwise than its default (diffusia.export.onnx.ARENA)
 for _row, _preset, _calibrator, _what in (
     ("diffusia_w8a8_mse_ort", "w8a8", "mse", "W8A8 (MSE calibrator)"),
     ("diffusia_w8_ort", "w8", None, "weight-only INT8"),
 ):
-    for _arena in ("shrunk", "off"):
+    for _arena in ("shrunk", "off", "unplanned", "exact", "exact-unplanned"):
         BACKENDS[f"{_row}_arena_{_arena}"] = (
             _diffusia_on("onnxruntime", _preset, _calibrator, arena=_arena),
             f"diffusia {_what} on ONNX Runtime, memory arena {_arena} (experiment)",

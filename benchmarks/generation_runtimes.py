@@ -60,7 +60,8 @@ ROWS = {
 # ---------------------------------------------------------------- build phase
 
 
-def build(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def build(args: argparse.Namespace, work: Path, names: list[str]) -> dict[str, Any]:
+    """The folders the rows `names` load (the FP32 OpenVINO graph and NNCF's model only when a row needs them)."""
     import torch
 
     from diffusia import load_pipeline
@@ -74,16 +75,19 @@ def build(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     info: dict[str, Any] = {}
     prompts = take(load_prompts("calibration", args.model), args.calib_size)
     pipe = load_pipeline(args.model, progress=False)
-    t0 = time.perf_counter()
     pipe.save_pretrained(work / "fp32", safe_serialization=True)
-    export_runtime(pipe.unet, "openvino", work / "fp32-openvino", check=False, vae=pipe.vae)  # float: no check
-    info["fp32_openvino_export_s"] = round(time.perf_counter() - t0, 1)
-    t0 = time.perf_counter()
-    calls = record_unet_inputs(pipe, prompts, steps=args.calib_steps, progress=False)
-    _nncf_folder(pipe.unet, calls, work / "nncf-openvino", pipe.vae)
-    info["nncf_build_s"] = round(time.perf_counter() - t0, 1)
-    info["nncf_calibration_calls"] = len(calls)
-    del calls
+    needed = {ROWS[n][2] for n in names}
+    if "fp32-openvino" in needed:
+        t0 = time.perf_counter()
+        export_runtime(pipe.unet, "openvino", work / "fp32-openvino", check=False, vae=pipe.vae)  # float: no check
+        info["fp32_openvino_export_s"] = round(time.perf_counter() - t0, 1)
+    if "nncf-openvino" in needed:
+        t0 = time.perf_counter()
+        calls = record_unet_inputs(pipe, prompts, steps=args.calib_steps, progress=False)
+        _nncf_folder(pipe.unet, calls, work / "nncf-openvino", pipe.vae)
+        info["nncf_build_s"] = round(time.perf_counter() - t0, 1)
+        info["nncf_calibration_calls"] = len(calls)
+        del calls
     t0 = time.perf_counter()
     recipe = load_recipe(args.preset)  # a preset name or a recipe .json (e.g. x2_layer_gain.py's plan)
     for option in ("calibrator", "activations", "attention"):
@@ -258,8 +262,12 @@ def to_markdown(res: dict[str, Any]) -> str:
         + (f" with the {res['calibrator']} calibrator" if res.get("calibrator", "preset") != "preset" else "")
         + "".join(f", `--{k} {res[k]}`" for k in ("activations", "attention") if res.get(k))
         + f", calibrated on {res['calib_size']} prompt(s) x "
-        f"{res['calib_steps']} sampler steps ({b['diffusia_calibration_s_per_prompt']} s per prompt); NNCF "
-        f"calibrated on the {b['nncf_calibration_calls']} U-Net inputs of the same trajectories.",
+        f"{res['calib_steps']} sampler steps ({b['diffusia_calibration_s_per_prompt']} s per prompt)"
+        + (
+            f"; NNCF calibrated on the {b['nncf_calibration_calls']} U-Net inputs of the same trajectories."
+            if "nncf_calibration_calls" in b
+            else "."
+        ),
         "",
         "| row | U-Net runtime | VAE decoder | float layers | s/image (median) | runs (s) | vs FP32 eager | peak RSS MB "
         "| vs FP32 eager | load s | image vs FP32 eager (mean abs) |",
@@ -280,8 +288,13 @@ def to_markdown(res: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"Build: FP32 OpenVINO export {b['fp32_openvino_export_s']} s; NNCF {b['nncf_build_s']} s; diffusia "
-        f"quantize {b['diffusia_quantize_s']} s, save + export + check {b['diffusia_save_and_export_s']} s "
+        "Build: "
+        + "".join(
+            f"{what} {b[key]} s; "
+            for what, key in (("FP32 OpenVINO export", "fp32_openvino_export_s"), ("NNCF", "nncf_build_s"))
+            if key in b
+        )
+        + f"diffusia quantize {b['diffusia_quantize_s']} s, save + export + check {b['diffusia_save_and_export_s']} s "
         f"(checks: {json.dumps(b['diffusia_checks'])}).",
         "",
     ]
@@ -322,7 +335,7 @@ def main() -> None:
     load_start = os.getloadavg()[0]
     try:
         info = (
-            build(args, work)
+            build(args, work, names)
             if not (work / "diffusia" / "diffusia.json").is_file()
             else json.loads((work / "build.json").read_text())
         )

@@ -6,10 +6,10 @@ and the anonymous memory it holds after the runs and the file pages it maps (wei
 the runtime loads them). Nothing is timed.
 
     python benchmarks/runtime_exports.py [--model tiny|sd15-arch] [--presets w8,w4,fp16,w8a8] [--out DIR]
-        [--arena kept,shrunk,off] [--calls N]
+        [--arena kept,shrunk,off,unplanned,exact,exact-unplanned] [--calls N]
 
-`--arena`: ONNX Runtime sessions whose CPU memory arena keeps what a run frees (its default), is shrunk at the end of
-every run, or is off (`diffusia.export.onnx.ARENA`); one row each. `--calls`: runs of the loaded graph before its memory is read.
+`--arena`: how the ONNX Runtime sessions allocate (`diffusia.export.onnx.ARENA`; kept = ONNX Runtime's default); one
+row each. `--calls`: runs of the loaded graph before its memory is read.
 
 Writes benchmarks/results/<class>/runtime_exports_<model>.{json,md}. Copied into a checkout of e827ca8 (before the
 weight-only fixes) it gave the README's first "before" figures. Calibration: 2 prompts x 2 steps (the check
@@ -153,8 +153,8 @@ def to_markdown(res: dict) -> str:
         f"{res['cpu']} (class `{res['class']}`), commit {res['commit']}, {res['date']}. Weights MB = 2^20 bytes "
         "of the files holding the weights (OpenVINO .bin; ONNX .onnx); rel-L2 = the export check against "
         "diffusia's kernels; peak MB = peak RSS growth of a fresh process loading the graph (OpenVINO: compiled for "
-        "the U-Net's sample size, f32 float layers; ONNX Runtime: a CPU session whose memory arena keeps what a run "
-        f"frees unless the row says otherwise; 2 threads) and running it {res.get('calls', 1)} time(s) at batch 2, the pages of the "
+        "the U-Net's sample size, f32 float layers; ONNX Runtime: a CPU session with ONNX Runtime's default memory "
+        f"arena unless the row names another; 2 threads) and running it {res.get('calls', 1)} time(s) at batch 2, the pages of the "
         "weight file OpenVINO maps included; held MB = its anonymous memory (RssAnon) growth after the runs: what "
         "the loaded model holds; mapped MB = its file-backed resident pages (RssFile) growth: weight files the "
         "runtime maps, which the kernel can evict; FullyConnected = OpenVINO's compiled matrix-multiply nodes by "
@@ -175,7 +175,9 @@ def main() -> None:
     ap.add_argument("--model", default="tiny", choices=("tiny", "sd15-arch"))
     ap.add_argument("--presets", default="w8,w4,fp16,w8a8")
     ap.add_argument("--runtimes", default=",".join(RUNTIMES))
-    ap.add_argument("--arena", default="kept", help="ONNX Runtime's memory arena, comma-separated: kept,shrunk,off")
+    ap.add_argument(
+        "--arena", default="kept", help="ONNX Runtime's memory arenas (diffusia.export.onnx.ARENA), comma-separated"
+    )
     ap.add_argument("--calls", type=int, default=1)
     ap.add_argument("--out", type=Path, default=results_dir())
     args = ap.parse_args()

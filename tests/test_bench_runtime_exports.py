@@ -63,4 +63,7 @@ def test_onnxruntime_rows_load_with_each_memory_arena_and_an_unknown_one_is_refu
     monkeypatch.setattr("sys.argv", ["runtime_exports.py", "--arena", "kept,pooled"])
     with pytest.raises(SystemExit):
         bench.main()
-    assert "--arena: unknown pooled; choose from kept, shrunk, off" in capsys.readouterr().err
+    assert (
+        "--arena: unknown pooled; choose from kept, shrunk, off, unplanned, exact, exact-unplanned"
+        in capsys.readouterr().err
+    )

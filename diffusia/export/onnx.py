@@ -5,6 +5,7 @@ initializers (int4 layers as int8 initializers of their codes with group scales,
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import tempfile
 import warnings
@@ -300,24 +301,45 @@ def _qdq_run(unet: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[np.ndar
     return out, codes
 
 
-# ONNX Runtime's CPU memory arena: "kept" (its default) keeps the buffers a run frees for the next runs, "shrunk"
-# returns them to the system at the end of every run, "off" allocates each tensor from the system
-ARENA = ("kept", "shrunk", "off")
+# How an ONNX Runtime session allocates its tensors on the CPU
+ARENA = {
+    "kept": "ONNX Runtime's default: an arena that grows in powers of two and keeps what a run frees, and from the "
+    "second run one planned block per run (the memory pattern)",
+    "shrunk": "the arena is shrunk to what is in use at the end of every run",
+    "off": "no arena: each tensor from the system allocator",
+    "unplanned": "the arena kept, without the memory pattern",
+    "exact": "one arena for the process that grows by exactly what is requested, with the memory pattern",
+    "exact-unplanned": "that arena, without the memory pattern",
+}
 
 
 def onnxruntime_session(path: str | Path, threads: int | None = None, arena: str = "kept"):
     """An ONNX Runtime CPU session of an exported graph. ONNX Runtime fuses a weight-only int8 layer (DequantizeLinear
     on the weight, float input) into MatMulNBits, which by default quantizes its input to int8 on the fly (accuracy
     level 4: 0.2 % rel-L2 on `tiny`'s w8); level 1 computes in float32, as diffusia's weight-only layers do.
-    `arena`: one of ARENA; run a "shrunk" session with `onnxruntime_run_options("shrunk")`."""
+    `arena`: a key of ARENA; run a "shrunk" session with `onnxruntime_run_options("shrunk")`."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.enable_cpu_mem_arena = arena != "off"
+    options.enable_mem_pattern = not arena.endswith("unplanned")
+    if arena.startswith("exact"):
+        _register_exact_arena()
+        options.add_session_config_entry("session.use_env_allocators", "1")
     options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "1")
     if threads:
         options.intra_op_num_threads, options.inter_op_num_threads = int(threads), 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@functools.cache
+def _register_exact_arena() -> None:
+    """The process's shared CPU arena (sessions opt in with `session.use_env_allocators`), extended by exactly the
+    bytes requested (strategy 1, kSameAsRequested)."""
+    import onnxruntime as ort
+
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg({"arena_extend_strategy": 1}))
 
 
 def onnxruntime_run_options(arena: str = "kept"):

@@ -181,7 +181,7 @@ def test_saved_runtimes_are_the_named_exported_ones_once_each():
         saved_runtimes("openvino,tensorrt")
 
 
-@pytest.mark.parametrize("arena", ("shrunk", "off"))
+@pytest.mark.parametrize("arena", ("shrunk", "off", "unplanned", "exact", "exact-unplanned"))
 def test_onnxruntime_memory_arena_changes_no_output(quantized_dir, arena):
     folder, _, _ = quantized_dir
     kept = load_pipeline(folder, progress=False, runtime="onnxruntime").unet
@@ -189,6 +189,9 @@ def test_onnxruntime_memory_arena_changes_no_output(quantized_dir, arena):
     c = kept.config
     sample = torch.randn(2, c.in_channels, c.sample_size, c.sample_size, generator=torch.Generator().manual_seed(0))
     text = torch.randn(2, 7, c.cross_attention_dim, generator=torch.Generator().manual_seed(1))
-    assert other._sessions[0].get_session_options().enable_cpu_mem_arena == (arena != "off")
+    options = other._sessions[0].get_session_options()
+    assert options.enable_cpu_mem_arena == (arena != "off") and options.enable_mem_pattern == (
+        arena in ("shrunk", "off", "exact")
+    )
     for t in (900, 100):  # twice, so a shrunk or missing arena serves a second run
         assert torch.equal(other(sample, t, text, return_dict=False)[0], kept(sample, t, text, return_dict=False)[0])
