@@ -152,14 +152,15 @@ def _diffusia_on(
     prepare: Callable[[nn.Module, Ctx], str] | None = None,
     activations: str | None = None,
     attention: str | None = None,
-    arena: str = "kept",
+    arena: str | None = None,
 ) -> Callable[[nn.Module, Ctx], Built]:
     """diffusia's preset (quantized and calibrated exactly as its torch row) exported with `diffusia.runtime` and
     run by the product's runtime U-Net (static shapes compiled on first call); `precision` of OpenVINO's float
-    layers (the quantized ones are INT8 either way); `arena`, ONNX Runtime's memory arena; `prepare(unet, ctx)`, an experiment's step between freezing
-    and export, returns its note."""
+    layers (the quantized ones are INT8 either way); `arena`, how ONNX Runtime allocates (default diffusia's);
+    `prepare(unet, ctx)`, an experiment's step between freezing and export, returns its note."""
 
     def build(unet: nn.Module, ctx: Ctx) -> Built:
+        from diffusia.export.onnx import DEFAULT_ARENA
         from diffusia.runtime import load_unet
         from diffusia.runtime.artifact import export_runtime
 
@@ -172,7 +173,7 @@ def _diffusia_on(
         secs = time.perf_counter() - t0
         config = unet.config
         del unet
-        options = {"precision": precision} if runtime == "openvino" else {"arena": arena}
+        options = {"precision": precision} if runtime == "openvino" else {"arena": arena or DEFAULT_ARENA}
         ru = load_unet(runtime, folder, config, threads=ctx.threads, **options)
         files = [p for p in folder.iterdir() if p.name != "runtime.json"]
         notes = list(built.notes)

@@ -135,7 +135,7 @@ def load_rows(rows: dict[str, Any], work: Path, threads: int) -> tuple[dict, Any
             qunet = _quantized_torch_unet(row["config"], spec)
             run = lambda x, u=qunet: u(*x, return_dict=False)[0]  # noqa: E731
         else:
-            config, arena = FrozenDict(row["config"]), spec.get("arena", "kept")
+            config, arena = FrozenDict(row["config"]), spec.get("arena")
             ru = load_unet(spec["runtime"], spec["folder"], config, threads, spec["precision"], arena)
             run = lambda x, ru=ru: ru(*x, return_dict=False)[0]  # noqa: E731
         with torch.no_grad():

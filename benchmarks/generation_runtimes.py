@@ -20,7 +20,9 @@ included). Text encoder and scheduler are PyTorch FP32 in every row; the VAE dec
 OpenVINO rows (exported beside each U-Net, as `--runtime openvino` does: `diffusia.runtime.decoder`; results
 before 2026-12-05 decoded on PyTorch in every row) and on PyTorch in the others. OpenVINO computes the float layers
 (U-Net and decoder) in f32, or in bf16 in the `_bf16` rows (its `INFERENCE_PRECISION_HINT`, `--runtime-precision
-bf16`; CPUs with AVX-512 BF16 or AMX).
+bf16`; CPUs with AVX-512 BF16 or AMX). ONNX Runtime allocates as diffusia's sessions do (`DEFAULT_ARENA` of
+`diffusia.export.onnx`), or with its own default arena in `diffusia_onnxruntime_arena_kept` (what diffusia's sessions
+did in results before 2026-12-07).
 """
 
 from __future__ import annotations
@@ -54,7 +56,10 @@ ROWS = {
     "diffusia_openvino": ("diffusia", "openvino", "diffusia/openvino", "f32"),
     "diffusia_openvino_bf16": ("diffusia", "openvino", "diffusia/openvino", "bf16"),
     "diffusia_onnxruntime": ("diffusia", "onnxruntime", "diffusia/onnxruntime", "f32"),
+    "diffusia_onnxruntime_arena_kept": ("diffusia", "onnxruntime", "diffusia/onnxruntime", "f32"),
 }
+# rows whose ONNX Runtime sessions allocate otherwise than diffusia's (diffusia.export.onnx.ARENA)
+ARENAS = {"diffusia_onnxruntime_arena_kept": "kept"}
 
 
 # ---------------------------------------------------------------- build phase
@@ -193,7 +198,8 @@ def worker(task_path: Path) -> None:
             work / folder, unet=None, safety_checker=None, requires_safety_checker=False
         )
         config = FrozenDict(UNet2DConditionModel.load_config(work / folder / "unet"))
-        unet = runtime.load_unet(rt, work / rt_folder, config, threads=task["threads"], precision=precision)
+        arena = {"arena": ARENAS[task["name"]]} if task["name"] in ARENAS else {}
+        unet = runtime.load_unet(rt, work / rt_folder, config, threads=task["threads"], precision=precision, **arena)
         runtime.install(pipe, unet)
     load_s = time.perf_counter() - t0
     assert runtime.runtime_of(pipe) == rt

@@ -8,8 +8,8 @@ the runtime loads them). Nothing is timed.
     python benchmarks/runtime_exports.py [--model tiny|sd15-arch] [--presets w8,w4,fp16,w8a8] [--out DIR]
         [--arena kept,shrunk,off,unplanned,exact,exact-unplanned] [--calls N]
 
-`--arena`: how the ONNX Runtime sessions allocate (`diffusia.export.onnx.ARENA`; kept = ONNX Runtime's default); one
-row each. `--calls`: runs of the loaded graph before its memory is read.
+`--arena`: how the ONNX Runtime sessions allocate (`diffusia.export.onnx.ARENA`; kept = ONNX Runtime's default,
+diffusia's is `DEFAULT_ARENA`); one row each. `--calls`: runs of the loaded graph before its memory is read.
 
 Writes benchmarks/results/<class>/runtime_exports_<model>.{json,md}. Copied into a checkout of e827ca8 (before the
 weight-only fixes) it gave the README's first "before" figures. Calibration: 2 prompts x 2 steps (the check
@@ -39,12 +39,12 @@ def weight_bytes(folder: Path) -> int:
     )
 
 
-def loaded(graph: Path, feeds: Path, arena: str = "kept", calls: int = 1) -> dict:
+def loaded(graph: Path, feeds: Path, arena: str | None = None, calls: int = 1) -> dict:
     """Memory of a fresh process that loads `graph` (OpenVINO .xml: compiled for the shapes of `feeds`, .npz;
-    .onnx: an ONNX Runtime session with that `arena`) and runs it `calls` times, and
+    .onnx: an ONNX Runtime session with that `arena`, default diffusia's) and runs it `calls` times, and
     OpenVINO's compiled FullyConnected nodes by weight precision."""
     out = subprocess.run(
-        [sys.executable, __file__, "--load", str(graph), str(feeds), arena, str(calls)],
+        [sys.executable, __file__, "--load", str(graph), str(feeds), arena or "", str(calls)],
         capture_output=True,
         text=True,
         check=True,
@@ -74,13 +74,14 @@ def _load_and_run(graph: str, feeds_path: str, arena: str, calls: str) -> None:
     import numpy as np
     import openvino as ov
 
-    from diffusia.export.onnx import onnxruntime_run_options, onnxruntime_session
+    from diffusia.export.onnx import DEFAULT_ARENA, onnxruntime_run_options, onnxruntime_session
     from diffusia.export.openvino import compile_model
 
     feeds = dict(np.load(feeds_path))
     memory = memory_growth()
     linears = None
     if graph.endswith(".onnx"):
+        arena = arena or DEFAULT_ARENA
         session = onnxruntime_session(graph, 2, arena)  # held while measured
         options = onnxruntime_run_options(arena)
         for _ in range(int(calls)):
@@ -131,8 +132,8 @@ def measure(model: str, presets: list[str], runtimes: list[str], arenas: list[st
                 folder = Path(tmp) / f"{preset}-{runtime}"
                 manifest = export_runtime(pipe.unet, runtime, folder)
                 graph = folder / manifest["files"][0]
-                for arena in arenas if runtime == "onnxruntime" else ["kept"]:
-                    rows[f"{preset} {runtime}" + ("" if arena == "kept" else f", arena {arena}")] = {
+                for arena in arenas if runtime == "onnxruntime" else [None]:
+                    rows[f"{preset} {runtime}" + (f", arena {arena}" if arena else "")] = {
                         "weights_mb": weight_bytes(folder) / 2**20,
                         "relative_l2_vs_diffusia": manifest["check"]["relative_l2_vs_diffusia"],
                         "loaded": loaded(graph, feeds, arena, calls),
@@ -153,8 +154,8 @@ def to_markdown(res: dict) -> str:
         f"{res['cpu']} (class `{res['class']}`), commit {res['commit']}, {res['date']}. Weights MB = 2^20 bytes "
         "of the files holding the weights (OpenVINO .bin; ONNX .onnx); rel-L2 = the export check against "
         "diffusia's kernels; peak MB = peak RSS growth of a fresh process loading the graph (OpenVINO: compiled for "
-        "the U-Net's sample size, f32 float layers; ONNX Runtime: a CPU session with ONNX Runtime's default memory "
-        f"arena unless the row names another; 2 threads) and running it {res.get('calls', 1)} time(s) at batch 2, the pages of the "
+        "the U-Net's sample size, f32 float layers; ONNX Runtime: a CPU session allocating as its row's arena says "
+        f"(`diffusia.export.onnx.ARENA`); 2 threads) and running it {res.get('calls', 1)} time(s) at batch 2, the pages of the "
         "weight file OpenVINO maps included; held MB = its anonymous memory (RssAnon) growth after the runs: what "
         "the loaded model holds; mapped MB = its file-backed resident pages (RssFile) growth: weight files the "
         "runtime maps, which the kernel can evict; FullyConnected = OpenVINO's compiled matrix-multiply nodes by "
@@ -176,7 +177,9 @@ def main() -> None:
     ap.add_argument("--presets", default="w8,w4,fp16,w8a8")
     ap.add_argument("--runtimes", default=",".join(RUNTIMES))
     ap.add_argument(
-        "--arena", default="kept", help="ONNX Runtime's memory arenas (diffusia.export.onnx.ARENA), comma-separated"
+        "--arena",
+        default="exact-unplanned",
+        help="ONNX Runtime's memory arenas (diffusia.export.onnx.ARENA), comma-separated",
     )
     ap.add_argument("--calls", type=int, default=1)
     ap.add_argument("--out", type=Path, default=results_dir())

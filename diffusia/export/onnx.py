@@ -311,9 +311,12 @@ ARENA = {
     "exact": "one arena for the process that grows by exactly what is requested, with the memory pattern",
     "exact-unplanned": "that arena, without the memory pattern",
 }
+# diffusia's: on sd15-arch at 64x64 (Zen 4) half the peak of ONNX Runtime's default at the same step time
+# (benchmarks/results/vnni/onnxruntime_arena/); also the one arena the sessions of all timestep groups share
+DEFAULT_ARENA = "exact-unplanned"
 
 
-def onnxruntime_session(path: str | Path, threads: int | None = None, arena: str = "kept"):
+def onnxruntime_session(path: str | Path, threads: int | None = None, arena: str = DEFAULT_ARENA):
     """An ONNX Runtime CPU session of an exported graph. ONNX Runtime fuses a weight-only int8 layer (DequantizeLinear
     on the weight, float input) into MatMulNBits, which by default quantizes its input to int8 on the fly (accuracy
     level 4: 0.2 % rel-L2 on `tiny`'s w8); level 1 computes in float32, as diffusia's weight-only layers do.
@@ -342,7 +345,7 @@ def _register_exact_arena() -> None:
     ort.create_and_register_allocator(info, ort.OrtArenaCfg({"arena_extend_strategy": 1}))
 
 
-def onnxruntime_run_options(arena: str = "kept"):
+def onnxruntime_run_options(arena: str = DEFAULT_ARENA):
     """The run options of a session made with `arena` (ARENA): "shrunk" frees the arena's unused memory after each
     run."""
     import onnxruntime as ort

@@ -98,10 +98,10 @@ def load_unet(
     config: Any,
     threads: int | None = None,
     precision: str | None = "f32",
-    arena: str = "kept",
+    arena: str | None = None,
 ):
-    """The runtime U-Net of an exported folder (`runtime.artifact`); `arena`: ONNX Runtime's memory arena
-    (`export.onnx.ARENA`)."""
+    """The runtime U-Net of an exported folder (`runtime.artifact`); `arena`: how ONNX Runtime allocates
+    (`export.onnx.ARENA`; default diffusia's, `DEFAULT_ARENA`)."""
     if runtime == "openvino":
         from diffusia.runtime.openvino import OpenVINOUNet
 
@@ -109,7 +109,7 @@ def load_unet(
     if runtime == "onnxruntime":
         from diffusia.runtime.onnxruntime import ONNXRuntimeUNet
 
-        return ONNXRuntimeUNet(folder, config, threads=threads, arena=arena)
+        return ONNXRuntimeUNet(folder, config, threads=threads, **({"arena": arena} if arena else {}))
     raise DiffusiaError(f"runtime {runtime!r} runs no exported folder; valid: {', '.join(EXPORTED)}")
 
 
