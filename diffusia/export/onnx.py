@@ -323,6 +323,8 @@ def onnxruntime_session(path: str | Path, threads: int | None = None, arena: str
     `arena`: a key of ARENA; run a "shrunk" session with `onnxruntime_run_options("shrunk")`."""
     import onnxruntime as ort
 
+    if arena not in ARENA:
+        raise DiffusiaError(f"unknown ONNX Runtime arena {arena!r}; valid: {', '.join(ARENA)}")
     options = ort.SessionOptions()
     options.enable_cpu_mem_arena = arena != "off"
     options.enable_mem_pattern = not arena.endswith("unplanned")

@@ -195,3 +195,5 @@ def test_onnxruntime_memory_arena_changes_no_output(quantized_dir, arena):
     for t in (900, 100):  # twice, so a shrunk or missing arena serves a second run
         got, want = (u(sample, t, text, return_dict=False)[0] for u in (other, default))
         assert torch.equal(got, want)
+    with pytest.raises(DiffusiaError, match="unknown ONNX Runtime arena 'pooled'; valid: kept, shrunk, off"):
+        runtime.load_unet("onnxruntime", default.folder, default.config, arena="pooled")
