@@ -180,7 +180,7 @@ def _diffusia_on(
         notes.append(
             f"exported for {runtime} {manifest['runtime_version'].split('-')[0]} in {secs:.0f} s "
             "(diffusia.runtime, not re-checked here)"
-            + (f"; float layers in {precision}" if runtime == "openvino" else f"; memory arena {arena}")
+            + (f"; float layers in {precision}" if runtime == "openvino" else f"; memory arena {options['arena']}")
         )
 
         def run(x: Inputs) -> torch.Tensor:

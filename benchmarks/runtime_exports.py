@@ -178,16 +178,15 @@ def main() -> None:
     ap.add_argument("--runtimes", default=",".join(RUNTIMES))
     ap.add_argument(
         "--arena",
-        default="exact-unplanned",
-        help="ONNX Runtime's memory arenas (diffusia.export.onnx.ARENA), comma-separated",
+        help="ONNX Runtime's memory arenas (diffusia.export.onnx.ARENA), comma-separated; default diffusia's",
     )
     ap.add_argument("--calls", type=int, default=1)
     ap.add_argument("--out", type=Path, default=results_dir())
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    from diffusia.export.onnx import ARENA
+    from diffusia.export.onnx import ARENA, DEFAULT_ARENA
 
-    arenas = args.arena.split(",")
+    arenas = args.arena.split(",") if args.arena else [DEFAULT_ARENA]
     if unknown := set(arenas) - set(ARENA):
         ap.error(f"--arena: unknown {', '.join(sorted(unknown))}; choose from {', '.join(ARENA)}")
     rows = measure(args.model, args.presets.split(","), args.runtimes.split(","), arenas, args.calls)
