@@ -11,6 +11,7 @@ import torch
 from _backends_openvino import _diffusia_on
 from _backends_peers import Built, Ctx, _diffusia
 from _onnxruntime_convs import widen_weight_only_convs
+from _whole_attention import attention_traced_whole
 from torch import nn
 
 BACKENDS: dict[str, tuple[Callable[[nn.Module, Ctx], Built], str]] = {}
@@ -338,8 +339,21 @@ BACKENDS["diffusia_w8_ort_widened_convs"] = (
     "diffusia weight-only INT8 on ONNX Runtime, convolutions widened at load (experiment)",
 )
 
+
+def _whole_attention(preset: str, calibrator: str | None) -> Callable[[nn.Module, Ctx], Built]:
+    """diffusia's ONNX Runtime row with float attention traced whole, as its graphs were before `head_slices`."""
+
+    def build(unet: nn.Module, ctx: Ctx) -> Built:
+        with attention_traced_whole():
+            built = _diffusia_on("onnxruntime", preset, calibrator)(unet, ctx)
+        built.notes.append("float attention traced whole (experiment)")
+        return built
+
+    return build
+
+
 # ONNX Runtime sessions that allocate otherwise than diffusia's (diffusia.export.onnx.ARENA; kept is ONNX Runtime's
-# default, which diffusia's sessions used until exact-unplanned was measured)
+# default, which diffusia's sessions used until exact-unplanned was measured), and graphs with attention traced whole
 for _row, _preset, _calibrator, _what in (
     ("diffusia_w8a8_mse_ort", "w8a8", "mse", "W8A8 (MSE calibrator)"),
     ("diffusia_w8_ort", "w8", None, "weight-only INT8"),
@@ -349,3 +363,7 @@ for _row, _preset, _calibrator, _what in (
             _diffusia_on("onnxruntime", _preset, _calibrator, arena=_arena),
             f"diffusia {_what} on ONNX Runtime, memory arena {_arena} (experiment)",
         )
+    BACKENDS[f"{_row}_whole_attention"] = (
+        _whole_attention(_preset, _calibrator),
+        f"diffusia {_what} on ONNX Runtime, float attention traced whole (experiment)",
+    )

@@ -22,7 +22,8 @@ before 2026-12-05 decoded on PyTorch in every row) and on PyTorch in the others.
 (U-Net and decoder) in f32, or in bf16 in the `_bf16` rows (its `INFERENCE_PRECISION_HINT`, `--runtime-precision
 bf16`; CPUs with AVX-512 BF16 or AMX). ONNX Runtime allocates as diffusia's sessions do (`DEFAULT_ARENA` of
 `diffusia.export.onnx`), or with its own default arena in `diffusia_onnxruntime_arena_kept` (what diffusia's sessions
-did in results before 2026-12-07).
+did in results before 2026-12-07); `diffusia_onnxruntime_whole_attention` runs a graph with float attention traced
+whole (diffusia's traces it per head since 2026-12-07: `diffusia.export.head_slices`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import machine_class, results_dir, write_results  # noqa: E402
+from _whole_attention import attention_traced_whole  # noqa: E402
 
 log = logging.getLogger("generation_runtimes")
 PROMPT = "a photo of a red sneaker on a white background"
@@ -57,6 +59,7 @@ ROWS = {
     "diffusia_openvino_bf16": ("diffusia", "openvino", "diffusia/openvino", "bf16"),
     "diffusia_onnxruntime": ("diffusia", "onnxruntime", "diffusia/onnxruntime", "f32"),
     "diffusia_onnxruntime_arena_kept": ("diffusia", "onnxruntime", "diffusia/onnxruntime", "f32"),
+    "diffusia_onnxruntime_whole_attention": ("diffusia", "onnxruntime", "diffusia-onnxruntime-whole", "f32"),
 }
 # rows whose ONNX Runtime sessions allocate otherwise than diffusia's (diffusia.export.onnx.ARENA)
 ARENAS = {"diffusia_onnxruntime_arena_kept": "kept"}
@@ -112,6 +115,9 @@ def build(args: argparse.Namespace, work: Path, names: list[str]) -> dict[str, A
     t0 = time.perf_counter()
     save_quantized_pipeline(pipe, work / "diffusia", base_model=args.model, runtimes=("openvino", "onnxruntime"))
     info["diffusia_save_and_export_s"] = round(time.perf_counter() - t0, 1)
+    if "diffusia-onnxruntime-whole" in needed:
+        with attention_traced_whole():
+            export_runtime(pipe.unet, "onnxruntime", work / "diffusia-onnxruntime-whole")
     meta = json.loads((work / "diffusia" / "diffusia.json").read_text())
     info["diffusia_checks"] = {
         rt: {

@@ -6,10 +6,12 @@ and the anonymous memory it holds after the runs and the file pages it maps (wei
 the runtime loads them). Nothing is timed.
 
     python benchmarks/runtime_exports.py [--model tiny|sd15-arch] [--presets w8,w4,fp16,w8a8] [--out DIR]
-        [--arena kept,shrunk,off,unplanned,exact,exact-unplanned] [--calls N]
+        [--arena kept,shrunk,off,unplanned,exact,exact-unplanned] [--calls N] [--attention per-head,whole]
 
 `--arena`: how the ONNX Runtime sessions allocate (`diffusia.export.onnx.ARENA`; kept = ONNX Runtime's default,
 diffusia's is `DEFAULT_ARENA`); one row each. `--calls`: runs of the loaded graph before its memory is read.
+`--attention`: how the ONNX Runtime graphs trace float attention (per-head = diffusia's, `diffusia.export.head_slices`;
+whole = as before it); one graph each.
 
 Writes benchmarks/results/<class>/runtime_exports_<model>.{json,md}. Copied into a checkout of e827ca8 (before the
 weight-only fixes) it gave the README's first "before" figures. Calibration: 2 prompts x 2 steps (the check
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import result_header, results_dir, write_results  # noqa: E402
+from _whole_attention import attention_traced_whole  # noqa: E402
 
 RUNTIMES = ("openvino", "onnxruntime")
 
@@ -102,7 +107,20 @@ def _load_and_run(graph: str, feeds_path: str, arena: str, calls: str) -> None:
     print(json.dumps({**memory(), "fully_connected": linears}))
 
 
-def measure(model: str, presets: list[str], runtimes: list[str], arenas: list[str], calls: int) -> dict:
+ATTENTION = ("per-head", "whole")
+
+
+def exported(unet, runtime: str, folder: Path, attention: str) -> dict:
+    """`export_runtime`'s manifest; with `attention` whole, ONNX Runtime's float attention is traced whole."""
+    from diffusia.runtime.artifact import export_runtime
+
+    with attention_traced_whole() if attention == "whole" else contextlib.nullcontext():
+        return export_runtime(unet, runtime, folder)
+
+
+def measure(
+    model: str, presets: list[str], runtimes: list[str], arenas: list[str], calls: int, attentions: list[str]
+) -> dict:
     import numpy as np
 
     from diffusia import load_pipeline
@@ -110,7 +128,6 @@ def measure(model: str, presets: list[str], runtimes: list[str], arenas: list[st
     from diffusia.export.onnx import example_inputs, graph_feeds
     from diffusia.prompts import load_prompts
     from diffusia.quant.pipeline import quantize_pipeline
-    from diffusia.runtime.artifact import export_runtime
 
     rows = {}
     with tempfile.TemporaryDirectory(prefix="diffusia-exports-") as tmp:
@@ -129,15 +146,18 @@ def measure(model: str, presets: list[str], runtimes: list[str], arenas: list[st
                 validate=False,
             )
             for runtime in runtimes:
-                folder = Path(tmp) / f"{preset}-{runtime}"
-                manifest = export_runtime(pipe.unet, runtime, folder)
-                graph = folder / manifest["files"][0]
-                for arena in arenas if runtime == "onnxruntime" else [None]:
-                    rows[f"{preset} {runtime}" + (f", arena {arena}" if arena else "")] = {
-                        "weights_mb": weight_bytes(folder) / 2**20,
-                        "relative_l2_vs_diffusia": manifest["check"]["relative_l2_vs_diffusia"],
-                        "loaded": loaded(graph, feeds, arena, calls),
-                    }
+                for attention in attentions if runtime == "onnxruntime" else [None]:
+                    folder = Path(tmp) / f"{preset}-{runtime}-{attention}"
+                    manifest = exported(pipe.unet, runtime, folder, attention)
+                    graph = folder / manifest["files"][0]
+                    for arena in arenas if runtime == "onnxruntime" else [None]:
+                        name = f"{preset} {runtime}" + (f", arena {arena}" if arena else "")
+                        rows[name + (", attention traced whole" if attention == "whole" else "")] = {
+                            "weights_mb": weight_bytes(folder) / 2**20,
+                            "relative_l2_vs_diffusia": manifest["check"]["relative_l2_vs_diffusia"],
+                            "loaded": loaded(graph, feeds, arena, calls),
+                        }
+                    shutil.rmtree(folder)
     return rows
 
 
@@ -181,6 +201,9 @@ def main() -> None:
         help="ONNX Runtime's memory arenas (diffusia.export.onnx.ARENA), comma-separated; default diffusia's",
     )
     ap.add_argument("--calls", type=int, default=1)
+    ap.add_argument(
+        "--attention", default="per-head", help="ONNX Runtime graphs' float attention: per-head (diffusia's), whole"
+    )
     ap.add_argument("--out", type=Path, default=results_dir())
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -189,7 +212,10 @@ def main() -> None:
     arenas = args.arena.split(",") if args.arena else [DEFAULT_ARENA]
     if unknown := set(arenas) - set(ARENA):
         ap.error(f"--arena: unknown {', '.join(sorted(unknown))}; choose from {', '.join(ARENA)}")
-    rows = measure(args.model, args.presets.split(","), args.runtimes.split(","), arenas, args.calls)
+    attentions = args.attention.split(",")
+    if unknown := set(attentions) - set(ATTENTION):
+        ap.error(f"--attention: unknown {', '.join(sorted(unknown))}; choose from {', '.join(ATTENTION)}")
+    rows = measure(args.model, args.presets.split(","), args.runtimes.split(","), arenas, args.calls, attentions)
     res = {**result_header(model=args.model, commit=commit), "calls": args.calls, "rows": rows}
     write_results(args.out / f"runtime_exports_{args.model}", res, to_markdown(res))
 

@@ -67,3 +67,29 @@ def test_onnxruntime_rows_load_with_each_memory_arena_and_an_unknown_one_is_refu
         "--arena: unknown pooled; choose from kept, shrunk, off, unplanned, exact, exact-unplanned"
         in capsys.readouterr().err
     )
+
+
+def test_onnxruntime_graphs_trace_attention_per_head_or_whole_and_an_unknown_layout_is_refused(
+    monkeypatch, tmp_path, capsys
+):
+    import onnx
+    import pytest
+
+    from diffusia.export import head_slices
+    from diffusia.quant import attention
+    from tests.export.test_onnx import _quantized
+
+    bench = _bench_module(monkeypatch, "runtime_exports")
+    unet = _quantized("w8").unet
+    per_head = head_slices.one_head_at_a_time
+    softmaxes = {}
+    for layout in bench.ATTENTION:
+        manifest = bench.exported(unet, "onnxruntime", tmp_path / layout, layout)
+        nodes = onnx.load(str(tmp_path / layout / manifest["files"][0]), load_external_data=False).graph.node
+        softmaxes[layout] = sum(n.op_type == "Softmax" for n in nodes)
+        assert head_slices.one_head_at_a_time is per_head  # the experiment's patch does not outlive its export
+    assert softmaxes == {"per-head": 8 * len(attention.attentions(unet)), "whole": len(attention.attentions(unet))}
+    monkeypatch.setattr("sys.argv", ["runtime_exports.py", "--attention", "whole,tiled"])
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "--attention: unknown tiled; choose from per-head, whole" in capsys.readouterr().err

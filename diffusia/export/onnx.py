@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from diffusia.errors import DiffusiaError
-from diffusia.export import compare, weights
+from diffusia.export import compare, head_slices, weights
 from diffusia.fileio import atomic_path
 from diffusia.models.unet_inputs import ADDED_INPUTS, example_unet_inputs
 from diffusia.quant import api, qmath
@@ -181,12 +181,14 @@ def export_unet(
     timestep: int = 500,
     float_ok: bool = False,
     matmul_nbits: bool = False,
+    per_head_attention: bool = False,
 ) -> Path:
     """Export the frozen quantized U-Net to `path` (.onnx, atomically); returns the path.
 
     `dynamic` leaves batch, latent size and prompt length free. The timestep group whose activation ranges the graph
     carries is that of `timestep` (one graph per group). `float_ok` exports a U-Net without quantized layers as is;
-    `matmul_nbits` writes int4 linears as ONNX Runtime's MatMulNBits (`weights.int4_matmuls`; standard ONNX without).
+    `matmul_nbits` writes int4 linears as ONNX Runtime's MatMulNBits (`weights.int4_matmuls`; standard ONNX without);
+    `per_head_attention` traces float attention one head at a time (`head_slices`: far less memory on ONNX Runtime).
     The exporter runs in a private folder (over 2 GB it writes one file per weight); a graph still over the
     protobuf limit after its weights are folded to int8 (an FP32 SD U-Net) keeps its weights in `<path>.data`."""
     import onnx
@@ -197,6 +199,7 @@ def export_unet(
     mode = contextlib.nullcontext(unet) if float_ok and not api.qmodules(unet) else qdq_mode(unet)
     with (
         mode,
+        head_slices.one_head_at_a_time() if per_head_attention else contextlib.nullcontext(),
         torch.no_grad(),
         tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as work,
         warnings.catch_warnings(),

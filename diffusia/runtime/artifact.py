@@ -64,7 +64,8 @@ def export_runtime(
                 dynamic=True,
                 timestep=t,
                 float_ok=True,
-                matmul_nbits=runtime != "openvino",
+                matmul_nbits=runtime == "onnxruntime",
+                per_head_attention=runtime == "onnxruntime",
             )
             if runtime == "openvino":
                 if quantized and quantizers is None:
