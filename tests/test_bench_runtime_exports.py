@@ -80,6 +80,7 @@ def test_onnxruntime_graphs_trace_attention_per_head_or_whole_and_an_unknown_lay
     from tests.export.test_onnx import _quantized
 
     bench = _bench_module(monkeypatch, "runtime_exports")
+    monkeypatch.setattr(head_slices, "SCORES_AT_ONCE", 0)  # every attention counts as large
     unet = _quantized("w8").unet
     per_head = head_slices.one_head_at_a_time
     softmaxes = {}

@@ -1,10 +1,12 @@
-"""Float attention traced one head at a time, for ONNX Runtime.
+"""Large float attentions traced one head at a time, for ONNX Runtime.
 
 Exported whole, `F.scaled_dot_product_attention` becomes MatMul -> Softmax -> MatMul over [batch, heads, tokens,
-tokens], and ONNX Runtime's CPU kernels hold those scores and probabilities in full: 2.1 GB for one attention of SD's
-64x64 latent at batch 2, where PyTorch's and OpenVINO's fused attention hold a tile at a time. Traced per head, ONNX
-Runtime runs the slices one after another and holds one head's (0.3 GB; measured in
-benchmarks/results/vnni/onnxruntime_heads/). Not for OpenVINO: it fuses the whole pattern, and slices undo that.
+tokens], and ONNX Runtime's CPU kernels hold those scores and probabilities in full: 2.1 GB for one full-resolution
+attention of SD at a 64x64 latent, batch 2, where PyTorch's and OpenVINO's fused attention hold a tile at a time.
+Traced per head, ONNX Runtime runs the slices one after another and holds one head's. Slices cost ONNX Runtime a
+few operators each, which small attentions do not repay (tiny's step took 1.9x as long with all of them sliced), so
+only an attention whose scores exceed `SCORES_AT_ONCE` at the traced size (the U-Net's own sample size, batch 2) is
+sliced. Measured in benchmarks/results/vnni/onnxruntime_heads/. Not for OpenVINO: it fuses the whole pattern.
 
 diffusia's int8 attention (`quant/attention.py`, quantized mode) computes its own matmuls and stays whole."""
 
@@ -16,6 +18,8 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from diffusia.quant.attention import SCORES_AT_ONCE
+
 
 def _head(t: torch.Tensor | None, i: int) -> torch.Tensor | None:
     """Head `i` of a [batch, heads, ...] tensor; a mask broadcast over heads (or absent) as it is."""
@@ -24,14 +28,16 @@ def _head(t: torch.Tensor | None, i: int) -> torch.Tensor | None:
 
 @contextlib.contextmanager
 def one_head_at_a_time() -> Iterator[None]:
-    """While open, `F.scaled_dot_product_attention` on [batch, heads, tokens, dim] inputs computes each head on
-    its own and concatenates them: the same values, traced as one MatMul -> Softmax -> MatMul per head. The head
-    count is the model's (static), so batch and token counts stay dynamic in the graph."""
+    """While open, `F.scaled_dot_product_attention` on [batch, heads, tokens, dim] inputs with more than
+    `SCORES_AT_ONCE` scores computes each head on its own and concatenates them: the same values, traced as one
+    MatMul -> Softmax -> MatMul per head. The head count is the model's (static), so batch and token counts stay
+    dynamic in the graph; which attentions are sliced is decided at the traced shapes."""
     whole = F.scaled_dot_product_attention
 
     def per_head(query, key, value, attn_mask=None, *args, **kwargs):
         heads = query.shape[1] if query.dim() == 4 else 1
-        if heads == 1 or key.dim() != 4 or key.shape[1] != heads or value.shape[1] != heads:
+        same_heads = heads > 1 and key.dim() == 4 and key.shape[1] == heads and value.shape[1] == heads
+        if not same_heads or query.shape[0] * heads * query.shape[2] * key.shape[2] <= SCORES_AT_ONCE:
             return whole(query, key, value, attn_mask, *args, **kwargs)
         slices = [
             whole(_head(query, i), _head(key, i), _head(value, i), _head(attn_mask, i), *args, **kwargs)

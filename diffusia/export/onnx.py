@@ -188,7 +188,7 @@ def export_unet(
     `dynamic` leaves batch, latent size and prompt length free. The timestep group whose activation ranges the graph
     carries is that of `timestep` (one graph per group). `float_ok` exports a U-Net without quantized layers as is;
     `matmul_nbits` writes int4 linears as ONNX Runtime's MatMulNBits (`weights.int4_matmuls`; standard ONNX without);
-    `per_head_attention` traces float attention one head at a time (`head_slices`: far less memory on ONNX Runtime).
+    `per_head_attention` traces large float attentions one head at a time (`head_slices`: less memory on ONNX Runtime).
     The exporter runs in a private folder (over 2 GB it writes one file per weight); a graph still over the
     protobuf limit after its weights are folded to int8 (an FP32 SD U-Net) keeps its weights in `<path>.data`."""
     import onnx

@@ -21,7 +21,9 @@ from diffusia.quant.precisions import act_digits
 from diffusia.quant.timestep import TimestepState
 
 QMAX = 255  # u8 codes; symmetric ranges put the zero point at 128, which a runtime runs as int8
-_SCORES_PER_CHUNK = 1 << 26  # attention scores held at once in PyTorch (256 MB of float32)
+# attention scores held at once (256 MB of float32): PyTorch's int8 attention computes in chunks of this many, and
+# ONNX Runtime's graphs slice an attention with more per head (`export/head_slices.py`)
+SCORES_AT_ONCE = 1 << 26
 PROJECTIONS = ("to_q", "to_k", "to_v")
 
 
@@ -138,7 +140,7 @@ class QAttnProcessor(nn.Module):
         q, k, v = (t.reshape(b * h, -1, d) for t in (q, k, v))
         if mask is not None:
             mask = mask.expand(b, h, n, k.shape[1]).reshape(b * h, n, -1)
-        step = b * h if torch.jit.is_tracing() else max(1, _SCORES_PER_CHUNK // (n * k.shape[1]))
+        step = b * h if torch.jit.is_tracing() else max(1, SCORES_AT_ONCE // (n * k.shape[1]))
         out = []
         for i in range(0, b * h, step):
             scores = (q[i : i + step] @ k[i : i + step].transpose(-1, -2)) * d**-0.5

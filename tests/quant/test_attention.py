@@ -77,7 +77,7 @@ def test_calibrated_ranges_and_real_codes():
 def test_chunks_compute_the_same(monkeypatch):
     u = quantized()
     whole = run(u)
-    monkeypatch.setattr(attention, "_SCORES_PER_CHUNK", 256 * 7)  # a few batch x head slices at a time
+    monkeypatch.setattr(attention, "SCORES_AT_ONCE", 256 * 7)  # a few batch x head slices at a time
     torch.testing.assert_close(run(u), whole, rtol=0, atol=1e-6)
 
 
