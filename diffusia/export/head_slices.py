@@ -2,7 +2,7 @@
 
 Exported whole, `F.scaled_dot_product_attention` becomes MatMul -> Softmax -> MatMul over [batch, heads, tokens,
 tokens], and ONNX Runtime's CPU kernels hold those scores and probabilities in full: 2.1 GB for one full-resolution
-attention of SD at a 64x64 latent, batch 2, where PyTorch's and OpenVINO's fused attention hold a tile at a time.
+attention of SD at a 64x64 latent, batch 2, where PyTorch's SDPA works a tile at a time.
 Traced per head, ONNX Runtime runs the slices one after another and holds one head's. Each slice adds a few
 operators, for nothing where the scores are small, so only an attention whose scores exceed `SCORES_AT_ONCE` at the
 traced size (the U-Net's own sample size, batch 2) is sliced: SD's full-resolution self-attentions, none of tiny's.
