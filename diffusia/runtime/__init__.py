@@ -109,7 +109,7 @@ def load_unet(
     if runtime == "onnxruntime":
         from diffusia.runtime.onnxruntime import ONNXRuntimeUNet
 
-        return ONNXRuntimeUNet(folder, config, threads=threads, **({"arena": arena} if arena else {}))
+        return ONNXRuntimeUNet(folder, config, threads=threads, arena=arena)
     raise DiffusiaError(f"runtime {runtime!r} runs no exported folder; valid: {', '.join(EXPORTED)}")
 
 
