@@ -7,6 +7,9 @@ OpenVINO's own per-node profiling (PERF_COUNT), summed by node type and by kerne
     python benchmarks/openvino_profile.py --preset w8a8x2 --no-nncf   # openvino_profile_sd15-arch_w8a8x2
     python benchmarks/openvino_profile.py --activations balanced      # openvino_profile_sd15-arch_balanced
     python benchmarks/openvino_profile.py --preset w8a8x2 --attention float,int8 --no-nncf  # ..._attention-float-int8
+    python benchmarks/openvino_profile.py --activations balanced --attention int8 --nncf-precision f32,bf16
+Per module (a node's name up to its first ONNX op, e.g. `/unet/up_blocks.1/upsamplers.0/conv`), the report also
+lists where diffusia's rows spend the most more, or less, than the fastest NNCF row of the run.
 Writes benchmarks/results/<class>/openvino_profile_<model>[_<preset>].{json,md}. Same U-Net, inputs and
 calibration as `backends.py` (4 seeded Gaussian calibration inputs for sd15-arch); diffusia's preset (default
 w8a8) with the MSE calibrator, NNCF with its defaults and with `model_type=TRANSFORMER`. Profiling adds a little
@@ -57,14 +60,53 @@ def profile(compiled, feeds: dict, repeats: int) -> dict:
             by_type[info.node_type] += us
             by_exec[f"{info.node_type} / {info.exec_type}"] += us
             nodes.append((info.node_name, info.node_type, info.exec_type, us / 1e3))
-        totals.append({"type": by_type, "exec": by_exec, "nodes": sorted(nodes, key=lambda n: -n[3])[:60]})
+        by_module: dict = collections.defaultdict(float)
+        for name, _, _, ms in nodes:
+            by_module[module_of(name)] += ms
+        totals.append(
+            {"type": by_type, "exec": by_exec, "module": by_module, "nodes": sorted(nodes, key=lambda n: -n[3])}
+        )
     pick = totals[len(totals) // 2]
     return {
         "wall_ms": statistics.median(walls) * 1e3,
         "by_type_ms": {k: v / 1e3 for k, v in sorted(pick["type"].items(), key=lambda kv: -kv[1])},
         "by_exec_ms": {k: v / 1e3 for k, v in sorted(pick["exec"].items(), key=lambda kv: -kv[1])},
-        "slowest_nodes": [dict(zip(("name", "type", "exec", "ms"), n)) for n in pick["nodes"]],
+        "by_module_ms": dict(sorted(pick["module"].items())),
+        "slowest_nodes": [dict(zip(("name", "type", "exec", "ms"), n)) for n in pick["nodes"][:60]],
     }
+
+
+def module_of(node: str) -> str:
+    """The U-Net module an OpenVINO node comes from: its exported name up to the first ONNX op (a capitalised
+    segment), e.g. `/unet/up_blocks.1/upsamplers.0/conv/Conv/WithoutBiases` -> `/unet/up_blocks.1/upsamplers.0/conv`.
+    Fused nodes carry one of their ops' names, so a module's time is approximate at its edges."""
+    parts = node.split("/")
+    for i, part in enumerate(parts[1:], 1):
+        if part[:1].isupper():
+            return "/".join(parts[:i]) or node
+    return node
+
+
+def module_differences(results: dict, nncf_row: str, top: int) -> list[str]:
+    """Markdown: per diffusia row, the modules whose time differs most from `nncf_row`'s (both directions)."""
+    lines = []
+    theirs = results[nncf_row]["by_module_ms"]
+    for name, r in results.items():
+        if not name.startswith("diffusia"):
+            continue
+        ours = r["by_module_ms"]
+        diff = {m: ours.get(m, 0.0) - theirs.get(m, 0.0) for m in set(ours) | set(theirs)}
+        ranked = sorted(diff, key=lambda m: (-abs(diff[m]), m))[:top]
+        total = sum(ours.values()) - sum(theirs.values())
+        lines += [
+            f"### {name} against {nncf_row}: {total:+.1f} ms over all nodes",
+            "",
+            "| module | diffusia ms | NNCF ms | difference |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| `{m}` | {ours.get(m, 0):.2f} | {theirs.get(m, 0):.2f} | {diff[m]:+.2f} |" for m in ranked]
+        lines.append("")
+    return lines
 
 
 def main() -> None:
@@ -77,6 +119,8 @@ def main() -> None:
     ap.add_argument("--activations", default="auto", help="diffusia's activation signedness (auto, int8, balanced)")
     ap.add_argument("--attention", default="float", help="diffusia's attention: float, int8 or both (float,int8)")
     ap.add_argument("--no-nncf", action="store_true", help="profile diffusia's graph only")
+    ap.add_argument("--nncf-precision", default="f32", help="NNCF's float layers: f32, bf16 or both (f32,bf16)")
+    ap.add_argument("--top", type=int, default=25, help="modules listed per diffusia row")
     ap.add_argument("--out", type=Path, default=results_dir())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -108,7 +152,10 @@ def main() -> None:
         data = nncf.Dataset([dict(zip(feeds, (t.numpy() for t in x))) for x in calib])
         for name, kwargs in (("nncf_int8", {}), ("nncf_int8_transformer", {"model_type": nncf.ModelType.TRANSFORMER})):
             nncf_model = nncf.quantize(fp32, data, subset_size=len(calib), **kwargs)
-            results[name] = profile(core.compile_model(nncf_model, "CPU", config), feeds, args.repeats)
+            for precision in args.nncf_precision.split(","):
+                row = name + ("" if precision == "f32" else f"_{precision}")
+                compiled = core.compile_model(nncf_model, "CPU", {**config, "INFERENCE_PRECISION_HINT": precision})
+                results[row] = profile(compiled, feeds, args.repeats)
             del nncf_model
     del fp32
     act_suffix = "" if args.activations == "auto" else f"_{args.activations}"
@@ -139,7 +186,7 @@ def main() -> None:
         "",
         f"{res['cpu']} (class `{res['class']}`), {args.threads} threads, openvino {res['openvino']}, nncf "
         f"{res['nncf']}, {res['date']}. Median of {args.repeats} profiled calls; float parts in the precision "
-        "the row names (NNCF: f32)."
+        "the row names (NNCF: f32 unless the row says bf16)."
         + (
             " Instruction sets capped: " + ", ".join(f"`{k}={v}`" for k, v in res["isa_caps"].items()) + "."
             if res["isa_caps"]
@@ -151,10 +198,18 @@ def main() -> None:
         lines += [f"## {name}: {r['wall_ms']:.0f} ms wall", "", "| node type / kernel | ms |", "|---|---|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in list(r["by_exec_ms"].items())[:15]]
         lines.append("")
+    nncf_rows = [n for n in results if n.startswith("nncf")]
+    if nncf_rows:
+        fastest = min(nncf_rows, key=lambda n: results[n]["wall_ms"])
+        lines += ["## Per module, against the fastest NNCF row", ""]
+        lines += module_differences(results, fastest, args.top)
     attn = "" if args.attention == "float" else "_attention-" + args.attention.replace(",", "-")
+    nncf_suffix = (
+        "" if args.no_nncf or args.nncf_precision == "f32" else "_nncf-" + args.nncf_precision.replace(",", "-")
+    )
     stem = (
         args.out
-        / f"openvino_profile_{args.model}{'' if args.preset == 'w8a8' else '_' + args.preset}{act_suffix}{attn}"
+        / f"openvino_profile_{args.model}{'' if args.preset == 'w8a8' else '_' + args.preset}{act_suffix}{attn}{nncf_suffix}"
     )
     write_results(stem, res, "\n".join(lines))
 
