@@ -258,15 +258,13 @@ def _x2_plan(runtime: str | None = None, precision: str = "f32") -> Callable[[nn
         path = Path(os.environ.get("X2_PLAN") or results_dir() / "x2_layer_gain.json")
         if not path.is_file():
             raise SystemExit(f"no layer plan at {path}: run benchmarks/x2_layer_gain.py first, or set X2_PLAN")
+        from x2_layer_gain import plan_settings
+
         result = json.loads(path.read_text())
-        plan, recipe = result["plan"], result.get("recipe", {})
+        plan = result["plan"]
         if not plan:
             raise SystemExit(f"{path} has no plan: no top-k list reached its target error")
-        options = dict(
-            rules=(plan["rule"],),
-            activations=recipe.get("activations", "auto"),
-            attention=recipe.get("attention", "float"),
-        )
+        options = plan_settings(result)
         if runtime:
             built = _diffusia_on(runtime, "w8a8", "mse", precision, **options)(unet, ctx)
         else:

@@ -23,7 +23,8 @@ before 2026-12-05 decoded on PyTorch in every row) and on PyTorch in the others.
 bf16`; CPUs with AVX-512 BF16 or AMX). ONNX Runtime allocates as diffusia's sessions do (`DEFAULT_ARENA` of
 `diffusia.export.onnx`), or with its own default arena in `diffusia_onnxruntime_arena_kept` (what diffusia's sessions
 did in results before 2026-12-07); `diffusia_onnxruntime_whole_attention` runs a graph with float attention traced
-whole (diffusia's traces it per head since 2026-12-07: `diffusia.export.head_slices`).
+whole (since 2026-12-07 diffusia's traces the attentions with more than `SCORES_AT_ONCE` scores per head:
+`diffusia.export.head_slices`).
 """
 
 from __future__ import annotations

@@ -13,13 +13,16 @@ lists where diffusia's rows spend the most more, or less, than the fastest NNCF 
 Writes benchmarks/results/<class>/openvino_profile_<model>[_<preset>].{json,md}. Same U-Net, inputs and
 calibration as `backends.py` (4 seeded Gaussian calibration inputs for sd15-arch); diffusia's preset (default
 w8a8) with the MSE calibrator, NNCF with its defaults and with `model_type=TRANSFORMER`. Profiling adds a little
-overhead to every node, so the totals exceed the plain step times.
+overhead to every node, so the totals exceed the plain step times. All rows are compiled first and profiled
+interleaved, in shuffled order per round (results before 2026-12-07 profiled one row after another, so a drift of
+the machine's speed between rows showed as a difference of the graphs).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import random
 import statistics
 import sys
 import tempfile
@@ -41,39 +44,56 @@ def inputs(model: str, latent: int, n_calib: int):
     return work, data["timed"], data["calib"]
 
 
-def profile(compiled, feeds: dict, repeats: int) -> dict:
-    request = compiled.create_infer_request()
-    request.infer(feeds)
-    totals: list[dict] = []
-    walls = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def profile(compiled: dict, feeds: dict, rounds: int, seed: int = 0) -> dict:
+    """Profile the compiled models `compiled` (row -> model) interleaved: each round calls every row once, in a
+    shuffled order, so a drift of the machine's speed falls on all rows alike. Per row: the median wall time, each
+    node's median time, those summed by node type, kernel and module, and per round the ratio of the row's wall
+    time to every other row's of the same round (`paired`)."""
+    requests = {name: model.create_infer_request() for name, model in compiled.items()}
+    for request in requests.values():
         request.infer(feeds)
-        walls.append(time.perf_counter() - t0)
+    walls: dict = collections.defaultdict(list)
+    nodes: dict = collections.defaultdict(lambda: collections.defaultdict(list))
+    kinds: dict = {}
+    order = list(requests)
+    rng = random.Random(seed)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for name in order:
+            t0 = time.perf_counter()
+            requests[name].infer(feeds)
+            walls[name].append(time.perf_counter() - t0)
+            for info in requests[name].get_profiling_info():
+                if info.status.name == "EXECUTED":
+                    nodes[name][info.node_name].append(info.real_time.total_seconds() * 1e3)
+                    kinds[name, info.node_name] = (info.node_type, info.exec_type)
+    results = {}
+    for name in requests:
+        median = {node: statistics.median(ms) for node, ms in nodes[name].items()}
         by_type: dict = collections.defaultdict(float)
         by_exec: dict = collections.defaultdict(float)
-        nodes = []
-        for info in request.get_profiling_info():
-            if info.status.name != "EXECUTED":
-                continue
-            us = info.real_time.total_seconds() * 1e6
-            by_type[info.node_type] += us
-            by_exec[f"{info.node_type} / {info.exec_type}"] += us
-            nodes.append((info.node_name, info.node_type, info.exec_type, us / 1e3))
         by_module: dict = collections.defaultdict(float)
-        for name, _, _, ms in nodes:
-            by_module[module_of(name)] += ms
-        totals.append(
-            {"type": by_type, "exec": by_exec, "module": by_module, "nodes": sorted(nodes, key=lambda n: -n[3])}
-        )
-    pick = totals[len(totals) // 2]
-    return {
-        "wall_ms": statistics.median(walls) * 1e3,
-        "by_type_ms": {k: v / 1e3 for k, v in sorted(pick["type"].items(), key=lambda kv: -kv[1])},
-        "by_exec_ms": {k: v / 1e3 for k, v in sorted(pick["exec"].items(), key=lambda kv: -kv[1])},
-        "by_module_ms": dict(sorted(pick["module"].items())),
-        "slowest_nodes": [dict(zip(("name", "type", "exec", "ms"), n)) for n in pick["nodes"][:60]],
-    }
+        for node, ms in median.items():
+            node_type, exec_type = kinds[name, node]
+            by_type[node_type] += ms
+            by_exec[f"{node_type} / {exec_type}"] += ms
+            by_module[module_of(node)] += ms
+        slowest = sorted(median, key=lambda n: -median[n])
+        results[name] = {
+            "wall_ms": statistics.median(walls[name]) * 1e3,
+            "by_type_ms": dict(sorted(by_type.items(), key=lambda kv: -kv[1])),
+            "by_exec_ms": dict(sorted(by_exec.items(), key=lambda kv: -kv[1])),
+            "by_module_ms": dict(sorted(by_module.items())),
+            "slowest_nodes": [
+                {"name": n, "type": kinds[name, n][0], "exec": kinds[name, n][1], "ms": median[n]} for n in slowest[:60]
+            ],
+            "paired": {
+                other: [a / b for a, b in zip(walls[name], walls[other], strict=True)]
+                for other in requests
+                if other != name
+            },
+        }
+    return results
 
 
 def module_of(node: str) -> str:
@@ -98,8 +118,15 @@ def module_differences(results: dict, nncf_row: str, top: int) -> list[str]:
         diff = {m: ours.get(m, 0.0) - theirs.get(m, 0.0) for m in set(ours) | set(theirs)}
         ranked = sorted(diff, key=lambda m: (-abs(diff[m]), m))[:top]
         total = sum(ours.values()) - sum(theirs.values())
+        ratios = sorted(r.get("paired", {}).get(nncf_row, []))
+        paired = (
+            f"; wall time per round {statistics.median(ratios):.3f}x theirs "
+            f"(IQR {ratios[len(ratios) // 4]:.3f}-{ratios[(3 * len(ratios)) // 4]:.3f})"
+            if ratios
+            else ""
+        )
         lines += [
-            f"### {name} against {nncf_row}: {total:+.1f} ms over all nodes",
+            f"### {name} against {nncf_row}: {total:+.1f} ms over all nodes{paired}",
             "",
             "| module | diffusia ms | NNCF ms | difference |",
             "|---|---|---|---|",
@@ -114,7 +141,7 @@ def main() -> None:
     ap.add_argument("--model", default="sd15-arch", choices=("sd15-arch", "tiny"))
     ap.add_argument("--latent", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=11, help="profiled calls per row, interleaved")
     ap.add_argument("--preset", default="w8a8", help="diffusia's preset (its calibrator set to mse)")
     ap.add_argument("--activations", default="auto", help="diffusia's activation signedness (auto, int8, balanced)")
     ap.add_argument("--attention", default="float", help="diffusia's attention: float, int8 or both (float,int8)")
@@ -144,7 +171,7 @@ def main() -> None:
     }
     ours = {"DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}  # as diffusia.export.openvino.compile_model compiles its graphs
     core = ov.Core()
-    results = {}
+    compiled = {}
     unet = load_unet(args.model, work)
     fp32 = ov.convert_model(str(export_unet(unet, work / "fp32.onnx", dynamic=True, float_ok=True)))
     fp32.reshape({k: v.shape for k, v in feeds.items()})
@@ -154,8 +181,7 @@ def main() -> None:
             nncf_model = nncf.quantize(fp32, data, subset_size=len(calib), **kwargs)
             for precision in args.nncf_precision.split(","):
                 row = name + ("" if precision == "f32" else f"_{precision}")
-                compiled = core.compile_model(nncf_model, "CPU", {**config, "INFERENCE_PRECISION_HINT": precision})
-                results[row] = profile(compiled, feeds, args.repeats)
+                compiled[row] = core.compile_model(nncf_model, "CPU", {**config, "INFERENCE_PRECISION_HINT": precision})
             del nncf_model
     del fp32
     act_suffix = "" if args.activations == "auto" else f"_{args.activations}"
@@ -173,20 +199,20 @@ def main() -> None:
         model.reshape({k: v.shape for k, v in feeds.items()})
         suffix = act_suffix + ("" if attention == "float" else "_attn8")
         for precision in ("f32", "bf16"):
-            results[f"diffusia_{args.preset}_mse{suffix}_{precision}"] = profile(
-                core.compile_model(model, "CPU", {**config, **ours, "INFERENCE_PRECISION_HINT": precision}),
-                feeds,
-                args.repeats,
+            compiled[f"diffusia_{args.preset}_mse{suffix}_{precision}"] = core.compile_model(
+                model, "CPU", {**config, **ours, "INFERENCE_PRECISION_HINT": precision}
             )
         del unet, model
+    results = profile(compiled, feeds, args.rounds)
     header = dict(model=args.model, latent=latent, threads=args.threads, openvino=ov.__version__, nncf=nncf.__version__)
     res = {**result_header(**header), "rows": results}
     lines = [
         f"# OpenVINO profile of one U-Net step: {args.model}, latent {latent}x{latent}, batch 2",
         "",
         f"{res['cpu']} (class `{res['class']}`), {args.threads} threads, openvino {res['openvino']}, nncf "
-        f"{res['nncf']}, {res['date']}. Median of {args.repeats} profiled calls; float parts in the precision "
-        "the row names (NNCF: f32 unless the row says bf16)."
+        f"{res['nncf']}, {res['date']}. All rows compiled in one process, then profiled in {args.rounds} rounds, "
+        "each calling every row once in a shuffled order; per node the median over the rounds. Float parts in the "
+        "precision the row names (NNCF: f32 unless the row says bf16)."
         + (
             " Instruction sets capped: " + ", ".join(f"`{k}={v}`" for k, v in res["isa_caps"].items()) + "."
             if res["isa_caps"]

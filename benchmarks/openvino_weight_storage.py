@@ -31,13 +31,11 @@ def widened(model):
     import openvino as ov
     from openvino import opset13 as ops
 
+    from diffusia.export.openvino import int4_values
+
     for op in model.get_ordered_ops():
         if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i4:
-            shape = list(op.get_output_shape(0))
-            packed = op.get_data().view(np.uint8).reshape(-1)
-            nibbles = np.stack([packed & 0x0F, packed >> 4], axis=1).reshape(-1)[: int(np.prod(shape))]
-            values = ((nibbles.astype(np.int8) ^ 8) - 8).reshape(shape)  # sign-extend the 4-bit two's complement
-            op.output(0).replace(ops.constant(values).output(0))
+            op.output(0).replace(ops.constant(int4_values(op)).output(0))
         elif op.get_type_name() == "Convert" and op.input_value(0).get_element_type() == ov.Type.f16:
             source = op.input_value(0).get_node()
             if source.get_type_name() == "Constant":

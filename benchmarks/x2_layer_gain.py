@@ -187,14 +187,25 @@ def run(latent: int, target: float, threads: int, start: str = "w8a8", **recipe)
     }
 
 
+def plan_settings(r: dict) -> dict:
+    """What W8A8-MSE needs besides its preset to be the plan of result `r`: the plan's rule, and the activations
+    and attention it was measured with (results from before those options: the defaults)."""
+    recipe = r.get("recipe", {})
+    return {
+        "rules": (r["plan"]["rule"],),
+        "activations": recipe.get("activations", "auto"),
+        "attention": recipe.get("attention", "float"),
+    }
+
+
 def plan_recipe(r: dict):
     """The plan as a recipe file's content (`diffusia quantize --recipe x2_plan_recipe.json`): W8A8-MSE with the
     plan's layers in two digits and the activations and attention it was measured with."""
     from diffusia.config import load_recipe
 
-    settings = {k: v for k, v in r["recipe"].items() if k != "preset"}
+    settings = plan_settings(r)
     name = f"w8a8x2-plan-{r['class']}-{r['plan']['k']}"
-    return load_recipe("w8a8", rules=[r["plan"]["rule"]]).replace(name=name, **settings)
+    return load_recipe("w8a8", rules=list(settings.pop("rules"))).replace(name=name, calibrator="mse", **settings)
 
 
 def write(out: Path, r: dict) -> None:

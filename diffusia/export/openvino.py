@@ -158,6 +158,14 @@ def _int4_tensor(values: np.ndarray):
     return tensor
 
 
+def int4_values(constant) -> np.ndarray:
+    """The int8 values of an int4 OpenVINO constant: the inverse of `_int4_tensor`."""
+    shape = list(constant.get_output_shape(0))
+    packed = constant.get_data().view(np.uint8).reshape(-1)
+    nibbles = np.stack([packed & 0x0F, packed >> 4], axis=1).reshape(-1)[: int(np.prod(shape))]
+    return ((nibbles.astype(np.int8) ^ 8) - 8).reshape(shape)  # sign-extend the 4-bit two's complement
+
+
 def compile_model(
     model,
     precision: str | None = None,

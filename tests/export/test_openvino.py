@@ -188,7 +188,7 @@ def test_export_checks_probe_quantizers_at_most_at_the_probe_side(tmp_path, monk
 def test_narrow_weights_stores_int4_codes_and_fp16_values_exactly_and_nothing_else():
     from openvino import opset13 as ops
 
-    from diffusia.export.openvino import compile_model, narrow_weights
+    from diffusia.export.openvino import compile_model, int4_values, narrow_weights
 
     rng = np.random.default_rng(0)
     int4 = rng.integers(-8, 8, size=(64, 33)).astype(np.int8)  # odd element count: the last byte is half used
@@ -204,6 +204,8 @@ def test_narrow_weights_stores_int4_codes_and_fp16_values_exactly_and_nothing_el
     outputs = compile_model(model, "f32")({})
     for k, v in enumerate(values):
         assert np.array_equal(outputs[k], v.astype(np.float32))
+    (packed,) = [op for op in model.get_ordered_ops() if op.get_element_type() == ov.Type.i4]
+    assert np.array_equal(int4_values(packed), int4)  # unpacked exactly as packed
 
 
 def test_group_int4_weights_reshapes_whole_and_single_padded_groups_and_keeps_every_value():
