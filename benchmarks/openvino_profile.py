@@ -8,8 +8,9 @@ OpenVINO's own per-node profiling (PERF_COUNT), summed by node type and by kerne
     python benchmarks/openvino_profile.py --activations balanced      # openvino_profile_sd15-arch_balanced
     python benchmarks/openvino_profile.py --preset w8a8x2 --attention float,int8 --no-nncf  # ..._attention-float-int8
     python benchmarks/openvino_profile.py --activations balanced --attention int8 --nncf-precision f32,bf16
-Per module (a node's name up to its first ONNX op, e.g. `/unet/up_blocks.1/upsamplers.0/conv`), the report also
-lists where diffusia's rows spend the most more, or less, than the fastest NNCF row of the run.
+Per U-Net block (a resnet, an attention, a resampler: the nodes' names up to their first ONNX op, e.g.
+`/unet/up_blocks.1/upsamplers.0/conv`, grouped), the report also lists where diffusia's rows spend the most more,
+or less, than the fastest NNCF row of the run.
 Writes benchmarks/results/<class>/openvino_profile_<model>[_<preset>].{json,md}. Same U-Net, inputs and
 calibration as `backends.py` (4 seeded Gaussian calibration inputs for sd15-arch); diffusia's preset (default
 w8a8) with the MSE calibrator, NNCF with its defaults and with `model_type=TRANSFORMER`. Profiling adds a little
@@ -107,16 +108,39 @@ def module_of(node: str) -> str:
     return node
 
 
-def module_differences(results: dict, nncf_row: str, top: int) -> list[str]:
-    """Markdown: per diffusia row, the modules whose time differs most from `nncf_row`'s (both directions)."""
+OUTSIDE = "(nodes named outside the U-Net's modules)"
+
+
+def block_of(module: str) -> str:
+    """The U-Net block a module belongs to: a resnet, attention (transformer) or resampler of a down/up/mid block,
+    e.g. `/unet/up_blocks.3/attentions.2`, or a top-level module (`/unet/conv_in`). Nodes that OpenVINO named
+    after no module (a fused `VariadicSplit_123`, `MVN_45`) go to one bucket, OUTSIDE."""
+    parts = module.split("/")
+    if len(parts) < 3 or parts[1] != "unet":
+        return OUTSIDE
+    depth = 4 if parts[2].startswith(("down_blocks.", "up_blocks.", "mid_block")) and len(parts) >= 4 else 3
+    return "/".join(parts[:depth])
+
+
+def block_differences(results: dict, nncf_row: str, top: int) -> list[str]:
+    """Markdown: per diffusia row, the U-Net blocks whose time differs most from `nncf_row`'s (both directions).
+    Blocks, not modules: a node fused across a module's edge (an activation quantizer) is named after one of them,
+    differently in the two graphs, but stays inside its block."""
+
+    def by_block(modules: dict) -> dict:
+        blocks: dict = collections.defaultdict(float)
+        for module, ms in modules.items():
+            blocks[block_of(module)] += ms
+        return blocks
+
     lines = []
-    theirs = results[nncf_row]["by_module_ms"]
+    theirs = by_block(results[nncf_row]["by_module_ms"])
     for name, r in results.items():
         if not name.startswith("diffusia"):
             continue
-        ours = r["by_module_ms"]
-        diff = {m: ours.get(m, 0.0) - theirs.get(m, 0.0) for m in set(ours) | set(theirs)}
-        ranked = sorted(diff, key=lambda m: (-abs(diff[m]), m))[:top]
+        ours = by_block(r["by_module_ms"])
+        diff = {b: ours.get(b, 0.0) - theirs.get(b, 0.0) for b in set(ours) | set(theirs)}
+        ranked = sorted(diff, key=lambda b: (-abs(diff[b]), b))[:top]
         total = sum(ours.values()) - sum(theirs.values())
         ratios = sorted(r.get("paired", {}).get(nncf_row, []))
         paired = (
@@ -128,10 +152,10 @@ def module_differences(results: dict, nncf_row: str, top: int) -> list[str]:
         lines += [
             f"### {name} against {nncf_row}: {total:+.1f} ms over all nodes{paired}",
             "",
-            "| module | diffusia ms | NNCF ms | difference |",
+            "| block | diffusia ms | NNCF ms | difference |",
             "|---|---|---|---|",
         ]
-        lines += [f"| `{m}` | {ours.get(m, 0):.2f} | {theirs.get(m, 0):.2f} | {diff[m]:+.2f} |" for m in ranked]
+        lines += [f"| `{b}` | {ours.get(b, 0):.2f} | {theirs.get(b, 0):.2f} | {diff[b]:+.2f} |" for b in ranked]
         lines.append("")
     return lines
 
@@ -147,7 +171,7 @@ def main() -> None:
     ap.add_argument("--attention", default="float", help="diffusia's attention: float, int8 or both (float,int8)")
     ap.add_argument("--no-nncf", action="store_true", help="profile diffusia's graph only")
     ap.add_argument("--nncf-precision", default="f32", help="NNCF's float layers: f32, bf16 or both (f32,bf16)")
-    ap.add_argument("--top", type=int, default=25, help="modules listed per diffusia row")
+    ap.add_argument("--top", type=int, default=25, help="blocks listed per diffusia row")
     ap.add_argument("--out", type=Path, default=results_dir())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -204,7 +228,14 @@ def main() -> None:
             )
         del unet, model
     results = profile(compiled, feeds, args.rounds)
-    header = dict(model=args.model, latent=latent, threads=args.threads, openvino=ov.__version__, nncf=nncf.__version__)
+    header = dict(
+        model=args.model,
+        latent=latent,
+        threads=args.threads,
+        rounds=args.rounds,
+        openvino=ov.__version__,
+        nncf=nncf.__version__,
+    )
     res = {**result_header(**header), "rows": results}
     lines = [
         f"# OpenVINO profile of one U-Net step: {args.model}, latent {latent}x{latent}, batch 2",
@@ -227,8 +258,8 @@ def main() -> None:
     nncf_rows = [n for n in results if n.startswith("nncf")]
     if nncf_rows:
         fastest = min(nncf_rows, key=lambda n: results[n]["wall_ms"])
-        lines += ["## Per module, against the fastest NNCF row", ""]
-        lines += module_differences(results, fastest, args.top)
+        lines += ["## Per block, against the fastest NNCF row", ""]
+        lines += block_differences(results, fastest, args.top)
     attn = "" if args.attention == "float" else "_attention-" + args.attention.replace(",", "-")
     nncf_suffix = (
         "" if args.no_nncf or args.nncf_precision == "f32" else "_nncf-" + args.nncf_precision.replace(",", "-")

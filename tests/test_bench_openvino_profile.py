@@ -15,16 +15,35 @@ def test_module_of_cuts_a_node_name_at_its_first_onnx_op(monkeypatch):
     assert bench.module_of("sample") == "sample"  # a graph input has no module
 
 
-def test_module_differences_rank_by_size_in_both_directions(monkeypatch):
+def test_block_of_groups_modules_into_resnets_attentions_and_top_level_modules(monkeypatch):
     bench = _bench_module(monkeypatch, "openvino_profile")
+    attn = "/unet/up_blocks.3/attentions.2"
+    assert bench.block_of(attn + "/transformer_blocks.0/attn1/processor") == attn
+    assert bench.block_of(attn + "/transformer_blocks.0/ff/net.2") == attn
+    assert bench.block_of("/unet/mid_block/resnets.1/conv1") == "/unet/mid_block/resnets.1"
+    assert bench.block_of("/unet/up_blocks.3") == "/unet/up_blocks.3"
+    assert bench.block_of("/unet/conv_in") == "/unet/conv_in"
+    assert bench.block_of("VariadicSplit_3299217") == bench.block_of("sample") == bench.OUTSIDE
+
+
+def test_block_differences_rank_by_size_in_both_directions(monkeypatch):
+    bench = _bench_module(monkeypatch, "openvino_profile")
+    a, b, c = "/unet/down_blocks.0/resnets.0", "/unet/down_blocks.0/attentions.0", "/unet/conv_in"
     results = {
-        "nncf_int8": {"by_module_ms": {"/unet/a": 10.0, "/unet/b": 5.0, "/unet/c": 1.0}},
-        "diffusia_w8a8": {"by_module_ms": {"/unet/a": 9.0, "/unet/b": 8.0, "/unet/d": 0.5}},
+        "nncf_int8": {"by_module_ms": {a + "/conv1": 10.0, b + "/attn1": 5.0, c: 1.0}, "paired": {}},
+        "diffusia_w8a8": {
+            # the same attention under other module names (its processor): one block
+            "by_module_ms": {a + "/conv1": 9.0, b + "/attn1/processor": 7.0, b + "/ff/net.2": 1.0, "Split_7": 0.5},
+            "paired": {"nncf_int8": [1.1, 0.9, 1.0, 1.2]},
+        },
     }
-    lines = bench.module_differences(results, "nncf_int8", top=3)
-    assert lines[0] == "### diffusia_w8a8 against nncf_int8: +1.5 ms over all nodes"
+    lines = bench.block_differences(results, "nncf_int8", top=3)
+    assert lines[0] == (
+        "### diffusia_w8a8 against nncf_int8: +1.5 ms over all nodes; wall time per round 1.050x theirs "
+        "(IQR 1.000-1.200)"
+    )
     rows = [line for line in lines if line.startswith("| `")]
-    assert [r.split("`")[1] for r in rows] == ["/unet/b", "/unet/a", "/unet/c"]  # +3, -1, -1 (d's +0.5 cut)
+    assert [r.split("`")[1] for r in rows] == [b, c, a]  # +3, then the two -1 by name (the outside +0.5 cut)
     assert rows[0].endswith("| 8.00 | 5.00 | +3.00 |")
 
 
