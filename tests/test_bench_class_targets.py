@@ -1,0 +1,62 @@
+"""benchmarks/class_targets.sh: for every CPU class its dry run names scripts that exist, rows that `backends.py`
+has, and the plan file the two-digit plan script writes."""
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.test_bench_backends import _bench_module
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _dry_run(cpu_class: str) -> dict[str, list[str]]:
+    env = {**os.environ, "CPU_CLASS": cpu_class}
+    out = subprocess.run(
+        ["bash", "benchmarks/class_targets.sh", "--dry-run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {
+        line[3:].split(":")[0]: shlex.split(line.split(": ", 1)[1])
+        for line in out.splitlines()
+        if line.startswith("== ")
+    }
+
+
+@pytest.mark.parametrize("cpu_class", ["avx2", "vnni", "amx"])
+def test_every_command_names_existing_scripts_and_rows(monkeypatch, cpu_class):
+    rows_of_backends = set(_bench_module(monkeypatch, "backends").backend_names())
+    commands = _dry_run(cpu_class)
+    assert list(commands) == [
+        "tiny_interleaved",
+        "x2_layer_gain",
+        "sd15_interleaved",
+        "openvino_profile",
+        "calibration_time",
+    ]
+    for name, argv in commands.items():
+        scripts = [a for a in argv if a.startswith("benchmarks/") and a.endswith(".py")]
+        assert len(scripts) == 1 and (ROOT / scripts[0]).is_file(), name
+        assert f"benchmarks/results/{cpu_class}/targets" in " ".join(argv), name  # results under this class
+        if "--only" in argv:
+            rows = argv[argv.index("--only") + 1].split(",")
+            assert set(rows) <= rows_of_backends, (name, set(rows) - rows_of_backends)
+    gain_out = commands["x2_layer_gain"][commands["x2_layer_gain"].index("--out") + 1]
+    assert f"X2_PLAN={gain_out}/x2_layer_gain.json" in commands["sd15_interleaved"]  # the plan it just chose
+    bf16_rows = [r for r in " ".join(commands["sd15_interleaved"]).split(",") if r.endswith("_bf16")]
+    assert bool(bf16_rows) == (cpu_class != "avx2")  # no bf16 units without AVX-512 BF16
+
+
+def test_an_unknown_class_is_refused_in_one_line():
+    env = {**os.environ, "CPU_CLASS": "arm"}
+    run = subprocess.run(
+        ["bash", "benchmarks/class_targets.sh", "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 2 and run.stderr.strip() == "unknown CPU class 'arm': set CPU_CLASS to avx2, vnni or amx"
