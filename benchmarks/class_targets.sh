@@ -6,6 +6,7 @@
 #
 #   bash benchmarks/class_targets.sh             # results and logs in benchmarks/results/<class>/targets/
 #   bash benchmarks/class_targets.sh --dry-run   # print the commands only
+#   ONLY=tiny_interleaved,calibration_time bash benchmarks/class_targets.sh   # some of the steps (names below)
 #
 # CPU_CLASS=avx2|vnni|amx overrides the detected class (e.g. for a dry run); under the AVX2 caps of the README
 # (OV_CPU_MAX_ISA=AVX2 ...) the detected class stays the real one, so set CPU_CLASS=avx2 there too.
@@ -18,6 +19,7 @@ OUT=benchmarks/results/$CLASS/targets
 PLAN=$OUT/x2_layer_gain/x2_layer_gain.json
 run() {
   local name=$1; shift
+  [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",$name,"* ]] && return
   echo "== $name: $*"
   [ "$DRY" = --dry-run ] && return
   mkdir -p "$OUT"

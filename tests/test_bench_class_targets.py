@@ -13,8 +13,8 @@ from tests.test_bench_backends import _bench_module
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _dry_run(cpu_class: str) -> dict[str, list[str]]:
-    env = {**os.environ, "CPU_CLASS": cpu_class}
+def _dry_run(cpu_class: str, only: str = "") -> dict[str, list[str]]:
+    env = {**os.environ, "CPU_CLASS": cpu_class, "ONLY": only}
     out = subprocess.run(
         ["bash", "benchmarks/class_targets.sh", "--dry-run"],
         cwd=ROOT,
@@ -52,6 +52,10 @@ def test_every_command_names_existing_scripts_and_rows(monkeypatch, cpu_class):
     assert f"X2_PLAN={gain_out}/x2_layer_gain.json" in commands["sd15_interleaved"]  # the plan it just chose
     bf16_rows = [r for r in " ".join(commands["sd15_interleaved"]).split(",") if r.endswith("_bf16")]
     assert bool(bf16_rows) == (cpu_class != "avx2")  # no bf16 units without AVX-512 BF16
+
+
+def test_only_runs_the_steps_it_names():
+    assert list(_dry_run("vnni", only="calibration_time,tiny_interleaved")) == ["tiny_interleaved", "calibration_time"]
 
 
 def test_an_unknown_class_is_refused_in_one_line():
