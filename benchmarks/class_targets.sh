@@ -42,7 +42,7 @@ case $CLASS in
   *) echo "unknown CPU class '$CLASS': set CPU_CLASS to avx2, vnni or amx" >&2; exit 2 ;;
 esac
 
-run tiny_interleaved  "$PY" benchmarks/backends_interleaved.py --model tiny --rounds 60 --only "$TINY" --out "$OUT/tiny"
+run tiny_interleaved  "$PY" benchmarks/backends_interleaved.py --model tiny --rounds 400 --only "$TINY" --out "$OUT/tiny"
 run x2_layer_gain     "$PY" benchmarks/x2_layer_gain.py "${GAIN[@]}" --out "$OUT/x2_layer_gain"
 run sd15_interleaved  env X2_PLAN="$PLAN" "$PY" benchmarks/backends_interleaved.py --model sd15-arch --rounds 30 --only "$SD" --out "$OUT/sd15"
 run openvino_profile  "$PY" benchmarks/openvino_profile.py "${PROFILE[@]}" --rounds 15 --out "$OUT"
