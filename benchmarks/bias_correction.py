@@ -17,9 +17,7 @@ Writes benchmarks/results/<class>/bias_correction_<model>.{json,md}.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -98,31 +96,24 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=results_dir())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from backends import load_unet, make_inputs, rel_l2
+    from _w8a8_error import frozen_error, setup
 
     from diffusia.config import get_preset
-    from diffusia.quant import api
 
-    work = Path(tempfile.mkdtemp(prefix="diffusia-biascorr-"))
     latent = 16 if args.model == "tiny" else args.latent
-    make_inputs(args.model, latent, 4, work)
-    data = torch.load(work / "inputs.pt")
-    timed, calib = data["timed"], data["calib"]
-    base = load_unet(args.model, work)
-    with torch.no_grad():
-        reference = base(*timed).sample
+    base, timed, calib, reference = setup(args.model, latent)
     recipe = get_preset("w8a8").replace(calibrator="mse", activations=args.activations, attention=args.attention)
     rows = {}
     for mode in MODES:
-        unet = copy.deepcopy(base)
-        api.quantize(unet, recipe)
-        with torch.no_grad(), api.calibrate(unet):
-            for x in calib:
-                unet(*x)
-        corrected = 0 if mode == "none" else correct_biases(unet, calib, sequential=mode == "sequential")
-        api.freeze(unet)
-        with torch.no_grad():
-            rows[mode] = {"corrected_layers": corrected, "rel_l2": rel_l2(unet(*timed).sample, reference)}
+        corrected = []
+
+        def correct(unet, mode=mode, corrected=corrected):
+            corrected.append(correct_biases(unet, calib, sequential=mode == "sequential"))
+
+        error = frozen_error(
+            base, recipe, calib, timed, reference, after_calibration=None if mode == "none" else correct
+        )
+        rows[mode] = {"corrected_layers": sum(corrected), "rel_l2": error}
         print(mode, rows[mode], flush=True)
     settings = f"activations {args.activations}, attention {args.attention}"
     res = {**result_header(model=args.model, latent=latent, recipe=f"w8a8, mse, {settings}"), "rows": rows}
