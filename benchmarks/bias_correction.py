@@ -47,7 +47,6 @@ def correct_biases(unet, calib: list, sequential: bool) -> int:
 
     sums: dict = {}
     counts: dict = {}
-    hooks = []
     layers = {n: m for n, m in api.qmodules(unet).items() if m.spec.act_digits}
 
     def hook(name):

@@ -8,14 +8,15 @@
 #   bash benchmarks/class_targets.sh --dry-run   # print the commands only
 #   ONLY=tiny_interleaved,calibration_time bash benchmarks/class_targets.sh   # some of the steps (names below)
 #
-# CPU_CLASS=avx2|vnni|amx overrides the detected class (e.g. for a dry run); under the AVX2 caps of the README
-# (OV_CPU_MAX_ISA=AVX2 ...) the detected class stays the real one, so set CPU_CLASS=avx2 there too.
+# CPU_CLASS=avx2|vnni|amx overrides the detected class (e.g. for a dry run), OUT the results folder. Under the AVX2
+# caps of the README (OV_CPU_MAX_ISA=AVX2 ...) the detected class stays the real one: set CPU_CLASS=avx2 and
+# OUT=benchmarks/results/<real class>/avx2_capped/targets, so emulated figures never sit with a real AVX2 machine's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 DRY=${1:-}
 CLASS=${CPU_CLASS:-$("$PY" -c 'import sys; sys.path.insert(0, "benchmarks"); from _results import machine_class; print(machine_class())')}
-OUT=benchmarks/results/$CLASS/targets
+OUT=${OUT:-benchmarks/results/$CLASS/targets}
 PLAN=$OUT/x2_layer_gain/x2_layer_gain.json
 run() {
   local name=$1; shift

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _dry_run(cpu_class: str, only: str = "") -> dict[str, list[str]]:
-    env = {**os.environ, "CPU_CLASS": cpu_class, "ONLY": only}
+    env = {key: value for key, value in os.environ.items() if key != "OUT"}
+    env.update(CPU_CLASS=cpu_class, ONLY=only)
     out = subprocess.run(
         ["bash", "benchmarks/class_targets.sh", "--dry-run"],
         cwd=ROOT,
