@@ -8,7 +8,8 @@
 #   bash benchmarks/class_targets.sh --dry-run   # print the commands only
 #   ONLY=tiny_interleaved,calibration_time bash benchmarks/class_targets.sh   # some of the steps (names below)
 #
-# CPU_CLASS=avx2|vnni|amx overrides the detected class (e.g. for a dry run), OUT the results folder. Under the AVX2
+# CPU_CLASS=avx2|vnni|amx overrides the detected class (e.g. for a dry run), OUT the results folder, PLAN the plan JSON
+# `sd15_interleaved` times (default: the one `x2_layer_gain` just wrote). Under the AVX2
 # caps of the README (OV_CPU_MAX_ISA=AVX2 ...) the detected class stays the real one: set CPU_CLASS=avx2 and
 # OUT=benchmarks/results/<real class>/avx2_capped/targets, so emulated figures never sit with a real AVX2 machine's.
 set -euo pipefail
@@ -17,7 +18,7 @@ PY=${PY:-.venv/bin/python}
 DRY=${1:-}
 CLASS=${CPU_CLASS:-$("$PY" -c 'import sys; sys.path.insert(0, "benchmarks"); from _results import machine_class; print(machine_class())')}
 OUT=${OUT:-benchmarks/results/$CLASS/targets}
-PLAN=$OUT/x2_layer_gain/x2_layer_gain.json
+PLAN=${PLAN:-$OUT/x2_layer_gain/x2_layer_gain.json}  # the two-digit plan the sd15 rows time
 run() {
   local name=$1; shift
   [ -n "${ONLY:-}" ] && [[ ",$ONLY," != *",$name,"* ]] && return

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _dry_run(cpu_class: str, only: str = "") -> dict[str, list[str]]:
-    env = {key: value for key, value in os.environ.items() if key != "OUT"}
+    env = {key: value for key, value in os.environ.items() if key not in ("OUT", "PLAN")}
     env.update(CPU_CLASS=cpu_class, ONLY=only)
     out = subprocess.run(
         ["bash", "benchmarks/class_targets.sh", "--dry-run"],
