@@ -16,14 +16,12 @@ Writes benchmarks/results/<class>/bias_correction_<model>.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import result_header, results_dir, write_results  # noqa: E402
 
 MODES = ("none", "float-input", "sequential")
 
@@ -86,22 +84,10 @@ def correct_biases(unet, calib: list, sequential: bool) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="sd15-arch", choices=("sd15-arch", "tiny"))
-    ap.add_argument("--latent", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--activations", default="balanced")
-    ap.add_argument("--attention", default="int8")
-    ap.add_argument("--out", type=Path, default=results_dir())
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    from _w8a8_error import frozen_error, setup
+    from _w8a8_error import frozen_error, parser, setup, write
 
-    from diffusia.config import get_preset
-
-    latent = 16 if args.model == "tiny" else args.latent
-    base, timed, calib, reference = setup(args.model, latent)
-    recipe = get_preset("w8a8").replace(calibrator="mse", activations=args.activations, attention=args.attention)
+    args = parser(__doc__).parse_args()
+    recipe, base, timed, calib, reference = setup(args)
     rows = {}
     for mode in MODES:
         corrected = []
@@ -114,19 +100,9 @@ def main() -> None:
         )
         rows[mode] = {"corrected_layers": sum(corrected), "rel_l2": error}
         print(mode, rows[mode], flush=True)
-    settings = f"activations {args.activations}, attention {args.attention}"
-    res = {**result_header(model=args.model, latent=latent, recipe=f"w8a8, mse, {settings}"), "rows": rows}
-    lines = [
-        f"# Bias correction of W8A8-MSE: {args.model}, latent {latent}x{latent}, batch 2",
-        "",
-        f"{res['cpu']} (class `{res['class']}`), {res['date']}. W8A8-MSE ({settings}) calibrated on `backends.py`'s "
-        "4 calibration inputs, frozen to diffusia's kernels; rel-L2 against FP32 on its timed input.",
-        "",
-        "| bias correction | layers corrected | rel-L2 vs FP32 |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {mode} | {r['corrected_layers']} | {r['rel_l2'] * 100:.3f} % |" for mode, r in rows.items()]
-    write_results(args.out / f"bias_correction_{args.model}", res, "\n".join(lines) + "\n")
+    table = ["| bias correction | layers corrected | rel-L2 vs FP32 |", "|---|---|---|"]
+    table += [f"| {mode} | {r['corrected_layers']} | {r['rel_l2'] * 100:.3f} % |" for mode, r in rows.items()]
+    write(args, "bias_correction", "Bias correction of W8A8-MSE", rows, table)
 
 
 if __name__ == "__main__":

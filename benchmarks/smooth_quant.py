@@ -15,7 +15,6 @@ Writes benchmarks/results/<class>/smooth_quant_<model>.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -23,7 +22,6 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import result_header, results_dir, write_results  # noqa: E402
 
 
 def smoothing_pairs(unet: nn.Module) -> list[tuple[nn.Module, slice | None, list[nn.Linear]]]:
@@ -80,24 +78,13 @@ def smooth(unet: nn.Module, calib: list, alpha: float) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="sd15-arch", choices=("sd15-arch", "tiny"))
-    ap.add_argument("--latent", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--alphas", default="0.5,0.75", help="migration strengths, comma list")
-    ap.add_argument("--activations", default="balanced")
-    ap.add_argument("--attention", default="int8")
-    ap.add_argument("--out", type=Path, default=results_dir())
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    from _w8a8_error import frozen_error, setup
+    from _w8a8_error import frozen_error, parser, setup, write
     from backends import rel_l2
 
-    from diffusia.config import get_preset
-
-    latent = 16 if args.model == "tiny" else args.latent
-    base, timed, calib, reference = setup(args.model, latent)
-    recipe = get_preset("w8a8").replace(calibrator="mse", activations=args.activations, attention=args.attention)
+    ap = parser(__doc__)
+    ap.add_argument("--alphas", default="0.5,0.75", help="migration strengths, comma list")
+    args = ap.parse_args()
+    recipe, base, timed, calib, reference = setup(args)
     rows = {"none": {"pairs": 0, "float_change": 0.0, "rel_l2": frozen_error(base, recipe, calib, timed, reference)}}
     print("none", rows["none"], flush=True)
     for alpha in (float(a) for a in args.alphas.split(",")):
@@ -111,22 +98,12 @@ def main() -> None:
         row["rel_l2"] = frozen_error(base, recipe, calib, timed, reference, before=prepare)
         rows[f"alpha {alpha:g}"] = row
         print(alpha, row, flush=True)
-    settings = f"activations {args.activations}, attention {args.attention}"
-    res = {**result_header(model=args.model, latent=latent, recipe=f"w8a8, mse, {settings}"), "rows": rows}
-    lines = [
-        f"# SmoothQuant before W8A8-MSE: {args.model}, latent {latent}x{latent}, batch 2",
-        "",
-        f"{res['cpu']} (class `{res['class']}`), {res['date']}. W8A8-MSE ({settings}) calibrated on `backends.py`'s "
-        "4 calibration inputs, frozen to diffusia's kernels; rel-L2 against FP32 on its timed input. *float change*: "
-        "the smoothed float U-Net against the original (folding is exact up to rounding).",
-        "",
-        "| SmoothQuant | pairs smoothed | float change | rel-L2 vs FP32 |",
-        "|---|---|---|---|",
-    ]
-    lines += [
+    table = ["| SmoothQuant | pairs smoothed | float change | rel-L2 vs FP32 |", "|---|---|---|---|"]
+    table += [
         f"| {name} | {r['pairs']} | {r['float_change']:.1e} | {r['rel_l2'] * 100:.3f} % |" for name, r in rows.items()
     ]
-    write_results(args.out / f"smooth_quant_{args.model}", res, "\n".join(lines) + "\n")
+    note = " *float change*: the smoothed float U-Net against the original (folding is exact up to rounding)."
+    write(args, "smooth_quant", "SmoothQuant before W8A8-MSE", rows, table, note)
 
 
 if __name__ == "__main__":
