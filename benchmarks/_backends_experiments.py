@@ -44,12 +44,12 @@ for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
 def _pad_first(make_forward: Callable[[nn.Module], Callable]) -> Callable[[nn.Module], Callable]:
     """Experiment: a padded Conv2d's zero padding applied in float before its input's QDQ pair (0.0 quantizes to
     the zero point exactly, so the codes are unchanged) and the INT8 convolution itself unpadded, whose zero-point
-    compensation is then one constant per output channel. Wraps `diffusia.export.onnx._qdq_forward`."""
+    compensation is then one constant per output channel. Wraps `diffusia.export.qdq_layers.qdq_forward`."""
     import torch.nn.functional as F
 
-    def make(m: nn.Module) -> Callable:
+    def make(m: nn.Module, **kwargs) -> Callable:
         if not (isinstance(m, nn.Conv2d) and m.spec.act_digits and any(m.padding) and m.padding_mode == "zeros"):
-            return make_forward(m)
+            return make_forward(m, **kwargs)
         ph, pw = m.padding
         m.padding = (0, 0)  # the module is exported, never run again
         inner = make_forward(m)
@@ -59,12 +59,12 @@ def _pad_first(make_forward: Callable[[nn.Module], Callable]) -> Callable[[nn.Mo
 
 
 def _with_forward(build: Callable[[nn.Module, Ctx], Built], wrap, note: str) -> Callable[[nn.Module, Ctx], Built]:
-    """`build` with the export's QDQ forwards replaced by `wrap(diffusia.export.onnx._qdq_forward)` (experiments)."""
+    """`build` with the export's QDQ forwards replaced by `wrap(diffusia.export.qdq_layers.qdq_forward)` (experiments)."""
 
     def run(unet: nn.Module, ctx: Ctx) -> Built:
-        from diffusia.export import onnx as qdq
+        from diffusia.export import qdq_layers as qdq
 
-        qdq._qdq_forward = wrap(qdq._qdq_forward)  # this worker process only
+        qdq.qdq_forward = wrap(qdq.qdq_forward)  # this worker process only
         built = build(unet, ctx)
         built.notes.append(note)
         return built
@@ -86,12 +86,12 @@ BACKENDS["diffusia_w8a8x2_padfirst_ov"] = (
 def _zero_point_folded(make_forward: Callable[[nn.Module], Callable]) -> Callable[[nn.Module], Callable]:
     """Experiment: a padded one-digit Conv2d quantizes x + zp*s with zero point 0 (the same codes) after padding
     in float, and takes zp*s*sum(W) off its bias, so OpenVINO's INT8 convolution has neither a zero point nor
-    padding. Wraps `diffusia.export.onnx._qdq_forward`."""
+    padding. Wraps `diffusia.export.qdq_layers.qdq_forward`."""
     import torch.nn.functional as F
 
-    def make(m: nn.Module) -> Callable:
+    def make(m: nn.Module, **kwargs) -> Callable:
         if not (isinstance(m, nn.Conv2d) and m.spec.act_digits == 1 and m.spec.onnx_int8_weight and any(m.padding)):
-            return make_forward(m)
+            return make_forward(m, **kwargs)
         (scale, zp), qmax = m.act_qparams(m.group), int(m.settings.act_qmax)
         w_float = m.spec.dequantize(m.frozen_buffers(), m.weight_shape)
         w_scale = m.weight_scale.float()
@@ -103,10 +103,10 @@ def _zero_point_folded(make_forward: Callable[[nn.Module], Callable]) -> Callabl
 
         def forward(x: torch.Tensor) -> torch.Tensor:
             x = F.pad(x, (pw, pw, ph, ph)) + shift
-            if qmax < 255:  # as diffusia.export.onnx._fake_quant
+            if qmax < 255:  # as diffusia.export.qdq_layers.fake_quant
                 x = torch.clamp(x, 0.0, qmax * scale)
             x = torch.fake_quantize_per_tensor_affine(x, scale, 0, 0, 255)
-            # the weight's QDQ pair inside the graph, as _qdq_forward (it becomes an int8 initializer)
+            # the weight's QDQ pair inside the graph, as qdq_forward (it becomes an int8 initializer)
             wq = torch.fake_quantize_per_channel_affine(w_float, w_scale, zeros, 0, -128, 127)
             return F.conv2d(x, wq, bias, m.stride, 0, m.dilation, m.groups)
 
@@ -160,12 +160,12 @@ def _output_quantizers(
 ) -> Callable[[nn.Module, Ctx], str]:
     """A `prepare` step: u8 ranges (`calibrator`; `symmetric`: zero point at mid-scale, i.e. int8 for OpenVINO) of
     the outputs of the quantized layers whose names match `pattern`, observed over the calibration inputs on the
-    frozen model, then a QDQ pair after each of them in the export (wraps `diffusia.export.onnx._qdq_forward`)."""
+    frozen model, then a QDQ pair after each of them in the export (wraps `diffusia.export.qdq_layers.qdq_forward`)."""
     import re
 
     def prepare(unet: nn.Module, ctx: Ctx) -> str:
         from diffusia.calib.base import get_calibrator
-        from diffusia.export import onnx as qdq
+        from diffusia.export import qdq_layers as qdq
         from diffusia.quant import api, qmath
 
         cals = {
@@ -181,16 +181,16 @@ def _output_quantizers(
         for h in hooks:
             h.remove()
         qparams = {m: qmath.act_qparams(*c.compute(), 255, symmetric) for m, c in cals.items()}
-        make_forward = qdq._qdq_forward
+        make_forward = qdq.qdq_forward
 
-        def make(m: nn.Module) -> Callable:
-            forward = make_forward(m)
+        def make(m: nn.Module, **kwargs) -> Callable:
+            forward = make_forward(m, **kwargs)
             if m not in qparams:
                 return forward
             scale, zp = qparams[m]
             return lambda x: torch.fake_quantize_per_tensor_affine(forward(x), scale, zp, 0, 255)
 
-        qdq._qdq_forward = make  # this worker process only
+        qdq.qdq_forward = make  # this worker process only
         kind = "int8 (symmetric)" if symmetric else "u8"
         return f"outputs of {len(qparams)} layers ({pattern}) quantized {kind}, {calibrator} ranges (experiment)"
 
@@ -218,6 +218,25 @@ for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
         ),
         "diffusia W8A8 (MSE, --activations balanced) on OpenVINO, Q/K/V quantized int8 (experiment), float layers in "
         + _precision,
+    )
+
+
+# Experiment: the export before it split GEGLU projections into value and gate layers (one wide layer, split after;
+# OpenVINO runs that split on a reference kernel). The same quantization and values as the product's row.
+def _geglu_whole(unet: nn.Module, ctx: Ctx) -> str:
+    from diffusia.export import qdq_layers
+
+    qdq_layers.split_geglus = lambda unet, qmods: []  # this worker process only
+    return "GEGLU projections exported whole, split after (experiment)"
+
+
+for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
+    BACKENDS["diffusia_w8a8_balanced_attn8_geglu_whole_ov" + _suffix] = (
+        _diffusia_on(
+            "openvino", "w8a8", "mse", _precision, activations="balanced", attention="int8", prepare=_geglu_whole
+        ),
+        "diffusia W8A8 (MSE, --activations balanced, --attention int8) on OpenVINO, GEGLU projections whole "
+        f"(experiment), float layers in {_precision}",
     )
 
 

@@ -9,7 +9,6 @@ import functools
 import logging
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,87 +17,14 @@ from torch import nn
 
 from diffusia.errors import DiffusiaError
 from diffusia.export import compare, head_slices, weights
+from diffusia.export.qdq_layers import qdq_mode
 from diffusia.fileio import atomic_path
 from diffusia.models.unet_inputs import ADDED_INPUTS, example_unet_inputs
-from diffusia.quant import api, qmath
+from diffusia.quant import api
 from diffusia.quant.kernels import quantize_act_u8
 
 log = logging.getLogger(__name__)
 OPSET = 17  # the legacy exporter quantizes reliably at 17 (see ../shared/CPU_INT8_NOTES.md)
-
-
-def _fake_quant(x: torch.Tensor, scale: float, zp: int, qmax: int) -> torch.Tensor:
-    """A uint8 QDQ pair; a narrower range (7-bit) clamps the float input first, so the pair stays a plain
-    QuantizeLinear/DequantizeLinear that runtimes fuse (OpenVINO does not fuse Q -> Clip -> DQ) with the same codes."""
-    if qmax < 255:
-        x = torch.clamp(x, (0 - zp) * scale, (qmax - zp) * scale)
-    return torch.fake_quantize_per_tensor_affine(x, scale, zp, 0, 255)
-
-
-GROUP_SCALE = "onnx_group_scale"  # int4 layers' group scales, flat, while they export
-
-
-def _weight(m) -> Callable[[], torch.Tensor]:
-    """The weight as the graph computes it. Unpacking happens here, outside the traced graph, so the graph sees one
-    constant per weight: per-channel int8 as a QDQ pair (`weights.fold_weight_quantizers` stores an int8 initializer);
-    int4 groups as a QDQ pair per row of [out x groups, group] (the codes fit int8: stored as int8, as int4 in
-    OpenVINO's IR), then reshaped to the weight; fp16/bf16 weights as their float32 values (stored as fp16 where
-    they all are fp16 values: `weights.narrow_float_weights`)."""
-    spec = m.spec
-    w_float = spec.dequantize(m.frozen_buffers(), m.weight_shape)
-    if not (spec.onnx_int8_weight or spec.grouped):
-        return lambda: w_float
-    scale = m.weight_scale.float()  # per output channel, or [out, groups]
-    if spec.onnx_int8_weight:
-        zeros = torch.zeros_like(scale, dtype=torch.int32)
-        return lambda: torch.fake_quantize_per_channel_affine(w_float, scale, zeros, 0, -128, 127)
-    # a (temporary, persistent) buffer like the per-channel scale: the tracer folds a QDQ pair of plain constants
-    m.register_buffer(GROUP_SCALE, scale.reshape(-1).contiguous())
-    scale = getattr(m, GROUP_SCALE)
-    zeros = torch.zeros_like(scale, dtype=torch.int32)
-    out, cols = w_float.shape[0], w_float[0].numel()
-    padded = qmath.int4_padded_cols(cols, m.settings.group_size)
-    rows = torch.nn.functional.pad(w_float.reshape(out, cols), (0, padded - cols)).reshape(scale.numel(), -1)
-
-    def grouped() -> torch.Tensor:
-        w = torch.fake_quantize_per_channel_affine(rows, scale, zeros, 0, -128, 127).reshape(out, padded)
-        return (w[:, :cols] if padded != cols else w).reshape(w_float.shape)
-
-    return grouped
-
-
-def _qdq_forward(m) -> callable:
-    """A forward for a frozen quantized module, written with fake-quant ops that export as QDQ pairs."""
-    spec = m.spec
-    weight = _weight(m)
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        if not spec.act_digits:
-            return m._float_op(x, weight(), m.bias)
-        (scale, zp), qmax = m.act_qparams(m.group), int(m.settings.act_qmax)
-        x1 = _fake_quant(x, scale, zp, qmax)
-        y = m._float_op(x1, weight(), m.bias)
-        if spec.act_digits == 2:  # w8a8x2: the residual's digit through the same weight, no bias
-            s2, zp2 = qmath.residual_qparams(scale, qmax)
-            y = y + m._float_op(_fake_quant(x - x1, s2, zp2, qmax), weight(), None)
-        return y
-
-    return forward
-
-
-@contextlib.contextmanager
-def qdq_mode(unet: nn.Module) -> Iterator[nn.Module]:
-    qmods = api.qmodules(unet)
-    if not qmods or any(m.mode != "real" for m in qmods.values()):
-        raise DiffusiaError("ONNX export takes a frozen quantized U-Net: run `diffusia quantize` first")
-    for m in qmods.values():
-        m.forward = _qdq_forward(m)
-    try:
-        yield unet
-    finally:
-        for m in qmods.values():
-            del m.forward
-            m._buffers.pop(GROUP_SCALE, None)
 
 
 class _UNetOnly(nn.Module):

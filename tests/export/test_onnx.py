@@ -23,6 +23,7 @@ from diffusia.prompts import load_prompts
 from diffusia.quant import api, attention, cpu
 from diffusia.quant.pipeline import quantize_pipeline
 from tests.conftest import build_micro_pipeline
+from tests.export import weight_parts
 
 HOST_VNNI = cpu.has_vnni(cpu.detected_features())
 
@@ -124,7 +125,13 @@ def test_w8a8_exports_qdq_with_int8_weights(tmp_path):
     assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > ops["QuantizeLinear"]
     assert len(int8_inits) == ops["DequantizeLinear"] - ops["QuantizeLinear"]  # one per quantized weight
     weights = {i.name: onnx.numpy_helper.to_array(i) for i in int8_inits}
-    frozen = [m.weight_int8 for m in api.qmodules(pipe.unet).values() if m.precision == "w8a8"]
+    parts = weight_parts(pipe.unet)  # a GEGLU projection's weight in two halves
+    frozen = [
+        half
+        for m in api.qmodules(pipe.unet).values()
+        if m.precision == "w8a8"
+        for half in m.weight_int8.chunk(parts[id(m)])
+    ]
     assert len(weights) == len(frozen) and sorted(int(w.__abs__().max()) for w in weights.values()) == sorted(
         int(w.abs().max()) for w in frozen
     )  # the int8 weights are diffusia's, not re-quantized
@@ -144,7 +151,14 @@ def test_fp16_weights_export_as_fp16_behind_a_cast(tmp_path):
     graph = onnx.load(str(path)).graph
     constants = [a.t for n in graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
     half = [t for t in [*graph.initializer, *constants] if t.data_type == onnx.TensorProto.FLOAT16]
-    big = [m for m in api.qmodules(pipe.unet).values() if m.precision == "fp16" and m.weight_fp16.numel() >= 1024]
+    parts = weight_parts(pipe.unet)
+    big = [
+        half
+        for m in api.qmodules(pipe.unet).values()
+        if m.precision == "fp16"
+        for half in m.weight_fp16.chunk(parts[id(m)])
+        if half.numel() >= 1024
+    ]
     assert len(half) == len(big) > 5
     assert sum(n.op_type == "Cast" and n.input[0].endswith("_fp16") for n in graph.node) == len(half)
 
