@@ -171,9 +171,10 @@ def _paired(times: list[float], peer: list[float]) -> dict[str, float]:
     return dict(zip(("q1", "median", "q3"), _quartiles([a / b for a, b in zip(times, peer)])))
 
 
-def summarize(rows: dict[str, Any], times: dict[str, list[float]]) -> dict[str, Any]:
+def summarize(rows: dict[str, Any], times: dict[str, list[float]], against: str | None = None) -> dict[str, Any]:
     """Per row its quartiles of step ms; per diffusia row its paired step ratios to every NNCF row, and the count
-    of rounds at or under 1.0 against the fastest one (the issue's reference)."""
+    of rounds at or under 1.0 against the fastest one (the issue's reference); with `against` (a row), every other
+    row's paired step ratio to it (an experiment against the product's row)."""
     for name, row in rows.items():
         row["times_ms"] = [round(1e3 * t, 2) for t in times[name]]
         row["step_ms"] = dict(zip(("q1", "median", "q3"), _quartiles(row["times_ms"])))
@@ -186,7 +187,9 @@ def summarize(rows: dict[str, Any], times: dict[str, list[float]]) -> dict[str, 
                 for p in nncf
             }
             row["rounds_at_or_under_fastest"] = sum(a <= b for a, b in zip(times[name], times[best]))
-    return {"fastest_nncf": best, "nncf": nncf, "rows": rows}
+        if against and name != against:
+            row["versus_against"] = _paired(times[name], times[against])
+    return {"fastest_nncf": best, "nncf": nncf, "rows": rows, "against": against}
 
 
 def _caps_line(res: dict[str, Any]) -> list[str]:
@@ -244,6 +247,18 @@ def markdown(res: dict[str, Any]) -> str:
                     + " | ".join(others)
                     + " |"
                 )
+    if res.get("against"):
+        lines += [
+            "",
+            f"Against `{res['against']}`: the ratio of the two calls of each round, median (IQR) over the rounds.",
+            "",
+            "| row | step ratio |",
+            "|---|---|",
+        ]
+        for name, r in rows.items():
+            if "versus_against" in r:
+                v = r["versus_against"]
+                lines.append(f"| {name} | {v['median']:.3f}x ({v['q1']:.3f}-{v['q3']:.3f}) |")
     lines += ["", "Notes per row:", ""] + [f"- `{k}`: {'; '.join(r['notes'])}" for k, r in rows.items()]
     return "\n".join(lines) + "\n"
 
@@ -254,6 +269,7 @@ def main() -> None:
     ap.add_argument("--latent", type=int, choices=(32, 64), default=32, help="sd15-arch latent size (tiny: 16)")
     ap.add_argument("--only", help="comma list of rows of backends.py with a saved artifact (nncf_*, ov_*, diffusia_*)")
     ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--against", help="a row of --only: every other row's paired step ratio to it as well")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--calib", type=int, default=4, help="calibration inputs (batch 2 each)")
     ap.add_argument("--out", type=Path, default=results_dir() / "interleaved")
@@ -269,7 +285,7 @@ def main() -> None:
 
         res = json.loads(args.render.read_text())
         times = {n: [t / 1e3 for t in r["times_ms"]] for n, r in res["rows"].items()}
-        res.update(summarize(res["rows"], times))
+        res.update(summarize(res["rows"], times, res.get("against")))
         write_results(args.render.with_suffix(""), res, markdown(res))
         return
     names = [n.strip() for n in (args.only or "").split(",") if n.strip()]
@@ -281,6 +297,8 @@ def main() -> None:
         ap.error(
             f"{', '.join(unsaved)}: no saved artifact to reload (nncf_*, ov_*, diffusia_*); time it with backends.py"
         )
+    if args.against and args.against not in names:
+        ap.error(f"--against {args.against}: not a row of --only; give one of {', '.join(names)}")
     if args.rounds < 4:
         ap.error(f"--rounds {args.rounds}: give 4 or more (quartiles)")
     import torch
@@ -304,7 +322,7 @@ def main() -> None:
     env = backends.environment(args.threads)
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if k in ("torch", "openvino", "nncf"))
     header = dict(model=args.model, latent=latent, threads=args.threads, rounds=args.rounds, versions=versions)
-    res = {**result_header(**header), "load_avg": load, "timing_s": timing_s, **summarize(rows, times)}
+    res = {**result_header(**header), "load_avg": load, "timing_s": timing_s, **summarize(rows, times, args.against)}
     write_results(args.out / f"interleaved_{args.model}_{latent}", res, markdown(res))
 
 

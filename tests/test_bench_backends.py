@@ -169,6 +169,28 @@ def test_interleaved_ratios_are_paired_within_each_round(monkeypatch):
     assert "| nncf_int8 | 600 (600-780) | 7.00 % | 1 | 1 |" in md
 
 
+def test_interleaved_rows_against_a_chosen_row(monkeypatch):
+    """An experiment against the product's row: paired per round, whatever the machine does between rounds."""
+    il = _bench_module(monkeypatch, "backends_interleaved")
+    slow = [1.0, 1.2, 1.0, 1.4]
+    times = {
+        "nncf_int8": [0.600 * s for s in slow],
+        "diffusia_a": [0.500 * s for s in slow],
+        "diffusia_b": [0.510 * s for s in slow],
+    }
+    rows = {n: {"rel_l2": 0.05, "notes": [], "bytes": 1e6, "build_s": 1.0, "finite": True} for n in times}
+    res = il.summarize(rows, times, against="diffusia_a")
+    assert "versus_against" not in res["rows"]["diffusia_a"]
+    assert res["rows"]["diffusia_b"]["versus_against"]["median"] == pytest.approx(1.02)
+    assert res["rows"]["nncf_int8"]["versus_against"]["q1"] == pytest.approx(1.2)
+    header = {"rounds": 4, "model": "m", "latent": 32, "cpu": "cpu", "class": "vnni", "threads": 2, "versions": "v"}
+    md = il.markdown({**res, **header, "date": "d", "load_avg": [0.1, 0.2], "timing_s": 10.0})
+    assert "Against `diffusia_a`" in md and "| diffusia_b | 1.020x (1.020-1.020) |" in md
+    assert "Against `" not in il.markdown(
+        {**il.summarize(rows, times), **header, "date": "d", "load_avg": [0, 0], "timing_s": 1.0}
+    )
+
+
 def test_interleaved_weight_only_rows_are_paired_with_nncfs_weight_compressed_rows(monkeypatch):
     il = _bench_module(monkeypatch, "backends_interleaved")
     times = {"nncf_w8": [1.4] * 4, "nncf_w4": [1.3] * 4, "diffusia_w8_ov_dynamic": [1.43] * 4, "ov_fp32": [1.7] * 4}
