@@ -240,6 +240,25 @@ for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
     )
 
 
+# Experiment: int8 attention traced as before it kept [batch, heads, tokens, dim] (3-D matrices of batch x heads,
+# sliced as PyTorch computes them in chunks, one chunk).
+def _attention_3d(unet: nn.Module, ctx: Ctx) -> str:
+    from diffusia.quant.attention import QAttnProcessor
+
+    def attend(self, q, k, v, mask):
+        return self._in_chunks(q, k, v, mask, q.shape[0] * q.shape[1])
+
+    QAttnProcessor._attend = attend  # this worker process only
+    return "int8 attention traced on 3-D batch x heads matrices (experiment)"
+
+
+BACKENDS["diffusia_w8a8_balanced_attn8_3d_ov_bf16"] = (
+    _diffusia_on("openvino", "w8a8", "mse", "bf16", activations="balanced", attention="int8", prepare=_attention_3d),
+    "diffusia W8A8 (MSE, --activations balanced, --attention int8) on OpenVINO, int8 attention traced 3-D "
+    "(experiment), float layers in bf16",
+)
+
+
 # Experiment rows (the AVX2 class's <= 3 % question; SD v1.5 layer names): W8A8-MSE on diffusia's PyTorch kernels
 # with the second activation digit on the last up block only, or on its convolutions only
 # (`benchmarks/w8a8_schemes.py` has their errors).

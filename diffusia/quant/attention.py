@@ -134,20 +134,32 @@ class QAttnProcessor(nn.Module):
         return hidden_states / attn.rescale_output_factor
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-        """softmax(Q K^T / sqrt(d) + mask), quantized, times V, over chunks of batch x heads in PyTorch (one chunk
-        when traced for export)."""
+        """softmax(Q K^T / sqrt(d) + mask), quantized, times V: traced for export whole on [batch, heads, tokens,
+        dim], the pattern OpenVINO fuses into one attention kernel with its transposes (a 3-D trace kept 3 transposes,
+        3 reshapes and 3 slices of int8 tensors per attention); in PyTorch over chunks of batch x heads."""
+        if torch.jit.is_tracing():
+            return self._probs_times_v(q, k, v, mask)
+        return self._in_chunks(q, k, v, mask, max(1, SCORES_AT_ONCE // (q.shape[2] * k.shape[2])))
+
+    def _in_chunks(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, step: int) -> Tensor:
+        """`_probs_times_v` over chunks of `step` of the batch x heads [tokens, dim] matrices."""
         b, h, n, d = q.shape
         q, k, v = (t.reshape(b * h, -1, d) for t in (q, k, v))
         if mask is not None:
             mask = mask.expand(b, h, n, k.shape[1]).reshape(b * h, n, -1)
-        step = b * h if torch.jit.is_tracing() else max(1, SCORES_AT_ONCE // (n * k.shape[1]))
-        out = []
-        for i in range(0, b * h, step):
-            scores = (q[i : i + step] @ k[i : i + step].transpose(-1, -2)) * d**-0.5
-            if mask is not None:
-                scores = scores + mask[i : i + step]
-            out.append(self.probs(scores.softmax(-1)) @ v[i : i + step])
+        out = [
+            self._probs_times_v(
+                q[i : i + step], k[i : i + step], v[i : i + step], None if mask is None else mask[i : i + step]
+            )
+            for i in range(0, b * h, step)
+        ]
         return (out[0] if len(out) == 1 else torch.cat(out)).reshape(b, h, n, d)
+
+    def _probs_times_v(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+        if mask is not None:
+            scores = scores + mask
+        return self.probs(scores.softmax(-1)) @ v
 
 
 def attentions(unet: nn.Module) -> dict[str, nn.Module]:

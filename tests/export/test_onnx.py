@@ -116,6 +116,17 @@ def test_tie_noise_is_the_quantized_models_own():
     assert tie_noise(pipe.unet, x, rel=1e-2) > 0
 
 
+def test_int8_attention_exports_on_4d_tensors(tmp_path):
+    # [batch, heads, tokens, dim] throughout, the pattern OpenVINO fuses with its transposes: no 3-D batch x heads
+    # matrices, whose reshapes and slices OpenVINO ran on int8 tensors one by one
+    pipe = _quantized("w8a8", attention="int8")
+    nodes = onnx.load(str(export_unet(pipe.unet, tmp_path / "unet.onnx"))).graph.node
+    ops = collections.Counter(n.op_type for n in nodes if "/processor/" in n.name)
+    attentions = len(attention.processors(pipe.unet))
+    assert ops["Softmax"] == attentions > 0 and ops["MatMul"] >= 2 * attentions
+    assert ops["Slice"] == 0 and ops["Reshape"] <= 4 * attentions  # Q, K, V into heads and the output back
+
+
 def test_w8a8_exports_qdq_with_int8_weights(tmp_path):
     pipe = _quantized("w8a8", activations="uint7", keep_as="fp32")
     path = export_unet(pipe.unet, tmp_path / "unet.onnx")
