@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import statistics
 from pathlib import Path
 
 from diffusia.quant import cpu
@@ -43,3 +44,10 @@ def result_header(**fields) -> dict:
     """What a result starts with: what ran (`fields`, e.g. model, latent, versions), on which CPU and class, when."""
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     return {**fields, "cpu": cpu.cpu_model(), "class": machine_class(), "isa_caps": isa_caps(), "date": now}
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """First quartile, median and third quartile of `values` (inclusive: within their range), as every benchmark
+    reports a spread."""
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3

@@ -23,7 +23,6 @@ import argparse
 import os
 import random
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -33,12 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import backends  # noqa: E402  (benchmarks/ is on sys.path when run)
-from _results import result_header, results_dir, write_results  # noqa: E402
-
-
-def _quartiles(values: list[float]) -> tuple[float, float, float]:
-    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return q1, q2, q3
+from _results import quartiles, result_header, results_dir, write_results  # noqa: E402
 
 
 def _ms(v: float) -> str:
@@ -168,7 +162,7 @@ def interleave(runners: dict, timed, rounds: int, seed: int = 0) -> dict[str, li
 
 def _paired(times: list[float], peer: list[float]) -> dict[str, float]:
     """Quartiles of the per-round ratios of two rows' calls."""
-    return dict(zip(("q1", "median", "q3"), _quartiles([a / b for a, b in zip(times, peer)])))
+    return dict(zip(("q1", "median", "q3"), quartiles([a / b for a, b in zip(times, peer)])))
 
 
 def summarize(rows: dict[str, Any], times: dict[str, list[float]], against: str | None = None) -> dict[str, Any]:
@@ -177,7 +171,7 @@ def summarize(rows: dict[str, Any], times: dict[str, list[float]], against: str 
     row's paired step ratio to it (an experiment against the product's row)."""
     for name, row in rows.items():
         row["times_ms"] = [round(1e3 * t, 2) for t in times[name]]
-        row["step_ms"] = dict(zip(("q1", "median", "q3"), _quartiles(row["times_ms"])))
+        row["step_ms"] = dict(zip(("q1", "median", "q3"), quartiles(row["times_ms"])))
     nncf = [n for n in rows if n.startswith("nncf_")]
     best = min(nncf, key=lambda n: rows[n]["step_ms"]["median"]) if nncf else None
     for name, row in rows.items():

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import result_header, results_dir, write_results  # noqa: E402
+from _results import quartiles, result_header, results_dir, write_results  # noqa: E402
 
 
 def inputs(model: str, latent: int, n_calib: int):
@@ -142,13 +142,9 @@ def block_differences(results: dict, nncf_row: str, top: int) -> list[str]:
         diff = {b: ours.get(b, 0.0) - theirs.get(b, 0.0) for b in set(ours) | set(theirs)}
         ranked = sorted(diff, key=lambda b: (-abs(diff[b]), b))[:top]
         total = sum(ours.values()) - sum(theirs.values())
-        ratios = sorted(r.get("paired", {}).get(nncf_row, []))
-        paired = (
-            f"; wall time per round {statistics.median(ratios):.3f}x theirs "
-            f"(IQR {ratios[len(ratios) // 4]:.3f}-{ratios[(3 * len(ratios)) // 4]:.3f})"
-            if ratios
-            else ""
-        )
+        ratios = r.get("paired", {}).get(nncf_row, [])
+        q1, median, q3 = quartiles(ratios) if len(ratios) > 1 else (0.0, 0.0, 0.0)
+        paired = f"; wall time per round {median:.3f}x theirs (IQR {q1:.3f}-{q3:.3f})" if len(ratios) > 1 else ""
         lines += [
             f"### {name} against {nncf_row}: {total:+.1f} ms over all nodes{paired}",
             "",

@@ -22,8 +22,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _results import result_header, results_dir, write_results  # noqa: E402
-from backends_interleaved import _paired, _quartiles, interleave  # noqa: E402
+from _results import quartiles, result_header, results_dir, write_results  # noqa: E402
+from backends_interleaved import _paired, interleave  # noqa: E402
 
 
 def parts(pipe) -> dict[str, tuple[Any, Any]]:
@@ -105,7 +105,7 @@ def measure(model: str, rounds: int, threads: int) -> dict[str, Any]:
         rows = {}
         for name, t in times.items():
             ms = [round(1e3 * s, 2) for s in t]
-            q1, q2, q3 = _quartiles(ms)
+            q1, q2, q3 = quartiles(ms)
             rows[name] = {"ms": {"q1": q1, "median": q2, "q3": q3}, "times_ms": ms, "rel_l2": errors[name]}
             rows[name]["build_s"] = build[name]
             if name != "torch":
