@@ -115,10 +115,11 @@ def qdq_mode(unet: nn.Module) -> Iterator[nn.Module]:
     if not qmods or any(m.mode != "real" for m in qmods.values()):
         raise DiffusiaError("ONNX export takes a frozen quantized U-Net: run `diffusia quantize` first")
     geglus = split_geglus(unet, qmods)
+    halves = {id(g.proj) for g in geglus}
     for m in qmods.values():
-        m.forward = qdq_forward(m)
+        m.forward = qdq_forward(m, parts=2) if id(m) in halves else qdq_forward(m)
     for g in geglus:
-        g.proj.forward, g.forward = qdq_forward(g.proj, parts=2), _geglu_forward(g)
+        g.forward = _geglu_forward(g)
     try:
         yield unet
     finally:

@@ -135,8 +135,9 @@ class QAttnProcessor(nn.Module):
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         """softmax(Q K^T / sqrt(d) + mask), quantized, times V: traced for export whole on [batch, heads, tokens,
-        dim], the pattern OpenVINO fuses into one attention kernel with its transposes (a 3-D trace kept 3 transposes,
-        3 reshapes and 3 slices of int8 tensors per attention); in PyTorch over chunks of batch x heads."""
+        dim], the pattern OpenVINO fuses into one attention kernel with its transposes (a 3-D trace left int8
+        transposes, reshapes and slices beside it, at the same step time: benchmarks/results/vnni/attention_4d/); in
+        PyTorch over chunks of batch x heads."""
         if torch.jit.is_tracing():
             return self._probs_times_v(q, k, v, mask)
         return self._in_chunks(q, k, v, mask, max(1, SCORES_AT_ONCE // (q.shape[2] * k.shape[2])))
