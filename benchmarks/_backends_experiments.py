@@ -238,6 +238,10 @@ for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
         "diffusia W8A8 (MSE, --activations balanced, --attention int8) on OpenVINO, GEGLU projections whole "
         f"(experiment), float layers in {_precision}",
     )
+BACKENDS["diffusia_w8a8_mse_geglu_whole_ort"] = (
+    _diffusia_on("onnxruntime", "w8a8", "mse", prepare=_geglu_whole),
+    "diffusia W8A8 (MSE calibrator) on ONNX Runtime, GEGLU projections whole (experiment)",
+)
 
 
 # Experiment: int8 attention traced as before it kept [batch, heads, tokens, dim] (3-D matrices of batch x heads,
