@@ -13,6 +13,7 @@ from _backends_peers import Built, Ctx, _diffusia
 from _onnxruntime_convs import widen_weight_only_convs
 from _whole_attention import attention_traced_whole
 from torch import nn
+from x2_layer_gain import LADDER
 
 BACKENDS: dict[str, tuple[Callable[[nn.Module, Ctx], Built], str]] = {}
 
@@ -286,10 +287,13 @@ for _name, (_kinds, _what) in {
 _REPO = Path(__file__).resolve().parent.parent
 
 
-def _x2_plan(runtime: str | None = None, precision: str = "f32") -> Callable[[nn.Module, Ctx], Built]:
+def _x2_plan(
+    runtime: str | None = None, precision: str = "f32", top: int | None = None
+) -> Callable[[nn.Module, Ctx], Built]:
     """W8A8-MSE with the second digit on the layers `benchmarks/x2_layer_gain.py` chose, with the activations and
     attention it measured them with: its JSON at $X2_PLAN, by default this class's `results/<class>/x2_layer_gain.json`;
-    on diffusia's PyTorch kernels, or exported to `runtime`."""
+    on diffusia's PyTorch kernels, or exported to `runtime`. `top`: the first `top` layers of its ranking instead of
+    its plan (one of the top-k lists it measured), so plans of several sizes are timed in one run."""
 
     def build(unet: nn.Module, ctx: Ctx) -> Built:
         import json
@@ -300,10 +304,10 @@ def _x2_plan(runtime: str | None = None, precision: str = "f32") -> Callable[[nn
         path = Path(os.environ.get("X2_PLAN") or results_dir() / "x2_layer_gain.json")
         if not path.is_file():
             raise SystemExit(f"no layer plan at {path}: run benchmarks/x2_layer_gain.py first, or set X2_PLAN")
-        from x2_layer_gain import plan_settings
+        from x2_layer_gain import measured_plan, plan_settings
 
         result = json.loads(path.read_text())
-        plan = result["plan"]
+        plan = result["plan"] = measured_plan(result, top)
         if not plan:
             raise SystemExit(f"{path} has no plan: no top-k list reached its target error")
         options = plan_settings(result)
@@ -324,6 +328,14 @@ for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
     BACKENDS["diffusia_w8a8_mse_x2_plan_ov" + _suffix] = (
         _x2_plan("openvino", _precision),
         f"diffusia W8A8-MSE on OpenVINO, {_PLAN}, float layers in {_precision}",
+    )
+# The plan's ranking cut at each size it measured (x2_layer_gain.LADDER), bf16 float layers: which size a step's
+# margin can pay for.
+for _k in LADDER:
+    BACKENDS[f"diffusia_w8a8_mse_x2_top{_k}_ov_bf16"] = (
+        _x2_plan("openvino", "bf16", top=_k),
+        f"diffusia W8A8-MSE on OpenVINO, second activation digit on the top {_k} layers of x2_layer_gain.py's"
+        " ranking (experiment), float layers in bf16",
     )
 
 

@@ -187,6 +187,16 @@ def run(latent: int, target: float, threads: int, start: str = "w8a8", **recipe)
     }
 
 
+def measured_plan(r: dict, top: int | None = None) -> dict | None:
+    """Result `r`'s plan, or with `top` the top-`top` list it measured as one (its layers, errors and rule)."""
+    if top is None:
+        return r["plan"]
+    plans = [p for p in r["plans"] if p["k"] == top]
+    if not plans:
+        raise SystemExit(f"no top-{top} list in this layer ranking: it measured {[p['k'] for p in r['plans']]}")
+    return {**plans[0], "rule": rule_for(plans[0]["layers"])}
+
+
 def plan_settings(r: dict) -> dict:
     """What W8A8-MSE needs besides its preset to be the plan of result `r`: the plan's rule, and the activations
     and attention it was measured with (results from before those options: the defaults)."""

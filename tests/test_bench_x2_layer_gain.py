@@ -108,3 +108,14 @@ def test_shrinking_stops_at_the_first_plan_past_the_target(monkeypatch):
     r, _, _ = _micro_run(monkeypatch, gain, target=0.0)
     assert len(r["plans"]) == 1 and r["plan"] is None
     assert "none reached" in gain.render(r)
+
+
+def test_a_measured_top_k_list_stands_in_for_the_plan(monkeypatch):
+    gain = _module(monkeypatch)
+    plans = [{"k": k, "layers": [f"l{i}" for i in range(k)], "select_error": 0.1 / k} for k in (5, 10)]
+    r = {"plans": plans, "plan": None}
+    assert gain.measured_plan(r) is None  # no list reached the target
+    top10 = gain.measured_plan(r, 10)
+    assert top10["layers"] == plans[1]["layers"] and top10["rule"] == gain.rule_for(plans[1]["layers"])
+    with pytest.raises(SystemExit, match=r"no top-7 list .*measured \[5, 10\]"):
+        gain.measured_plan(r, 7)
