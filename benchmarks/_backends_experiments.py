@@ -288,12 +288,13 @@ _REPO = Path(__file__).resolve().parent.parent
 
 
 def _x2_plan(
-    runtime: str | None = None, precision: str = "f32", top: int | None = None
+    runtime: str | None = None, precision: str = "f32", top: int | None = None, env: str = "X2_PLAN"
 ) -> Callable[[nn.Module, Ctx], Built]:
     """W8A8-MSE with the second digit on the layers `benchmarks/x2_layer_gain.py` chose, with the activations and
-    attention it measured them with: its JSON at $X2_PLAN, by default this class's `results/<class>/x2_layer_gain.json`;
-    on diffusia's PyTorch kernels, or exported to `runtime`. `top`: the first `top` layers of its ranking instead of
-    its plan (one of the top-k lists it measured), so plans of several sizes are timed in one run."""
+    attention it measured them with: its JSON at $X2_PLAN (or the variable `env` names), by default (X2_PLAN) this
+    class's `results/<class>/x2_layer_gain.json`; on diffusia's PyTorch kernels, or exported to `runtime`. `top`: the
+    first `top` layers of its ranking instead of its plan (one of the top-k lists it measured), so plans of several
+    sizes are timed in one run."""
 
     def build(unet: nn.Module, ctx: Ctx) -> Built:
         import json
@@ -301,9 +302,11 @@ def _x2_plan(
 
         from _results import results_dir
 
-        path = Path(os.environ.get("X2_PLAN") or results_dir() / "x2_layer_gain.json")
+        if not (os.environ.get(env) or env == "X2_PLAN"):
+            raise SystemExit(f"set {env} to the JSON of a benchmarks/x2_layer_gain.py run")
+        path = Path(os.environ.get(env) or results_dir() / "x2_layer_gain.json")
         if not path.is_file():
-            raise SystemExit(f"no layer plan at {path}: run benchmarks/x2_layer_gain.py first, or set X2_PLAN")
+            raise SystemExit(f"no layer plan at {path}: run benchmarks/x2_layer_gain.py first, or set {env}")
         from x2_layer_gain import measured_plan, plan_settings
 
         result = json.loads(path.read_text())
@@ -329,6 +332,11 @@ for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
         _x2_plan("openvino", _precision),
         f"diffusia W8A8-MSE on OpenVINO, {_PLAN}, float layers in {_precision}",
     )
+BACKENDS["diffusia_w8a8_x2_grown_ov_bf16"] = (
+    _x2_plan("openvino", "bf16", env="X2_GROWN"),
+    "diffusia W8A8 on OpenVINO grown by a few second activation digits (x2_layer_gain.py's plan at $X2_GROWN, from"
+    " W8A8), float layers in bf16",
+)
 # The plan's ranking cut at each size it measured (x2_layer_gain.LADDER), bf16 float layers: which size a step's
 # margin can pay for.
 for _k in LADDER:

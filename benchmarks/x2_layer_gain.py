@@ -17,11 +17,15 @@ result's JSON, or $X2_PLAN). The layer costs are single-layer timings, not a ste
     DIFFUSIA_CPU=avx2 ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/x2_layer_gain.py  # ~30 min
     python benchmarks/x2_layer_gain.py --activations balanced --attention int8 --target 0.02  # VNNI, w8a8x2's 2 %
     python benchmarks/x2_layer_gain.py --start w8a8x2 --attention int8 --target 0.019  # the preset, fewer layers
+    python benchmarks/x2_layer_gain.py --activations balanced --attention int8 --target 0.0265  # VNNI, W8A8's half
+    python benchmarks/x2_layer_gain.py --render OUT/x2_layer_gain.json --target 0.027 --out OUT  # re-choose the plan
 
 `--start w8a8x2` goes the other way: from the `w8a8x2` preset (its full-resolution blocks in two digits), each of its
 layers is put back to one digit alone; the gain is the squared error that adds, the cost the time it saves; the
 plans keep the top k, shrinking k until the selection error passes --target, and the plan is the smallest k within.
-Writes OUT/x2_layer_gain.{json,md} (OUT: benchmarks/results/<class>/, or --out) and, when a plan reached the target,
+The third line grows W8A8 (balanced, int8 attention) by the few layers that leave room under half NNCF's error
+for the ~2 points bf16 float layers add on OpenVINO (`backends.py` row `diffusia_w8a8_x2_grown_ov_bf16`, reading
+$X2_GROWN). Writes OUT/x2_layer_gain.{json,md} (OUT: benchmarks/results/<class>/, or --out) and, when a plan reached the target,
 OUT/x2_plan_recipe.json: `diffusia quantize --recipe OUT/x2_plan_recipe.json` quantizes with it.
 """
 
@@ -171,11 +175,8 @@ def run(latent: int, target: float, threads: int, start: str = "w8a8", **recipe)
         print(f"top {k}: select {select_error:.4%}, test {test_error:.4%}", flush=True)
         if (select_error <= target) == (start == "w8a8"):  # growing: reached; shrinking: went past
             break
-    within = [p for p in plans if p["select_error"] <= target]
-    best = min(within, key=lambda p: p["k"]) if within else None
-    return {
+    result = {
         **result_header(model="sd15-arch", latent=latent, threads=threads, torch=torch.__version__),
-        "target": target,
         "start": start,
         "recipe": {"preset": "w8a8", "calibrator": "mse", **recipe},
         "selection_inputs": [list(s) for s in SELECTION],
@@ -183,8 +184,16 @@ def run(latent: int, target: float, threads: int, start: str = "w8a8", **recipe)
         "start_select_error": base_select,
         "layers": ranked,
         "plans": plans,
-        "plan": best and {**best, "rule": rule_for(best["layers"])},
     }
+    return choose(result, target)
+
+
+def choose(r: dict, target: float) -> dict:
+    """Result `r` with its plan: the smallest top-k list it measured whose selection error is <= target (None if
+    none is). Growing stops at the first list that reaches its target, so a later, looser one chooses among those."""
+    within = [p for p in r["plans"] if p["select_error"] <= target]
+    best = min(within, key=lambda p: p["k"]) if within else None
+    return {**r, "target": target, "plan": best and {**best, "rule": rule_for(best["layers"])}}
 
 
 def measured_plan(r: dict, top: int | None = None) -> dict | None:
@@ -262,7 +271,7 @@ def render(r: dict) -> str:
         f"| {p['k']} | {p['cost_ms']:.1f} | {p['select_error']:.2%} | {p['test_error']:.2%} |" for p in r["plans"]
     ]
     plan = r["plan"]
-    lines += ["", f"Plan (selection error <= {r['target']:.1%}): " + (f"top {plan['k']}" if plan else "none reached")]
+    lines += ["", f"Plan (selection error <= {r['target']:.2%}): " + (f"top {plan['k']}" if plan else "none reached")]
     toggled = "one digit (from the preset)" if r.get("start") == "w8a8x2" else "two digits (from W8A8-MSE)"
     lines += ["", f"| rank | layer | error with it in {toggled} | gain (squared) | cost ms |", "|---|---|---|---|---|"]
     lines += [
@@ -275,7 +284,9 @@ def render(r: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--latent", type=int, default=32)
-    ap.add_argument("--target", type=float, default=0.028, help="selection error of the plan (default 2.8 %%)")
+    ap.add_argument(
+        "--target", type=float, help="selection error of the plan (default 2.8 %%; with --render: re-chooses it)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--activations", default="auto", help="as diffusia quantize --activations (e.g. balanced)")
     ap.add_argument("--attention", default="float", help="as diffusia quantize --attention (float or int8)")
@@ -286,10 +297,12 @@ def main() -> None:
     ap.add_argument("--render", type=Path, help="only rewrite the report and recipe from this result JSON (into --out)")
     args = ap.parse_args()
     if args.render:
-        write(args.out, json.loads(args.render.read_text()))
+        r = json.loads(args.render.read_text())
+        write(args.out, r if args.target is None else choose(r, args.target))
         return
     recipe = dict(activations=args.activations, attention=args.attention)
-    write(args.out, run(args.latent, args.target, args.threads, args.start, **recipe))
+    target = 0.028 if args.target is None else args.target
+    write(args.out, run(args.latent, target, args.threads, args.start, **recipe))
 
 
 if __name__ == "__main__":

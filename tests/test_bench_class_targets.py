@@ -1,5 +1,5 @@
 """benchmarks/class_targets.sh: for every CPU class its dry run names scripts that exist, rows that `backends.py`
-has, and the plan file the two-digit plan script writes."""
+has, and the plan files the two-digit plan script writes."""
 
 import os
 import shlex
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _dry_run(cpu_class: str, only: str = "") -> dict[str, list[str]]:
-    env = {key: value for key, value in os.environ.items() if key not in ("OUT", "PLAN")}
+    env = {key: value for key, value in os.environ.items() if key not in ("OUT", "PLAN", "GROWN")}
     env.update(CPU_CLASS=cpu_class, ONLY=only)
     out = subprocess.run(
         ["bash", "benchmarks/class_targets.sh", "--dry-run"],
@@ -35,9 +35,11 @@ def _dry_run(cpu_class: str, only: str = "") -> dict[str, list[str]]:
 def test_every_command_names_existing_scripts_and_rows(monkeypatch, cpu_class):
     rows_of_backends = set(_bench_module(monkeypatch, "backends").backend_names())
     commands = _dry_run(cpu_class)
+    grows = cpu_class != "avx2"  # the AVX2 plan already grows W8A8; with VNNI, a second plan grows it for bf16
     assert list(commands) == [
         "tiny_interleaved",
         "x2_layer_gain",
+        *(["x2_grow"] if grows else []),
         "sd15_interleaved",
         "openvino_profile",
         "calibration_time",
@@ -51,6 +53,12 @@ def test_every_command_names_existing_scripts_and_rows(monkeypatch, cpu_class):
             assert set(rows) <= rows_of_backends, (name, set(rows) - rows_of_backends)
     gain_out = commands["x2_layer_gain"][commands["x2_layer_gain"].index("--out") + 1]
     assert f"X2_PLAN={gain_out}/x2_layer_gain.json" in commands["sd15_interleaved"]  # the plan it just chose
+    assert ("--start" in commands["x2_layer_gain"]) == grows  # VNNI: the preset shrunk for the 2 % target
+    if grows:
+        grow_out = commands["x2_grow"][commands["x2_grow"].index("--out") + 1]
+        assert "--start" not in commands["x2_grow"]
+        assert f"X2_GROWN={grow_out}/x2_layer_gain.json" in commands["sd15_interleaved"]
+        assert "diffusia_w8a8_x2_grown_ov_bf16" in " ".join(commands["sd15_interleaved"])
     bf16_rows = [r for r in " ".join(commands["sd15_interleaved"]).split(",") if r.endswith("_bf16")]
     assert bool(bf16_rows) == (cpu_class != "avx2")  # no bf16 units without AVX-512 BF16
 

@@ -119,3 +119,12 @@ def test_a_measured_top_k_list_stands_in_for_the_plan(monkeypatch):
     assert top10["layers"] == plans[1]["layers"] and top10["rule"] == gain.rule_for(plans[1]["layers"])
     with pytest.raises(SystemExit, match=r"no top-7 list .*measured \[5, 10\]"):
         gain.measured_plan(r, 7)
+
+
+def test_a_result_re_chooses_its_plan_among_the_lists_it_measured(monkeypatch):
+    gain = _module(monkeypatch)
+    plans = [{"k": k, "layers": [f"l{i}" for i in range(k)], "select_error": e} for k, e in ((5, 0.03), (10, 0.02))]
+    r = gain.choose({"plans": plans}, 0.025)
+    assert (r["target"], r["plan"]["k"], r["plan"]["rule"]) == (0.025, 10, gain.rule_for(plans[1]["layers"]))
+    assert gain.choose(r, 0.03)["plan"]["k"] == 5  # the smallest list within
+    assert gain.choose(r, 0.01)["plan"] is None and r["plan"]["k"] == 10  # r itself unchanged
