@@ -361,4 +361,5 @@ from _backends_openvino import BACKENDS as _OPENVINO  # noqa: E402 (its builders
 
 BACKENDS.update(_OPENVINO)
 BACKENDS.update(_EXPERIMENTS)
+EXPERIMENTS = frozenset(_EXPERIMENTS)  # run only when named (--only)
 BACKENDS["fp32_eager_end"] = (fp32_eager, "eager FP32 again, last (drift check)")

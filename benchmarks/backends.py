@@ -65,10 +65,11 @@ PREIMPORT = {
 VERSIONS = ("torch", "diffusers", "onnxruntime", "onnx", "torchao", "optimum-quanto", "openvino", "nncf")
 
 
-def backend_names() -> list[str]:
-    from _backends_peers import BACKENDS
+def backend_names(experiments: bool = True) -> list[str]:
+    """Every row in run order; without `experiments`, the rows a run without --only takes (product rows and peers)."""
+    from _backends_peers import BACKENDS, EXPERIMENTS
 
-    return list(BACKENDS)
+    return [n for n in BACKENDS if experiments or n not in EXPERIMENTS]
 
 
 # ---------------------------------------------------------------- inputs and model
@@ -536,8 +537,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--only",
         default="",
-        help="comma list of backends (fp32_eager always runs); the result "
-        "files of the model/latent are overwritten: use --out to keep a full run",
+        help="comma list of backends (fp32_eager always runs; without it every row but the experiments of "
+        "_backends_experiments.py); the result files of the model/latent are overwritten: use --out to keep a full run",
     )
     ap.add_argument("--quick", action="store_true", help="3 timed calls, 60 s budget: a smoke run")
     ap.add_argument("--timeout", type=float, default=7200.0, help="seconds per backend before it is a failed row")
@@ -557,6 +558,8 @@ def selected(ap: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[lis
         if unknown:
             ap.error(f"unknown backend(s) {', '.join(sorted(unknown))}; valid: {', '.join(names)}")
         names = [n for n in names if n in wanted or n == "fp32_eager"]
+    else:
+        names = backend_names(experiments=False)
     models = [m.strip() for v in (args.model or ["tiny,sd15-arch"]) for m in v.split(",") if m.strip()]
     for m in models:
         if m not in ("tiny", "sd15-arch"):

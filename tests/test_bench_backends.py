@@ -44,6 +44,17 @@ def _row(name, ms, nbytes, err=0.0, **kw):
     }
 
 
+def test_a_run_without_only_leaves_the_experiment_rows_out(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(bb.__file__).parent))
+    ap = bb.parser()
+    default, _ = bb.selected(ap, ap.parse_args([]))
+    experiments = set(bb.backend_names()) - set(default)
+    assert {"fp32_eager", "nncf_int8_transformer_bf16", "diffusia_w8a8_balanced_attn8_ov_bf16"} <= set(default)
+    assert {"diffusia_w8a8_x2_grown_ov_bf16", "diffusia_w8a8_mse_x2_top25_ov_bf16"} <= experiments
+    named, _ = bb.selected(ap, ap.parse_args(["--only", "diffusia_w8a8_mse_x2_top25_ov_bf16"]))
+    assert named == ["fp32_eager", "diffusia_w8a8_mse_x2_top25_ov_bf16"]  # an experiment runs when named
+
+
 def test_rel_l2():
     b = torch.tensor([3.0, 4.0])
     assert bb.rel_l2(b, b) == 0.0
