@@ -23,9 +23,10 @@ result's JSON, or $X2_PLAN). The layer costs are single-layer timings, not a ste
 `--start w8a8x2` goes the other way: from the `w8a8x2` preset (its full-resolution blocks in two digits), each of its
 layers is put back to one digit alone; the gain is the squared error that adds, the cost the time it saves; the
 plans keep the top k, shrinking k until the selection error passes --target, and the plan is the smallest k within.
-The third line grows W8A8 (balanced, int8 attention) by the few layers that leave room under half NNCF's error
+The fourth line grows W8A8 (balanced, int8 attention) by the few layers that leave room under half NNCF's error
 for the ~2 points bf16 float layers add on OpenVINO (`backends.py` row `diffusia_w8a8_x2_grown_ov_bf16`, reading
-$X2_GROWN). Writes OUT/x2_layer_gain.{json,md} (OUT: benchmarks/results/<class>/, or --out) and, when a plan reached the target,
+$X2_GROWN); the fifth re-chooses a result's plan at another target among the top-k lists it measured. Writes
+OUT/x2_layer_gain.{json,md} (OUT: benchmarks/results/<class>/, or --out) and, when a plan reached the target,
 OUT/x2_plan_recipe.json: `diffusia quantize --recipe OUT/x2_plan_recipe.json` quantizes with it.
 """
 
