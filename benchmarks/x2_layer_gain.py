@@ -194,7 +194,12 @@ def choose(r: dict, target: float) -> dict:
     none is). Growing stops at the first list that reaches its target, so a later, looser one chooses among those."""
     within = [p for p in r["plans"] if p["select_error"] <= target]
     best = min(within, key=lambda p: p["k"]) if within else None
-    return {**r, "target": target, "plan": best and {**best, "rule": rule_for(best["layers"])}}
+    return {**r, "target": target, "plan": best and _as_plan(best)}
+
+
+def _as_plan(top_k: dict) -> dict:
+    """A measured top-k list as a plan: its layers, errors and the rule that quantizes them."""
+    return {**top_k, "rule": rule_for(top_k["layers"])}
 
 
 def measured_plan(r: dict, top: int | None = None) -> dict | None:
@@ -204,7 +209,7 @@ def measured_plan(r: dict, top: int | None = None) -> dict | None:
     plans = [p for p in r["plans"] if p["k"] == top]
     if not plans:
         raise SystemExit(f"no top-{top} list in this layer ranking: it measured {[p['k'] for p in r['plans']]}")
-    return {**plans[0], "rule": rule_for(plans[0]["layers"])}
+    return _as_plan(plans[0])
 
 
 def plan_settings(r: dict) -> dict:
