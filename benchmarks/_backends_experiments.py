@@ -347,31 +347,6 @@ for _k in LADDER:
     )
 
 
-def _dynamic_activations(preset: str) -> Callable[[nn.Module, Ctx], Built]:
-    """Experiment: diffusia's weight-only graph for OpenVINO compiled with the CPU plugin's dynamic quantization of
-    the MatMul inputs on (int8, groups of 32), as NNCF's weight-compressed rows run by default; diffusia's runtime
-    keeps it off, so its weight-only layers compute on float activations as its kernels do."""
-
-    def build(unet: nn.Module, ctx: Ctx) -> Built:
-        from _backends_openvino import compiled
-
-        built = _diffusia_on("openvino", preset)(unet, ctx)
-        ir = Path(built.reload["folder"]) / "unet-g0.xml"
-        built.run = compiled(ir, ctx.threads, "f32", dynamic_quantization=True)
-        built.reload = {"ir": str(ir), "precision": "f32", "dynamic_quantization": True}
-        built.notes.append("compiled with MatMul inputs quantized dynamically (experiment)")
-        return built
-
-    return build
-
-
-for _preset, _what in (("w8", "INT8"), ("w4", "INT4 (groups of 64)")):
-    BACKENDS[f"diffusia_{_preset}_ov_dynamic"] = (
-        _dynamic_activations(_preset),
-        f"diffusia weight-only {_what} on OpenVINO, MatMul inputs quantized dynamically (experiment)",
-    )
-
-
 def _widened_convs(preset: str) -> Callable[[nn.Module, Ctx], Built]:
     """Experiment: diffusia's ONNX Runtime graph with `_onnxruntime_convs.widen_weight_only_convs` applied after its
     own passes."""

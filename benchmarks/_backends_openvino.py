@@ -142,6 +142,13 @@ def _nncf(recipe: str, precision: str = "f32") -> Callable[[nn.Module, Ctx], Bui
     return build
 
 
+def _precision_note(precision: str) -> str:
+    from diffusia.runtime import float_precision, is_dynamic
+
+    dynamic = "; weight-only inputs quantized dynamically" if is_dynamic(precision) else ""
+    return f"float layers in {float_precision(precision)}{dynamic}"
+
+
 def _diffusia_on(
     runtime: str,
     preset: str,
@@ -180,7 +187,7 @@ def _diffusia_on(
         notes.append(
             f"exported for {runtime} {manifest['runtime_version'].split('-')[0]} in {secs:.0f} s "
             "(diffusia.runtime, not re-checked here)"
-            + (f"; float layers in {precision}" if runtime == "openvino" else f"; memory arena {options['arena']}")
+            + (f"; {_precision_note(precision)}" if runtime == "openvino" else f"; memory arena {options['arena']}")
         )
 
         def run(x: Inputs) -> torch.Tensor:
@@ -218,6 +225,14 @@ BACKENDS = {
     ),
     "diffusia_w8_ov": (_diffusia_on("openvino", "w8"), "diffusia weight-only INT8 on OpenVINO"),
     "diffusia_w4_ov": (_diffusia_on("openvino", "w4"), "diffusia weight-only INT4 (groups of 64) on OpenVINO"),
+    "diffusia_w8_ov_dynamic": (
+        _diffusia_on("openvino", "w8", precision="f32+dynamic"),
+        "diffusia weight-only INT8 on OpenVINO, inputs quantized dynamically (--runtime-precision f32+dynamic)",
+    ),
+    "diffusia_w4_ov_dynamic": (
+        _diffusia_on("openvino", "w4", precision="f32+dynamic"),
+        "diffusia weight-only INT4 (groups of 64) on OpenVINO, inputs quantized dynamically (f32+dynamic)",
+    ),
     "diffusia_w8_ort": (_diffusia_on("onnxruntime", "w8"), "diffusia weight-only INT8 on ONNX Runtime"),
     "diffusia_w4_ort": (
         _diffusia_on("onnxruntime", "w4"),

@@ -34,7 +34,7 @@ class StudyConfig:
     processes: int = 1
     quick: bool = False
     runtime: str = "torch"  # where the evaluated U-Nets run (diffusia.runtime)
-    runtime_precision: str = "f32"  # OpenVINO's float layers: f32 or bf16 (diffusia.runtime.PRECISIONS)
+    runtime_precision: str = "f32"  # OpenVINO's float layers, f32 or bf16, +dynamic (diffusia.runtime.PRECISIONS)
     activations: str = "auto"  # integer range of every W8A8 variant's activations (diffusia.config.ACTIVATIONS)
     attention: str = "float"  # attention of the W8A8 variants with W8A8 to_q/to_k/to_v (diffusia.config.ATTENTION)
 

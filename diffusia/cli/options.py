@@ -216,7 +216,9 @@ def runtime_precision() -> Any:
         "f32",
         choices,
         "With --runtime openvino: what the float layers compute in, f32 (as the export check verified) or bf16 "
-        "(faster on CPUs with AMX or AVX-512 BF16, not checked against diffusia's kernels).",
+        "(faster on CPUs with AMX or AVX-512 BF16); +dynamic also quantizes the float inputs of weight-only (w8, "
+        "w4) layers to int8 on the fly, as OpenVINO runs NNCF's weight-compressed models. Only f32 is checked "
+        "against diffusia's kernels.",
     )
 
 

@@ -58,9 +58,13 @@ def _placement(v: Variant, runtime: str, precision: str) -> dict[str, str]:
 
 
 def runtime_label(v: dict[str, Any]) -> str:
-    """A result's runtime, with OpenVINO's float-layer precision when it is not f32."""
+    """A result's runtime, with OpenVINO's float-layer precision when it is not f32 and its dynamic quantization."""
+    from diffusia.runtime import float_precision, is_dynamic
+
     precision = v.get("runtime_precision", "f32")
-    return v.get("runtime", "torch") + ("" if precision == "f32" else f" ({precision} float layers)")
+    how = [f"{float_precision(precision)} float layers"] if float_precision(precision) != "f32" else []
+    how += ["weight-only inputs quantized dynamically"] if is_dynamic(precision) else []
+    return v.get("runtime", "torch") + (f" ({', '.join(how)})" if how else "")
 
 
 def _notes(res: dict[str, Any], specs: list[Variant], device: str) -> list[str]:

@@ -205,7 +205,8 @@ def load_pipeline(
     that graph, any other model is exported to it (and checked) now. `config` is a diffusers pipeline folder whose
     configs a single-file checkpoint is read with (default: the shipped config of the detected architecture).
     `runtime_precision` is what OpenVINO computes the float layers in: f32 (as the export check verified) or bf16
-    (faster on CPUs with AMX or AVX-512 BF16, unchecked)."""
+    (faster on CPUs with AMX or AVX-512 BF16, unchecked); `+dynamic` also quantizes the weight-only layers' float
+    inputs on the fly (`diffusia.runtime.PRECISIONS`)."""
     from diffusia import runtime as runtimes
 
     dtype = resolve_dtype(dtype)

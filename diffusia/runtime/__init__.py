@@ -30,10 +30,23 @@ CHOICES = ("auto", *RUNTIMES)
 # the Zen 4 capped to AVX2 the PyTorch kernels were the faster (W8A8-MSE 1,274 against 1,353 ms,
 # benchmarks/results/vnni/avx2_capped/backends_sd15-arch_32.md), so that class keeps them.
 FASTEST = {"vnni": "openvino", "avx2": "torch"}
-# What OpenVINO computes the float layers (those the recipe keeps) in: f32, as the export check verified, or bf16
-# (AMX / AVX-512 BF16): 0.84x the f32 step of diffusia's W8A8-MSE graph on the AMX class, not checked
-# (benchmarks/results/amx/focused/backends_sd15-arch_32.md).
-PRECISIONS = ("f32", "bf16")
+# What OpenVINO computes what diffusia leaves in float in. The float layers (those the recipe keeps): f32, as the
+# export check verified, or bf16 (AMX / AVX-512 BF16): 0.84x the f32 step of diffusia's W8A8-MSE graph on the AMX
+# class, not checked (benchmarks/results/amx/focused/backends_sd15-arch_32.md). `+dynamic`: the float inputs of the
+# weight-only (w8/w4) MatMuls are also quantized to int8 on the fly, in groups of 32, as OpenVINO runs NNCF's
+# weight-compressed models, not checked either (benchmarks/results/vnni/weight_only_speed/).
+DYNAMIC = "+dynamic"
+PRECISIONS = ("f32", "bf16", f"f32{DYNAMIC}", f"bf16{DYNAMIC}")
+
+
+def float_precision(precision: str | None) -> str | None:
+    """The float layers' part of a runtime precision (`bf16+dynamic` -> `bf16`)."""
+    return precision.removesuffix(DYNAMIC) if precision else precision
+
+
+def is_dynamic(precision: str | None) -> bool:
+    """Whether a runtime precision quantizes the weight-only MatMuls' inputs on the fly."""
+    return bool(precision) and precision.endswith(DYNAMIC)
 
 
 def installed(runtime: str) -> bool:
@@ -80,10 +93,10 @@ def check_precision(runtime: str, precision: str) -> None:
             f"runtime precision {precision} applies to the openvino runtime, and the U-Net runs on {runtime}: "
             "add --runtime openvino, or drop --runtime-precision"
         )
-    if precision == "bf16" and not cpu.has_native_half("bf16"):
+    if float_precision(precision) == "bf16" and not cpu.has_native_half("bf16"):
         raise DiffusiaError(
             "bf16 float layers need a CPU with AVX-512 BF16 or AMX, and this one has neither (OpenVINO would "
-            "emulate them slowly): drop --runtime-precision"
+            f"emulate them slowly): use --runtime-precision {'f32' + DYNAMIC if is_dynamic(precision) else 'f32'}"
         )
 
 
@@ -156,6 +169,8 @@ __all__ = [
     "MANIFEST",
     "PRECISIONS",
     "check_precision",
+    "float_precision",
+    "is_dynamic",
     "RUNTIMES",
     "deploy",
     "export_runtime",

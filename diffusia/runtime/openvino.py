@@ -3,7 +3,8 @@ shape lets OpenVINO plan its memory and kernels once), called once per denoising
 
 The float layers compute in f32 by default, as in the check the export passed. OpenVINO's own default on CPUs with
 BF16 units is bf16 for them (`precision=None`), which moved the micro test model's images about 3x further from
-diffusia's kernels (tests/runtime); `precision="bf16"` is the opt-in."""
+diffusia's kernels (tests/runtime); `precision="bf16"` is the opt-in. So is OpenVINO's dynamic quantization of the
+weight-only layers' float inputs (`f32+dynamic`, `bf16+dynamic`: `diffusia.runtime.PRECISIONS`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from diffusia.export.openvino import compile_model, require_openvino
+from diffusia.runtime import float_precision, is_dynamic
 from diffusia.runtime.artifact import read_manifest
 from diffusia.runtime.decoder import load_decoder
 from diffusia.runtime.unet import RuntimeUNet
@@ -31,14 +33,17 @@ class OpenVINOUNet(RuntimeUNet):
         self._models = [require_openvino().Core().read_model(str(self.folder / f)) for f in manifest["files"]]
         self._requests: dict[tuple, Any] = {}
         # the VAE decoder exported beside it (runtime.decoder), if any
-        self.decoder = load_decoder(self.folder, manifest.get("vae_decoder"), precision, threads)
+        self.decoder = load_decoder(self.folder, manifest.get("vae_decoder"), float_precision(precision), threads)
 
     def _request(self, group: int, shapes: dict[str, tuple]):
         key = (group, tuple(shapes.items()))
         if key not in self._requests:
             model = self._models[group].clone()
             model.reshape(shapes)
-            self._requests[key] = compile_model(model, self.precision, self.threads).create_infer_request()
+            compiled = compile_model(
+                model, float_precision(self.precision), self.threads, dynamic_quantization=is_dynamic(self.precision)
+            )
+            self._requests[key] = compiled.create_infer_request()
         return self._requests[key]
 
     def _infer(self, feeds: dict[str, np.ndarray], group: int) -> torch.Tensor:

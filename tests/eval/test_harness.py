@@ -254,6 +254,22 @@ def test_an_sdxl_pipeline_evaluates(tmp_path):
     assert 0.3 < res["quality"]["variants"]["w8a8"]["overall"]["ssim"]["mean"] <= 1.0
 
 
+def test_runtime_label_names_what_openvino_computes_in():
+    from diffusia.eval.harness import runtime_label
+
+    assert runtime_label({}) == "torch"
+    assert runtime_label({"runtime": "openvino", "runtime_precision": "f32"}) == "openvino"
+    assert runtime_label({"runtime": "openvino", "runtime_precision": "bf16"}) == "openvino (bf16 float layers)"
+    assert (
+        runtime_label({"runtime": "openvino", "runtime_precision": "bf16+dynamic"})
+        == "openvino (bf16 float layers, weight-only inputs quantized dynamically)"
+    )
+    assert (
+        runtime_label({"runtime": "openvino", "runtime_precision": "f32+dynamic"})
+        == "openvino (weight-only inputs quantized dynamically)"
+    )
+
+
 def test_variants_run_on_openvino_in_every_measurement(micro_pipeline_dir, prompt_file, tmp_path):
     """Memory, latency and the images sharded over two processes come from the OpenVINO U-Net, its float layers in
     bf16 where the CPU has bf16 units; the report says so."""
