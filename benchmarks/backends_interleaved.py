@@ -14,7 +14,10 @@ same timed input): each row is built in a fresh worker process that saves its ar
 ONE process loads and compiles every artifact (a diffusia runtime row through `diffusia.runtime`, a PyTorch-kernel
 row from its safetensors and quantization map, as the product loads them) and times them; rel-L2 of the reloaded
 artifact against the FP32 eager output of that input. What differs from `backends.py`: the rows are timed in one
-process (no peak RSS per row), every row compiled in memory while the others run. Writes OUT/interleaved_<model>_<latent>.{json,md}.
+process (no peak RSS per row), every row compiled in memory while the others run: at sd15-arch a weight-only
+or FP32 row holds several GB (OpenVINO widens their convolutions to f32: README, "In memory"), and six such rows
+(FP32, two NNCF, three diffusia weight-only) outgrew 24 GiB and were OOM-killed (2026-12-07), so time them in
+smaller sets. Writes OUT/interleaved_<model>_<latent>.{json,md}.
 """
 
 from __future__ import annotations
