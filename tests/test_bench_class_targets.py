@@ -59,6 +59,10 @@ def test_every_command_names_existing_scripts_and_rows(monkeypatch, cpu_class):
         assert "--start" not in commands["x2_grow"]
         assert f"X2_GROWN={grow_out}/x2_layer_gain.json" in commands["sd15_interleaved"]
         assert "diffusia_w8a8_x2_grown_ov_bf16" in " ".join(commands["sd15_interleaved"])
+    # the configuration the sd15-arch W8A8 target is met with, on `tiny` too
+    suffix = "_bf16" if cpu_class != "avx2" else ""
+    tiny = commands["tiny_interleaved"]
+    assert f"diffusia_w8a8_balanced_attn8_ov{suffix}" in tiny[tiny.index("--only") + 1].split(",")
     bf16_rows = [r for r in " ".join(commands["sd15_interleaved"]).split(",") if r.endswith("_bf16")]
     assert bool(bf16_rows) == (cpu_class != "avx2")  # no bf16 units without AVX-512 BF16
 
