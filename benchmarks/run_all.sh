@@ -11,7 +11,8 @@ run tiny_quality        benchmarks/tiny_quality.py
 run w8a8_ssim_tiny      benchmarks/w8a8_ssim_tiny.py             # W8A8 SSIM vs FP32 on the study's images, two calibrators
 run w8a8_ssim_attention benchmarks/w8a8_ssim_tiny.py --presets w8a8,w8a8x2 --calibrators mse --activations auto,balanced --attention float,int8 --stem w8a8_ssim_tiny_attention
 run eval_speed          benchmarks/eval_speed.py --source tiny
-run backends            benchmarks/backends.py --budget 120      # tiny and sd15-arch (32x32), ~55 min
+run backends            benchmarks/backends.py --budget 120      # tiny and sd15-arch (32x32), 52 rows each: at the
+#   66-101 s per sd15-arch row of earlier runs (results/{amx,vnni}/**/backends_sd15-arch_32.json) about 1-1.5 h
 run backends_interleaved benchmarks/backends_interleaved.py --model sd15-arch --rounds 30 --only nncf_int8_transformer,nncf_int8_bf16,nncf_int8_transformer_bf16,diffusia_w8a8_balanced_ov,diffusia_w8a8_balanced_attn8_ov,diffusia_w8a8_balanced_attn8_ov_bf16,diffusia_w8a8x2_ov,diffusia_w8a8x2_attn8_ov  # OpenVINO rows timed interleaved in one process, ~35 min
 run generation_memory   benchmarks/generation_memory.py --model sd15-arch
 run generation_memory_t benchmarks/generation_memory.py --model tiny
