@@ -42,27 +42,6 @@ for _precision, _suffix in (("f32", ""), ("bf16", "_bf16")):
     )
 
 
-# Experiment rows: W8A8 convolutions with the Linear layers (attention projections, feed-forward; SD v1.5's and
-# tiny's proj_in/proj_out are 1x1 convolutions) left float, or weight-only INT8 (`w8`, also with OpenVINO's dynamic
-# input quantization). Capped to AVX2, OpenVINO ran tiny's INT8 Linears on a generic gemm (`jit_gemm_I8`) for half
-# of diffusia's step (results/vnni/avx2_capped/openvino_profile_tiny.md).
-LINEARS = ("*.to_q", "*.to_k", "*.to_v", "*.to_out.0", "*.ff.net.*")
-for _name, _linears, _precision, _what in (
-    ("diffusia_w8a8_mse_float_linears_ov", "keep", "f32", "Linear layers float"),
-    ("diffusia_w8a8_mse_w8_linears_ov", "w8", "f32", "Linear layers weight-only INT8"),
-    (
-        "diffusia_w8a8_mse_w8_linears_ov_dynamic",
-        "w8",
-        "f32+dynamic",
-        "Linear layers weight-only INT8, inputs quantized dynamically",
-    ),
-):
-    BACKENDS[_name] = (
-        _diffusia_on("openvino", "w8a8", "mse", _precision, rules=tuple(f"{p}={_linears}" for p in LINEARS)),
-        f"diffusia W8A8 (MSE calibrator) convolutions on OpenVINO, {_what} (experiment)",
-    )
-
-
 def _pad_first(make_forward: Callable[[nn.Module], Callable]) -> Callable[[nn.Module], Callable]:
     """Experiment: a padded Conv2d's zero padding applied in float before its input's QDQ pair (0.0 quantizes to
     the zero point exactly, so the codes are unchanged) and the INT8 convolution itself unpadded, whose zero-point

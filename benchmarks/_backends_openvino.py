@@ -223,6 +223,18 @@ BACKENDS = {
         _diffusia_on("openvino", "w8a8x2", precision="bf16"),
         "diffusia w8a8x2 on OpenVINO, float layers in bf16",
     ),
+    "diffusia_mixed_mse_ov": (
+        _diffusia_on("openvino", "mixed", "mse"),
+        "diffusia mixed (W8A8 convolutions, MSE calibrator; attention/feed-forward Linears fp16) on OpenVINO",
+    ),
+    "diffusia_hybrid_mse_ov": (
+        _diffusia_on("openvino", "hybrid", "mse"),
+        "diffusia hybrid (W8A8 convolutions, MSE calibrator; attention/feed-forward Linears weight-only INT8) on OpenVINO",
+    ),
+    "diffusia_hybrid_mse_ov_bf16": (
+        _diffusia_on("openvino", "hybrid", "mse", "bf16"),
+        "diffusia hybrid (W8A8 convolutions, MSE calibrator; Linears weight-only INT8) on OpenVINO, float layers in bf16",
+    ),
     "diffusia_w8_ov": (_diffusia_on("openvino", "w8"), "diffusia weight-only INT8 on OpenVINO"),
     "diffusia_w4_ov": (_diffusia_on("openvino", "w4"), "diffusia weight-only INT4 (groups of 64) on OpenVINO"),
     "diffusia_w8_ov_dynamic": (

@@ -31,14 +31,14 @@ run() {
 
 case $CLASS in
   avx2)  # no bf16 units: float layers in f32 only; diffusia's PyTorch kernels are a candidate for the fastest path
-    TINY=ov_fp32,nncf_int8,nncf_int8_transformer,diffusia_w8a8_mse,diffusia_w8a8_mse_ov,diffusia_w8a8_balanced_attn8_ov,diffusia_w8a8x2_ov
+    TINY=ov_fp32,nncf_int8,nncf_int8_transformer,nncf_hybrid,diffusia_w8a8_mse,diffusia_w8a8_mse_ov,diffusia_w8a8_balanced_attn8_ov,diffusia_hybrid_mse_ov,diffusia_w8a8x2_ov
     GAIN=(--target 0.028)  # grow W8A8-MSE to <= 2.8 % (the target: the fastest INT8 path at <= 3 %)
     GROW=()
-    SD=nncf_int8,nncf_int8_transformer,nncf_hybrid,diffusia_w8a8_mse,diffusia_w8a8_mse_ov,diffusia_w8a8_mse_x2_plan,diffusia_w8a8_mse_x2_plan_ov,diffusia_w8a8x2
+    SD=nncf_int8,nncf_int8_transformer,nncf_hybrid,diffusia_w8a8_mse,diffusia_w8a8_mse_ov,diffusia_hybrid_mse_ov,diffusia_w8a8_mse_x2_plan,diffusia_w8a8_mse_x2_plan_ov,diffusia_w8a8x2
     PROFILE=(--preset w8a8)
     ;;
   vnni|amx)  # W8A8 <= 1.0x NNCF at <= half its error; w8a8x2 <= 1.3x at <= 2 %
-    TINY=ov_fp32,nncf_int8,nncf_int8_bf16,nncf_int8_transformer,nncf_int8_transformer_bf16,diffusia_w8a8_mse_ov,diffusia_w8a8_mse_ov_bf16,diffusia_w8a8_balanced_attn8_ov_bf16,diffusia_w8a8x2_ov
+    TINY=ov_fp32,nncf_int8,nncf_int8_bf16,nncf_int8_transformer,nncf_int8_transformer_bf16,diffusia_w8a8_mse_ov,diffusia_w8a8_mse_ov_bf16,diffusia_w8a8_balanced_attn8_ov_bf16,diffusia_hybrid_mse_ov_bf16,diffusia_w8a8x2_ov
     GAIN=(--start w8a8x2 --attention int8 --target 0.019)  # shrink the preset to what 2 % needs
     # grow W8A8 until its f32 error leaves room for bf16's ~2 points (in quadrature) under half NNCF's bf16 error
     GROW=(--activations balanced --attention int8 --target 0.0265)
@@ -48,7 +48,7 @@ case $CLASS in
   *) echo "unknown CPU class '$CLASS': set CPU_CLASS to avx2, vnni or amx" >&2; exit 2 ;;
 esac
 
-run tiny_interleaved  "$PY" benchmarks/backends_interleaved.py --model tiny --rounds 400 --only "$TINY" --out "$OUT/tiny"
+run tiny_interleaved  "$PY" benchmarks/backends_interleaved.py --model tiny --rounds 400 --only "$TINY" --against ov_fp32 --out "$OUT/tiny"
 run x2_layer_gain     "$PY" benchmarks/x2_layer_gain.py "${GAIN[@]}" --out "$OUT/x2_layer_gain"
 [ ${#GROW[@]} -gt 0 ] && run x2_grow "$PY" benchmarks/x2_layer_gain.py "${GROW[@]}" --out "$OUT/x2_grow"
 run sd15_interleaved  env X2_PLAN="$PLAN" X2_GROWN="$GROWN" "$PY" benchmarks/backends_interleaved.py --model sd15-arch --rounds 30 --only "$SD" --out "$OUT/sd15"

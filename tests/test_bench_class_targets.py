@@ -62,7 +62,9 @@ def test_every_command_names_existing_scripts_and_rows(monkeypatch, cpu_class):
     # the configuration the sd15-arch W8A8 target is met with, on `tiny` too
     suffix = "_bf16" if cpu_class != "avx2" else ""
     tiny = commands["tiny_interleaved"]
-    assert f"diffusia_w8a8_balanced_attn8_ov{suffix}" in tiny[tiny.index("--only") + 1].split(",")
+    tiny_rows = tiny[tiny.index("--only") + 1].split(",")
+    assert {f"diffusia_w8a8_balanced_attn8_ov{suffix}", f"diffusia_hybrid_mse_ov{suffix}"} <= set(tiny_rows)
+    assert tiny[tiny.index("--against") + 1] == "ov_fp32" in tiny_rows  # "beats every FP32 path": OpenVINO's
     bf16_rows = [r for r in " ".join(commands["sd15_interleaved"]).split(",") if r.endswith("_bf16")]
     assert bool(bf16_rows) == (cpu_class != "avx2")  # no bf16 units without AVX-512 BF16
 

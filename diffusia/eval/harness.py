@@ -297,7 +297,7 @@ def evaluate(
             "size": size,
             "memory": mem,
             "runtime": m.get("runtime", "torch"),
-            "runtime_precision": _placement(v, runtime, runtime_precision)["runtime_precision"],
+            "runtime_precision": m.get("runtime_precision", "f32"),
             "latency": None,
         }
         bar.update()

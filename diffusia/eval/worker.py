@@ -26,7 +26,7 @@ from diffusia.eval.latency import measure_interleaved, measure_latency
 from diffusia.eval.memory import PeakMemory
 from diffusia.fileio import atomic_dir, write_json
 from diffusia.generate import GenerationConfig
-from diffusia.runtime import runtime_of
+from diffusia.runtime import runtime_of, runtime_precision_of
 
 try:  # the quantized-folder loader and its kernels, when this diffusia has them
     import diffusia.quant.serialization  # noqa: F401
@@ -98,6 +98,7 @@ def run(task: dict[str, Any]) -> dict[str, Any]:
         "load_seconds": load_s,
         "unet_dtype": str(pipe.unet.dtype).replace("torch.", ""),
         "runtime": runtime_of(pipe),
+        "runtime_precision": runtime_precision_of(pipe),
     }
     if task.get("runs", 0) > 0:
         first = jobs[0]

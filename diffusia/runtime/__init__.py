@@ -105,6 +105,12 @@ def runtime_of(pipe) -> str:
     return getattr(pipe.unet, "runtime", "torch")
 
 
+def runtime_precision_of(pipe) -> str:
+    """What OpenVINO computes `pipe`'s U-Net in (`PRECISIONS`; f32 elsewhere): the one asked for, less `+dynamic`
+    for a U-Net without weight-only layers."""
+    return (getattr(pipe.unet, "precision", None) or "f32") if runtime_of(pipe) == "openvino" else "f32"
+
+
 def load_unet(
     runtime: str,
     folder: str | Path,
@@ -178,5 +184,6 @@ __all__ = [
     "load_unet",
     "resolve",
     "runtime_of",
+    "runtime_precision_of",
     "saved_runtimes",
 ]

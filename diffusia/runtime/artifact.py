@@ -86,6 +86,10 @@ def export_runtime(
             "timestep_groups": len(files),
             "num_train_timesteps": state.num_train_timesteps if state is not None else 1000,
             "quantized": quantized,
+            # int8/int4 weights on float inputs: what OpenVINO's dynamic quantization (`+dynamic`) applies to
+            "weight_only_layers": sum(
+                not m.spec.act_digits and m.spec.weight_bits <= 8 for m in api.qmodules(unet).values()
+            ),
             "unet_config": {k: v for k, v in dict(unet.config).items() if not k.startswith("_")},
         }
         if check:

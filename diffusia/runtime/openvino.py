@@ -8,6 +8,7 @@ weight-only layers' float inputs (`f32+dynamic`, `bf16+dynamic`: `diffusia.runti
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from diffusia.runtime.artifact import read_manifest
 from diffusia.runtime.decoder import load_decoder
 from diffusia.runtime.unet import RuntimeUNet
 
+log = logging.getLogger(__name__)
+
 
 class OpenVINOUNet(RuntimeUNet):
     runtime = "openvino"
@@ -28,6 +31,14 @@ class OpenVINOUNet(RuntimeUNet):
         self, folder: str | Path, config: Any, precision: str | None = "f32", threads: int | None = None
     ) -> None:
         manifest = read_manifest(folder)
+        if is_dynamic(precision) and manifest.get("weight_only_layers") == 0:
+            log.warning(
+                "runtime precision %s: this U-Net has no weight-only (w8/w4) layers for OpenVINO to quantize the "
+                "inputs of; running %s",
+                precision,
+                float_precision(precision),
+            )
+            precision = float_precision(precision)
         super().__init__(config, manifest["timestep_groups"], manifest["num_train_timesteps"])
         self.folder, self.manifest, self.precision, self.threads = Path(folder), manifest, precision, threads
         self._models = [require_openvino().Core().read_model(str(self.folder / f)) for f in manifest["files"]]

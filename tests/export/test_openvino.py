@@ -1,3 +1,4 @@
+import collections
 import contextlib
 import dataclasses
 
@@ -87,6 +88,26 @@ def test_openvino_graph_keeps_int8_weights_and_reproduces_the_trained_tiny_unet(
     bin_bytes = (tmp_path / "ov" / "unet-g0.bin").stat().st_size
     float_bytes = sum(p.numel() * 4 for p in load_pipeline("tiny", progress=False).unet.parameters())
     assert int8_bytes > 0.5 * bin_bytes and bin_bytes < 0.5 * float_bytes
+
+
+def test_hybrid_graph_runs_int8_convolutions_and_weight_only_linears(tmp_path):
+    """`hybrid`: OpenVINO computes the W8A8 convolutions on u8 inputs and the Linears on float inputs with their
+    int8 weights, as diffusia does (the export check passes)."""
+    from diffusia.export.openvino import compile_model
+
+    pipe = _quantized("hybrid", pipe=load_pipeline("tiny", progress=False))
+    manifest = export_runtime(pipe.unet, "openvino", tmp_path / "ov")  # checked: raises if it fails
+    count = collections.Counter(m.precision for m in api.qmodules(pipe.unet).values())
+    assert manifest["weight_only_layers"] == count["w8"] > 100 and count["w8a8"] > 50
+    model = ov.Core().read_model(str(tmp_path / "ov" / manifest["files"][0]))
+    assert sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops()) == count["w8a8"]
+    runtime = compile_model(str(tmp_path / "ov" / manifest["files"][0]), "f32", 1).get_runtime_model()
+    kernels = collections.Counter(
+        (op.get_rt_info()["layerType"].astype(str), op.get_rt_info()["runtimePrecision"].astype(str))
+        for op in runtime.get_ops()
+    )
+    assert kernels["Convolution", "u8"] == count["w8a8"]
+    assert kernels["FullyConnected", "i8"] >= count["w8"]  # a GEGLU projection's weight in two halves
 
 
 def test_one_graph_per_timestep_group_each_with_its_ranges(tmp_path):

@@ -15,7 +15,17 @@ EVAL = inputs(100, 400, batch=1)  # 16x16 latents; forwards dominate the test ti
 # rel-L2 vs FP32 on the random tiny U-Net (measured: fp16 0.06 %, bf16 0.5 %, w8 1.2 %, w8a8 / mixed with
 # 7-bit activations and 99.9 % percentile ~10 %, w4 ~21 %): random weights and 32-channel layers make int8
 # activations and int4 weights far noisier here than on a trained U-Net; bounds leave some margin.
-TOL = {"fp32": 1e-6, "fp16": 0.005, "bf16": 0.02, "w8": 0.03, "w8a8": 0.15, "w8a8x2": 0.15, "mixed": 0.15, "w4": 0.3}
+TOL = {
+    "fp32": 1e-6,
+    "fp16": 0.005,
+    "bf16": 0.02,
+    "w8": 0.03,
+    "w8a8": 0.15,
+    "w8a8x2": 0.15,
+    "mixed": 0.15,
+    "hybrid": 0.15,
+    "w4": 0.3,
+}
 
 
 @pytest.fixture(scope="module")

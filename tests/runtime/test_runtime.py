@@ -3,6 +3,7 @@ saved with the folder, `auto` by CPU class, one-line errors."""
 
 import builtins
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -172,9 +173,10 @@ def test_bf16_float_layers_on_openvino_are_an_option(quantized_dir):
         load_pipeline(folder, progress=False, runtime_precision="bf16")
 
 
-def test_dynamic_int8_inputs_on_openvino_are_an_option(quantized_dir, tmp_path):
+def test_dynamic_int8_inputs_on_openvino_are_an_option(quantized_dir, tmp_path, caplog):
     """`+dynamic` turns on OpenVINO's dynamic quantization of the weight-only layers' float inputs (int8, groups of
-    32), off otherwise. A `w8` model's images then move further from FP32, but stay closer than static W8A8's."""
+    32), off otherwise. A `w8` model's images then move further from FP32, but stay closer than static W8A8's. A
+    U-Net without weight-only layers runs, and reports, the float precision alone."""
     w8a8_image, fp32_image = quantized_dir[1:]
     pipe = load_pipeline("tiny", progress=False)
     quantize_pipeline(pipe, get_preset("w8"), load_prompts("tiny"), calib_size=2, steps=3, progress=False)
@@ -186,6 +188,10 @@ def test_dynamic_int8_inputs_on_openvino_are_an_option(quantized_dir, tmp_path):
         compiled = [r.get_compiled_model() for r in loaded.unet._requests.values()]
         groups[precision] = {c.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") for c in compiled}
     assert groups == {"f32": {0}, "f32+dynamic": {32}}
+    assert runtime.runtime_precision_of(loaded) == "f32+dynamic"
+    with caplog.at_level(logging.WARNING, logger="diffusia.runtime.openvino"):
+        w8a8 = load_pipeline(quantized_dir[0], progress=False, runtime="openvino", runtime_precision="f32+dynamic")
+    assert runtime.runtime_precision_of(w8a8) == "f32" and "has no weight-only (w8/w4) layers" in caplog.text
     error = {p: np.abs(image - fp32_image).mean() for p, image in images.items()}
     assert error["f32"] <= error["f32+dynamic"] < np.abs(w8a8_image - fp32_image).mean()
     with pytest.raises(DiffusiaError, match="applies to the openvino runtime, and the U-Net runs on torch"):
