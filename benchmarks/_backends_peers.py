@@ -345,6 +345,10 @@ BACKENDS: dict[str, tuple[Callable[[nn.Module, Ctx], Built], str]] = {
         _diffusia("w8a8", "mse", activations="balanced", attention="int8"),
         "real INT8 kernels (oneDNN, static), MSE calibrator, balanced activations, int8 attention (computed in float)",
     ),
+    "diffusia_hybrid_mse": (
+        _diffusia("hybrid", "mse"),
+        "real INT8 kernels (oneDNN, static) for the convolutions, MSE calibrator; Linears weight-only INT8",
+    ),
     "diffusia_w8": (_diffusia("w8"), "weight-only INT8 (dequant per call)"),
     "diffusia_w4": (_diffusia("w4"), "weight-only INT4 (dequant per call)"),
     "torch_dynamic_int8": (torch_dynamic_int8, "real INT8 kernels (dynamic, Linear only)"),
