@@ -5,6 +5,7 @@ OpenVINO's own per-node profiling (PERF_COUNT), summed by node type and by kerne
     python benchmarks/openvino_profile.py                      # sd15-arch, 32x32 latent, batch 2, ~10 min
     python benchmarks/openvino_profile.py --model tiny
     python benchmarks/openvino_profile.py --preset w8a8x2 --no-nncf   # openvino_profile_sd15-arch_w8a8x2
+    python benchmarks/openvino_profile.py --model tiny --preset w8a8,hybrid --no-nncf  # ..._tiny_w8a8-hybrid
     python benchmarks/openvino_profile.py --activations balanced      # openvino_profile_sd15-arch_balanced
     python benchmarks/openvino_profile.py --preset w8a8x2 --attention float,int8 --no-nncf  # ..._attention-float-int8
     python benchmarks/openvino_profile.py --activations balanced --attention int8 --nncf-precision f32,bf16
@@ -162,7 +163,7 @@ def main() -> None:
     ap.add_argument("--latent", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=11, help="profiled calls per row, interleaved")
-    ap.add_argument("--preset", default="w8a8", help="diffusia's preset (its calibrator set to mse)")
+    ap.add_argument("--preset", default="w8a8", help="diffusia's presets, comma list (calibrator set to mse)")
     ap.add_argument("--activations", default="auto", help="diffusia's activation signedness (auto, int8, balanced)")
     ap.add_argument("--attention", default="float", help="diffusia's attention: float, int8 or both (float,int8)")
     ap.add_argument("--no-nncf", action="store_true", help="profile diffusia's graph only")
@@ -205,21 +206,22 @@ def main() -> None:
             del nncf_model
     del fp32
     act_suffix = "" if args.activations == "auto" else f"_{args.activations}"
-    for i, attention in enumerate(args.attention.split(",")):
+    variants = [(p, a) for p in args.preset.split(",") for a in args.attention.split(",")]
+    for i, (preset, attention) in enumerate(variants):
         if i:
             unet = load_unet(args.model, work)  # each variant from the float U-Net
-        recipe = get_preset(args.preset).replace(calibrator="mse", activations=args.activations, attention=attention)
+        recipe = get_preset(preset).replace(calibrator="mse", activations=args.activations, attention=attention)
         api.quantize(unet, recipe)
         with torch.no_grad(), api.calibrate(unet):
             for x in calib:
                 unet(*x)
         api.freeze(unet)
-        manifest = export_runtime(unet, "openvino", work / f"diffusia-{attention}", check=False)
-        model = core.read_model(str(work / f"diffusia-{attention}" / manifest["files"][0]))
+        manifest = export_runtime(unet, "openvino", work / f"diffusia-{preset}-{attention}", check=False)
+        model = core.read_model(str(work / f"diffusia-{preset}-{attention}" / manifest["files"][0]))
         model.reshape({k: v.shape for k, v in feeds.items()})
         suffix = act_suffix + ("" if attention == "float" else "_attn8")
         for precision in ("f32", "bf16"):
-            compiled[f"diffusia_{args.preset}_mse{suffix}_{precision}"] = core.compile_model(
+            compiled[f"diffusia_{preset}_mse{suffix}_{precision}"] = core.compile_model(
                 model, "CPU", {**config, **ours, "INFERENCE_PRECISION_HINT": precision}
             )
         del unet, model
@@ -262,7 +264,8 @@ def main() -> None:
     )
     stem = (
         args.out
-        / f"openvino_profile_{args.model}{'' if args.preset == 'w8a8' else '_' + args.preset}{act_suffix}{attn}{nncf_suffix}"
+        / f"openvino_profile_{args.model}{'' if args.preset == 'w8a8' else '_' + args.preset.replace(',', '-')}"
+        f"{act_suffix}{attn}{nncf_suffix}"
     )
     write_results(stem, res, "\n".join(lines))
 
