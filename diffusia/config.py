@@ -195,9 +195,10 @@ _PRESETS: dict[str, Recipe] = {
     # convolutions W8A8; attention and feed-forward linears stored in fp16 (computed in fp32 on CPU)
     "mixed": Recipe(name="mixed", weights="w8a8", keep_as="fp16", rules=list(_ATTN_FF_RULES)),
     # convolutions W8A8; attention and feed-forward linears weight-only INT8 (the split of NNCF's "hybrid" recipe):
-    # OpenVINO without VNNI runs INT8 Linears on a generic gemm; on tiny this took 0.88x OpenVINO FP32's step where
-    # W8A8 took 1.00x (AVX2-capped Zen 4, benchmarks/results/vnni/avx2_capped/targets/tiny_hybrid); no faster than
-    # W8A8 on sd15-arch (.../avx2_capped/targets/sd15_hybrid) or with VNNI (vnni/targets/tiny_hybrid)
+    # OpenVINO without VNNI runs INT8 Linears on a generic gemm. Results in benchmarks/results/vnni/: AVX2-capped, on
+    # tiny, 0.88x OpenVINO FP32's step where W8A8 took 1.00x (avx2_capped/targets/tiny_hybrid; the Linears' kernels
+    # in avx2_capped/openvino_profile_tiny_w8a8-hybrid); no faster than W8A8 on sd15-arch
+    # (avx2_capped/targets/sd15_hybrid) or with VNNI (targets/tiny_hybrid)
     "hybrid": Recipe(
         name="hybrid", weights="w8a8", keep_as="fp16", rules=[Rule(r.pattern, "w8") for r in _ATTN_FF_RULES]
     ),
