@@ -92,13 +92,13 @@ def test_openvino_graph_keeps_int8_weights_and_reproduces_the_trained_tiny_unet(
 
 def test_hybrid_graph_runs_int8_convolutions_and_weight_only_linears(tmp_path):
     """`hybrid`: OpenVINO computes the W8A8 convolutions on u8 inputs and the Linears on float inputs with their
-    int8 weights, as diffusia does (the export check passes)."""
+    int8 weights, as diffusia does (the export check passes, at the micro U-Net's bound of the test above)."""
     from diffusia.export.openvino import compile_model
 
-    pipe = _quantized("hybrid", pipe=load_pipeline("tiny", progress=False))
-    manifest = export_runtime(pipe.unet, "openvino", tmp_path / "ov")  # checked: raises if it fails
+    pipe = _quantized("hybrid")
+    manifest = export_runtime(pipe.unet, "openvino", tmp_path / "ov", tolerance=0.15)  # raises if it fails
     count = collections.Counter(m.precision for m in api.qmodules(pipe.unet).values())
-    assert manifest["weight_only_layers"] == count["w8"] > 100 and count["w8a8"] > 50
+    assert manifest["weight_only_layers"] == count["w8"] > 20 and count["w8a8"] > 20
     model = ov.Core().read_model(str(tmp_path / "ov" / manifest["files"][0]))
     assert sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops()) == count["w8a8"]
     runtime = compile_model(str(tmp_path / "ov" / manifest["files"][0]), "f32", 1).get_runtime_model()
