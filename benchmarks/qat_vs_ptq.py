@@ -106,16 +106,21 @@ def finished_qat(folder: Path, cfg: QATConfig) -> dict | None:
     return qat if same and latest_checkpoint(folder) is not None else None
 
 
-def compare(images: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+def compare(images: np.ndarray, reference: np.ndarray, prompts: list[str] | None = None) -> dict:
+    """SSIM and LPIPS against the reference; with `prompts`, also the median and the three least similar prompts."""
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
     y = torch.from_numpy(reference).permute(0, 3, 1, 2).float()
     s, lp = ssim(x, y).numpy(), lpips_distance(x, y).numpy()
-    return {
+    facts = {
         "ssim": float(s.mean()),
         "ssim_min": float(s.min()),
         "lpips": float(lp.mean()),
         "lpips_max": float(lp.max()),
     }
+    if prompts is not None:
+        facts["ssim_median"] = float(np.median(s))
+        facts["least_similar"] = [[prompts[i], round(float(s[i]), 4)] for i in np.argsort(s)[:3]]
+    return facts
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -166,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     variants: dict[str, dict] = {}
     images, facts = cached(work, "ptq-w8a8", {**base, "calib_size": args.calib_size, "kernels": args.kernels}, ptq)
-    variants["ptq-w8a8"] = {**facts, **compare(images, reference)}
+    variants["ptq-w8a8"] = {**facts, **compare(images, reference, prompts)}
     log.info("ptq: %s", variants["ptq-w8a8"])
     for source in [s for s in args.sources.split(",") if s]:
         folder = work / f"qat-{source}"
@@ -219,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
             "kernels": args.kernels,
         }
         images, facts = cached(work, f"qat-w8a8-{source}", key, qat)
-        variants[f"qat-w8a8-{source}"] = {**facts, **compare(images, reference)}
+        variants[f"qat-w8a8-{source}"] = {**facts, **compare(images, reference, prompts)}
         log.info("qat %s: %s", source, variants[f"qat-w8a8-{source}"])
 
     agreement = None
@@ -280,6 +285,12 @@ def report(r: dict) -> str:
             f"{'yes' if v.get('beats_ptq') else ('-' if v['method'] == 'PTQ' else 'no')} | "
             f"{'yes' if v['meets_targets'] else 'no'} |"
         )
+    worst = [(name, v["least_similar"]) for name, v in r["variants"].items() if v.get("least_similar")]
+    if worst:
+        lines += ["", "Median SSIM and the least similar prompts (SSIM):", ""]
+        for name, prompts in worst:
+            listed = "; ".join(f"{p} ({s:.3f})" for p, s in prompts)
+            lines.append(f"- {name}: median {r['variants'][name]['ssim_median']:.4f}; {listed}")
     if r["kernels"] == "fake":
         a = r.get("real_vs_simulated") or {}
         lines += [
