@@ -4,7 +4,7 @@ SSIM and LPIPS of every variant's images against the FP32 images of the same pro
 
 PTQ and QAT share the calibration (same prompts, trajectories and seeds), so QAT starts exactly at the PTQ model.
 
-    python benchmarks/qat_vs_ptq.py [--steps 400] [--lr 1e-5] [--batch 16] [--calib-size 32] [--no-lsq]
+    python benchmarks/qat_vs_ptq.py [--steps 400 | --steps 200,400] [--lr 1e-5] [--batch 16] [--calib-size 32] [--no-lsq]
 Writes benchmarks/results/<class>/qat_vs_ptq.json and .md; QAT folders and each variant's images are kept under --work,
 so a rerun with the same settings skips the variants already done.
 """
@@ -127,7 +127,11 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny")
     p.add_argument("--num", type=int, default=80, help="prompts (1 image each)")
-    p.add_argument("--steps", type=int, default=400, help="QAT steps per variant (~1 s each with LSQ on 2 idle cores)")
+    p.add_argument(
+        "--steps",
+        default="400",
+        help="QAT steps per variant (~1 s each with LSQ on 2 idle cores); a comma list trains one variant per count",
+    )
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument(
@@ -173,13 +177,16 @@ def main(argv: list[str] | None = None) -> dict:
     images, facts = cached(work, "ptq-w8a8", {**base, "calib_size": args.calib_size, "kernels": args.kernels}, ptq)
     variants["ptq-w8a8"] = {**facts, **compare(images, reference, prompts)}
     log.info("ptq: %s", variants["ptq-w8a8"])
-    for source in [s for s in args.sources.split(",") if s]:
-        folder = work / f"qat-{source}"
+    step_counts = [int(n) for n in str(args.steps).split(",") if n.strip()]
+    runs = [(source, n) for source in args.sources.split(",") if source for n in step_counts]
+    for source, steps in runs:
+        suffix = f"-{steps}" if len(step_counts) > 1 else ""
+        folder = work / f"qat-{source}{suffix}"
         cfg = QATConfig(
             out=str(folder),
             model=args.model,
             source=source,
-            steps=args.steps,
+            steps=steps,
             lr=args.lr,
             batch=args.batch,
             lsq=args.lsq,
@@ -217,15 +224,16 @@ def main(argv: list[str] | None = None) -> dict:
         key = {
             **base,
             "calib_size": args.calib_size,
-            "steps": args.steps,
+            "steps": steps,
             "lr": args.lr,
             "batch": args.batch,
             "lsq": args.lsq,
             "kernels": args.kernels,
         }
-        images, facts = cached(work, f"qat-w8a8-{source}", key, qat)
-        variants[f"qat-w8a8-{source}"] = {**facts, **compare(images, reference, prompts)}
-        log.info("qat %s: %s", source, variants[f"qat-w8a8-{source}"])
+        name = f"qat-w8a8-{source}{suffix}"
+        images, facts = cached(work, name, key, qat)
+        variants[name] = {**facts, **compare(images, reference, prompts)}
+        log.info("%s: %s", name, variants[name])
 
     agreement = None
     qat_folders = [Path(v["folder"]) for v in variants.values() if v.get("folder")]
