@@ -285,9 +285,9 @@ def check_against_openvino(
             small = qdq.graph_feeds(qdq.example_inputs(unet, batch, seed, timestep=t, max_side=qdq.PROBE_MAX_SIDE))
             request = compile_model(_static(model, small), "f32").create_infer_request()
             request.infer(small)
-            theirs = {}
+            theirs, observers = {}, api.observers(unet)
             for (layer, digit), (x_name, y_name) in probes.items():
-                m = api.observers(unet)[layer]
+                m = observers[layer]
                 scale, zp = m.act_qparams(m.group)
                 if digit == 2:
                     scale, zp = qmath.residual_qparams(scale, m.act_qmax)
