@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from diffusia.export.openvino import compile_model, require_openvino
+from diffusia.quant import cpu
 from diffusia.runtime import float_precision, is_dynamic
 from diffusia.runtime.artifact import read_manifest
 from diffusia.runtime.decoder import load_decoder
@@ -39,6 +40,13 @@ class OpenVINOUNet(RuntimeUNet):
                 float_precision(precision),
             )
             precision = float_precision(precision)
+        elif is_dynamic(precision) and not cpu.has_vnni():
+            log.warning(  # measured with the CPU capped to AVX2 (README, "Step time of the weight-only recipes")
+                "runtime precision %s on a CPU without VNNI: OpenVINO may leave the weight-only layers' inputs float "
+                "(it did with the CPU capped to AVX2), computing as %s does",
+                precision,
+                float_precision(precision),
+            )
         super().__init__(config, manifest["timestep_groups"], manifest["num_train_timesteps"])
         self.folder, self.manifest, self.precision, self.threads = Path(folder), manifest, precision, threads
         self._models = [require_openvino().Core().read_model(str(self.folder / f)) for f in manifest["files"]]

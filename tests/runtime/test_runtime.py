@@ -189,6 +189,11 @@ def test_dynamic_int8_inputs_on_openvino_are_an_option(quantized_dir, tmp_path, 
         groups[precision] = {c.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") for c in compiled}
     assert groups == {"f32": {0}, "f32+dynamic": {32}}
     assert runtime.runtime_precision_of(loaded) == "f32+dynamic"
+    for cls, warned in (("avx2", True), ("vnni", False)):  # capped to AVX2, OpenVINO left the inputs float
+        caplog.clear()
+        with cpu.simulate(cls), caplog.at_level(logging.WARNING, logger="diffusia.runtime.openvino"):
+            runtime.load_unet("openvino", tmp_path / "q" / "openvino", loaded.unet.config, precision="f32+dynamic")
+        assert ("f32+dynamic on a CPU without VNNI" in caplog.text) == warned
     with caplog.at_level(logging.WARNING, logger="diffusia.runtime.openvino"):
         w8a8 = load_pipeline(quantized_dir[0], progress=False, runtime="openvino", runtime_precision="f32+dynamic")
     assert runtime.runtime_precision_of(w8a8) == "f32" and "has no weight-only (w8/w4) layers" in caplog.text
