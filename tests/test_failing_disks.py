@@ -93,6 +93,7 @@ def _sensitivity(c) -> Path:
 
 
 CALIB = ["--calib-prompts", "tiny", "--calib-size", "1", "--calib-steps", "1"]
+SENSITIVITY = ["--steps", "2", "--eval-timesteps", "1", "--top", "0"]  # ~150 KB of outputs: over 128 KB
 # command -> (arguments given the inputs and the output, output name)
 COMMANDS = {
     "generate": (lambda c, out: ["generate", "--prompt", "a bag", "--model", c.pipe, "--steps", "1"], "a.png"),
@@ -101,21 +102,7 @@ COMMANDS = {
     "export openvino": (lambda c, out: ["export", "--model", c.quantized, "--format", "openvino"], "ov"),
     "eval": (lambda c, out: ["eval", "--model", c.pipe, "--variants", "fp32", "--num", "1", "--steps", "1"], "e"),
     "qat": (lambda c, out: ["qat", "--model", c.pipe, *CALIB, "--batch", "1", "--steps", "1"], "t"),
-    "sensitivity": (  # outputs of ~150 KB: more than the 128 KB disk holds
-        lambda c, out: [
-            "sensitivity",
-            "--model",
-            c.pipe,
-            *CALIB[:4],
-            "--steps",
-            "2",
-            "--eval-timesteps",
-            "1",
-            "--top",
-            "0",
-        ],
-        "s",
-    ),
+    "sensitivity": (lambda c, out: ["sensitivity", "--model", c.pipe, *CALIB[:4], *SENSITIVITY], "s"),
     "pareto": (lambda c, out: ["pareto", "--results", _results(c)], "p"),
     "search": (lambda c, out: ["search", "--sensitivity", _sensitivity(c), "--budget-mb", "2.5"], "r.json"),
 }
