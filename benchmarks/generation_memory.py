@@ -2,11 +2,12 @@
 
 Each variant is saved as a folder, then loaded and run in a fresh process (`diffusia.eval.memory.run_isolated`):
 peak RSS growth over the process baseline after imports, covering loading and one image at the model's native
-resolution. Peak memory does not depend on the number of denoising steps, so `--steps 2` keeps the SD v1.5
+resolution; each variant twice, with diffusia returning the freed heap to the OS before the VAE decode (the
+default, `diffusia.models.heap`) and without it. Peak memory does not depend on the number of denoising steps, so `--steps 2` keeps the SD v1.5
 run short; calibration of W8A8 likewise uses few sampler steps (`sd15-arch` has random weights: only memory and
 size are measured here, not quality).
 
-    python benchmarks/generation_memory.py --model sd15-arch      # ~10 min on 2 cores, ~12 GB of disk in --work
+    python benchmarks/generation_memory.py --model sd15-arch      # ~20 min on 2 cores, ~12 GB of disk in --work
     python benchmarks/generation_memory.py --model tiny
 Writes benchmarks/results/<class>/generation_memory_<model>.json and .md.
 """
@@ -14,6 +15,7 @@ Writes benchmarks/results/<class>/generation_memory_<model>.json and .md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -27,6 +29,7 @@ import torch
 from diffusia import load_pipeline
 from diffusia.config import get_preset
 from diffusia.eval.memory import run_isolated
+from diffusia.models import heap
 from diffusia.prompts import load_prompts, take
 from diffusia.quant import cpu
 from diffusia.quant.pipeline import quantize_pipeline
@@ -69,6 +72,19 @@ def materialise(model: str, variant: str, work: Path, calib_steps: int, calib_si
     return out
 
 
+@contextlib.contextmanager
+def _heap_kept():
+    old = os.environ.get(heap.ENV)
+    os.environ[heap.ENV] = "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[heap.ENV]
+        else:
+            os.environ[heap.ENV] = old
+
+
 def measure(model: str, work: Path, steps: int, threads: int, calib_steps: int, calib_size: int) -> dict:
     prompt = load_prompts("eval", model)[0]
     rows = {}
@@ -88,8 +104,11 @@ def measure(model: str, work: Path, steps: int, threads: int, calib_steps: int, 
             "jobs": [{"index": 0, "prompt": prompt.text, "category": prompt.category, "seed": 42}],
         }
         res = run_isolated(task, workdir=work / "tasks")
+        with _heap_kept():  # the same generation without returning the freed heap before the VAE decode
+            kept = run_isolated({**task, "name": f"{variant}-kept"}, workdir=work / "tasks")
         rows[variant] = {
             "peak_rss_mb": res["memory"]["peak_mb"],
+            "peak_rss_heap_kept_mb": kept["memory"]["peak_mb"],
             "peak_after_load_mb": res["memory"]["peak_load_mb"],
             "unet_mb": folder_mb(folder, "unet"),
             "pipeline_mb": folder_mb(folder),
@@ -101,6 +120,7 @@ def measure(model: str, work: Path, steps: int, threads: int, calib_steps: int, 
     base = rows["fp32"]
     for r in rows.values():
         r["peak_rss_vs_fp32"] = r["peak_rss_mb"] / base["peak_rss_mb"]
+        r["peak_rss_heap_kept_vs_fp32"] = r["peak_rss_heap_kept_mb"] / base["peak_rss_heap_kept_mb"]
         r["unet_bytes_vs_fp32"] = r["unet_mb"] / base["unet_mb"]
     return rows
 
@@ -112,17 +132,21 @@ def to_markdown(res: dict) -> str:
         "",
         f"One image at {res['rows']['fp32']['image_shape'][0]}x{res['rows']['fp32']['image_shape'][1]} px, "
         f"{res['steps']} DPM-Solver steps, batch 1 with guidance, each variant loaded and run in a fresh process; "
-        f"peak RSS growth over the baseline after imports (loading included). W8A8 calibrated on "
+        f"peak RSS growth over the baseline after imports (loading included), with diffusia returning the freed "
+        f"heap to the OS before the VAE decode (`diffusia.models.heap`, the default) and without "
+        f"({heap.ENV}=0: heap kept). W8A8 calibrated on "
         f"{res['calib_size']} prompt(s) x {res['calib_steps']} sampler steps (memory only, not quality).",
         "",
         f"Machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}, {m['date']}.",
         "",
-        "| variant | peak RSS MB | vs FP32 | peak after load MB | U-Net MB on disk | vs FP32 | pipeline MB on disk |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | peak RSS MB | vs FP32 | heap kept: peak RSS MB | vs FP32 | peak after load MB | U-Net MB on disk "
+        "| vs FP32 | pipeline MB on disk |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in res["rows"].items():
         lines.append(
-            f"| {name} | {r['peak_rss_mb']:.0f} | {r['peak_rss_vs_fp32']:.1%} | {r['peak_after_load_mb']:.0f} | "
+            f"| {name} | {r['peak_rss_mb']:.0f} | {r['peak_rss_vs_fp32']:.1%} | {r['peak_rss_heap_kept_mb']:.0f} | "
+            f"{r['peak_rss_heap_kept_vs_fp32']:.1%} | {r['peak_after_load_mb']:.0f} | "
             f"{r['unet_mb']:.1f} | {r['unet_bytes_vs_fp32']:.1%} | {r['pipeline_mb']:.1f} |"
         )
     lines += [

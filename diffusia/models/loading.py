@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from diffusia.errors import DiffusiaError
+from diffusia.models.heap import release_before_decode
 from diffusia.models.safetensors_check import check_folder
 
 log = logging.getLogger(__name__)
@@ -243,6 +244,7 @@ def load_pipeline(
     if device != "cpu" and device.startswith("cuda") and not torch.cuda.is_available():
         raise DiffusiaError(f"device {device!r} requested but CUDA is not available: use --device cpu")
     pipe = runtimes.deploy(pipe.to(device), runtime, device=device, threads=threads, precision=runtime_precision)
+    release_before_decode(pipe)
     pipe.set_progress_bar_config(disable=not progress, leave=False)
     pipe.diffusia_spec = describe(spec_str)
     return pipe

@@ -138,7 +138,10 @@ def install(pipe, unet) -> None:
     pipe.unet = unet
     pipe._is_unet_config_sample_size_int = isinstance(unet.config.sample_size, int)
     if getattr(unet, "decoder", None) is not None:
+        from diffusia.models.heap import release_before_decode
+
         unet.decoder.install(pipe.vae)
+        release_before_decode(pipe)  # the new decoder, as `load_pipeline` does for every pipeline
 
 
 def deploy(

@@ -72,6 +72,7 @@ def test_unsaved_runtime_is_exported_on_load_and_matches(quantized_dir):
     pipe = load_pipeline(folder, progress=False)  # torch U-Net, deployed by hand (what the Python API does)
     runtime.deploy(pipe, "openvino")
     assert runtime.runtime_of(pipe) == "openvino"
+    assert pipe.vae.decoder._diffusia_releases_heap  # OpenVINO's decoder releases the freed heap as PyTorch's did
     _same_quantized_model(_image(pipe), torch_image, fp32_image)
     with pytest.raises(DiffusiaError, match="already runs on openvino"):
         runtime.deploy(pipe, "onnxruntime")
