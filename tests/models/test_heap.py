@@ -1,17 +1,11 @@
 """The freed heap goes back to the operating system before each VAE decode of a loaded pipeline."""
 
-import os
-
 import pytest
 import torch
 
 from diffusia import load_pipeline
+from diffusia.eval.memory import status_mb
 from diffusia.models import heap
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 @pytest.mark.skipif(not heap.enabled(), reason="needs glibc's malloc_trim")
@@ -23,9 +17,9 @@ def test_release_returns_the_heap_that_freed_tensors_left():
     small = [torch.ones(2**18) for _ in range(121)]
     last = small.pop()
     small.clear()
-    before = _rss_mb()
+    before = status_mb("VmRSS")
     assert heap.release_free_memory()
-    assert before - _rss_mb() > 60
+    assert before - status_mb("VmRSS") > 60
     assert last.sum() == 2**18
 
 
