@@ -3,11 +3,11 @@
 Each variant is saved as a folder, then loaded and run in a fresh process (`diffusia.eval.memory.run_isolated`):
 peak RSS growth over the process baseline after imports, covering loading and one image at the model's native
 resolution; each variant twice, with diffusia returning the freed heap to the OS before the VAE decode (the
-default, `diffusia.models.heap`) and without it. Peak memory does not depend on the number of denoising steps, so `--steps 2` keeps the SD v1.5
-run short; calibration of W8A8 likewise uses few sampler steps (`sd15-arch` has random weights: only memory and
-size are measured here, not quality).
+default, `diffusia.models.heap`) and without it. Peak memory does not depend on the number of denoising steps, so
+`--steps 2` keeps the SD v1.5 run short; calibration of W8A8 likewise uses few sampler steps (`sd15-arch` has random
+weights: only memory and size are measured here, not quality).
 
-    python benchmarks/generation_memory.py --model sd15-arch      # ~20 min on 2 cores, ~12 GB of disk in --work
+    python benchmarks/generation_memory.py --model sd15-arch      # ~8 min on 2 Zen 4 cores, ~12 GB of disk in --work
     python benchmarks/generation_memory.py --model tiny
 Writes benchmarks/results/<class>/generation_memory_<model>.json and .md.
 """

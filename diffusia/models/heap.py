@@ -3,8 +3,8 @@
 glibc's malloc raises its mmap threshold as large tensors are freed, so during the denoising loop later tensors come
 from the heap, and the heap it keeps once they are freed is not returned. The VAE decode, the peak of a generation
 at 512x512, then grows the process on top of it. `malloc_trim(0)` before the decoder runs returns that memory (a
-forward pre-hook on `vae.decoder`, the module diffusers' plain, sliced and tiled decodes call): it costs
-milliseconds per image (`benchmarks/generation_memory.py` measures both ways).
+forward pre-hook on `vae.decoder`, the module diffusers' plain, sliced and tiled decodes call).
+`benchmarks/generation_memory.py` measures the peak both ways, and the release's own time.
 
 `DIFFUSIA_MALLOC_TRIM=0` turns it off; off Linux, or with a C library without `malloc_trim`, it does nothing.
 """
