@@ -15,7 +15,6 @@ Writes benchmarks/results/<class>/generation_memory_<model>.json and .md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import logging
 import os
@@ -23,6 +22,7 @@ import platform
 import shutil
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -72,19 +72,6 @@ def materialise(model: str, variant: str, work: Path, calib_steps: int, calib_si
     return out
 
 
-@contextlib.contextmanager
-def _heap_kept():
-    old = os.environ.get(heap.ENV)
-    os.environ[heap.ENV] = "0"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ[heap.ENV]
-        else:
-            os.environ[heap.ENV] = old
-
-
 def time_release() -> dict:
     """One release of the freed heap in this process, which built the variants: its time and the RSS it returned."""
     before, t0 = status_mb("VmRSS"), time.perf_counter()
@@ -111,7 +98,7 @@ def measure(model: str, work: Path, steps: int, threads: int, calib_steps: int, 
             "jobs": [{"index": 0, "prompt": prompt.text, "category": prompt.category, "seed": 42}],
         }
         res = run_isolated(task, workdir=work / "tasks")
-        with _heap_kept():  # the same generation without returning the freed heap before the VAE decode
+        with mock.patch.dict(os.environ, {heap.ENV: "0"}):  # the same generation, the freed heap kept
             kept = run_isolated({**task, "name": f"{variant}-kept"}, workdir=work / "tasks")
         rows[variant] = {
             "peak_rss_mb": res["memory"]["peak_mb"],
