@@ -1,4 +1,5 @@
-"""Peak memory of one variant, measured alone: a fresh `python -m diffusia.eval.worker` process per variant.
+"""Peak memory of one variant, measured alone: a fresh process per variant (`python -m diffusia.eval.worker`, forked
+after its imports by `diffusia.eval.zygote`).
 
 On CPU the peak is the growth of the resident set over the process baseline taken after imports, before
 loading: VmHWM (reset through /proc/self/clear_refs where the kernel allows it) minus VmRSS at that point.
@@ -9,14 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from diffusia.errors import DiffusiaError
+from diffusia.eval import zygote
 from diffusia.fileio import write_json
 
 log = logging.getLogger(__name__)
@@ -93,7 +92,7 @@ class PeakMemory:
 def run_isolated(
     task: dict[str, Any], timeout: float | None = None, workdir: str | Path | None = None
 ) -> dict[str, Any]:
-    """Run `diffusia.eval.worker` on `task` in a fresh Python process and return its JSON result."""
+    """Run `diffusia.eval.worker` on `task` in a fresh process (`zygote`) and return its JSON result."""
     for v in task.get("variants") or [task]:
         if not Path(v["folder"]).is_dir():
             raise DiffusiaError(f"variant folder {v['folder']} does not exist: materialise the variant first")
@@ -103,17 +102,16 @@ def run_isolated(
     task_path, result_path = workdir / f"{name}.task.json", workdir / f"{name}.result.json"
     result_path.unlink(missing_ok=True)
     write_json(task_path, {**task, "result": str(result_path)})
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "diffusia.eval.worker", str(task_path)]
-    log.info("worker for %s: %s", name, " ".join(cmd))
+    log_path = workdir / f"{name}.log"
+    log.info("worker for %s: %s", name, task_path)
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
+        code = zygote.run_worker(task_path, log_path, timeout)
+    except zygote.WorkerTimeout:
         raise DiffusiaError(
             f"the measurement of {name!r} took longer than {timeout:.0f} s: lower --num or --runs"
         ) from None
-    if proc.returncode != 0 or not result_path.is_file():
-        lines = [ln for ln in (proc.stderr or "").splitlines() if ln.strip()]
-        last = lines[-1] if lines else f"exit code {proc.returncode}"
+    if code != 0 or not result_path.is_file():
+        lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        last = lines[-1] if lines else f"exit code {code}"
         raise DiffusiaError(f"the measurement of {name!r} failed: {last.removeprefix('diffusia: error: ')}")
     return json.loads(result_path.read_text())

@@ -1,0 +1,31 @@
+"""A task module for the zygote tests: `main` records what the process running it sees."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch  # noqa: F401  (resident libraries for the zygote to pass on)
+
+CALLS = 0  # module state: a fresh child starts from the zygote's, 0
+
+
+def main(argv):
+    global CALLS
+    CALLS += 1
+    rss_mb = next(int(x.split()[1]) / 1024 for x in open("/proc/self/status") if x.startswith("VmRSS:"))
+    task = json.loads(Path(argv[0]).read_text())
+    time.sleep(task.get("sleep", 0))
+    if "raise" in task:
+        raise ValueError(task["raise"])
+    print("a line for the log")
+    seen = {"pid": os.getpid(), "ppid": os.getppid(), "calls": CALLS, "env": os.environ.get("DIFFUSIA_ZYGOTE_TEST")}
+    seen["rss_mb"] = rss_mb
+    Path(task["result"]).write_text(json.dumps(seen))
+    return task.get("code", 0)
+
+
+if __name__ == "__main__":  # without fork, `python -m` runs it
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,102 @@
+"""Fresh measuring processes forked from a pre-imported zygote: one child per task, a new zygote for a new
+environment, timeouts, failures, and the plain subprocess where there is no fork."""
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from diffusia.errors import DiffusiaError
+from diffusia.eval import zygote
+
+ROOT = Path(__file__).parents[2]
+TASK = "tests.eval._zygote_task"
+
+
+@pytest.fixture
+def run(monkeypatch, tmp_path):
+    """Run `_zygote_task` on a task dict: (exit code, what the process saw or None, its log)."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setattr(zygote, "_zygote", None)
+    count = iter(range(100))
+
+    def run_task(timeout=None, **task):
+        n = next(count)
+        path, result, log = (tmp_path / f"{n}.{x}" for x in ("task.json", "result.json", "log"))
+        path.write_text(json.dumps({**task, "result": str(result)}))
+        code = zygote.run_worker(path, log, timeout=timeout, module=TASK)
+        return code, json.loads(result.read_text()) if result.is_file() else None, log.read_text()
+
+    yield run_task
+    if zygote._zygote is not None:
+        zygote._zygote.close()
+
+
+def test_each_task_runs_in_its_own_child_of_one_zygote(run):
+    code, first, log = run()
+    assert code == 0 and "a line for the log" in log
+    code, second, _ = run(code=3)
+    assert code == 3  # the task's exit code
+    # two children of the same zygote, each starting from the zygote's state (the module ran once in each)
+    assert first["pid"] != second["pid"] and first["ppid"] == second["ppid"] == zygote._zygote.proc.pid
+    assert first["calls"] == second["calls"] == 1 and os.getpid() not in (first["ppid"], first["pid"])
+
+
+def test_a_child_starts_with_the_zygotes_resident_set(run):
+    """As a fresh process does after its imports: the pages of the libraries the zygote mapped are in the child's
+    resident set too, else the child would count them as its own growth (~100 MB of torch's here)."""
+    _, seen, _ = run()
+    status = Path(f"/proc/{seen['ppid']}/status").read_text()
+    zygote_mb = next(int(x.split()[1]) / 1024 for x in status.splitlines() if x.startswith("VmRSS:"))
+    assert zygote_mb > 100 and abs(seen["rss_mb"] - zygote_mb) < 0.05 * zygote_mb
+
+
+def test_a_changed_environment_gets_a_new_zygote(run, monkeypatch):
+    _, before, _ = run()
+    monkeypatch.setenv("DIFFUSIA_ZYGOTE_TEST", "on")
+    _, after, _ = run()
+    assert before["env"] is None and after["env"] == "on" and after["ppid"] != before["ppid"]
+
+
+def test_a_task_past_its_timeout_is_killed_and_the_zygote_serves_on(run):
+    run()
+    server = zygote._zygote.proc.pid
+    start = time.monotonic()
+    with pytest.raises(zygote.WorkerTimeout):
+        run(timeout=0.5, sleep=60)
+    assert time.monotonic() - start < 30
+    code, seen, _ = run()
+    assert code == 0 and seen["ppid"] == server
+
+
+def test_a_failing_task_leaves_its_traceback_in_the_log(run):
+    code, seen, log = run(**{"raise": "no such thing"})
+    assert code == 1 and seen is None and "ValueError: no such thing" in log
+
+
+def test_a_dead_zygote_is_replaced(run):
+    _, before, _ = run()
+    os.kill(before["ppid"], signal.SIGKILL)
+    zygote._zygote.proc.wait()
+    code, after, _ = run()
+    assert code == 0 and after["ppid"] != before["ppid"]
+
+
+def test_a_zygote_that_cannot_start_is_one_line(run, monkeypatch, tmp_path):
+    monkeypatch.setattr(zygote, "_zygote", None)
+    task = tmp_path / "t.json"
+    task.write_text("{}")
+    with pytest.raises(DiffusiaError, match=r"measuring process exited \(code 1\): .*No module named 'no_such_module'"):
+        zygote.run_worker(task, tmp_path / "log", module="no_such_module")
+
+
+def test_without_fork_each_task_is_a_fresh_python(run, monkeypatch):
+    monkeypatch.delattr(os, "fork")
+    code, seen, log = run(code=4)
+    assert code == 4 and seen["ppid"] == os.getpid() and "a line for the log" in log
+    with pytest.raises(zygote.WorkerTimeout):
+        run(timeout=0.5, sleep=60)
+    assert zygote._zygote is None
