@@ -5,7 +5,8 @@ import os
 import time
 from pathlib import Path
 
-import torch  # noqa: F401  (resident libraries for the zygote to pass on)
+if os.environ.get("DIFFUSIA_ZYGOTE_TORCH"):
+    import torch  # noqa: F401  (resident libraries for the zygote to pass on)
 
 CALLS = 0  # module state: a fresh child starts from the zygote's, 0
 
