@@ -2,8 +2,9 @@
 VAE decode) and the peak RSS, for FP32 eager, OpenVINO FP32, NNCF INT8 on OpenVINO and diffusia's quantized U-Net
 on each runtime (torch, openvino, onnxruntime), inside the same diffusers pipeline.
 
-    python benchmarks/generation_runtimes.py                      # sd15-arch at 512x512 (64x64 latent), ~50 min
+    python benchmarks/generation_runtimes.py                      # sd15-arch at 512x512 (64x64 latent)
     python benchmarks/generation_runtimes.py --model tiny --runs 3
+    python benchmarks/generation_runtimes.py --only diffusia_openvino,diffusia_openvino_heap_kept
     python benchmarks/generation_runtimes.py --preset w8a8 --calibrator mse --activations balanced --attention int8 \
         --only nncf_int8_openvino,nncf_int8_openvino_bf16,diffusia_openvino,diffusia_openvino_bf16
 Writes benchmarks/results/<class>/generation_runtimes_<model>.{json,md}.
@@ -24,7 +25,9 @@ bf16`; CPUs with AVX-512 BF16 or AMX). ONNX Runtime allocates as diffusia's sess
 `diffusia.export.onnx`), or with its own default arena in `diffusia_onnxruntime_arena_kept` (what diffusia's sessions
 did in results before 2026-12-07); `diffusia_onnxruntime_whole_attention` runs a graph with float attention traced
 whole (since 2026-12-07 diffusia's traces the attentions with more than `SCORES_AT_ONCE` scores per head:
-`diffusia.export.head_slices`).
+`diffusia.export.head_slices`). Every row gives the heap freed by the denoising loop back to the OS before the VAE
+decodes, as `load_pipeline` has it (`diffusia.models.heap`; results before 2026-12-08 did so in no row); the
+`_heap_kept` rows repeat five rows without it (`DIFFUSIA_MALLOC_TRIM=0`).
 """
 
 from __future__ import annotations
@@ -64,6 +67,12 @@ ROWS = {
 }
 # rows whose ONNX Runtime sessions allocate otherwise than diffusia's (diffusia.export.onnx.ARENA)
 ARENAS = {"diffusia_onnxruntime_arena_kept": "kept"}
+# the same rows with the heap freed by the denoising loop kept (DIFFUSIA_MALLOC_TRIM=0, `diffusia.models.heap`)
+HEAP_KEPT = "_heap_kept"
+ROWS |= {
+    f"{name}{HEAP_KEPT}": ROWS[name]
+    for name in ("fp32_torch", "fp32_openvino", "diffusia_torch", "diffusia_openvino", "diffusia_onnxruntime")
+}
 
 
 # ---------------------------------------------------------------- build phase
@@ -191,6 +200,8 @@ def worker(task_path: Path) -> None:
     from diffusia import load_pipeline, runtime
     from diffusia.eval.memory import PeakMemory
     from diffusia.generate import GenerationConfig, generate
+    from diffusia.models.heap import enabled as heap_enabled
+    from diffusia.models.heap import release_before_decode
 
     mem = PeakMemory()
     work, (folder, rt, rt_folder, precision) = Path(task["work"]), ROWS[task["name"]]
@@ -208,6 +219,7 @@ def worker(task_path: Path) -> None:
         arena = {"arena": ARENAS[task["name"]]} if task["name"] in ARENAS else {}
         unet = runtime.load_unet(rt, work / rt_folder, config, threads=task["threads"], precision=precision, **arena)
         runtime.install(pipe, unet)
+    release_before_decode(pipe)  # as `load_pipeline` has every pipeline do (off in the _heap_kept rows)
     load_s = time.perf_counter() - t0
     assert runtime.runtime_of(pipe) == rt
     generate(pipe, PROMPT, 1, GenerationConfig(steps=2), progress=False, output_type="np")  # warm-up / compile
@@ -225,6 +237,7 @@ def worker(task_path: Path) -> None:
         "times_s": [round(t, 2) for t in times],
         "median_s": statistics.median(times),
         "peak_rss_mb": round(mem.peak_mb(), 1),
+        "heap_released": heap_enabled(),
         "image_shape": list(image.shape[1:]),
         "load_avg_end": os.getloadavg()[0],
     }
@@ -248,7 +261,10 @@ def measure(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             }
         )
     )
+    from diffusia.models import heap
+
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+    env[heap.ENV] = "0" if name.endswith(HEAP_KEPT) else "1"
     with open(work / f"{name}.log", "w") as f:
         proc = subprocess.run(
             [sys.executable, __file__, "--worker", str(task_path)], env=env, stdout=f, stderr=subprocess.STDOUT
@@ -257,6 +273,18 @@ def measure(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         lines = (work / f"{name}.log").read_text(errors="replace").strip().splitlines()
         return {"name": name, "status": "failed", "reason": f"exit {proc.returncode}: {lines[-1] if lines else ''}"}
     return {**json.loads(result_path.read_text()), "status": "ok"}
+
+
+def _heap_note(rows) -> list[str]:
+    """Which rows kept the freed heap through the VAE decode (results before 2026-12-08 do not say: no line)."""
+    kept = [r["name"] for r in rows if r.get("heap_released") is False]
+    if not any("heap_released" in r for r in rows):
+        return []
+    return [
+        "The heap freed by the denoising loop goes back to the OS before the VAE decodes (`diffusia.models.heap`) "
+        f"in every row but {', '.join(kept) or 'none'} (`DIFFUSIA_MALLOC_TRIM=0`).",
+        "",
+    ]
 
 
 def to_markdown(res: dict[str, Any]) -> str:
@@ -282,6 +310,7 @@ def to_markdown(res: dict[str, Any]) -> str:
             else "."
         ),
         "",
+        *_heap_note(ok.values()),
         "| row | U-Net runtime | VAE decoder | float layers | s/image (median) | runs (s) | vs FP32 eager | peak RSS MB "
         "| vs FP32 eager | load s | image vs FP32 eager (mean abs) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

@@ -53,3 +53,29 @@ def test_a_run_without_nncf_rows_reports_no_nncf_build(monkeypatch):
     text = bench.to_markdown(_result(full, rows))
     assert "Build: FP32 OpenVINO export 90.0 s; NNCF 600.0 s; diffusia quantize" in text
     assert "NNCF calibrated on the 16 U-Net inputs of the same trajectories." in text
+
+
+def test_heap_kept_rows_run_with_the_release_off_and_the_report_names_them(monkeypatch, tmp_path):
+    import argparse
+    import subprocess
+
+    from diffusia.models import heap
+
+    bench = _bench_module(monkeypatch, "generation_runtimes")
+    assert bench.ROWS["diffusia_openvino_heap_kept"] == bench.ROWS["diffusia_openvino"]
+    envs = {}
+    monkeypatch.setattr(subprocess, "run", lambda cmd, env, **kw: envs.setdefault(cmd[-1], env))
+    args = argparse.Namespace(threads=2, runs=1, steps=2)
+    for name in ("diffusia_openvino", "diffusia_openvino_heap_kept"):
+        assert bench.measure(name, args, tmp_path)["status"] == "failed"  # nothing ran
+    assert [env[heap.ENV] for env in envs.values()] == ["1", "0"]
+    build = {"diffusia_quantize_s": 1.0, "diffusia_calibration_s_per_prompt": 0.5, "diffusia_save_and_export_s": 2.0}
+    rows = [
+        {**_row("fp32_torch", "torch", 200.0, 5000.0), "heap_released": True},
+        {**_row("fp32_torch_heap_kept", "torch", 200.0, 5500.0), "heap_released": False},
+    ]
+    text = bench.to_markdown(_result({**build, "diffusia_checks": {}}, rows))
+    assert "before the VAE decodes (`diffusia.models.heap`) in every row but fp32_torch_heap_kept (" in text
+    assert "| fp32_torch_heap_kept | torch | torch | f32 | 200.00 | 200.00, 200.00 | 1.00 | 5,500 | 1.10 |" in text
+    earlier = [_row("fp32_torch", "torch", 200.0, 5000.0)]  # results before the rows said
+    assert "DIFFUSIA_MALLOC_TRIM" not in bench.to_markdown(_result({**build, "diffusia_checks": {}}, earlier))
