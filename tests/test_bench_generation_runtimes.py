@@ -58,13 +58,15 @@ def test_a_run_without_nncf_rows_reports_no_nncf_build(monkeypatch):
 def test_heap_kept_rows_run_with_the_release_off_and_the_report_names_them(monkeypatch, tmp_path):
     import argparse
     import subprocess
+    import types
 
     from diffusia.models import heap
 
     bench = _bench_module(monkeypatch, "generation_runtimes")
     assert bench.ROWS["diffusia_openvino_heap_kept"] == bench.ROWS["diffusia_openvino"]
     envs = {}
-    monkeypatch.setattr(subprocess, "run", lambda cmd, env, **kw: envs.setdefault(cmd[-1], env))
+    ran = types.SimpleNamespace(returncode=1)
+    monkeypatch.setattr(subprocess, "run", lambda cmd, env, **kw: envs.setdefault(cmd[-1], env) and ran)
     args = argparse.Namespace(threads=2, runs=1, steps=2)
     for name in ("diffusia_openvino", "diffusia_openvino_heap_kept"):
         assert bench.measure(name, args, tmp_path)["status"] == "failed"  # nothing ran
