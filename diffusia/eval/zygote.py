@@ -2,8 +2,9 @@
 
 A zygote is a Python process that imports what `diffusia.eval.worker` needs (torch, diffusers, transformers: ~5 s
 on a 2-core CPU) and then forks one child per task. A child starts where a fresh `python -m diffusia.eval.worker`
-starts after its imports, having loaded and run nothing, so the peak memory and the latency it measures are its
-variant's alone. A zygote serves its parent for as long as the parent's environment stays the same (variables such
+starts after its imports, having loaded and run nothing, with the same resident set (it maps back the library
+pages fork() leaves out: `resident_file_pages`), so the peak memory and the latency it measures are its variant's
+alone, as in a fresh process. A zygote serves its parent for as long as the parent's environment stays the same (variables such
 as `ATEN_CPU_CAPABILITY` take effect at import); a changed environment gets a new zygote. Without `os.fork`
 (Windows) each task runs in a fresh `python -m diffusia.eval.worker`.
 
@@ -54,10 +55,13 @@ class Zygote:
             self.proc.stdin.write(f"{task}\t{log}\n".encode())
         except BrokenPipeError:
             pass  # the zygote died: _line says why
-        pid = int(self._line(None))  # the first task waits for the zygote's imports
+        pid = self._line(timeout)  # the first task waits for the zygote's imports
+        if pid is None:
+            self.proc.kill()
+            raise WorkerTimeout
         answer = self._line(timeout)
         if answer is None:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(int(pid), signal.SIGKILL)
             self._line(None)  # the zygote reaps it
             raise WorkerTimeout
         return int(answer)

@@ -8,6 +8,7 @@ from pathlib import Path
 if os.environ.get("DIFFUSIA_ZYGOTE_TORCH"):
     import torch  # noqa: F401  (resident libraries for the zygote to pass on)
 
+time.sleep(float(os.environ.get("DIFFUSIA_ZYGOTE_IMPORT_S", 0)))  # a zygote slow to import
 CALLS = 0  # module state: a fresh child starts from the zygote's, 0
 
 

@@ -73,6 +73,16 @@ def test_a_task_past_its_timeout_is_killed_and_the_zygote_serves_on(run):
     assert code == 0 and seen["ppid"] == server
 
 
+def test_the_timeout_covers_the_zygotes_imports(run, monkeypatch):
+    monkeypatch.setenv("DIFFUSIA_ZYGOTE_IMPORT_S", "60")
+    start = time.monotonic()
+    with pytest.raises(zygote.WorkerTimeout):
+        run(timeout=0.5)
+    assert time.monotonic() - start < 30 and zygote._zygote.proc.wait(timeout=10) is not None
+    monkeypatch.delenv("DIFFUSIA_ZYGOTE_IMPORT_S")
+    assert run()[0] == 0
+
+
 def test_a_failing_task_leaves_its_traceback_in_the_log(run):
     code, seen, log = run(**{"raise": "no such thing"})
     assert code == 1 and seen is None and "ValueError: no such thing" in log
