@@ -2,10 +2,10 @@
 
 A zygote is a Python process that imports what `diffusia.eval.worker` needs (torch, diffusers, transformers: ~5 s
 on a 2-core CPU) and then forks one child per task. A child starts where a fresh `python -m diffusia.eval.worker`
-starts after its imports, having loaded and run nothing, with the same resident set (it maps back the library
-pages fork() leaves out: `resident_file_pages`), so the peak memory and the latency it measures are its variant's
-alone, as in a fresh process. A zygote serves its parent for as long as the parent's environment stays the same (variables such
-as `ATEN_CPU_CAPABILITY` take effect at import); a changed environment gets a new zygote. Without `os.fork`
+starts after its imports, having loaded and run nothing, with the same resident set (it maps back the library pages
+fork() leaves out: `resident_file_pages`), so the peak memory and the latency it measures are its variant's alone,
+as in a fresh process. A zygote serves its parent for as long as the parent's environment stays the same (variables
+such as `ATEN_CPU_CAPABILITY` take effect at import); a changed environment gets a new zygote. Without `os.fork`
 (Windows) each task runs in a fresh `python -m diffusia.eval.worker`.
 
 `python -m diffusia.eval.zygote MODULE` imports MODULE, then reads `task.json<TAB>log` lines on its stdin and answers
@@ -27,6 +27,7 @@ from pathlib import Path
 from diffusia.errors import DiffusiaError
 
 WORKER = "diffusia.eval.worker"
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 class WorkerTimeout(Exception):
@@ -106,9 +107,6 @@ def run_worker(task: Path, log: Path, timeout: float | None = None, module: str 
             atexit.register(lambda: _zygote and _zygote.close())
         _zygote = Zygote(module, os.environ)
     return _zygote.run(task, log, timeout)
-
-
-PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def resident_file_pages() -> list[int]:
