@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,19 +29,12 @@ WAYS = ("zygote", "fresh")
 FIELDS = ("baseline_mb", "peak_mb", "peak_load_mb", "latency_s", "wall_s")
 
 
-def fresh_process(task: Path, log: Path, timeout: float | None = None, module: str = "diffusia.eval.worker") -> int:
-    """`zygote.run_worker`'s contract in a fresh `python -m` process, as `run_isolated` ran every task before."""
-    with open(log, "w") as out:
-        cmd = [sys.executable, "-m", module, str(task)]
-        return subprocess.run(cmd, stdout=out, stderr=out, timeout=timeout).returncode
-
-
 def measure(task: dict[str, Any], way: str, work: Path) -> dict[str, float]:
     from diffusia.eval import zygote
     from diffusia.eval.memory import run_isolated
 
     t0 = time.perf_counter()
-    with mock.patch.object(zygote, "run_worker", fresh_process) if way == "fresh" else contextlib.nullcontext():
+    with mock.patch.object(zygote, "run_worker", zygote.run_fresh) if way == "fresh" else contextlib.nullcontext():
         res = run_isolated(task, workdir=work)
     wall = time.perf_counter() - t0
     m = res["memory"]

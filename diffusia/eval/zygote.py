@@ -94,12 +94,7 @@ def run_worker(task: Path, log: Path, timeout: float | None = None, module: str 
     """Run `module` (`diffusia.eval.worker`) on `task` in a fresh process, its output in `log`; its exit code."""
     global _zygote
     if not hasattr(os, "fork"):
-        with open(log, "w") as out:
-            cmd = [sys.executable, "-m", module, str(task)]
-            try:
-                return subprocess.run(cmd, stdout=out, stderr=out, timeout=timeout).returncode
-            except subprocess.TimeoutExpired:
-                raise WorkerTimeout from None
+        return run_fresh(task, log, timeout, module)
     if _zygote is None or (_zygote.module, _zygote.env) != (module, dict(os.environ)) or not _zygote.alive():
         if _zygote is not None:
             _zygote.close()
@@ -107,6 +102,16 @@ def run_worker(task: Path, log: Path, timeout: float | None = None, module: str 
             atexit.register(lambda: _zygote and _zygote.close())
         _zygote = Zygote(module, os.environ)
     return _zygote.run(task, log, timeout)
+
+
+def run_fresh(task: Path, log: Path, timeout: float | None = None, module: str = WORKER) -> int:
+    """`run_worker` in a fresh `python -m module` process (no zygote): where there is no fork, and to compare."""
+    with open(log, "w") as out:
+        try:
+            cmd = [sys.executable, "-m", module, str(task)]
+            return subprocess.run(cmd, stdout=out, stderr=out, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            raise WorkerTimeout from None
 
 
 def resident_file_pages() -> list[int]:

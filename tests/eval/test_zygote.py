@@ -111,3 +111,9 @@ def test_without_fork_each_task_is_a_fresh_python(run, monkeypatch):
     with pytest.raises(zygote.WorkerTimeout):
         run(timeout=0.5, sleep=60)
     assert zygote._zygote is None
+
+
+def test_run_fresh_is_a_new_python_where_fork_exists_too(run, monkeypatch):
+    monkeypatch.setattr(zygote, "run_worker", zygote.run_fresh)  # as benchmarks/measuring_processes.py compares
+    code, seen, _ = run(code=5)
+    assert code == 5 and seen["ppid"] == os.getpid() and zygote._zygote is None
