@@ -122,6 +122,11 @@ def _notes(res: dict[str, Any], specs: list[Variant], device: str) -> list[str]:
     mems = [v.get("memory", {}) for v in res["variants"].values()]
     if any(m.get("peak_reset_after_imports") is False for m in mems):
         notes.append("The kernel refused to reset VmHWM after imports: peaks may include the import transient.")
+    if any(m.get("libraries_resident") is False for m in mems):
+        notes.append(
+            "The libraries could not be made resident before the baseline (Linux < 5.14): peaks include the "
+            "library code each run faulted in, which depends on what the page cache held."
+        )
     load = res["machine"].get("loadavg")
     if load and res["machine"].get("cpu_cores") and load[0] > res["machine"]["cpu_cores"]:
         notes.append(

@@ -2,7 +2,8 @@
 after its imports by `diffusia.eval.zygote`).
 
 On CPU the peak is the growth of the resident set over the process baseline taken after imports, before
-loading: VmHWM (reset through /proc/self/clear_refs where the kernel allows it) minus VmRSS at that point.
+loading, with the imported libraries wholly resident (`libraries`): VmHWM (reset through /proc/self/clear_refs where
+the kernel allows it) minus VmRSS at that point.
 On CUDA it is `torch.cuda.max_memory_allocated`.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from diffusia.errors import DiffusiaError
-from diffusia.eval import zygote
+from diffusia.eval import libraries, zygote
 from diffusia.fileio import write_json
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,9 @@ class PeakMemory:
 
             torch.cuda.reset_peak_memory_stats()
             self.baseline_mb = torch.cuda.memory_allocated() / 2**20
-            self.hwm_reset = True
+            self.hwm_reset, self.libraries_resident = True, None
         else:
+            self.libraries_resident = libraries.make_resident()
             self.hwm_reset = reset_peak_rss()
             self.baseline_mb = status_mb("VmRSS") or 0.0
         self.marks: dict[str, float] = {}
@@ -85,6 +87,7 @@ class PeakMemory:
             "baseline_mb": round(self.baseline_mb, 1),
             "peak_mb": round(self.peak_mb(), 1),
             "peak_reset_after_imports": self.hwm_reset,
+            "libraries_resident": self.libraries_resident,
             **{f"peak_{k}_mb": v for k, v in self.marks.items()},
         }
 

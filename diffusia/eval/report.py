@@ -159,7 +159,9 @@ def render_markdown(res: dict[str, Any]) -> str:
         "## II. Peak memory",
         "",
         f"Growth of the {'CUDA allocation' if cfg['device'].startswith('cuda') else 'resident set (VmHWM)'} "
-        f"of a fresh process per variant over its baseline after imports; budget {_f(budget, 0)} MB.",
+        "of a fresh process per variant over its baseline after imports"
+        f"{'' if cfg['device'].startswith('cuda') else ', the imported libraries wholly resident'}; "
+        f"budget {_f(budget, 0)} MB.",
         "",
     ]
     rows = []

@@ -2,11 +2,12 @@
 
 A zygote is a Python process that imports what `diffusia.eval.worker` needs (torch, diffusers, transformers: ~5 s
 on a 2-core CPU) and then forks one child per task. A child starts where a fresh `python -m diffusia.eval.worker`
-starts after its imports, having loaded and run nothing, with the same resident set (it maps back the library pages
-fork() leaves out: `resident_file_pages`), so the peak memory and the latency it measures are its variant's alone,
-as in a fresh process. A zygote serves its parent for as long as the parent's environment stays the same (variables
-such as `ATEN_CPU_CAPABILITY` take effect at import); a changed environment gets a new zygote. Without `os.fork`
-(Windows) each task runs in a fresh `python -m diffusia.eval.worker`.
+starts after its imports, having loaded and run nothing. fork() leaves the libraries' file pages out of a child's
+resident set; the worker's memory baseline makes every library page resident first (`libraries`), in a child as in
+a fresh process, so the peak memory and the latency a child measures are its variant's alone. A zygote serves its
+parent for as long as the parent's environment stays the same (variables such as `ATEN_CPU_CAPABILITY` take effect
+at import); a changed environment gets a new zygote. Without `os.fork` (Windows), or where the libraries cannot be
+made resident (Linux < 5.14), each task runs in a fresh `python -m diffusia.eval.worker`.
 
 `python -m diffusia.eval.zygote MODULE` imports MODULE, then reads `task.json<TAB>log` lines on its stdin and answers
 each with the child's pid and then its exit code, one line each; the child runs `MODULE.main([task.json])` with its
@@ -25,9 +26,9 @@ import tempfile
 from pathlib import Path
 
 from diffusia.errors import DiffusiaError
+from diffusia.eval import libraries
 
 WORKER = "diffusia.eval.worker"
-PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 class WorkerTimeout(Exception):
@@ -93,7 +94,7 @@ _zygote: Zygote | None = None
 def run_worker(task: Path, log: Path, timeout: float | None = None, module: str = WORKER) -> int:
     """Run `module` (`diffusia.eval.worker`) on `task` in a fresh process, its output in `log`; its exit code."""
     global _zygote
-    if not hasattr(os, "fork"):
+    if not hasattr(os, "fork") or not libraries.enabled():
         return run_fresh(task, log, timeout, module)
     if _zygote is None or (_zygote.module, _zygote.env) != (module, dict(os.environ)) or not _zygote.alive():
         if _zygote is not None:
@@ -105,7 +106,7 @@ def run_worker(task: Path, log: Path, timeout: float | None = None, module: str 
 
 
 def run_fresh(task: Path, log: Path, timeout: float | None = None, module: str = WORKER) -> int:
-    """`run_worker` in a fresh `python -m module` process (no zygote): where there is no fork, and to compare."""
+    """`run_worker` in a fresh `python -m module` process (no zygote): where a zygote cannot serve, and to compare."""
     with open(log, "w") as out:
         try:
             cmd = [sys.executable, "-m", module, str(task)]
@@ -114,39 +115,7 @@ def run_fresh(task: Path, log: Path, timeout: float | None = None, module: str =
             raise WorkerTimeout from None
 
 
-def resident_file_pages() -> list[int]:
-    """The addresses of the file-backed pages (shared libraries' code and data, mapped files) resident in this
-    process. fork() copies no page-table entries for file mappings the parent never wrote to, so a child starts
-    without them in its resident set and would count them as growth when it touches them again; `touch` maps them
-    back before the child's baseline. [] where /proc/self/pagemap cannot be read."""
-    import numpy as np
-
-    pages = []
-    try:
-        with open("/proc/self/maps") as maps, open("/proc/self/pagemap", "rb") as pagemap:
-            for line in maps:
-                fields = line.split()
-                if len(fields) < 6 or fields[1][0] != "r" or fields[4] == "0" or fields[5].startswith("["):
-                    continue  # unreadable, anonymous, or a kernel area ([vvar], [vsyscall])
-                start, end = (int(x, 16) for x in fields[0].split("-"))
-                pagemap.seek(start // PAGE * 8)
-                entries = np.frombuffer(pagemap.read((end - start) // PAGE * 8), dtype=np.uint64)
-                present = np.flatnonzero(entries >> np.uint64(63))
-                pages.extend((start + present * PAGE).tolist())
-    except OSError:
-        return []
-    return pages
-
-
-def touch(pages: list[int]) -> None:
-    """Read one byte of each page: maps it into this process's resident set."""
-    import ctypes
-
-    for address in pages:
-        ctypes.string_at(address, 1)
-
-
-def _child(module, task: str, log: str, pages: list[int]) -> None:
+def _child(module, task: str, log: str) -> None:
     """In the forked child: output to `log`, run `module`, exit without returning to the zygote's loop."""
     code = 1
     try:
@@ -154,7 +123,6 @@ def _child(module, task: str, log: str, pages: list[int]) -> None:
         os.dup2(out, 1)
         os.dup2(out, 2)
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        touch(pages)
         code = module.main([task]) or 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else int(e.code is not None)
@@ -174,12 +142,11 @@ def serve(name: str) -> None:
     import importlib
 
     module = importlib.import_module(name)  # what every child inherits
-    pages = resident_file_pages()
     for line in sys.stdin:
         task, log = line.rstrip("\n").split("\t")
         pid = os.fork()
         if pid == 0:
-            _child(module, task, log, pages)
+            _child(module, task, log)
         print(pid, flush=True)
         print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
 

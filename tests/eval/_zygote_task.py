@@ -5,6 +5,8 @@ import os
 import time
 from pathlib import Path
 
+from diffusia.eval import libraries
+
 if os.environ.get("DIFFUSIA_ZYGOTE_TORCH"):
     import torch  # noqa: F401  (resident libraries for the zygote to pass on)
 
@@ -15,6 +17,7 @@ CALLS = 0  # module state: a fresh child starts from the zygote's, 0
 def main(argv):
     global CALLS
     CALLS += 1
+    libraries.make_resident()  # as the worker's memory baseline does
     rss_mb = next(int(x.split()[1]) / 1024 for x in open("/proc/self/status") if x.startswith("VmRSS:"))
     task = json.loads(Path(argv[0]).read_text())
     time.sleep(task.get("sleep", 0))

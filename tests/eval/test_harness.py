@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from diffusia.errors import DiffusiaError
+from diffusia.eval import libraries
 from diffusia.eval.harness import _notes, evaluate
 from diffusia.eval.variants import check_compatible, folder_bytes, materialise, parse_variants
 from tests.eval.conftest import CHEAP_EXTRACTOR
@@ -62,7 +63,7 @@ def test_size_memory_latency(evaluated):
     assert fp32["size"]["unet_bytes"] / w8["size"]["unet_bytes"] > 2.5  # int8 weights
     assert w8["size"]["unet_change_pct"] < -60 and fp32["unet_dtype"] == "float32"
     for v in (fp32, w8):
-        assert v["memory"]["peak_mb"] > 0
+        assert v["memory"]["peak_mb"] > 0 and v["memory"]["libraries_resident"] == libraries.enabled()
         assert v["memory"]["percent_of_budget"] == pytest.approx(100 * v["memory"]["peak_mb"] / 4096)
         assert v["latency"]["end_to_end"]["n"] == 2 and v["latency"]["unet_step"]["n"] == 4
 
@@ -334,6 +335,18 @@ def test_size_counts_the_runtime_graph_the_unet_ran_and_nothing_else(tmp_path):
     assert size["runtime_graph_mb"] * 2**20 == 4200 and size["unet_bytes"] == 3000
     assert "runtime_graph_mb" not in variant_size(tmp_path, None, "torch")
     assert "runtime_graph_mb" not in variant_size(tmp_path, None, "onnxruntime")  # no graph saved for it
+
+
+def test_note_says_when_the_libraries_were_not_resident():
+    res = {
+        "variants": {"fp32": {"memory": {"peak_mb": 1.0, "libraries_resident": False}}},
+        "machine": {"cpu_cores": 2, "loadavg": [0.5]},
+        "quality": None,
+    }
+    notes = _notes(res, parse_variants("fp32", "cpu"), "cpu")
+    assert len(notes) == 1 and "depends on what the page cache held" in notes[0]
+    res["variants"]["fp32"]["memory"]["libraries_resident"] = True
+    assert not _notes(res, parse_variants("fp32", "cpu"), "cpu")
 
 
 def test_note_names_the_unets_exported_when_loaded():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from diffusia.errors import DiffusiaError
-from diffusia.eval import zygote
+from diffusia.eval import libraries, zygote
 
 ROOT = Path(__file__).parents[2]
 TASK = "tests.eval._zygote_task"
@@ -45,14 +45,15 @@ def test_each_task_runs_in_its_own_child_of_one_zygote(run):
     assert first["calls"] == second["calls"] == 1 and os.getpid() not in (first["ppid"], first["pid"])
 
 
-def test_a_child_starts_with_the_zygotes_resident_set(run, monkeypatch):
-    """As a fresh process does after its imports: the pages of the libraries the zygote mapped are in the child's
-    resident set too, else the child would count them as its own growth (~70 MB of torch's here)."""
+def test_a_child_starts_from_a_fresh_processs_resident_set(run, monkeypatch):
+    """The memory baseline: after making the libraries resident, a child of the zygote holds what a fresh process
+    holds after its imports (fork() leaves ~70 MB of torch's pages out of the child until then)."""
     monkeypatch.setenv("DIFFUSIA_ZYGOTE_TORCH", "1")
-    _, seen, _ = run()
-    status = Path(f"/proc/{seen['ppid']}/status").read_text()
-    zygote_mb = next(int(x.split()[1]) / 1024 for x in status.splitlines() if x.startswith("VmRSS:"))
-    assert zygote_mb > 100 and abs(seen["rss_mb"] - zygote_mb) < 0.05 * zygote_mb
+    _, child, _ = run()
+    monkeypatch.setattr(zygote, "run_worker", zygote.run_fresh)
+    _, fresh, _ = run()
+    assert fresh["ppid"] == os.getpid() and child["ppid"] != os.getpid()
+    assert fresh["rss_mb"] > 300 and abs(child["rss_mb"] - fresh["rss_mb"]) < 0.03 * fresh["rss_mb"]
 
 
 def test_a_changed_environment_gets_a_new_zygote(run, monkeypatch):
@@ -111,6 +112,12 @@ def test_without_fork_each_task_is_a_fresh_python(run, monkeypatch):
     with pytest.raises(zygote.WorkerTimeout):
         run(timeout=0.5, sleep=60)
     assert zygote._zygote is None
+
+
+def test_without_resident_libraries_each_task_is_a_fresh_python(run, monkeypatch):
+    monkeypatch.setenv(libraries.ENV, "0")  # or a kernel without MADV_POPULATE_READ: a child would miss the pages
+    code, seen, _ = run(code=6)
+    assert code == 6 and seen["ppid"] == os.getpid() and zygote._zygote is None
 
 
 def test_run_fresh_is_a_new_python_where_fork_exists_too(run, monkeypatch):
