@@ -2,9 +2,10 @@
 
 A process maps its shared libraries (libtorch_cpu.so alone is 330 MB) and faults their pages into its resident set
 as it runs them, each fault mapping its neighbours too where the page cache holds them. So how much library code a
-measurement counts as its own growth depends on what the page cache held: `tiny`'s FP32 peak measured 115 MB with
-a long-used virtual environment and 135 MB with a freshly installed one, the same code on the same machine
-(`benchmarks/results/vnni/resident_libraries/`). With every page of every file mapped at the baseline resident
+measurement counts as its own growth depends on what the page cache held: `tiny`'s FP32 peak in `eval` measured
+117.7 MB from a long-used virtual environment and 129.5 MB from a freshly installed one, the same code on the same
+machine, and 102.7 / 106.8 MB with the libraries resident (`benchmarks/resident_libraries.py`, one run each,
+`benchmarks/results/vnni/resident_libraries/`). With every page of every file mapped at the baseline resident
 (`madvise(MADV_POPULATE_READ)`, Linux >= 5.14), the growth is the variant's alone, whatever the page cache held.
 Libraries loaded later (a runtime's plugins) still count with the pages they touch.
 
