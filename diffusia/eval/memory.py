@@ -9,6 +9,7 @@ On CUDA it is `torch.cuda.max_memory_allocated`.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import tempfile
@@ -57,6 +58,7 @@ class PeakMemory:
             self.baseline_mb = torch.cuda.memory_allocated() / 2**20
             self.hwm_reset, self.libraries_resident = True, None
         else:
+            gc.collect()  # garbage of the imports (and of a zygote's loop) freed before the baseline
             self.libraries_resident = libraries.make_resident()
             self.hwm_reset = reset_peak_rss()
             self.baseline_mb = status_mb("VmRSS") or 0.0
