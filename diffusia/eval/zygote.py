@@ -44,7 +44,7 @@ class Zygote:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.errors,
-            env=self.env,
+            env=measuring_env(self.env),
             bufsize=0,
         )
 
@@ -110,9 +110,17 @@ def run_fresh(task: Path, log: Path, timeout: float | None = None, module: str =
     with open(log, "w") as out:
         try:
             cmd = [sys.executable, "-m", module, str(task)]
-            return subprocess.run(cmd, stdout=out, stderr=out, timeout=timeout).returncode
+            return subprocess.run(cmd, stdout=out, stderr=out, timeout=timeout, env=measuring_env()).returncode
         except subprocess.TimeoutExpired:
             raise WorkerTimeout from None
+
+
+def measuring_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """A measuring process's environment: `env` (this process's) with a fixed hash seed unless it sets one. The seed
+    orders Python's sets, and diffusers loads a pipeline's components in a set's order: `tiny`'s peak while loading
+    differed by its U-Net's size (~27 MB) between orders, so with a random seed per process it varied between two
+    levels (`benchmarks/results/vnni/measuring_processes_tiny.md`)."""
+    return {"PYTHONHASHSEED": "0", **(os.environ if env is None else env)}
 
 
 def _child(module, task: str, log: str) -> None:

@@ -56,6 +56,20 @@ def test_a_child_starts_from_a_fresh_processs_resident_set(run, monkeypatch):
     assert fresh["rss_mb"] > 300 and abs(child["rss_mb"] - fresh["rss_mb"]) < 0.03 * fresh["rss_mb"]
 
 
+def test_every_measuring_process_orders_sets_alike(run, monkeypatch):
+    """A fixed hash seed (diffusers loads a pipeline's components in a set's order, which moves the load peak), unless
+    the caller sets one."""
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    orders = [run()[1]["set_order"]]
+    zygote._zygote.close()
+    monkeypatch.setattr(zygote, "_zygote", None)  # a second zygote
+    orders.append(run()[1]["set_order"])
+    monkeypatch.setattr(zygote, "run_worker", zygote.run_fresh)
+    orders.append(run()[1]["set_order"])
+    assert orders[0] == orders[1] == orders[2]
+    assert zygote.measuring_env({"PYTHONHASHSEED": "7"})["PYTHONHASHSEED"] == "7"
+
+
 def test_a_changed_environment_gets_a_new_zygote(run, monkeypatch):
     _, before, _ = run()
     monkeypatch.setenv("DIFFUSIA_ZYGOTE_TEST", "on")
