@@ -119,7 +119,7 @@ def measuring_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """A measuring process's environment: `env` (this process's) with a fixed hash seed unless it sets one. The seed
     orders Python's sets, and diffusers loads a pipeline's components in a set's order: `tiny`'s peak while loading
     differed by its U-Net's size (~27 MB) between orders, so with a random seed per process it varied between two
-    levels (`benchmarks/results/vnni/measuring_processes_tiny.md`)."""
+    levels (`benchmarks/measuring_processes.py`; README, "Evaluation speed and checks")."""
     return {"PYTHONHASHSEED": "0", **(os.environ if env is None else env)}
 
 
